@@ -30,15 +30,19 @@ const (
 	networkIDTag = "calnet/network-id/v1\x00"
 )
 
-func deriveID(tag string, pub *PublicKey) [IDSize]byte {
+func deriveID(tag string, ed, ml []byte) [IDSize]byte {
 	h := sha256.New()
 	h.Write([]byte(tag))
-	h.Write(pub.ed)
-	h.Write(pub.mlRaw)
+	h.Write(ed)
+	h.Write(ml)
 	var out [IDSize]byte
 	copy(out[:], h.Sum(nil))
 	return out
 }
+
+// IDFromKeys computes the Cal ID of encoded public key halves without
+// parsing them, which is much cheaper than ParsePublicKey.
+func IDFromKeys(ed, ml []byte) ID { return deriveID(calIDTag, ed, ml) }
 
 // String returns the full text form of id.
 func (id ID) String() string { return idEncoding.EncodeToString(id[:]) }

@@ -49,7 +49,7 @@ func ParsePublicKey(ed, ml []byte) (*PublicKey, error) {
 	mpk := new(mldsa65.PublicKey)
 	mpk.Unpack(&buf)
 	pk := &PublicKey{ed: append(ed25519.PublicKey(nil), ed...), ml: mpk, mlRaw: append([]byte(nil), ml...)}
-	pk.id = deriveID(calIDTag, pk)
+	pk.id = deriveID(calIDTag, pk.ed, pk.mlRaw)
 	return pk, nil
 }
 
@@ -57,7 +57,7 @@ func ParsePublicKey(ed, ml []byte) (*PublicKey, error) {
 func (k *PublicKey) ID() ID { return k.id }
 
 // NetworkID returns the network ID these keys name when they are a genesis root.
-func (k *PublicKey) NetworkID() NetworkID { return NetworkID(deriveID(networkIDTag, k)) }
+func (k *PublicKey) NetworkID() NetworkID { return NetworkID(deriveID(networkIDTag, k.ed, k.mlRaw)) }
 
 // Ed25519 returns a copy of the Ed25519 half.
 func (k *PublicKey) Ed25519() ed25519.PublicKey { return append(ed25519.PublicKey(nil), k.ed...) }
@@ -155,7 +155,7 @@ func FromSeed(seed []byte) (*PrivateKey, error) {
 		return nil, fmt.Errorf("encode mldsa65 public key: %w", err)
 	}
 	k.pub = &PublicKey{ed: k.ed.Public().(ed25519.PublicKey), ml: mpk, mlRaw: raw}
-	k.pub.id = deriveID(calIDTag, k.pub)
+	k.pub.id = deriveID(calIDTag, k.pub.ed, k.pub.mlRaw)
 	return k, nil
 }
 

@@ -63,6 +63,9 @@ func CheckStructure(data []byte) error {
 		if top != nil && top.object && top.want {
 			if d, ok := tok.(json.Delim); ok && d == '}' {
 				stack = stack[:len(stack)-1]
+				if len(stack) > 0 && stack[len(stack)-1].object {
+					stack[len(stack)-1].want = true
+				}
 				continue
 			}
 			key, _ := tok.(string)

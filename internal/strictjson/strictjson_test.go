@@ -6,8 +6,9 @@ import (
 )
 
 type doc struct {
-	A int              `json:"a"`
-	B []map[string]int `json:"b"`
+	A int                       `json:"a"`
+	B []map[string]int          `json:"b"`
+	C map[string]map[string]int `json:"c"`
 }
 
 func TestUnmarshal(t *testing.T) {
@@ -17,7 +18,11 @@ func TestUnmarshal(t *testing.T) {
 		{"ok", `{"a":1,"b":[{"x":1},{"x":2}]}`, ""},
 		{"duplicate top", `{"a":1,"a":2}`, `duplicated field "a" at $`},
 		{"duplicate nested", `{"b":[{"x":1,"x":2}]}`, `duplicated field "x" at $.b`},
-		{"unknown", `{"c":1}`, "unknown field"},
+		{"nested objects then keys", `{"b":[{"x":1},{"y":2,"z":3}],"a":1}`, ""},
+		{"duplicate after nested", `{"b":[{"x":1}],"a":1,"a":2}`, `duplicated field "a" at $`},
+		{"object in object", `{"c":{"p":{"x":1},"q":{"x":1}},"a":1}`, ""},
+		{"dup in object in object", `{"c":{"p":{"x":1},"p":{"x":1}}}`, `duplicated field "p" at $.c`},
+		{"unknown", `{"d":1}`, "unknown field"},
 		{"trailing", `{"a":1} {}`, "data after"},
 		{"truncated", `{"a":1`, "invalid JSON"},
 		{"too big", `{"a":1}` + strings.Repeat(" ", 100), "over the limit of 64"},
