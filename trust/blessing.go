@@ -327,19 +327,19 @@ type keysJSON struct {
 }
 
 type blessingJSON struct {
-	Version      int                 `json:"version"`
-	Network      string              `json:"network"`
-	Parent       string              `json:"parent"`
-	Child        string              `json:"child"`
-	ChildKeys    *keysJSON           `json:"child_keys"`
-	Depth        int                 `json:"depth"`
-	Serial       int                 `json:"serial"`
-	Permissions  []string            `json:"permissions"`
-	Constraints  *constraintsJSON    `json:"constraints"`
-	CanPropagate *bool               `json:"can_propagate"`
-	Nonce        string              `json:"nonce"`
-	IssuedAt     string              `json:"issued_at"`
-	Signature    *identity.Signature `json:"signature"`
+	Version      int              `json:"version"`
+	Network      string           `json:"network"`
+	Parent       string           `json:"parent"`
+	Child        string           `json:"child"`
+	ChildKeys    *keysJSON        `json:"child_keys"`
+	Depth        int              `json:"depth"`
+	Serial       int              `json:"serial"`
+	Permissions  []string         `json:"permissions"`
+	Constraints  *constraintsJSON `json:"constraints"`
+	CanPropagate *bool            `json:"can_propagate"`
+	Nonce        string           `json:"nonce"`
+	IssuedAt     string           `json:"issued_at"`
+	Signature    *keysJSON        `json:"signature"`
 }
 
 // GenesisParent is the parent field of a blessing issued by the genesis root.
@@ -365,7 +365,10 @@ func (b *Blessing) toJSON() blessingJSON {
 		CanPropagate: &cp,
 		Nonce:        base64.StdEncoding.EncodeToString(b.nonce),
 		IssuedAt:     formatTime(b.issuedAt),
-		Signature:    b.sig,
+		Signature: &keysJSON{
+			Ed25519: base64.StdEncoding.EncodeToString(b.sig.Ed25519),
+			MLDSA:   base64.StdEncoding.EncodeToString(b.sig.MLDSA),
+		},
 	}
 }
 
@@ -374,9 +377,17 @@ func (b *Blessing) MarshalJSON() ([]byte, error) { return json.Marshal(b.toJSON(
 
 // ParseBlessing decodes and structurally validates a blessing.json. It does
 // not verify the signature; that needs the issuer's key (see Verifier).
-func ParseBlessing(data []byte) (*Blessing, error) {
+func ParseBlessing(data []byte) (*Blessing, error) { return parseBlessing(data, true) }
+
+// parseBlessing skips the structure check when the enclosing document
+// already had one (a blessing inside a soul chain).
+func parseBlessing(data []byte, checkStructure bool) (*Blessing, error) {
 	var j blessingJSON
-	if err := strictjson.Unmarshal(data, MaxBlessingJSON, &j); err != nil {
+	decode := strictjson.Unmarshal
+	if !checkStructure {
+		decode = strictjson.UnmarshalChecked
+	}
+	if err := decode(data, MaxBlessingJSON, &j); err != nil {
 		return nil, fmt.Errorf("blessing: %w: %w", ErrMalformed, err)
 	}
 	b, err := fromJSON(&j)
@@ -464,7 +475,13 @@ func fromJSON(j *blessingJSON) (*Blessing, error) {
 	if j.Signature == nil {
 		return nil, fieldErr("signature", "missing")
 	}
-	b.sig = cloneSig(j.Signature)
+	b.sig = &identity.Signature{}
+	if b.sig.Ed25519, err = decodeB64("signature.ed25519", j.Signature.Ed25519, identity.Ed25519SignatureSize); err != nil {
+		return nil, err
+	}
+	if b.sig.MLDSA, err = decodeB64("signature.mldsa65", j.Signature.MLDSA, identity.MLDSASignatureSize); err != nil {
+		return nil, err
+	}
 	if err := b.validate(); err != nil {
 		return nil, err
 	}

@@ -123,7 +123,7 @@ func ParseChain(data []byte) (*Chain, error) {
 	}
 	seen := make(map[identity.ID]int, len(j.Blessings))
 	for i, raw := range j.Blessings {
-		b, err := ParseBlessing(raw)
+		b, err := parseBlessing(raw, false)
 		if err != nil {
 			return nil, malformed(i, "%v", err)
 		}

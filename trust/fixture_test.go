@@ -149,3 +149,23 @@ func (f *fixture) lineage() lineage {
 	}
 	return l
 }
+
+// blessChild blesses a new Cal (key from label) under the Cal of chain
+// parentIdx, without adding it to the line.
+func (f *fixture) blessChild(t testing.TB, parentIdx int, label string, perms Permissions, cons Constraints, serial int, check bool) *Chain {
+	t.Helper()
+	parent := f.chains[parentIdx]
+	child := keyFor(t, label)
+	b, err := issue(f.keys[parentIdx], Grant{
+		Network: f.network, Parent: parent.Leaf(), ChildKey: child.Public(), Serial: serial,
+		Permissions: perms, Constraints: cons, IssuedAt: t0, Rand: f.rand,
+	}, check)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := Extend(parent, b, f.keys[parentIdx])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}

@@ -281,7 +281,7 @@ func (s *RevocationSet) Check(r *Revocation, lin Lineage) error {
 			break
 		}
 	}
-	k, err := s.v.Key(ib.childKey)
+	k, err := s.v.keyByID(ib.child, ib.childKey)
 	if err != nil {
 		return err
 	}

@@ -87,7 +87,12 @@ func (v *Verifier) Forget(id identity.ID) {
 
 // Key returns the parsed key for raw, from the cache when possible.
 func (v *Verifier) Key(raw RawPublicKey) (*identity.PublicKey, error) {
-	id := raw.ID()
+	return v.keyByID(raw.ID(), raw)
+}
+
+// keyByID is Key for a raw key whose ID is already known (a blessing's
+// child, which validation bound to its key), skipping the hash.
+func (v *Verifier) keyByID(id identity.ID, raw RawPublicKey) (*identity.PublicKey, error) {
 	v.mu.RLock()
 	k := v.keys[id]
 	v.mu.RUnlock()
@@ -128,7 +133,8 @@ func (v *Verifier) issuerKey(c *Chain, i int) (*identity.PublicKey, error) {
 	if i == 0 {
 		return v.root, nil
 	}
-	return v.Key(c.Blessings[i-1].childKey)
+	p := c.Blessings[i-1]
+	return v.keyByID(p.child, p.childKey)
 }
 
 // checkSignatures verifies the signatures of the links not in the cache
@@ -248,7 +254,7 @@ func (v *Verifier) Verify(c *Chain, at time.Time, rv RevocationView) (*Verified,
 		return nil, fail(last, ReasonBadSignature, "attestation: %v", err)
 	}
 	leaf := c.Leaf()
-	key, err := v.Key(leaf.childKey)
+	key, err := v.keyByID(leaf.child, leaf.childKey)
 	if err != nil {
 		return nil, fail(last, ReasonMalformed, "child key: %v", err)
 	}

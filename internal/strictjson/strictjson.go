@@ -24,6 +24,15 @@ func Unmarshal(data []byte, maxSize int, v any) error {
 	if err := CheckStructure(data); err != nil {
 		return err
 	}
+	return UnmarshalChecked(data, maxSize, v)
+}
+
+// UnmarshalChecked is Unmarshal for a fragment of a document that already
+// passed CheckStructure: it skips that second walk.
+func UnmarshalChecked(data []byte, maxSize int, v any) error {
+	if len(data) > maxSize {
+		return fmt.Errorf("document is %d bytes, over the limit of %d", len(data), maxSize)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
