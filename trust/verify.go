@@ -287,3 +287,44 @@ func (v *Verifier) checkAttestation(c *Chain) error {
 	v.remember(v.atts, key)
 	return nil
 }
+
+// VerifyBlessing checks one blessing against its issuer: the signature
+// (cached like chain links) and the attenuation rules. parent is nil for a
+// genesis blessing. It checks neither time nor revocation; use it to audit
+// a recorded history of blessings, and Verify for a Cal's standing now.
+func (v *Verifier) VerifyBlessing(parent, b *Blessing) error {
+	fail := func(r Reason, format string, args ...any) error {
+		return &ChainError{Link: b.depth - 1, Cal: b.child.String(), Reason: r, Detail: fmt.Sprintf(format, args...)}
+	}
+	if b.network != v.network {
+		return fail(ReasonWrongNetwork, "blessing is for network %s, want %s", b.network, v.network)
+	}
+	issuer := v.root
+	if parent == nil {
+		if !b.IsGenesis() {
+			return fail(ReasonMalformed, "no parent given for a depth-%d blessing", b.depth)
+		}
+	} else {
+		if b.parent != parent.child || b.depth != parent.depth+1 {
+			return fail(ReasonMalformed, "parent %s (depth %d) did not issue this blessing", parent.child, parent.depth)
+		}
+		k, err := v.keyByID(parent.child, parent.childKey)
+		if err != nil {
+			return fail(ReasonMalformed, "issuer key: %v", err)
+		}
+		issuer = k
+	}
+	if !v.cached(v.links, b.digest) {
+		if err := issuer.Verify(identity.PurposeBlessing, b.canonical, b.sig); err != nil {
+			return fail(ReasonBadSignature, "%v", err)
+		}
+		v.remember(v.links, b.digest)
+	}
+	if parent != nil {
+		if ce := checkAgainstParent(parent, b); ce != nil {
+			ce.Link, ce.Cal = b.depth-1, b.child.String()
+			return ce
+		}
+	}
+	return nil
+}

@@ -1,0 +1,141 @@
+// Package cli implements the calnet command line: the only layer that reads
+// flags and environment variables, and the only one that decides exit
+// codes (which cmd/calnet passes to os.Exit).
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/soulfra/calnet/internal/netdir"
+)
+
+// Env is what the CLI needs from its process.
+type Env struct {
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+}
+
+// exitError carries a non-zero exit code for a result that was already
+// printed (for example an invalid chain).
+type exitError struct{ code int }
+
+func (e *exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+// app holds the global flags and output settings.
+type app struct {
+	env            Env
+	dir            string
+	output         string
+	passphraseFile string
+}
+
+func (a *app) json() bool { return a.output == "json" }
+
+// print writes v as JSON in -o json mode, and text otherwise.
+func (a *app) print(v any, text func(w io.Writer)) error {
+	if a.json() {
+		enc := json.NewEncoder(a.env.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	text(a.env.Stdout)
+	return nil
+}
+
+// options builds the netdir options from flags and environment.
+func (a *app) options() (netdir.Options, error) {
+	var o netdir.Options
+	o.Passphrase = a.env.Getenv("CALNET_PASSPHRASE")
+	if a.passphraseFile != "" {
+		b, err := os.ReadFile(a.passphraseFile)
+		if err != nil {
+			return o, fmt.Errorf("--passphrase-file: %w", err)
+		}
+		o.Passphrase = strings.TrimRight(string(b), "\r\n")
+		if o.Passphrase == "" {
+			return o, errors.New("--passphrase-file: the file is empty")
+		}
+	}
+	return o, nil
+}
+
+func (a *app) network() (*netdir.Network, error) {
+	o, err := a.options()
+	if err != nil {
+		return nil, err
+	}
+	return netdir.Load(a.dir, o)
+}
+
+// Main runs the CLI with args and returns the process exit code.
+func Main(ctx context.Context, args []string, env Env) int {
+	a := &app{env: env}
+	root := a.rootCmd()
+	root.SetArgs(args)
+	root.SetOut(env.Stdout)
+	root.SetErr(env.Stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	if a.json() {
+		json.NewEncoder(env.Stderr).Encode(map[string]string{"error": err.Error()})
+	} else {
+		fmt.Fprintf(env.Stderr, "calnet: %v\n", err)
+	}
+	return 1
+}
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "calnet",
+		Short: "Cals that spawn, bless and supervise Cals, with post-quantum trust chains",
+		Long: `calnet runs a network of Cals: isolated instances that spawn children with
+fresh hybrid (Ed25519 + ML-DSA-65) identities and attenuated blessings, all
+recorded in a tamper-evident Merkle ledger.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if a.output != "text" && a.output != "json" {
+				return fmt.Errorf("-o %q: want text or json", a.output)
+			}
+			return nil
+		},
+	}
+	defDir := a.env.Getenv("CALNET_DIR")
+	if defDir == "" {
+		defDir = "calnet-net"
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.dir, "dir", defDir, "network directory (env CALNET_DIR)")
+	pf.StringVarP(&a.output, "output", "o", "text", "output format: text or json")
+	pf.StringVar(&a.passphraseFile, "passphrase-file", "", "file holding the passphrase that seals keys (or env CALNET_PASSPHRASE)")
+	root.AddCommand(a.initCmd(), a.keygenCmd(), a.blessCmd(), a.verifyCmd(), a.revokeCmd(), a.ledgerCmd(), a.versionCmd())
+	return root
+}
+
+// Version is set at build time with -ldflags "-X ...cli.Version=...".
+var Version = "dev"
+
+func (a *app) versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the calnet version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.print(map[string]string{"version": Version}, func(w io.Writer) { fmt.Fprintln(w, "calnet", Version) })
+		},
+	}
+}
