@@ -50,16 +50,6 @@ func (t *tree) push(leaf []byte) {
 	}
 }
 
-// truncate drops everything beyond size entries.
-func (t *tree) truncate(size uint64) {
-	for l := range t.levels {
-		n := size >> uint(l)
-		if uint64(len(t.levels[l])/32) > n {
-			t.levels[l] = t.levels[l][:n*32]
-		}
-	}
-}
-
 // root returns the RFC 6962 root of the first size entries.
 func (t *tree) root(size uint64) ([]byte, error) {
 	if size > t.size() {

@@ -1,4 +1,3 @@
-// Package e2e runs the real calnet binary end to end.
 package e2e
 
 import (

@@ -1,0 +1,95 @@
+package archtest
+
+import (
+	"encoding/json"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+type pkg struct {
+	ImportPath string
+	Dir        string
+	Name       string
+	Doc        string
+	GoFiles    []string
+	Deps       []string
+}
+
+func listPackages(t *testing.T) []pkg {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-json", "github.com/soulfra/calnet/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	var pkgs []pkg
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for dec.More() {
+		var p pkg
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs
+}
+
+func TestEveryPackageHasADocComment(t *testing.T) {
+	for _, p := range listPackages(t) {
+		if p.Doc == "" {
+			t.Errorf("%s has no package doc comment", p.ImportPath)
+		}
+	}
+}
+
+// TestCoreDependencies pins what the trust core may link: the crypto and
+// log libraries it is built on, nothing of the CLI, the state store, or
+// Kubernetes. Every Cal links these packages, so each dependency costs
+// start-up time.
+func TestCoreDependencies(t *testing.T) {
+	forbidden := []string{"github.com/spf13/", "go.etcd.io/bbolt", "k8s.io/", "github.com/soulfra/calnet/internal/cli", "net/http"}
+	core := map[string]bool{
+		"github.com/soulfra/calnet/identity": true,
+		"github.com/soulfra/calnet/trust":    true,
+		"github.com/soulfra/calnet/ledger":   true,
+	}
+	for _, p := range listPackages(t) {
+		if !core[p.ImportPath] {
+			continue
+		}
+		for _, d := range p.Deps {
+			for _, f := range forbidden {
+				if strings.HasPrefix(d, f) {
+					t.Errorf("%s depends on %s", p.ImportPath, d)
+				}
+			}
+		}
+	}
+}
+
+func TestOnlyMainExits(t *testing.T) {
+	for _, p := range listPackages(t) {
+		if p.Name == "main" {
+			continue
+		}
+		for _, f := range p.GoFiles {
+			path := filepath.Join(p.Dir, f)
+			file, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ast.Inspect(file, func(n ast.Node) bool {
+				if sel, ok := n.(*ast.SelectorExpr); ok {
+					if id, ok := sel.X.(*ast.Ident); ok && id.Name == "os" && sel.Sel.Name == "Exit" {
+						t.Errorf("%s calls os.Exit; only main may", path)
+					}
+				}
+				return true
+			})
+		}
+	}
+}

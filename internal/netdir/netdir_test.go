@@ -1,0 +1,150 @@
+package netdir
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/soulfra/calnet/trust"
+)
+
+var testNow = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+
+func testOpts() Options { return Options{Now: func() time.Time { return testNow }} }
+
+func newNetwork(t *testing.T) *Network {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "net")
+	n, err := Init(context.Background(), dir, MasterGrant{Constraints: trust.Constraints{
+		MaxDepth: 6, MaxChildren: 3, Quota: trust.Quota{CPUMillis: 4000, MemoryBytes: 8 << 30, PIDs: 1000},
+		NotAfter: testNow.Add(24 * time.Hour),
+	}}, testOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (n *Network) child(t *testing.T, parent, name string, perms trust.Permissions) string {
+	t.Helper()
+	dir := filepath.Join(filepath.Dir(n.Dir), name)
+	if _, err := n.Keygen(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := n.Bless(context.Background(), BlessRequest{ParentDir: parent, ChildDir: dir, Permissions: perms}); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestInitLoadReplay(t *testing.T) {
+	n := newNetwork(t)
+	master := filepath.Join(n.Dir, "master")
+	a := n.child(t, master, "a", trust.PermissionsOf(trust.PermSpawn, trust.PermRevoke, trust.PermRead))
+	b := n.child(t, a, "b", trust.PermissionsOf(trust.PermRead))
+
+	loaded, err := Load(n.Dir, testOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lg, err := loaded.OpenLedger(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lg.Close()
+	st, err := loaded.Replay(context.Background(), lg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Blessings) != 3 || len(st.Children[loaded.Info.Master]) != 1 {
+		t.Fatalf("replayed %d blessings", len(st.Blessings))
+	}
+	res, err := loaded.VerifyPath(context.Background(), b, testNow)
+	if err != nil || res.Err != nil || res.Verified.Depth != 3 {
+		t.Fatalf("verify b: %v %v", err, res.Err)
+	}
+	// Resolve by prefix and short form.
+	id := res.Verified.Cal
+	for _, ref := range []string{id.String(), id.String()[:6], id.Short()} {
+		got, err := st.Resolve(ref)
+		if err != nil || got != id {
+			t.Errorf("Resolve(%q) = %v, %v", ref, got, err)
+		}
+	}
+	if _, err := st.Resolve("ab"); err == nil {
+		t.Error("a 2-character prefix resolved")
+	}
+}
+
+func TestBlessLimits(t *testing.T) {
+	n := newNetwork(t)
+	master := filepath.Join(n.Dir, "master")
+	for i := range 3 {
+		n.child(t, master, "c"+string(rune('0'+i)), trust.PermissionsOf(trust.PermRead))
+	}
+	extra := filepath.Join(filepath.Dir(n.Dir), "extra")
+	n.Keygen(extra)
+	_, _, err := n.Bless(context.Background(), BlessRequest{ParentDir: master, ChildDir: extra, Permissions: trust.PermissionsOf(trust.PermRead)})
+	if err == nil || !strings.Contains(err.Error(), "max_children is 3") {
+		t.Fatalf("fourth child: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(extra, BlessingFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("refused bless wrote a blessing")
+	}
+}
+
+func TestRevokeSubtree(t *testing.T) {
+	n := newNetwork(t)
+	master := filepath.Join(n.Dir, "master")
+	a := n.child(t, master, "a", trust.PermissionsOf(trust.PermSpawn, trust.PermRead))
+	b := n.child(t, a, "b", trust.PermissionsOf(trust.PermSpawn, trust.PermRead))
+	c := n.child(t, b, "c", trust.PermissionsOf(trust.PermRead))
+	pa, _ := ReadPublic(a)
+
+	// a lacks revoke: it cannot revoke its own child.
+	pb, _ := ReadPublic(b)
+	if _, _, err := n.Revoke(context.Background(), RevokeRequest{Target: pb.ID().String(), AsDir: a}); err == nil || !strings.Contains(err.Error(), "does not hold revoke") {
+		t.Fatalf("revoke without permission: %v", err)
+	}
+	_, sub, err := n.Revoke(context.Background(), RevokeRequest{Target: pa.ID().Short(), Reason: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sub) != 3 {
+		t.Fatalf("subtree %v", sub)
+	}
+	for _, dir := range []string{a, b, c} {
+		res, err := n.VerifyPath(context.Background(), dir, testNow)
+		var ce *trust.ChainError
+		if err != nil || !errors.As(res.Err, &ce) || (ce.Reason != trust.ReasonRevoked && ce.Reason != trust.ReasonRevokedAncestor) {
+			t.Fatalf("%s after revocation: %v %v", dir, err, res.Err)
+		}
+	}
+	if _, _, err := n.Revoke(context.Background(), RevokeRequest{Target: pb.ID().String()}); !errors.Is(err, ErrAlreadyRevoked) {
+		t.Fatalf("revoking inside a revoked subtree: %v", err)
+	}
+}
+
+func TestInitRefusesAndCleansUp(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "keep"), []byte("x"), 0o644)
+	if _, err := Init(context.Background(), dir, MasterGrant{}, testOpts()); err == nil {
+		t.Fatal("init into a non-empty directory")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "keep")); err != nil {
+		t.Fatal("init touched an existing file")
+	}
+	// Invalid master constraints: nothing left behind.
+	fresh := filepath.Join(t.TempDir(), "net")
+	_, err := Init(context.Background(), fresh, MasterGrant{Constraints: trust.Constraints{MaxDepth: 99, NotAfter: testNow.Add(time.Hour)}}, testOpts())
+	if err == nil || !strings.Contains(err.Error(), "max_depth") {
+		t.Fatalf("init with max_depth 99: %v", err)
+	}
+	if _, err := os.Stat(fresh); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("failed init left files behind")
+	}
+}

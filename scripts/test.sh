@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, vet, staticcheck and every Go test with
+# the race detector. Installs what it needs when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STATICCHECK_VERSION=v0.8.2
+export PATH="$(go env GOPATH)/bin:$PATH"
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(find . -name '*.go' -not -path './node_modules/*'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== staticcheck"
+if ! command -v staticcheck >/dev/null 2>&1; then
+  echo "installing staticcheck $STATICCHECK_VERSION from the Go module proxy"
+  go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+fi
+staticcheck ./...
+
+echo "== go test -race"
+go test -race -count=1 ./...
