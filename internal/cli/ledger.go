@@ -83,16 +83,7 @@ func (a *app) ledgerProofCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			lg, err := a.openLedger()
-			if err != nil {
-				return err
-			}
-			defer lg.Close()
-			p, err := lg.Inclusion(idx, size)
-			if err != nil {
-				return err
-			}
-			return writeJSON(a.env.Stdout, p)
+			return a.printProof(func(lg *ledger.Log) (any, error) { return lg.Inclusion(idx, size) })
 		},
 	}
 	cmd.Flags().Uint64Var(&size, "size", 0, "tree size to prove against (default: the latest checkpoint)")
@@ -115,18 +106,24 @@ func (a *app) ledgerConsistencyCmd() *cobra.Command {
 					return err
 				}
 			}
-			lg, err := a.openLedger()
-			if err != nil {
-				return err
-			}
-			defer lg.Close()
-			p, err := lg.Consistency(old, nw)
-			if err != nil {
-				return err
-			}
-			return writeJSON(a.env.Stdout, p)
+			return a.printProof(func(lg *ledger.Log) (any, error) { return lg.Consistency(old, nw) })
 		},
 	}
+}
+
+// printProof opens the ledger read-only, builds a proof with build and
+// prints it as one line of JSON (the proof formats are JSON in every mode).
+func (a *app) printProof(build func(*ledger.Log) (any, error)) error {
+	lg, err := a.openLedger()
+	if err != nil {
+		return err
+	}
+	defer lg.Close()
+	p, err := build(lg)
+	if err != nil {
+		return err
+	}
+	return writeJSON(a.env.Stdout, p)
 }
 
 func writeJSON(w io.Writer, v any) error {

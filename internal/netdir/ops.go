@@ -124,15 +124,11 @@ func (n *Network) Bless(ctx context.Context, req BlessRequest) (*trust.Blessing,
 	if err != nil {
 		return nil, nil, fmt.Errorf("bless: child identity (create it with `calnet keygen --out %s`): %w", req.ChildDir, err)
 	}
-	lg, err := n.OpenLedger(true)
+	lg, st, err := n.openState(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer lg.Close()
-	st, err := n.Replay(ctx, lg)
-	if err != nil {
-		return nil, nil, err
-	}
 	now := n.opts.now()
 	pv, err := n.verifier.Verify(parentChain, now, st)
 	if err != nil {
@@ -181,6 +177,21 @@ func (n *Network) Bless(ctx context.Context, req BlessRequest) (*trust.Blessing,
 	return b, chain, nil
 }
 
+// openState opens the ledger for writing and replays it. The caller closes
+// the ledger.
+func (n *Network) openState(ctx context.Context) (*ledger.Log, *State, error) {
+	lg, err := n.OpenLedger(true)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := n.Replay(ctx, lg)
+	if err != nil {
+		lg.Close()
+		return nil, nil, err
+	}
+	return lg, st, nil
+}
+
 // RevokeRequest describes a revocation.
 type RevokeRequest struct {
 	// Target is a Cal ID, unique prefix or short form.
@@ -198,15 +209,11 @@ var ErrAlreadyRevoked = errors.New("already revoked")
 // records it in the ledger. It returns the revocation and the Cals it took
 // out of the network.
 func (n *Network) Revoke(ctx context.Context, req RevokeRequest) (*trust.Revocation, []identity.ID, error) {
-	lg, err := n.OpenLedger(true)
+	lg, st, err := n.openState(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer lg.Close()
-	st, err := n.Replay(ctx, lg)
-	if err != nil {
-		return nil, nil, err
-	}
 	target, err := st.Resolve(req.Target)
 	if err != nil {
 		return nil, nil, fmt.Errorf("revoke: %w", err)
