@@ -1,0 +1,66 @@
+// Package driver defines how the supervisor runs Cals: a Driver starts an
+// instance from a Spec, and an Instance can be waited on, stopped and
+// inspected for the isolation it really has.
+package driver
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/soulfra/calnet/internal/sandbox"
+)
+
+// Limits are the cgroup limits of one Cal, from its blessing's quota.
+type Limits struct {
+	CPUMillis   int64 `json:"cpu_millis"`
+	MemoryBytes int64 `json:"memory_bytes"`
+	PIDs        int64 `json:"pids"`
+}
+
+// Spec describes one Cal process to run.
+type Spec struct {
+	CalID string
+	// Dir is the Cal's private writable directory on the host.
+	Dir string
+	// RunDir holds the control plane's socket, mounted read-only.
+	RunDir string
+	// Binary and Args start the Cal runtime (`calnet cal`).
+	Binary string
+	Args   []string
+	Env    []string
+	UID    int
+	GID    int
+	// Features is the isolation to apply; a feature that the host cannot
+	// provide makes Start fail, never silently downgrade.
+	Features []sandbox.Feature
+	Limits   Limits
+	// Secret is passed to the runtime in memory through the config pipe.
+	Secret string
+	// Output receives the Cal's stdout and stderr.
+	Output io.Writer
+}
+
+// Instance is one started Cal process.
+type Instance interface {
+	// PID is the host PID.
+	PID() int
+	// Wait blocks until the process exits and returns its exit error.
+	Wait() error
+	// Stop asks the process to exit (SIGTERM) and kills it after grace.
+	Stop(ctx context.Context, grace time.Duration) error
+	// Isolation measures, from outside the process, which features are in
+	// force for it.
+	Isolation() (map[sandbox.Feature]bool, error)
+}
+
+// Driver starts Cals.
+type Driver interface {
+	// Name identifies the driver ("process", later "oci", "kubernetes").
+	Name() string
+	// Available lists the isolation features this host can provide.
+	Available() []sandbox.Feature
+	// Start launches a Cal. It returns once the process runs inside its
+	// cgroups and has its config; the Cal registers itself when ready.
+	Start(ctx context.Context, spec Spec) (Instance, error)
+}

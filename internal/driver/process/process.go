@@ -1,0 +1,321 @@
+// Package process is the default Cal driver: each Cal is a `calnet cal`
+// process in its own PID, mount, IPC, UTS and network namespaces, in its own
+// cgroups (v1 or v2) with the memory, CPU and PIDs limits of its quota, as
+// its own unprivileged uid, with no_new_privs and a seccomp filter (applied
+// by the sandbox package inside the process).
+package process
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/soulfra/calnet/internal/driver"
+	"github.com/soulfra/calnet/internal/sandbox"
+)
+
+// Driver runs Cals as isolated processes.
+type Driver struct {
+	// CgroupParent is the cgroup path under which each Cal gets a group.
+	CgroupParent string
+	mode         cgroups.CGMode
+}
+
+var _ driver.Driver = (*Driver)(nil)
+
+// New returns a process driver using cgroups under parent (e.g. "/calnet").
+func New(parent string) *Driver {
+	return &Driver{CgroupParent: parent, mode: cgroups.Mode()}
+}
+
+// Name implements driver.Driver.
+func (d *Driver) Name() string { return "process" }
+
+// Available implements driver.Driver: namespaces and seccomp need root;
+// cgroup controllers need a hierarchy with them.
+func (d *Driver) Available() []sandbox.Feature {
+	var out []sandbox.Feature
+	if os.Geteuid() == 0 {
+		out = append(out, sandbox.PIDNamespace, sandbox.MountNamespace, sandbox.IPCNamespace, sandbox.UTSNamespace,
+			sandbox.NetNamespace, sandbox.ReadOnlyRoot, sandbox.OwnUID)
+	}
+	out = append(out, sandbox.NoNewPrivs, sandbox.Seccomp)
+	switch d.mode {
+	case cgroups.Legacy, cgroups.Hybrid:
+		for f, c := range map[sandbox.Feature]string{sandbox.CgroupMemory: "memory", sandbox.CgroupCPU: "cpu", sandbox.CgroupPIDs: "pids"} {
+			if st, err := os.Stat(filepath.Join("/sys/fs/cgroup", c)); err == nil && st.IsDir() && os.Geteuid() == 0 {
+				out = append(out, f)
+			}
+		}
+	case cgroups.Unified:
+		b, _ := os.ReadFile("/sys/fs/cgroup/cgroup.subtree_control")
+		ctl := strings.Fields(string(b))
+		for f, c := range map[sandbox.Feature]string{sandbox.CgroupMemory: "memory", sandbox.CgroupCPU: "cpu", sandbox.CgroupPIDs: "pids"} {
+			if slices.Contains(ctl, c) && os.Geteuid() == 0 {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+// ErrUnavailable reports isolation the host cannot provide.
+var ErrUnavailable = errors.New("isolation feature unavailable on this host")
+
+// Start implements driver.Driver.
+func (d *Driver) Start(ctx context.Context, s driver.Spec) (driver.Instance, error) {
+	avail := d.Available()
+	for _, f := range s.Features {
+		if !slices.Contains(avail, f) {
+			return nil, fmt.Errorf("%w: %s (lower the Cal's isolation explicitly to run without it)", ErrUnavailable, f)
+		}
+	}
+	has := func(f sandbox.Feature) bool { return slices.Contains(s.Features, f) }
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	if has(sandbox.OwnUID) {
+		if err := os.Chown(s.Dir, s.UID, s.GID); err != nil {
+			return nil, err
+		}
+	}
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer cfgR.Close()
+	cmd := exec.Command(s.Binary, s.Args...)
+	cmd.Env = s.Env
+	cmd.Dir = "/"
+	cmd.Stdout, cmd.Stderr = s.Output, s.Output
+	cmd.ExtraFiles = []*os.File{cfgR}
+	var flags uintptr
+	for f, fl := range map[sandbox.Feature]uintptr{
+		sandbox.PIDNamespace: syscall.CLONE_NEWPID, sandbox.MountNamespace: syscall.CLONE_NEWNS,
+		sandbox.IPCNamespace: syscall.CLONE_NEWIPC, sandbox.UTSNamespace: syscall.CLONE_NEWUTS,
+		sandbox.NetNamespace: syscall.CLONE_NEWNET,
+	} {
+		if has(f) {
+			flags |= fl
+		}
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags, Pdeathsig: syscall.SIGKILL, Setsid: true}
+	if err := cmd.Start(); err != nil {
+		cfgW.Close()
+		return nil, fmt.Errorf("start cal %s: %w", s.CalID, err)
+	}
+	inst := &instance{cmd: cmd, done: make(chan struct{}), features: s.Features, calID: s.CalID}
+	go func() {
+		inst.err = cmd.Wait()
+		close(inst.done)
+	}()
+	// Place the held process in its cgroups before it runs anything.
+	cg, err := d.cgroup(s)
+	if err == nil && cg != nil {
+		inst.cg = cg
+		err = cg.add(cmd.Process.Pid)
+	}
+	if err == nil {
+		var b []byte
+		b, err = json.Marshal(sandbox.Config{CalID: s.CalID, Dir: s.Dir, RunDir: s.RunDir, UID: s.UID, GID: s.GID, Features: s.Features, Secret: s.Secret})
+		if err == nil {
+			_, err = cfgW.Write(b)
+		}
+	}
+	cfgW.Close()
+	if err != nil {
+		cmd.Process.Kill()
+		<-inst.done
+		inst.cleanup()
+		return nil, fmt.Errorf("start cal %s: %w", s.CalID, err)
+	}
+	return inst, nil
+}
+
+// cgroupHandle hides the v1/v2 difference.
+type cgroupHandle struct {
+	v1 cgroup1.Cgroup
+	v2 *cgroup2.Manager
+}
+
+func (c *cgroupHandle) add(pid int) error {
+	if c.v1 != nil {
+		return c.v1.AddProc(uint64(pid))
+	}
+	return c.v2.AddProc(uint64(pid))
+}
+
+func (c *cgroupHandle) delete() {
+	if c.v1 != nil {
+		c.v1.Delete()
+	} else if c.v2 != nil {
+		c.v2.Delete()
+	}
+}
+
+func (d *Driver) cgroup(s driver.Spec) (*cgroupHandle, error) {
+	has := func(f sandbox.Feature) bool { return slices.Contains(s.Features, f) }
+	if !has(sandbox.CgroupMemory) && !has(sandbox.CgroupCPU) && !has(sandbox.CgroupPIDs) {
+		return nil, nil
+	}
+	res := &specs.LinuxResources{}
+	if has(sandbox.CgroupMemory) && s.Limits.MemoryBytes > 0 {
+		res.Memory = &specs.LinuxMemory{Limit: &s.Limits.MemoryBytes}
+	}
+	if has(sandbox.CgroupCPU) && s.Limits.CPUMillis > 0 {
+		period := uint64(100000)
+		quota := s.Limits.CPUMillis * 100
+		res.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
+	}
+	if has(sandbox.CgroupPIDs) && s.Limits.PIDs > 0 {
+		pids := s.Limits.PIDs
+		res.Pids = &specs.LinuxPids{Limit: &pids}
+	}
+	path := filepath.Join(d.CgroupParent, s.CalID)
+	if d.mode == cgroups.Unified {
+		m, err := cgroup2.NewManager("/sys/fs/cgroup", path, cgroup2.ToResources(res))
+		if err != nil {
+			return nil, fmt.Errorf("cgroup v2 %s: %w", path, err)
+		}
+		return &cgroupHandle{v2: m}, nil
+	}
+	root := "/sys/fs/cgroup"
+	var subs []cgroup1.Subsystem
+	if has(sandbox.CgroupMemory) {
+		subs = append(subs, cgroup1.NewMemory(root))
+	}
+	if has(sandbox.CgroupCPU) {
+		subs = append(subs, cgroup1.NewCpu(root))
+	}
+	if has(sandbox.CgroupPIDs) {
+		subs = append(subs, cgroup1.NewPids(root))
+	}
+	cg, err := cgroup1.New(cgroup1.StaticPath(path), res, cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return subs, nil }))
+	if err != nil {
+		return nil, fmt.Errorf("cgroup v1 %s: %w", path, err)
+	}
+	return &cgroupHandle{v1: cg}, nil
+}
+
+type instance struct {
+	cmd      *exec.Cmd
+	done     chan struct{}
+	err      error
+	cg       *cgroupHandle
+	features []sandbox.Feature
+	calID    string
+	once     sync.Once
+}
+
+func (i *instance) PID() int { return i.cmd.Process.Pid }
+
+func (i *instance) Wait() error {
+	<-i.done
+	i.cleanup()
+	return i.err
+}
+
+func (i *instance) cleanup() {
+	i.once.Do(func() {
+		if i.cg != nil {
+			i.cg.delete()
+		}
+	})
+}
+
+func (i *instance) Stop(ctx context.Context, grace time.Duration) error {
+	select {
+	case <-i.done:
+		return nil
+	default:
+	}
+	i.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-i.done:
+	case <-t.C:
+		i.cmd.Process.Kill()
+		<-i.done
+	case <-ctx.Done():
+		i.cmd.Process.Kill()
+		<-i.done
+	}
+	i.cleanup()
+	return nil
+}
+
+// Isolation implements driver.Instance by reading /proc from outside.
+func (i *instance) Isolation() (map[sandbox.Feature]bool, error) {
+	pid := strconv.Itoa(i.PID())
+	out := map[sandbox.Feature]bool{}
+	for f, ns := range map[sandbox.Feature]string{
+		sandbox.PIDNamespace: "pid", sandbox.MountNamespace: "mnt", sandbox.IPCNamespace: "ipc",
+		sandbox.UTSNamespace: "uts", sandbox.NetNamespace: "net",
+	} {
+		mine, err1 := os.Readlink("/proc/self/ns/" + ns)
+		theirs, err2 := os.Readlink("/proc/" + pid + "/ns/" + ns)
+		out[f] = err1 == nil && err2 == nil && mine != theirs
+	}
+	status, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		fields := strings.Fields(v)
+		switch k {
+		case "Uid":
+			out[sandbox.OwnUID] = len(fields) == 4 && !slices.Contains(fields, "0")
+		case "NoNewPrivs":
+			out[sandbox.NoNewPrivs] = len(fields) == 1 && fields[0] == "1"
+		case "Seccomp":
+			out[sandbox.Seccomp] = len(fields) == 1 && fields[0] == "2"
+		}
+	}
+	if mi, err := os.ReadFile("/proc/" + pid + "/mountinfo"); err == nil {
+		for _, line := range strings.Split(string(mi), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 5 && f[4] == "/" {
+				out[sandbox.ReadOnlyRoot] = slices.Contains(strings.Split(f[5], ","), "ro")
+			}
+		}
+	}
+	cg, _ := os.ReadFile("/proc/" + pid + "/cgroup")
+	for _, line := range strings.Split(string(cg), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 || !strings.HasSuffix(parts[2], "/"+i.calID) {
+			continue
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			switch c {
+			case "memory":
+				out[sandbox.CgroupMemory] = true
+			case "cpu":
+				out[sandbox.CgroupCPU] = true
+			case "pids":
+				out[sandbox.CgroupPIDs] = true
+			case "": // cgroup v2: one line for all controllers
+				for _, f := range []sandbox.Feature{sandbox.CgroupMemory, sandbox.CgroupCPU, sandbox.CgroupPIDs} {
+					out[f] = slices.Contains(i.features, f)
+				}
+			}
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,187 @@
+package process
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/soulfra/calnet/internal/driver"
+	"github.com/soulfra/calnet/internal/sandbox"
+)
+
+const childEnv = "CALNET_PROCESS_DRIVER_TEST_CHILD"
+
+// report is what the sandboxed test child observes from inside.
+type report struct {
+	UID          int    `json:"uid"`
+	Hostname     string `json:"hostname"`
+	PID          int    `json:"pid"`
+	WriteRoot    string `json:"write_root"`
+	WriteUsr     string `json:"write_usr"`
+	WriteData    string `json:"write_data"`
+	Mount        string `json:"mount"`
+	Unshare      string `json:"unshare"`
+	HostTCP      string `json:"host_tcp"`
+	SecretLength int    `json:"secret_length"`
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return err.Error()
+}
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "" {
+		os.Exit(m.Run())
+	}
+	cfg, err := sandbox.ReadConfig()
+	if err != nil {
+		os.Stderr.WriteString(err.Error())
+		os.Exit(3)
+	}
+	if err := sandbox.Enter(cfg); err != nil {
+		os.Stderr.WriteString(err.Error())
+		os.Exit(4)
+	}
+	var r report
+	r.UID = os.Getuid()
+	r.Hostname, _ = os.Hostname()
+	r.PID = os.Getpid()
+	r.SecretLength = len(cfg.Secret)
+	r.WriteRoot = errString(os.WriteFile("/escape", []byte("x"), 0o644))
+	r.WriteUsr = errString(os.WriteFile("/usr/escape", []byte("x"), 0o644))
+	r.WriteData = errString(os.WriteFile("/data/ok", []byte("x"), 0o644))
+	r.Mount = errString(unix.Mount("tmpfs", "/tmp", "tmpfs", 0, ""))
+	r.Unshare = errString(unix.Unshare(unix.CLONE_NEWNS))
+	c, err := net.DialTimeout("tcp", os.Getenv("CALNET_TEST_HOST_ADDR"), time.Second)
+	if c != nil {
+		c.Close()
+	}
+	r.HostTCP = errString(err)
+	json.NewEncoder(os.Stdout).Encode(r)
+	time.Sleep(time.Hour) // until stopped
+}
+
+func TestIsolatedCal(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the process driver's isolation needs root")
+	}
+	d := New("/calnet-test")
+	for _, f := range sandbox.AllFeatures {
+		if !contains(d.Available(), f) {
+			t.Skipf("host lacks %s", f)
+		}
+	}
+	// A host listener the Cal must not reach.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+
+	dir := filepath.Join(t.TempDir(), "cal")
+	var out syncBuffer
+	self, _ := os.Executable()
+	inst, err := d.Start(context.Background(), driver.Spec{
+		CalID: "testcal0123456789", Dir: dir, Binary: self, Args: []string{"-test.run=^$"},
+		Env:      []string{childEnv + "=1", "CALNET_TEST_HOST_ADDR=" + ln.Addr().String()},
+		UID:      200123, GID: 200123, Features: sandbox.AllFeatures,
+		Limits:   driver.Limits{CPUMillis: 500, MemoryBytes: 64 << 20, PIDs: 64},
+		Secret:   "s3cret", Output: &out,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Stop(context.Background(), time.Second)
+	var r report
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		line, _, ok := strings.Cut(out.String(), "\n")
+		if ok && json.Unmarshal([]byte(line), &r) == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no report from the sandboxed child; output: %q", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if r.UID != 200123 || r.PID != 1 || r.Hostname != "cal-testcal0" || r.SecretLength != 6 {
+		t.Errorf("inside view %+v", r)
+	}
+	if r.WriteData != "ok" {
+		t.Errorf("private dir not writable: %s", r.WriteData)
+	}
+	for name, res := range map[string]string{"write /": r.WriteRoot, "write /usr": r.WriteUsr, "mount": r.Mount, "unshare": r.Unshare, "host tcp": r.HostTCP} {
+		if res == "ok" {
+			t.Errorf("%s succeeded inside the sandbox", name)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ok")); err != nil {
+		t.Errorf("the write to /data did not land in the private dir: %v", err)
+	}
+	iso, err := inst.Isolation()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range sandbox.AllFeatures {
+		if !iso[f] {
+			t.Errorf("isolation feature %s not in force (measured from outside)", f)
+		}
+	}
+	// The memory limit is the quota's.
+	lim, err := os.ReadFile("/sys/fs/cgroup/memory/calnet-test/testcal0123456789/memory.limit_in_bytes")
+	if err == nil && strings.TrimSpace(string(lim)) != "67108864" {
+		t.Errorf("memory limit %s", lim)
+	}
+	inst.Stop(context.Background(), time.Second)
+	if _, err := os.Stat("/sys/fs/cgroup/memory/calnet-test/testcal0123456789"); err == nil {
+		t.Error("cgroup not removed after stop")
+	}
+}
+
+func TestUnavailableFeatureRefused(t *testing.T) {
+	d := New("/calnet-test")
+	d.mode = 0 // no cgroups at all
+	_, err := d.Start(context.Background(), driver.Spec{CalID: "x", Dir: t.TempDir(), Binary: "/bin/true", Features: []sandbox.Feature{sandbox.CgroupMemory}})
+	if err == nil || !strings.Contains(err.Error(), "cgroup-memory") {
+		t.Fatalf("error = %v", err)
+	}
+}
+
+func contains(fs []sandbox.Feature, f sandbox.Feature) bool {
+	for _, x := range fs {
+		if x == f {
+			return true
+		}
+	}
+	return false
+}
+
+// syncBuffer is a bytes.Buffer safe for the writer goroutine of exec.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
