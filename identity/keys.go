@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/subtle"
@@ -285,4 +286,18 @@ func decodeB64(field, s string, want int) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %d bytes, want %d", field, len(b), want)
 	}
 	return b, nil
+}
+
+// TLSSigner returns a crypto.Signer for the Ed25519 half, for TLS
+// certificates bound to this identity. The key stays inside the returned
+// value; Ed25519 signs the TLS transcript, which no other calnet purpose
+// uses (they all use Ed25519ctx).
+func (k *PrivateKey) TLSSigner() crypto.Signer { return edTLSSigner{k.ed} }
+
+type edTLSSigner struct{ k ed25519.PrivateKey }
+
+func (s edTLSSigner) Public() crypto.PublicKey { return s.k.Public() }
+
+func (s edTLSSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return s.k.Sign(r, digest, opts)
 }

@@ -95,10 +95,10 @@ func TestIsolatedCal(t *testing.T) {
 	self, _ := os.Executable()
 	inst, err := d.Start(context.Background(), driver.Spec{
 		CalID: "testcal0123456789", Dir: dir, Binary: self, Args: []string{"-test.run=^$"},
-		Env:      []string{childEnv + "=1", "CALNET_TEST_HOST_ADDR=" + ln.Addr().String()},
-		UID:      200123, GID: 200123, Features: sandbox.AllFeatures,
-		Limits:   driver.Limits{CPUMillis: 500, MemoryBytes: 64 << 20, PIDs: 64},
-		Secret:   "s3cret", Output: &out,
+		Env: []string{childEnv + "=1", "CALNET_TEST_HOST_ADDR=" + ln.Addr().String()},
+		UID: 200123, GID: 200123, Features: sandbox.AllFeatures,
+		Limits: driver.Limits{CPUMillis: 500, MemoryBytes: 64 << 20, PIDs: 64},
+		Secret: "s3cret", Output: &out,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,177 @@
+// Package caltls binds TLS to calnet identities. A Cal's certificate is
+// self-signed by the Ed25519 half of its identity key, names it with a
+// SPIFFE ID (spiffe://<network>/cal/<id>) and carries the digest of its
+// blessing; a peer accepts it only if the certificate key is the Ed25519
+// half of a Cal whose soul chain verifies now. The key exchange is Go's
+// default hybrid X25519MLKEM768, so sessions are post-quantum.
+package caltls
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/soulfra/calnet/identity"
+)
+
+// oidBlessing marks the extension holding the blessing digest.
+var oidBlessing = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 59999, 1, 1}
+
+// ControlPlanePath is the SPIFFE path of the control plane, whose
+// certificate is signed by the network authority (genesis) key.
+const ControlPlanePath = "/control-plane"
+
+// SPIFFEID returns spiffe://<network>/cal/<id>.
+func SPIFFEID(network identity.NetworkID, id identity.ID) *url.URL {
+	return &url.URL{Scheme: "spiffe", Host: network.String(), Path: "/cal/" + id.String()}
+}
+
+// Certificate makes a TLS certificate for key: self-signed with its
+// Ed25519 half, valid for validity, naming spiffePath under network.
+func Certificate(key *identity.PrivateKey, network identity.NetworkID, spiffePath string, blessingDigest []byte, validity time.Duration, now time.Time) (tls.Certificate, error) {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	u := &url.URL{Scheme: "spiffe", Host: network.String(), Path: spiffePath}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: key.Public().ID().Short()},
+		NotBefore:    now.Add(-time.Minute), NotAfter: now.Add(validity),
+		URIs:        []*url.URL{u},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	if blessingDigest != nil {
+		tmpl.ExtraExtensions = []pkix.Extension{{Id: oidBlessing, Value: mustASN1(blessingDigest)}}
+	}
+	signer := key.TLSSigner()
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, signer.Public(), signer)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: signer, Leaf: leaf}, nil
+}
+
+func mustASN1(b []byte) []byte {
+	v, _ := asn1.Marshal(b)
+	return v
+}
+
+// Peer is an authenticated peer.
+type Peer struct {
+	Network identity.NetworkID
+	// Path is the SPIFFE path: /cal/<id> or /control-plane.
+	Path string
+	// Cal is set for a Cal peer.
+	Cal identity.ID
+	// Key is the Ed25519 key the peer proved it holds.
+	Key ed25519.PublicKey
+	// BlessingDigest is the digest the certificate claims, if any.
+	BlessingDigest []byte
+}
+
+// ParsePeer checks a presented certificate's form (self-signature, time,
+// one SPIFFE ID in network) and returns who it claims to be. The caller
+// must still check that Key belongs to that identity (Resolver).
+func ParsePeer(rawCerts [][]byte, network identity.NetworkID, now time.Time) (*Peer, error) {
+	if len(rawCerts) != 1 {
+		return nil, fmt.Errorf("caltls: want exactly one certificate, got %d", len(rawCerts))
+	}
+	c, err := x509.ParseCertificate(rawCerts[0])
+	if err != nil {
+		return nil, fmt.Errorf("caltls: %w", err)
+	}
+	if err := c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature); err != nil {
+		return nil, fmt.Errorf("caltls: certificate is not self-signed by its key: %w", err)
+	}
+	if now.Before(c.NotBefore) || now.After(c.NotAfter) {
+		return nil, errors.New("caltls: certificate outside its validity")
+	}
+	pub, ok := c.PublicKey.(ed25519.PublicKey)
+	if !ok {
+		return nil, errors.New("caltls: certificate key is not Ed25519")
+	}
+	if len(c.URIs) != 1 || c.URIs[0].Scheme != "spiffe" {
+		return nil, errors.New("caltls: want exactly one SPIFFE ID")
+	}
+	u := c.URIs[0]
+	if u.Host != network.String() {
+		return nil, fmt.Errorf("caltls: SPIFFE ID is in trust domain %q, want %q", u.Host, network)
+	}
+	p := &Peer{Network: network, Path: u.Path, Key: pub}
+	if id, ok := strings.CutPrefix(u.Path, "/cal/"); ok {
+		if p.Cal, err = identity.ParseID(id); err != nil {
+			return nil, fmt.Errorf("caltls: SPIFFE ID: %w", err)
+		}
+	} else if u.Path != ControlPlanePath {
+		return nil, fmt.Errorf("caltls: unknown SPIFFE path %q", u.Path)
+	}
+	for _, e := range c.Extensions {
+		if e.Id.Equal(oidBlessing) {
+			asn1.Unmarshal(e.Value, &p.BlessingDigest)
+		}
+	}
+	return p, nil
+}
+
+// Resolver decides whether an authenticated Peer's key really is the key
+// of the identity it names (a Cal whose chain verifies now, or the
+// network authority).
+type Resolver func(p *Peer) error
+
+// Config returns a TLS 1.3 config presenting cert and accepting exactly
+// the peers resolve accepts. For a server it requires a client
+// certificate.
+func Config(cert tls.Certificate, network identity.NetworkID, resolve Resolver, server bool) *tls.Config {
+	verify := func(cs tls.ConnectionState) error {
+		p, err := ParsePeer(rawOf(cs), network, time.Now())
+		if err != nil {
+			return err
+		}
+		return resolve(p)
+	}
+	cfg := &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		// Chains are checked by VerifyConnection against calnet's trust
+		// model, not the Web PKI.
+		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection
+		VerifyConnection:   verify,
+	}
+	if server {
+		cfg.ClientAuth = tls.RequireAnyClientCert
+		cfg.InsecureSkipVerify = false
+	}
+	return cfg
+}
+
+func rawOf(cs tls.ConnectionState) [][]byte {
+	out := make([][]byte, len(cs.PeerCertificates))
+	for i, c := range cs.PeerCertificates {
+		out[i] = c.Raw
+	}
+	return out
+}
+
+// PeerOf returns the authenticated peer of a connection state (after the
+// handshake verified it).
+func PeerOf(cs *tls.ConnectionState, network identity.NetworkID) (*Peer, error) {
+	if cs == nil {
+		return nil, errors.New("caltls: not a TLS connection")
+	}
+	return ParsePeer(rawOf(*cs), network, time.Now())
+}
