@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -35,6 +36,8 @@ type app struct {
 	dir            string
 	output         string
 	passphraseFile string
+	addr           string
+	tokenFile      string
 }
 
 func (a *app) json() bool { return a.output == "json" }
@@ -122,7 +125,14 @@ recorded in a tamper-evident Merkle ledger.`,
 	pf.StringVar(&a.dir, "dir", defDir, "network directory (env CALNET_DIR)")
 	pf.StringVarP(&a.output, "output", "o", "text", "output format: text or json")
 	pf.StringVar(&a.passphraseFile, "passphrase-file", "", "file holding the passphrase that seals keys (or env CALNET_PASSPHRASE)")
-	root.AddCommand(a.initCmd(), a.keygenCmd(), a.blessCmd(), a.verifyCmd(), a.revokeCmd(), a.ledgerCmd(), a.versionCmd())
+	defAddr := a.env.Getenv("CALNET_ADDR")
+	if defAddr == "" {
+		defAddr = "127.0.0.1:7070"
+	}
+	pf.StringVar(&a.addr, "addr", defAddr, "calnet API address (env CALNET_ADDR)")
+	pf.StringVar(&a.tokenFile, "token-file", filepath.Join(defaultData, "admin.token"), "credential file (or env CALNET_TOKEN)")
+	root.AddCommand(a.initCmd(), a.keygenCmd(), a.blessCmd(), a.verifyCmd(), a.revokeCmd(), a.ledgerCmd(), a.versionCmd(),
+		a.upCmd(), a.calCmd(), a.downCmd(), a.statusCmd(), a.spawnCmd(), a.lsCmd(), a.showCmd(), a.logsCmd(), a.spawningCmd())
 	return root
 }
 

@@ -255,9 +255,15 @@ func (a *app) revokeCmd() *cobra.Command {
 		Use:   "revoke ID",
 		Short: "Revoke a Cal and its whole subtree",
 		Long: `Revoke the Cal ID (full ID, unique prefix or short form) and every descendant.
-Signed by the network authority, or with --as DIR by an ancestor holding revoke.`,
+Against a running network (` + "`calnet up`" + `) the control plane signs as the network
+authority, records it, stops the subtree and tells every Cal. With --dir it
+works offline on a network directory, signed by the authority or, with
+--as DIR, by an ancestor holding revoke.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("dir") && a.env.Getenv("CALNET_DIR") == "" {
+				return a.revokeOnline(cmd.Context(), args[0], reason)
+			}
 			n, err := a.network()
 			if err != nil {
 				return err

@@ -1,0 +1,300 @@
+// Package client is the Go SDK for calnet's REST and WebSocket API: spawn
+// Cals, list and inspect them, revoke subtrees, follow logs and watch the
+// event stream. The calnet CLI is built on it.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// DefaultAddr is where `calnet up` serves the API.
+const DefaultAddr = "127.0.0.1:7070"
+
+// Client talks to one control plane. It is safe for concurrent use.
+type Client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// New returns a client for the API at addr (host:port or URL) with the
+// admin credential or a developer token.
+func New(addr, token string) *Client {
+	base := addr
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	return &Client{base: strings.TrimRight(base, "/"), token: token, http: &http.Client{}}
+}
+
+// ReadTokenFile reads a credential file such as <data>/admin.token.
+func ReadTokenFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// Error is an error answer of the API.
+type Error struct {
+	Status     int
+	Message    string
+	RetryAfter time.Duration
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status) }
+
+// Cal is a Cal in the registry.
+type Cal struct {
+	ID            string          `json:"id"`
+	Name          string          `json:"name,omitempty"`
+	Parent        string          `json:"parent"`
+	Depth         int             `json:"depth"`
+	Permissions   []string        `json:"permissions"`
+	Quota         Quota           `json:"quota"`
+	State         string          `json:"state"`
+	Healthy       bool            `json:"healthy"`
+	Children      []string        `json:"children"`
+	UID           int             `json:"uid"`
+	PID           int             `json:"pid,omitempty"`
+	Features      []string        `json:"features"`
+	RestartPolicy string          `json:"restart_policy"`
+	Restarts      int             `json:"restarts"`
+	LastError     string          `json:"last_error,omitempty"`
+	CreatedAt     time.Time       `json:"created_at"`
+	UpdatedAt     time.Time       `json:"updated_at"`
+	Spawn         string          `json:"spawn,omitempty"`
+	Isolation     map[string]bool `json:"isolation,omitempty"`
+}
+
+// Quota is a Cal's resource share.
+type Quota struct {
+	CPUMillis   int64 `json:"cpu_millis"`
+	MemoryBytes int64 `json:"memory_bytes"`
+	PIDs        int64 `json:"pids"`
+}
+
+// SpawnRequest asks for a child of Parent (default: the Master Cal).
+type SpawnRequest struct {
+	Parent         string   `json:"parent,omitempty"`
+	Name           string   `json:"name,omitempty"`
+	Permissions    []string `json:"permissions"`
+	CPUMillis      int64    `json:"cpu_millis,omitempty"`
+	MemoryBytes    int64    `json:"memory_bytes,omitempty"`
+	IdempotencyKey string   `json:"idempotency_key,omitempty"`
+}
+
+// Spawn is a spawn request's record.
+type Spawn struct {
+	ID             string    `json:"id"`
+	IdempotencyKey string    `json:"idempotency_key,omitempty"`
+	Parent         string    `json:"parent"`
+	Name           string    `json:"name,omitempty"`
+	Permissions    []string  `json:"permissions"`
+	State          string    `json:"state"`
+	Reason         string    `json:"reason,omitempty"`
+	Cal            string    `json:"cal,omitempty"`
+	Actor          string    `json:"actor"`
+	Attempts       int       `json:"attempts"`
+	RequestedAt    time.Time `json:"requested_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
+	OperationalAt  time.Time `json:"operational_at"`
+}
+
+// Status summarises the network.
+type Status struct {
+	Network    string         `json:"network"`
+	Master     string         `json:"master"`
+	Cals       map[string]int `json:"cals"`
+	Paused     bool           `json:"spawning_paused"`
+	LedgerSize uint64         `json:"ledger_size"`
+	Driver     string         `json:"driver"`
+	Isolation  []string       `json:"isolation"`
+}
+
+// Revoked is the answer to a revocation.
+type Revoked struct {
+	Revoked string   `json:"revoked"`
+	Subtree []string `json:"subtree"`
+}
+
+// Event is one entry of the event stream.
+type Event struct {
+	Seq    uint64    `json:"seq"`
+	Time   time.Time `json:"time"`
+	Type   string    `json:"type"`
+	Cal    string    `json:"cal,omitempty"`
+	Parent string    `json:"parent,omitempty"`
+	Spawn  string    `json:"spawn,omitempty"`
+	State  string    `json:"state,omitempty"`
+	Actor  string    `json:"actor,omitempty"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = strings.NewReader(string(b))
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("calnet API at %s: %w (is `calnet up` running?)", c.base, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		e := &Error{Status: resp.StatusCode}
+		var m struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(b, &m) == nil && m.Error != "" {
+			e.Message = m.Error
+		} else {
+			e.Message = resp.Status
+		}
+		if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+			e.RetryAfter = time.Duration(ra) * time.Second
+		}
+		return e
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// Status returns the network summary.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	var s Status
+	return &s, c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
+}
+
+// List returns every Cal.
+func (c *Client) List(ctx context.Context) ([]Cal, error) {
+	var out []Cal
+	return out, c.do(ctx, http.MethodGet, "/v1/cals", nil, &out)
+}
+
+// Get returns one Cal (by ID, unique prefix or name) with its measured
+// isolation.
+func (c *Client) Get(ctx context.Context, id string) (*Cal, error) {
+	var out Cal
+	return &out, c.do(ctx, http.MethodGet, "/v1/cals/"+url.PathEscape(id), nil, &out)
+}
+
+// Spawn requests a child; with wait it returns when the spawn has ended.
+func (c *Client) Spawn(ctx context.Context, req SpawnRequest, wait bool) (*Spawn, error) {
+	var out Spawn
+	q := ""
+	if wait {
+		q = "?wait=true"
+	}
+	return &out, c.do(ctx, http.MethodPost, "/v1/cals"+q, req, &out)
+}
+
+// GetSpawn returns a spawn request's record.
+func (c *Client) GetSpawn(ctx context.Context, id string) (*Spawn, error) {
+	var out Spawn
+	return &out, c.do(ctx, http.MethodGet, "/v1/spawns/"+url.PathEscape(id), nil, &out)
+}
+
+// Spawns lists spawn requests.
+func (c *Client) Spawns(ctx context.Context) ([]Spawn, error) {
+	var out []Spawn
+	return out, c.do(ctx, http.MethodGet, "/v1/spawns", nil, &out)
+}
+
+// Revoke revokes a Cal and its subtree as the network authority.
+func (c *Client) Revoke(ctx context.Context, id, reason string) (*Revoked, error) {
+	var out Revoked
+	return &out, c.do(ctx, http.MethodPost, "/v1/cals/"+url.PathEscape(id)+"/revoke", map[string]string{"reason": reason}, &out)
+}
+
+// SetSpawning pauses or resumes all spawning (the kill switch).
+func (c *Client) SetSpawning(ctx context.Context, paused bool) error {
+	return c.do(ctx, http.MethodPost, "/v1/spawning", map[string]bool{"paused": paused}, nil)
+}
+
+// Shutdown asks the control plane to stop its Cals and exit.
+func (c *Client) Shutdown(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/v1/shutdown", nil, nil)
+}
+
+// Logs copies a Cal's log to w, following it when follow is set until ctx
+// ends.
+func (c *Client) Logs(ctx context.Context, id string, follow bool, w io.Writer) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/cals/"+url.PathEscape(id)+"/logs?follow="+strconv.FormatBool(follow), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		var m struct{ Error string }
+		json.Unmarshal(b, &m)
+		return &Error{Status: resp.StatusCode, Message: m.Error}
+	}
+	_, err = io.Copy(w, resp.Body)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// Watch streams events after seq until ctx ends; the returned function
+// receives each event. It returns when the stream ends.
+func (c *Client) Watch(ctx context.Context, after uint64, fn func(Event)) error {
+	u := strings.Replace(c.base, "http", "ws", 1) + "/v1/events?after=" + strconv.FormatUint(after, 10)
+	conn, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + c.token}}})
+	if err != nil {
+		return err
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(1 << 20)
+	for {
+		_, b, err := conn.Read(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		var e Event
+		if json.Unmarshal(b, &e) == nil {
+			fn(e)
+		}
+	}
+}

@@ -1,0 +1,91 @@
+// Package calproto defines the messages between a Cal and the control
+// plane, and between the control plane and a Cal's SpawnController. Both
+// directions run over mutual TLS (see caltls) on unix sockets: the control
+// plane's at /run/calnet/cal.sock inside each sandbox, each Cal's at
+// /data/api.sock.
+package calproto
+
+import (
+	"encoding/json"
+
+	"github.com/soulfra/calnet/trust"
+)
+
+// Paths of the control plane's Cal-facing API.
+const (
+	PathRegister     = "/cal/v1/register"
+	PathWatch        = "/cal/v1/watch"
+	PathSpawnRequest = "/cal/v1/spawn"
+	PathRevoke       = "/cal/v1/revoke"
+	PathChildren     = "/cal/v1/children"
+)
+
+// Paths of a Cal's own API.
+const (
+	PathBless  = "/v1/spawn-controller/bless"
+	PathSelf   = "/v1/self"
+	PathHealth = "/v1/health"
+)
+
+// Files inside a Cal's sandbox (/data).
+const (
+	NetworkFile = "network.json"
+	APISocket   = "api.sock"
+	LocalSocket = "local.sock"
+	ControlSock = "cal.sock"
+)
+
+// NetworkInfo is the public network description written into every sandbox.
+type NetworkInfo struct {
+	Network  string          `json:"network"`
+	RootKeys json.RawMessage `json:"root_keys"`
+}
+
+// Register is sent by a Cal once it serves its API.
+type Register struct {
+	PID int `json:"pid"`
+}
+
+// RegisterReply acknowledges a registration.
+type RegisterReply struct {
+	Revoked bool `json:"revoked"`
+}
+
+// Event is pushed to Cals on the watch stream.
+type Event struct {
+	Type string `json:"type"` // "revoked", "ping"
+	Cal  string `json:"cal,omitempty"`
+}
+
+// BlessRequest asks a parent's SpawnController to create and bless a child.
+type BlessRequest struct {
+	Serial      int               `json:"serial"`
+	Permissions []string          `json:"permissions"`
+	Constraints trust.Constraints `json:"constraints"`
+	// Recipient is the age recipient of the child's sandbox; the new
+	// private key is sealed to it and never seen in clear by anyone else.
+	Recipient string `json:"recipient"`
+}
+
+// BlessReply carries the child's credentials.
+type BlessReply struct {
+	Blessing  json.RawMessage `json:"blessing"`
+	Chain     json.RawMessage `json:"chain"`
+	SealedKey []byte          `json:"sealed_key"`
+}
+
+// SpawnRequest is a Cal asking for a child of its own (its local API's
+// spawn). The control plane runs the same pipeline as for an operator's
+// request, and calls back this Cal's SpawnController to sign.
+type SpawnRequest struct {
+	Name           string   `json:"name,omitempty"`
+	Permissions    []string `json:"permissions"`
+	CPUMillis      int64    `json:"cpu_millis,omitempty"`
+	MemoryBytes    int64    `json:"memory_bytes,omitempty"`
+	IdempotencyKey string   `json:"idempotency_key,omitempty"`
+}
+
+// RevokeRequest is a Cal revoking a descendant: the revocation it signed.
+type RevokeRequest struct {
+	Revocation json.RawMessage `json:"revocation"`
+}

@@ -1,0 +1,177 @@
+package calrt
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/soulfra/calnet/identity"
+	"github.com/soulfra/calnet/internal/calproto"
+	"github.com/soulfra/calnet/trust"
+)
+
+// maxBody bounds every request body the Cal accepts.
+const maxBody = 1 << 20
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, status int, format string, args ...any) {
+	writeJSON(w, status, map[string]string{"error": fmt.Sprintf(format, args...)})
+}
+
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		writeErr(w, http.StatusRequestEntityTooLarge, "body: over the limit of %d bytes", maxBody)
+		return false
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		writeErr(w, http.StatusBadRequest, "body: %v", err)
+		return false
+	}
+	return true
+}
+
+type selfView struct {
+	ID          string   `json:"id"`
+	Network     string   `json:"network"`
+	Depth       int      `json:"depth"`
+	Parent      string   `json:"parent"`
+	Permissions []string `json:"permissions"`
+}
+
+func (rt *Runtime) self() selfView {
+	leaf := rt.chain.Leaf()
+	parent := trust.GenesisParent
+	if !leaf.IsGenesis() {
+		parent = leaf.Parent().String()
+	}
+	return selfView{ID: rt.ID().String(), Network: rt.network.String(), Depth: leaf.Depth(), Parent: parent, Permissions: leaf.Permissions().Names()}
+}
+
+// apiHandler is the Cal's own API, over mutual TLS.
+func (rt *Runtime) apiHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+calproto.PathSelf, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, rt.self()) })
+	mux.HandleFunc("GET "+calproto.PathHealth, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /metrics", rt.metrics)
+	mux.HandleFunc("POST "+calproto.PathBless, rt.bless)
+	return mux
+}
+
+func (rt *Runtime) metrics(w http.ResponseWriter, _ *http.Request) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	fmt.Fprintf(w, "# TYPE calnet_cal_heap_bytes gauge\ncalnet_cal_heap_bytes %d\n", ms.HeapAlloc)
+	fmt.Fprintf(w, "# TYPE calnet_cal_goroutines gauge\ncalnet_cal_goroutines %d\n", runtime.NumGoroutine())
+}
+
+// bless is the Cal's SpawnController: it makes the child's identity,
+// seals its key to the child's sandbox recipient and signs the child's
+// blessing with this Cal's key. Issue refuses anything this Cal may not
+// grant.
+func (rt *Runtime) bless(w http.ResponseWriter, r *http.Request) {
+	var req calproto.BlessRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	perms, err := trust.ParsePermissions(req.Permissions)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, "permissions: %v", err)
+		return
+	}
+	rcp, err := age.ParseHybridRecipient(req.Recipient)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, "recipient: %v", err)
+		return
+	}
+	child, err := identity.Generate(nil)
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, "generate key: %v", err)
+		return
+	}
+	b, err := trust.Issue(rt.key, trust.Grant{
+		Network: rt.network, Parent: rt.chain.Leaf(), ChildKey: child.Public(), Serial: req.Serial,
+		Permissions: perms, Constraints: req.Constraints, IssuedAt: time.Now(),
+	})
+	if err != nil {
+		writeErr(w, http.StatusForbidden, "%v", err)
+		return
+	}
+	chain, err := trust.Extend(rt.chain, b, rt.key)
+	if err != nil {
+		writeErr(w, http.StatusForbidden, "%v", err)
+		return
+	}
+	sealed, err := identity.Seal(child, rcp)
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, "seal key: %v", err)
+		return
+	}
+	bj, _ := b.MarshalJSON()
+	cj, _ := chain.MarshalJSON()
+	rt.log.Info("blessed a child", "child", b.Child().String(), "permissions", perms.String())
+	writeJSON(w, 200, calproto.BlessReply{Blessing: bj, Chain: cj, SealedKey: sealed})
+}
+
+// localHandler is the API on /data/local.sock for the Cal's own use and
+// its workload's: who am I, spawn a child, list children, revoke a
+// descendant. The socket is 0600, owned by the Cal's uid.
+func (rt *Runtime) localHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/self", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, rt.self()) })
+	mux.HandleFunc("POST /v1/children", func(w http.ResponseWriter, r *http.Request) {
+		var req calproto.SpawnRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		var out json.RawMessage
+		rt.forward(w, r, http.MethodPost, calproto.PathSpawnRequest, req, &out)
+	})
+	mux.HandleFunc("GET /v1/children", func(w http.ResponseWriter, r *http.Request) {
+		var out json.RawMessage
+		rt.forward(w, r, http.MethodGet, calproto.PathChildren, nil, &out)
+	})
+	mux.HandleFunc("DELETE /v1/children/{id}", func(w http.ResponseWriter, r *http.Request) {
+		target, err := identity.ParseID(r.PathValue("id"))
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, "id: %v", err)
+			return
+		}
+		rev, err := trust.Revoke(rt.key, trust.RevokeRequest{Network: rt.network, Target: target, Reason: r.URL.Query().Get("reason"), IssuedAt: time.Now()})
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, "%v", err)
+			return
+		}
+		rj, _ := rev.MarshalJSON()
+		var out json.RawMessage
+		rt.forward(w, r, http.MethodPost, calproto.PathRevoke, calproto.RevokeRequest{Revocation: rj}, &out)
+	})
+	return mux
+}
+
+// forward calls the control plane and relays its answer.
+func (rt *Runtime) forward(w http.ResponseWriter, r *http.Request, method, path string, in any, out *json.RawMessage) {
+	if err := rt.call(r.Context(), method, path, in, out); err != nil {
+		if ce, ok := err.(*CPError); ok {
+			writeErr(w, ce.Status, "%s", ce.Msg)
+			return
+		}
+		writeErr(w, http.StatusBadGateway, "%v", err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(*out)
+}

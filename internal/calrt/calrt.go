@@ -1,0 +1,287 @@
+// Package calrt is the Cal runtime, `calnet cal`: the process a driver
+// starts for each Cal. It enters its sandbox, opens its sealed key,
+// verifies its own soul chain (refusing to start if it fails), serves its
+// API over mutual TLS and a local API for itself and its workload, and
+// registers with the control plane, whose watch stream tells it of
+// revocations.
+package calrt
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/soulfra/calnet/identity"
+	"github.com/soulfra/calnet/internal/calproto"
+	"github.com/soulfra/calnet/internal/caltls"
+	"github.com/soulfra/calnet/internal/sandbox"
+	"github.com/soulfra/calnet/trust"
+)
+
+// Runtime is one running Cal.
+type Runtime struct {
+	log      *slog.Logger
+	dir      string // /data inside the sandbox
+	runDir   string // /run/calnet
+	key      *identity.PrivateKey
+	root     *identity.PublicKey
+	network  identity.NetworkID
+	chain    *trust.Chain
+	verifier *trust.Verifier
+	cert     tls.Certificate
+	cp       *http.Client
+}
+
+// Main enters the sandbox from the driver's config and runs the Cal until
+// ctx ends or it is revoked.
+func Main(ctx context.Context, log *slog.Logger) error {
+	cfg, err := sandbox.ReadConfig()
+	if err != nil {
+		return err
+	}
+	if err := sandbox.Enter(cfg); err != nil {
+		return err
+	}
+	dir, run := sandbox.DataDir, sandbox.RunDir
+	if !cfg.Has(sandbox.ReadOnlyRoot) {
+		dir, run = cfg.Dir, cfg.RunDir
+	}
+	rt, err := Open(dir, run, cfg.Secret, log)
+	if err != nil {
+		return err
+	}
+	return rt.Run(ctx)
+}
+
+// Open loads the Cal's key and verifies its chain.
+func Open(dir, runDir, secret string, log *slog.Logger) (*Runtime, error) {
+	kek, err := age.ParseHybridIdentity(secret)
+	if err != nil {
+		return nil, fmt.Errorf("cal: key-encryption identity: %w", err)
+	}
+	key, err := identity.LoadKeyFile(filepath.Join(dir, "identity.key"), kek)
+	if err != nil {
+		return nil, err
+	}
+	nb, err := os.ReadFile(filepath.Join(dir, calproto.NetworkFile))
+	if err != nil {
+		return nil, err
+	}
+	var ni calproto.NetworkInfo
+	if err := json.Unmarshal(nb, &ni); err != nil {
+		return nil, fmt.Errorf("cal: %s: %w", calproto.NetworkFile, err)
+	}
+	var root identity.PublicKey
+	if err := root.UnmarshalJSON(ni.RootKeys); err != nil {
+		return nil, fmt.Errorf("cal: root keys: %w", err)
+	}
+	cb, err := os.ReadFile(filepath.Join(dir, "soul-chain.sig"))
+	if err != nil {
+		return nil, err
+	}
+	chain, err := trust.ParseChain(cb)
+	if err != nil {
+		return nil, fmt.Errorf("cal: refusing to start: %w", err)
+	}
+	v := trust.NewVerifier(&root)
+	got, err := v.Verify(chain, time.Now(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("cal: refusing to start, my soul chain does not verify: %w", err)
+	}
+	if got.Cal != key.Public().ID() {
+		return nil, fmt.Errorf("cal: refusing to start: the chain blesses %s but my key is %s", got.Cal, key.Public().ID())
+	}
+	d := chain.Leaf().Digest()
+	cert, err := caltls.Certificate(key, v.Network(), "/cal/"+got.Cal.String(), d[:], 7*24*time.Hour, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	rt := &Runtime{log: log, dir: dir, runDir: runDir, key: key, root: &root, network: v.Network(), chain: chain, verifier: v, cert: cert}
+	rt.cp = &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", filepath.Join(runDir, calproto.ControlSock))
+		},
+		TLSClientConfig: caltls.Config(cert, v.Network(), rt.isControlPlane, false),
+		MaxIdleConns:    2,
+	}}
+	return rt, nil
+}
+
+// ID returns the Cal's ID.
+func (rt *Runtime) ID() identity.ID { return rt.key.Public().ID() }
+
+// isControlPlane accepts only the control plane, whose certificate key is
+// the network authority's Ed25519 key.
+func (rt *Runtime) isControlPlane(p *caltls.Peer) error {
+	if p.Path != caltls.ControlPlanePath || !rt.root.Ed25519().Equal(p.Key) {
+		return errors.New("peer is not this network's control plane")
+	}
+	return nil
+}
+
+// Run serves the Cal's APIs and stays registered until ctx ends or the Cal
+// is revoked.
+func (rt *Runtime) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	api, err := listenUnix(filepath.Join(rt.dir, calproto.APISocket), 0o666)
+	if err != nil {
+		return err
+	}
+	local, err := listenUnix(filepath.Join(rt.dir, calproto.LocalSocket), 0o600)
+	if err != nil {
+		return err
+	}
+	apiSrv := &http.Server{Handler: rt.apiHandler(), TLSConfig: caltls.Config(rt.cert, rt.network, rt.isControlPlane, true), ReadHeaderTimeout: 10 * time.Second}
+	localSrv := &http.Server{Handler: rt.localHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go apiSrv.ServeTLS(api, "", "")
+	go localSrv.Serve(local)
+	defer apiSrv.Close()
+	defer localSrv.Close()
+
+	if err := rt.register(ctx); err != nil {
+		return err
+	}
+	go rt.watch(ctx, cancel)
+	<-ctx.Done()
+	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+		return c
+	}
+	return nil
+}
+
+func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// ErrRevoked ends a Cal that learns it was revoked.
+var ErrRevoked = errors.New("this cal was revoked")
+
+func (rt *Runtime) register(ctx context.Context) error {
+	var reply calproto.RegisterReply
+	var err error
+	for attempt := range 50 {
+		err = rt.call(ctx, http.MethodPost, calproto.PathRegister, calproto.Register{PID: os.Getpid()}, &reply)
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt+1) * 20 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("cal: register: %w", err)
+	}
+	if reply.Revoked {
+		return ErrRevoked
+	}
+	return nil
+}
+
+// watch follows the control plane's event stream, reconnecting after a
+// control-plane restart, and ends the Cal on its revocation.
+func (rt *Runtime) watch(ctx context.Context, cancel context.CancelCauseFunc) {
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://control-plane"+calproto.PathWatch, nil)
+		resp, err := rt.cp.Do(req)
+		if err == nil {
+			backoff = 50 * time.Millisecond
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				line, ok := strings.CutPrefix(sc.Text(), "data: ")
+				if !ok {
+					continue
+				}
+				var ev calproto.Event
+				if json.Unmarshal([]byte(line), &ev) == nil && ev.Type == "revoked" && ev.Cal == rt.ID().String() {
+					rt.log.Warn("revoked by the network; stopping")
+					cancel(ErrRevoked)
+					resp.Body.Close()
+					return
+				}
+			}
+			resp.Body.Close()
+			// A stream that ends means the control plane went away:
+			// register again when it is back (it may have restarted).
+			if ctx.Err() == nil && rt.register(ctx) == ErrRevoked {
+				cancel(ErrRevoked)
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// call sends a JSON request to the control plane.
+func (rt *Runtime) call(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = strings.NewReader(string(b))
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "https://control-plane"+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := rt.cp.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode/100 != 2 {
+		var e struct{ Error string }
+		json.Unmarshal(b, &e)
+		if e.Error == "" {
+			e.Error = resp.Status
+		}
+		return &CPError{Status: resp.StatusCode, Msg: e.Error}
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// CPError is an error answer of the control plane.
+type CPError struct {
+	Status int
+	Msg    string
+}
+
+func (e *CPError) Error() string { return fmt.Sprintf("control plane: %d: %s", e.Status, e.Msg) }

@@ -1,0 +1,254 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/soulfra/calnet/client"
+)
+
+func (a *app) statusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the running network: Cals by state, spawning, ledger",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.apiClient()
+			if err != nil {
+				return err
+			}
+			s, err := c.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return a.print(s, func(w io.Writer) {
+				fmt.Fprintf(w, "network   %s\nmaster    %s\ndriver    %s (%s)\nspawning  %s\nledger    %d entries\n", s.Network, s.Master, s.Driver, strings.Join(s.Isolation, ","), map[bool]string{true: "PAUSED", false: "on"}[s.Paused], s.LedgerSize)
+				var states []string
+				for st := range s.Cals {
+					states = append(states, st)
+				}
+				sort.Strings(states)
+				for _, st := range states {
+					fmt.Fprintf(w, "cals      %d %s\n", s.Cals[st], st)
+				}
+			})
+		},
+	}
+}
+
+func (a *app) spawnCmd() *cobra.Command {
+	var req client.SpawnRequest
+	var cpu, mem string
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "spawn",
+		Short: "Spawn a Cal: its parent's SpawnController signs its blessing; the control plane admits and deploys it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if cpu != "" {
+				if req.CPUMillis, err = parseCPU(cpu); err != nil {
+					return err
+				}
+			}
+			if mem != "" {
+				if req.MemoryBytes, err = parseBytes("memory", mem); err != nil {
+					return err
+				}
+			}
+			c, err := a.apiClient()
+			if err != nil {
+				return err
+			}
+			if !a.json() && wait {
+				fmt.Fprintf(a.env.Stderr, "spawning...")
+			}
+			start := time.Now()
+			sp, err := c.Spawn(cmd.Context(), req, wait)
+			if !a.json() && wait {
+				fmt.Fprintln(a.env.Stderr)
+			}
+			if err != nil {
+				var ae *client.Error
+				if errors.As(err, &ae) && ae.RetryAfter > 0 {
+					return fmt.Errorf("%w; retry after %v", err, ae.RetryAfter)
+				}
+				return err
+			}
+			if err := a.print(sp, func(w io.Writer) {
+				switch sp.State {
+				case "running":
+					fmt.Fprintf(w, "Spawned cal %s under %s in %v (spawn %s)\n", sp.Cal, short(sp.Parent), time.Since(start).Round(time.Millisecond), sp.ID)
+				case "failed", "rejected":
+					fmt.Fprintf(w, "Spawn %s %s: %s\n", sp.ID, sp.State, sp.Reason)
+				default:
+					fmt.Fprintf(w, "Spawn %s %s (follow with `calnet show %s` or --wait)\n", sp.ID, sp.State, sp.Cal)
+				}
+			}); err != nil {
+				return err
+			}
+			if sp.State == "failed" || sp.State == "rejected" {
+				return &exitError{code: 1}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Parent, "parent", "", "parent cal (ID, prefix or name; default the Master Cal)")
+	f.StringVar(&req.Name, "name", "", "name for the new cal (a-z, 0-9, -)")
+	f.StringSliceVar(&req.Permissions, "perm", []string{"read"}, "permissions, a subset of the parent's")
+	f.StringVar(&cpu, "cpu", "", "CPU quota: 250m or 0.5 (default 250m)")
+	f.StringVar(&mem, "memory", "", "memory quota: 64Mi (default)")
+	f.StringVar(&req.IdempotencyKey, "idempotency-key", "", "retrying with the same key never creates a second cal")
+	f.BoolVar(&wait, "wait", true, "wait until the cal is operational")
+	return cmd
+}
+
+func (a *app) lsCmd() *cobra.Command {
+	var tree bool
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "List Cals",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.apiClient()
+			if err != nil {
+				return err
+			}
+			cals, err := c.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return a.print(cals, func(w io.Writer) {
+				if !tree {
+					fmt.Fprintf(w, "%-32s  %-12s  %-9s  %5s  %-8s  %s\n", "ID", "NAME", "STATE", "DEPTH", "RESTARTS", "PERMISSIONS")
+					for _, c := range cals {
+						fmt.Fprintf(w, "%-32s  %-12s  %-9s  %5d  %8d  %s\n", c.ID, c.Name, c.State, c.Depth, c.Restarts, strings.Join(c.Permissions, ","))
+					}
+					return
+				}
+				byParent := map[string][]client.Cal{}
+				for _, c := range cals {
+					byParent[c.Parent] = append(byParent[c.Parent], c)
+				}
+				var walk func(parent, indent string)
+				walk = func(parent, indent string) {
+					for _, c := range byParent[parent] {
+						fmt.Fprintf(w, "%s%s %s [%s] %s\n", indent, short(c.ID), c.Name, c.State, strings.Join(c.Permissions, ","))
+						walk(c.ID, indent+"  ")
+					}
+				}
+				walk("genesis", "")
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&tree, "tree", false, "show the lineage as a tree")
+	return cmd
+}
+
+func (a *app) showCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "show ID",
+		Short: "Show a Cal, with the isolation features measured in force for it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.apiClient()
+			if err != nil {
+				return err
+			}
+			cal, err := c.Get(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return a.print(cal, func(w io.Writer) {
+				fmt.Fprintf(w, "cal          %s (%s)\nname         %s\nstate        %s (healthy %v, %d restarts)\nparent       %s\ndepth        %d\npermissions  %s\nquota        cpu %dm, memory %d, pids %d\nuid / pid    %d / %d\nchildren     %d\n",
+					cal.ID, short(cal.ID), cal.Name, cal.State, cal.Healthy, cal.Restarts, cal.Parent, cal.Depth, strings.Join(cal.Permissions, ","),
+					cal.Quota.CPUMillis, cal.Quota.MemoryBytes, cal.Quota.PIDs, cal.UID, cal.PID, len(cal.Children))
+				if cal.LastError != "" {
+					fmt.Fprintf(w, "last error   %s\n", cal.LastError)
+				}
+				if len(cal.Isolation) > 0 {
+					fmt.Fprintf(w, "isolation (measured):\n")
+					var names []string
+					for f := range cal.Isolation {
+						names = append(names, f)
+					}
+					sort.Strings(names)
+					for _, f := range names {
+						mark := "on "
+						if !cal.Isolation[f] {
+							mark = "OFF"
+						}
+						fmt.Fprintf(w, "  %s %s\n", mark, f)
+					}
+				}
+			})
+		},
+	}
+}
+
+func (a *app) logsCmd() *cobra.Command {
+	var follow bool
+	cmd := &cobra.Command{
+		Use:   "logs ID",
+		Short: "Print a Cal's log (-f to follow)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.apiClient()
+			if err != nil {
+				return err
+			}
+			return c.Logs(cmd.Context(), args[0], follow, a.env.Stdout)
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "follow the log")
+	return cmd
+}
+
+func (a *app) spawningCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:       "spawning pause|resume",
+		Short:     "The spawning kill switch: pause or resume every spawn in the network",
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"pause", "resume"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[0] != "pause" && args[0] != "resume" {
+				return fmt.Errorf("spawning %q: want pause or resume", args[0])
+			}
+			c, err := a.apiClient()
+			if err != nil {
+				return err
+			}
+			paused := args[0] == "pause"
+			if err := c.SetSpawning(cmd.Context(), paused); err != nil {
+				return err
+			}
+			return a.print(map[string]bool{"paused": paused}, func(w io.Writer) { fmt.Fprintf(w, "spawning %sd\n", args[0]) })
+		},
+	}
+}
+
+// revokeOnline revokes through the running control plane.
+func (a *app) revokeOnline(ctx context.Context, id, reason string) error {
+	c, err := a.apiClient()
+	if err != nil {
+		return err
+	}
+	r, err := c.Revoke(ctx, id, reason)
+	if err != nil {
+		return err
+	}
+	return a.print(r, func(w io.Writer) {
+		fmt.Fprintf(w, "Revoked cal %s and %d descendant(s); their processes are stopped\n", r.Revoked, len(r.Subtree)-1)
+	})
+}
+
+var _ = os.Stdout

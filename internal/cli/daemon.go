@@ -1,0 +1,152 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/soulfra/calnet/client"
+	"github.com/soulfra/calnet/internal/calrt"
+	"github.com/soulfra/calnet/internal/controlplane"
+	"github.com/soulfra/calnet/internal/driver/process"
+	"github.com/soulfra/calnet/internal/sandbox"
+)
+
+const defaultData = "calnet-data"
+
+// apiClient builds the SDK client from --addr / CALNET_ADDR and
+// CALNET_TOKEN / --token-file.
+func (a *app) apiClient() (*client.Client, error) {
+	tok := a.env.Getenv("CALNET_TOKEN")
+	if tok == "" {
+		var err error
+		tok, err = client.ReadTokenFile(a.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("no credential: set CALNET_TOKEN or --token-file (default %s, written by `calnet up`): %w", filepath.Join(defaultData, "admin.token"), err)
+		}
+	}
+	return client.New(a.addr, tok), nil
+}
+
+func (a *app) upCmd() *cobra.Command {
+	var data, without string
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run the network: control plane, ledger, supervisor, API and the Master Cal",
+		Long: `Start calnet on --data (default ./calnet-data). On first run it creates the
+network (genesis key, ledger, Master Cal) and writes the admin credential to
+<data>/admin.token (0600). Run it again on the same directory and the same
+network comes back. SIGINT/SIGTERM or ` + "`calnet down`" + ` stop every Cal, deepest
+first.
+
+Each Cal runs with full isolation; a feature this host lacks stops the Cal
+from starting unless you lower it explicitly with --without.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := slog.New(slog.NewTextHandler(a.env.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			feats, err := features(without)
+			if err != nil {
+				return err
+			}
+			drv := process.New("/calnet")
+			var missing []string
+			for _, f := range feats {
+				if !slices.Contains(drv.Available(), f) {
+					missing = append(missing, string(f))
+				}
+			}
+			if len(missing) > 0 {
+				return fmt.Errorf("this host cannot provide isolation %s (run as root on Linux with cgroups); to run without it anyway, say so: --without %s", strings.Join(missing, ","), strings.Join(missing, ","))
+			}
+			bin, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			srv, err := controlplane.Open(ctx, controlplane.Config{DataDir: data, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log})
+			if err != nil {
+				return err
+			}
+			srv.SetShutdown(cancel)
+			abs, _ := filepath.Abs(controlplane.TokenFile(data))
+			fmt.Fprintf(a.env.Stdout, "calnet is up: network %s\n  API        http://%s/v1 (events: ws://%s/v1/events)\n  credential %s (0600)\n  master cal %s\nStop with Ctrl-C or `calnet down`.\n",
+				srv.Network().Network, srv.Addr(), srv.Addr(), abs, srv.Network().Master)
+			return srv.Run(ctx)
+		},
+	}
+	cmd.Flags().StringVar(&data, "data", defaultData, "data directory")
+	cmd.Flags().StringVar(&without, "without", "", "isolation features to lower explicitly, comma-separated (e.g. seccomp,net-namespace)")
+	return cmd
+}
+
+func features(without string) ([]sandbox.Feature, error) {
+	feats := slices.Clone(sandbox.AllFeatures)
+	for _, w := range strings.Split(without, ",") {
+		if w = strings.TrimSpace(w); w == "" {
+			continue
+		}
+		f, err := sandbox.ParseFeature(w)
+		if err != nil {
+			return nil, fmt.Errorf("--without: %w (known: %v)", err, sandbox.AllFeatures)
+		}
+		feats = slices.DeleteFunc(feats, func(x sandbox.Feature) bool { return x == f })
+	}
+	return feats, nil
+}
+
+func (a *app) calCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    "cal",
+		Short:  "Run the Cal runtime (started by drivers, not by users)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := slog.New(slog.NewTextHandler(a.env.Stderr, nil))
+			err := calrt.Main(cmd.Context(), log)
+			if errors.Is(err, calrt.ErrRevoked) {
+				log.Info("revoked; exiting")
+				return nil
+			}
+			return err
+		},
+	}
+}
+
+func (a *app) downCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "down",
+		Short: "Stop a running `calnet up`: every Cal, deepest first, then the control plane",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.apiClient()
+			if err != nil {
+				return err
+			}
+			if err := c.Shutdown(cmd.Context()); err != nil {
+				return err
+			}
+			// Wait until the API is gone.
+			deadline := time.Now().Add(30 * time.Second)
+			for time.Now().Before(deadline) {
+				ctx, cancel := context.WithTimeout(cmd.Context(), 500*time.Millisecond)
+				_, err := c.Status(ctx)
+				cancel()
+				if err != nil {
+					return a.print(map[string]string{"status": "down"}, func(w io.Writer) { fmt.Fprintln(w, "calnet is down") })
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			return errors.New("the control plane did not stop within 30s")
+		},
+	}
+}

@@ -1,0 +1,353 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/soulfra/calnet/identity"
+	"github.com/soulfra/calnet/trust"
+)
+
+// maxRequestBody bounds every API request body.
+const maxRequestBody = 64 << 10
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// writeError writes the API's one error shape; internal errors become a
+// generic message.
+func writeError(w http.ResponseWriter, err error) {
+	var ae *APIError
+	if !errors.As(err, &ae) {
+		ae = apiErr(500, "internal error")
+	}
+	if ae.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(ae.RetryAfter/time.Second)+1))
+	}
+	writeJSON(w, ae.Status, ae)
+}
+
+// readJSON decodes a bounded, strict JSON body.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBody))
+	if err != nil {
+		writeError(w, apiErr(413, "body: over the limit of %d bytes", maxRequestBody))
+		return false
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, apiErr(400, "body: %v", err))
+		return false
+	}
+	return true
+}
+
+// authorize checks the admin credential in constant time.
+func (s *Server) authorize(r *http.Request) bool {
+	h := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok {
+		tok = r.URL.Query().Get("access_token") // WebSocket clients in browsers
+	}
+	return subtle.ConstantTimeCompare([]byte(tok), []byte(s.token)) == 1
+}
+
+// apiHandler is the operator and developer API under /v1.
+func (s *Server) apiHandler() http.Handler {
+	mux := http.NewServeMux()
+	auth := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if !s.authorize(r) {
+				writeError(w, apiErr(401, "authorization: missing or wrong credential (see admin.token)"))
+				return
+			}
+			h(w, r)
+		}
+	}
+	mux.HandleFunc("GET /v1/status", auth(s.handleStatus))
+	mux.HandleFunc("GET /v1/cals", auth(func(w http.ResponseWriter, r *http.Request) {
+		recs, err := s.listCals(r.Context())
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if recs == nil {
+			recs = []*CalRecord{}
+		}
+		writeJSON(w, 200, recs)
+	}))
+	mux.HandleFunc("GET /v1/cals/{id}", auth(s.handleShow))
+	mux.HandleFunc("POST /v1/cals", auth(s.handleSpawn))
+	mux.HandleFunc("POST /v1/cals/{id}/revoke", auth(s.handleRevoke))
+	mux.HandleFunc("GET /v1/cals/{id}/logs", auth(s.handleLogs))
+	mux.HandleFunc("GET /v1/spawns", auth(func(w http.ResponseWriter, r *http.Request) {
+		recs, err := s.listSpawns(r.Context())
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if recs == nil {
+			recs = []*SpawnRecord{}
+		}
+		writeJSON(w, 200, recs)
+	}))
+	mux.HandleFunc("GET /v1/spawns/{id}", auth(func(w http.ResponseWriter, r *http.Request) {
+		rec, err := s.getSpawn(r.Context(), r.PathValue("id"))
+		if err != nil {
+			writeError(w, apiErr(404, "no spawn %s", r.PathValue("id")))
+			return
+		}
+		writeJSON(w, 200, rec)
+	}))
+	mux.HandleFunc("POST /v1/spawning", auth(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Paused bool `json:"paused"`
+		}
+		if !readJSON(w, r, &req) {
+			return
+		}
+		s.paused = req.Paused
+		s.bus.publish(Event{Type: "spawning.paused", State: strconv.FormatBool(req.Paused), Actor: "admin"})
+		writeJSON(w, 200, map[string]bool{"paused": s.paused})
+	}))
+	mux.HandleFunc("GET /v1/events", auth(s.handleEvents))
+	mux.HandleFunc("POST /v1/shutdown", auth(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 202, map[string]string{"status": "stopping"})
+		go s.shutdown()
+	}))
+	return mux
+}
+
+// resolve finds a Cal by full ID or unique prefix.
+func (s *Server) resolve(ctx context.Context, ref string) (*CalRecord, *APIError) {
+	if rec, err := s.getCal(ctx, ref); err == nil {
+		return rec, nil
+	}
+	p := strings.ReplaceAll(strings.ToLower(ref), "-", "")
+	recs, _ := s.listCals(ctx)
+	for _, r := range recs {
+		if r.Name == ref && r.State != StateRevoked {
+			return r, nil
+		}
+	}
+	if len(p) < 4 {
+		return nil, apiErr(404, "cal %q: no cal of that name; give the full ID or a prefix of at least 4 characters", ref)
+	}
+	var found *CalRecord
+	for _, r := range recs {
+		if strings.HasPrefix(r.ID, p) {
+			if found != nil {
+				return nil, apiErr(409, "cal %q is ambiguous", ref)
+			}
+			found = r
+		}
+	}
+	if found == nil {
+		return nil, apiErr(404, "cal %q: no such cal", ref)
+	}
+	return found, nil
+}
+
+type statusView struct {
+	Network    string         `json:"network"`
+	Master     string         `json:"master"`
+	Cals       map[string]int `json:"cals"`
+	Paused     bool           `json:"spawning_paused"`
+	LedgerSize uint64         `json:"ledger_size"`
+	Driver     string         `json:"driver"`
+	Isolation  []string       `json:"isolation"`
+}
+
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	recs, _ := s.listCals(r.Context())
+	by := map[string]int{}
+	for _, c := range recs {
+		by[c.State]++
+	}
+	feats := make([]string, len(s.cfg.Features))
+	for i, f := range s.cfg.Features {
+		feats[i] = string(f)
+	}
+	writeJSON(w, 200, statusView{Network: s.net.Info.Network.String(), Master: s.net.Info.Master.String(), Cals: by,
+		Paused: s.paused, LedgerSize: s.lg.Size(), Driver: s.cfg.Driver.Name(), Isolation: feats})
+}
+
+type showView struct {
+	*CalRecord
+	Isolation map[string]bool `json:"isolation,omitempty"`
+}
+
+func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
+	rec, aerr := s.resolve(r.Context(), r.PathValue("id"))
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	v := showView{CalRecord: rec}
+	s.procMu.Lock()
+	p := s.procs[rec.ID]
+	s.procMu.Unlock()
+	if p != nil && p.inst != nil && rec.State == StateRunning {
+		if iso, err := p.inst.Isolation(); err == nil {
+			v.Isolation = map[string]bool{}
+			for f, on := range iso {
+				v.Isolation[string(f)] = on
+			}
+		}
+	}
+	writeJSON(w, 200, v)
+}
+
+func (s *Server) handleSpawn(w http.ResponseWriter, r *http.Request) {
+	var p SpawnParams
+	if !readJSON(w, r, &p) {
+		return
+	}
+	if p.Parent == "" {
+		p.Parent = s.net.Info.Master.String()
+	} else if rec, aerr := s.resolve(r.Context(), p.Parent); aerr == nil {
+		p.Parent = rec.ID
+	}
+	if k := r.Header.Get("Idempotency-Key"); k != "" && p.IdempotencyKey == "" {
+		p.IdempotencyKey = k
+	}
+	rec, err := s.Spawn(r.Context(), p, "admin")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if r.URL.Query().Get("wait") == "true" {
+		rec = s.waitSpawn(r.Context(), rec.ID, 60*time.Second)
+	}
+	writeJSON(w, 202, rec)
+}
+
+func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Reason string `json:"reason"`
+	}
+	if r.ContentLength != 0 && !readJSON(w, r, &req) {
+		return
+	}
+	rec, aerr := s.resolve(r.Context(), r.PathValue("id"))
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	target, _ := identity.ParseID(rec.ID)
+	rev, err := trust.Revoke(s.auth, trust.RevokeRequest{Network: s.net.Info.Network, Target: target, Authority: true, Reason: req.Reason, IssuedAt: s.now()})
+	if err != nil {
+		writeError(w, apiErr(400, "%v", err))
+		return
+	}
+	sub, aerr := s.revoke(r.Context(), rev, "admin")
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	writeJSON(w, 200, map[string]any{"revoked": rec.ID, "subtree": sub})
+}
+
+func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
+	rec, aerr := s.resolve(r.Context(), r.PathValue("id"))
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	f, err := os.Open(s.logPath(rec.ID))
+	if err != nil {
+		writeError(w, apiErr(404, "no logs for cal %s yet", rec.ID))
+		return
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > 1<<20 {
+		f.Seek(-1<<20, io.SeekEnd)
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.Copy(w, f)
+	if r.URL.Query().Get("follow") != "true" {
+		return
+	}
+	fl, _ := w.(http.Flusher)
+	if fl != nil {
+		fl.Flush()
+	}
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			if n, _ := io.Copy(w, f); n > 0 && fl != nil {
+				fl.Flush()
+			}
+		}
+	}
+}
+
+// handleEvents streams events over a WebSocket, resuming after ?after=SEQ.
+func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
+	after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
+	c, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer c.CloseNow()
+	past, ch, cancel := s.bus.subscribe(after)
+	defer cancel()
+	ctx := c.CloseRead(r.Context())
+	send := func(e Event) error {
+		b, _ := json.Marshal(e)
+		wctx, cc := context.WithTimeout(ctx, 5*time.Second)
+		defer cc()
+		return c.Write(wctx, websocket.MessageText, b)
+	}
+	for _, e := range past {
+		if send(e) != nil {
+			return
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.ctx.Done():
+			c.Close(websocket.StatusGoingAway, "control plane stopping")
+			return
+		case e := <-ch:
+			if send(e) != nil {
+				return
+			}
+		}
+	}
+}
+
+// shutdown is set by Run's caller through SetShutdown.
+func (s *Server) shutdown() {
+	if s.onShutdown != nil {
+		s.onShutdown()
+	}
+}
+
+// SetShutdown registers what POST /v1/shutdown (calnet down) calls.
+func (s *Server) SetShutdown(f func()) { s.onShutdown = f }
+
+var _ = fmt.Sprintf

@@ -1,0 +1,251 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/soulfra/calnet/identity"
+	"github.com/soulfra/calnet/internal/calproto"
+	"github.com/soulfra/calnet/internal/caltls"
+	"github.com/soulfra/calnet/internal/store"
+	"github.com/soulfra/calnet/ledger"
+	"github.com/soulfra/calnet/trust"
+)
+
+type tlsConfig = tls.Config
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+func (s *Server) renameKEK(ctx context.Context, from, to string) error {
+	return s.store.Update(ctx, func(tx store.Tx) error {
+		v, err := tx.Get(bucketKEK, from)
+		if err != nil {
+			return err
+		}
+		if err := tx.Put(bucketKEK, to, v); err != nil {
+			return err
+		}
+		return tx.Delete(bucketKEK, from)
+	})
+}
+
+// resolveCal authenticates a Cal peer: its certificate key must be the
+// Ed25519 half of the key its recorded blessing names.
+func (s *Server) resolveCal(p *caltls.Peer) error {
+	s.trustMu.Lock()
+	b, ok := s.state.Blessings[p.Cal]
+	s.trustMu.Unlock()
+	if !ok {
+		return fmt.Errorf("unknown cal %s", p.Cal)
+	}
+	if subtle.ConstantTimeCompare(identityEd(b), p.Key) != 1 {
+		return errors.New("certificate key is not the cal's identity key")
+	}
+	return nil
+}
+
+func identityEd(b *trust.Blessing) []byte { return b.ChildKey().Ed25519 }
+
+func (s *Server) peer(r *http.Request) (identity.ID, error) {
+	p, err := caltls.PeerOf(r.TLS, s.net.Info.Network)
+	if err != nil {
+		return identity.ID{}, err
+	}
+	return p.Cal, nil
+}
+
+// calHandler serves the API the Cals call, on run/cal.sock over mutual TLS.
+func (s *Server) calHandler() http.Handler {
+	mux := http.NewServeMux()
+	with := func(h func(w http.ResponseWriter, r *http.Request, id identity.ID)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			id, err := s.peer(r)
+			if err != nil {
+				writeError(w, apiErr(401, "%v", err))
+				return
+			}
+			h(w, r, id)
+		}
+	}
+	mux.HandleFunc("POST "+calproto.PathRegister, with(s.handleRegister))
+	mux.HandleFunc("GET "+calproto.PathWatch, with(s.handleWatch))
+	mux.HandleFunc("POST "+calproto.PathSpawnRequest, with(func(w http.ResponseWriter, r *http.Request, id identity.ID) {
+		var req calproto.SpawnRequest
+		if !readJSON(w, r, &req) {
+			return
+		}
+		rec, err := s.Spawn(r.Context(), SpawnParams{Parent: id.String(), Name: req.Name, Permissions: req.Permissions,
+			CPUMillis: req.CPUMillis, MemoryBytes: req.MemoryBytes, IdempotencyKey: req.IdempotencyKey}, "cal:"+id.String())
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if r.URL.Query().Get("wait") != "false" {
+			rec = s.waitSpawn(r.Context(), rec.ID, 30*time.Second)
+		}
+		writeJSON(w, 202, rec)
+	}))
+	mux.HandleFunc("GET "+calproto.PathChildren, with(func(w http.ResponseWriter, r *http.Request, id identity.ID) {
+		recs, _ := s.listCals(r.Context())
+		out := []*CalRecord{}
+		for _, c := range recs {
+			if c.Parent == id.String() {
+				out = append(out, c)
+			}
+		}
+		writeJSON(w, 200, out)
+	}))
+	mux.HandleFunc("POST "+calproto.PathRevoke, with(func(w http.ResponseWriter, r *http.Request, id identity.ID) {
+		var req calproto.RevokeRequest
+		if !readJSON(w, r, &req) {
+			return
+		}
+		rev, err := trust.ParseRevocation(req.Revocation)
+		if err != nil {
+			writeError(w, apiErr(400, "revocation: %v", err))
+			return
+		}
+		if iss, ok := rev.Issuer(); !ok || iss != id {
+			writeError(w, apiErr(403, "revocation: a cal may only submit revocations it signed"))
+			return
+		}
+		sub, aerr := s.revoke(r.Context(), rev, "cal:"+id.String())
+		if aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		writeJSON(w, 200, map[string]any{"revoked": rev.Target().String(), "subtree": sub})
+	}))
+	return mux
+}
+
+func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request, id identity.ID) {
+	var reg calproto.Register
+	if !readJSON(w, r, &reg) {
+		return
+	}
+	s.trustMu.Lock()
+	_, revoked := s.state.RevokedThrough(id)
+	s.trustMu.Unlock()
+	if revoked {
+		writeJSON(w, 200, calproto.RegisterReply{Revoked: true})
+		return
+	}
+	rec, err := s.updateCal(r.Context(), id.String(), func(c *CalRecord) {
+		c.State, c.Healthy, c.LastError = StateRunning, true, ""
+	})
+	if err != nil {
+		writeError(w, apiErr(404, "no such cal"))
+		return
+	}
+	s.procMu.Lock()
+	if p := s.procs[id.String()]; p != nil && p.regOnce != nil {
+		p.regOnce.Do(func() { close(p.registered) })
+	}
+	s.procMu.Unlock()
+	s.bus.publish(Event{Type: "cal.running", Cal: rec.ID, Parent: rec.Parent, State: StateRunning, Actor: "cal:" + rec.ID})
+	if rec.Spawn != "" {
+		if sp, err := s.getSpawn(r.Context(), rec.Spawn); err == nil && !sp.Terminal() {
+			s.finishSpawn(r.Context(), sp, SpawnRunning, "")
+		}
+	}
+	writeJSON(w, 200, calproto.RegisterReply{})
+}
+
+// handleWatch streams server-sent events to a Cal: its revocation, and a
+// keepalive every 30s (cheap enough for 1,000 idle Cals).
+func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request, id identity.ID) {
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, apiErr(500, "streaming unsupported"))
+		return
+	}
+	_, ch, cancel := s.bus.subscribe(^uint64(0))
+	defer cancel()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(200)
+	fl.Flush()
+	ping := time.NewTicker(30 * time.Second)
+	defer ping.Stop()
+	me := id.String()
+	send := func(ev calproto.Event) {
+		b, _ := json.Marshal(ev)
+		fmt.Fprintf(w, "data: %s\n\n", b)
+		fl.Flush()
+	}
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-s.ctx.Done():
+			return
+		case <-ping.C:
+			send(calproto.Event{Type: "ping"})
+		case e := <-ch:
+			if e.Type == "cal.revoked" && e.Cal == me {
+				send(calproto.Event{Type: "revoked", Cal: me})
+			}
+		}
+	}
+}
+
+// waitSpawn polls a spawn until it ends or timeout passes.
+func (s *Server) waitSpawn(ctx context.Context, id string, timeout time.Duration) *SpawnRecord {
+	_, ch, cancel := s.bus.subscribe(^uint64(0))
+	defer cancel()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		rec, err := s.getSpawn(ctx, id)
+		if err != nil || rec.Terminal() {
+			return rec
+		}
+		select {
+		case <-ctx.Done():
+			return rec
+		case <-deadline.C:
+			return rec
+		case <-ch:
+		}
+	}
+}
+
+// revoke applies a checked revocation: ledger entry, the whole subtree
+// marked revoked and stopped, every Cal told over its watch stream.
+func (s *Server) revoke(ctx context.Context, rev *trust.Revocation, actor string) ([]string, *APIError) {
+	s.trustMu.Lock()
+	if through, ok := s.state.RevokedThrough(rev.Target()); ok {
+		s.trustMu.Unlock()
+		return nil, apiErr(409, "cal %s is already revoked (through %s)", rev.Target(), through)
+	}
+	if err := s.state.Revocations.Check(rev, s.state); err != nil {
+		s.trustMu.Unlock()
+		return nil, apiErr(403, "revocation: %v", err)
+	}
+	rj, _ := rev.MarshalJSON()
+	if _, err := s.lg.Append(ctx, ledger.Entry{Type: ledger.TypeRevocation, Time: s.now(), Subject: rev.Target().String(), Actor: actor, Data: rj}); err != nil {
+		s.trustMu.Unlock()
+		return nil, apiErr(500, "ledger unavailable")
+	}
+	s.state.Revocations.Add(rev, s.state)
+	sub := s.state.Subtree(rev.Target())
+	s.trustMu.Unlock()
+	ids := make([]string, len(sub))
+	var wg sync.WaitGroup
+	for i, cid := range sub {
+		id := cid.String()
+		ids[i] = id
+		s.updateCal(ctx, id, func(c *CalRecord) { c.State, c.Healthy, c.LastError = StateRevoked, false, "revoked by "+actor })
+		s.bus.publish(Event{Type: "cal.revoked", Cal: id, State: StateRevoked, Actor: actor, Reason: rev.Reason()})
+		wg.Go(func() { s.stop(ctx, id) })
+	}
+	wg.Wait()
+	return ids, nil
+}

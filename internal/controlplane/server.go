@@ -1,0 +1,279 @@
+// Package controlplane is calnet's control plane: the registry of Cals, the
+// spawn pipeline with its admission checks and limits, the supervisor that
+// runs Cals through a driver and heals them, revocation enforcement, the
+// REST and WebSocket API for operators and developers, and the mutual-TLS
+// API the Cals themselves call.
+package controlplane
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/soulfra/calnet/identity"
+	"github.com/soulfra/calnet/internal/calproto"
+	"github.com/soulfra/calnet/internal/caltls"
+	"github.com/soulfra/calnet/internal/driver"
+	"github.com/soulfra/calnet/internal/netdir"
+	"github.com/soulfra/calnet/internal/sandbox"
+	"github.com/soulfra/calnet/internal/store"
+	"github.com/soulfra/calnet/ledger"
+	"github.com/soulfra/calnet/trust"
+)
+
+// Limits bound spawning (PRD risk 1: runaway spawning).
+type Limits struct {
+	// MaxCals is the most Cals the network may hold (not revoked).
+	MaxCals int
+	// SpawnRate and SpawnBurst are the network-wide token bucket.
+	SpawnRate  float64
+	SpawnBurst int
+	// ParentRate and ParentBurst are each parent's token bucket.
+	ParentRate  float64
+	ParentBurst int
+	// MinFreeMemory is the host memory that must stay available beyond a
+	// new Cal's quota.
+	MinFreeMemory int64
+	// RestartIntensity restarts within RestartPeriod mark a Cal failed.
+	RestartIntensity int
+	RestartPeriod    time.Duration
+}
+
+// DefaultLimits suit one host.
+var DefaultLimits = Limits{
+	MaxCals: 2000, SpawnRate: 200, SpawnBurst: 200, ParentRate: 100, ParentBurst: 100,
+	MinFreeMemory: 128 << 20, RestartIntensity: 5, RestartPeriod: 30 * time.Second,
+}
+
+// Config configures a Server.
+type Config struct {
+	DataDir string
+	// Addr is the operator API address (default 127.0.0.1:7070).
+	Addr string
+	// Binary is the calnet executable the Cals run (`calnet cal`).
+	Binary   string
+	Driver   driver.Driver
+	Features []sandbox.Feature
+	Limits   Limits
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
+
+// Server is a running control plane. Create it with Open, run it with Run.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	net   *netdir.Network
+	store store.Store
+	lg    *ledger.Log
+	auth  *identity.PrivateKey // network authority (genesis) key
+	cert  tls.Certificate
+	token string
+	bus   *bus
+
+	trustMu sync.Mutex // serializes ledger appends with trust-state changes
+	state   *netdir.State
+	chains  map[identity.ID]*trust.Chain
+
+	limiter *limiter
+	paused  bool
+
+	procMu sync.Mutex
+	procs  map[string]*proc
+
+	deploySem  chan struct{}
+	onShutdown func()
+	wg         sync.WaitGroup
+	ctx        context.Context
+}
+
+func (s *Server) now() time.Time {
+	if s.cfg.Now != nil {
+		return s.cfg.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+// Paths in the data directory.
+func (s *Server) networkDir() string       { return filepath.Join(s.cfg.DataDir, "network") }
+func (s *Server) runDir() string           { return filepath.Join(s.cfg.DataDir, "run") }
+func (s *Server) calDir(id string) string  { return filepath.Join(s.cfg.DataDir, "cals", id) }
+func (s *Server) logPath(id string) string { return filepath.Join(s.cfg.DataDir, "logs", id+".log") }
+
+// TokenFile is where the admin credential is written, 0600.
+func TokenFile(dataDir string) string { return filepath.Join(dataDir, "admin.token") }
+
+// Open prepares the control plane on cfg.DataDir: on first run it creates
+// the network (genesis, ledger, Master Cal) and the admin credential; on
+// later runs it reopens them.
+func Open(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:7070"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Limits == (Limits{}) {
+		cfg.Limits = DefaultLimits
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, bus: newBus(), procs: map[string]*proc{}, chains: map[identity.ID]*trust.Chain{},
+		deploySem: make(chan struct{}, 64)}
+	s.limiter = newLimiter(cfg.Limits)
+	for _, d := range []string{cfg.DataDir, s.runDir(), filepath.Join(cfg.DataDir, "cals"), filepath.Join(cfg.DataDir, "logs")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	// The run dir is mounted into every sandbox; Cals connect to its socket.
+	if err := os.Chmod(s.runDir(), 0o755); err != nil {
+		return nil, err
+	}
+	os.Chmod(cfg.DataDir, 0o711)
+	os.Chmod(filepath.Join(cfg.DataDir, "cals"), 0o711)
+	first := false
+	n, err := netdir.Load(s.networkDir(), netdir.Options{Logger: cfg.Logger})
+	if err != nil {
+		if _, statErr := os.Stat(filepath.Join(s.networkDir(), "network.json")); !errors.Is(statErr, os.ErrNotExist) {
+			return nil, err
+		}
+		n, err = netdir.Init(ctx, s.networkDir(), netdir.MasterGrant{Constraints: masterConstraints(s.now())}, netdir.Options{Logger: cfg.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("create network: %w", err)
+		}
+		first = true
+	}
+	s.net = n
+	if s.auth, err = n.LoadKey(filepath.Join(s.networkDir(), "genesis")); err != nil {
+		return nil, fmt.Errorf("network authority key: %w", err)
+	}
+	if s.cert, err = caltls.Certificate(s.auth, n.Info.Network, caltls.ControlPlanePath, nil, 30*24*time.Hour, s.now()); err != nil {
+		return nil, err
+	}
+	if s.lg, err = n.OpenLedger(true); err != nil {
+		return nil, err
+	}
+	if s.state, err = n.Replay(ctx, s.lg); err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	if s.store, err = store.OpenBolt(filepath.Join(cfg.DataDir, "state.db")); err != nil {
+		return nil, err
+	}
+	if s.token, err = loadOrCreateToken(TokenFile(cfg.DataDir)); err != nil {
+		return nil, err
+	}
+	if first {
+		if err := s.adoptMaster(ctx); err != nil {
+			return nil, fmt.Errorf("master cal: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func masterConstraints(now time.Time) trust.Constraints {
+	var si = hostMemory()
+	return trust.Constraints{
+		MaxDepth: 16, MaxChildren: 1000,
+		Quota:     trust.Quota{CPUMillis: int64(runtime.NumCPU()) * 1000, MemoryBytes: si, PIDs: 32768},
+		NotBefore: now, NotAfter: now.Add(10 * 365 * 24 * time.Hour),
+	}
+}
+
+func loadOrCreateToken(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		return string(trimSpace(b)), nil
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	tok := "calnet_admin_" + hex.EncodeToString(raw)
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return tok, nil
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// Network returns the network's public description.
+func (s *Server) Network() netdir.Info { return s.net.Info }
+
+// Run serves the APIs, starts the Cals of the registry and supervises them
+// until ctx ends; then it stops every Cal, deepest first, and flushes state.
+func (s *Server) Run(ctx context.Context) error {
+	s.ctx = ctx
+	calLn, err := s.listenCalSocket()
+	if err != nil {
+		return err
+	}
+	apiLn, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		calLn.Close()
+		return fmt.Errorf("listen %s: %w", s.cfg.Addr, err)
+	}
+	calSrv := &http.Server{Handler: s.calHandler(), TLSConfig: caltls.Config(s.cert, s.net.Info.Network, s.resolveCal, true), ReadHeaderTimeout: 10 * time.Second}
+	apiSrv := &http.Server{Handler: s.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 2)
+	go func() { errc <- calSrv.ServeTLS(calLn, "", "") }()
+	go func() { errc <- apiSrv.Serve(apiLn) }()
+	s.log.Info("control plane up", "api", "http://"+apiLn.Addr().String(), "network", s.net.Info.Network.String())
+
+	if err := s.recover(ctx); err != nil {
+		s.log.Error("recovering cals", "err", err)
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	s.log.Info("control plane stopping: stopping cals deepest first")
+	s.stopAll()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	apiSrv.Shutdown(shutdownCtx)
+	calSrv.Close()
+	s.wg.Wait()
+	s.lg.Close()
+	s.store.Close()
+	if errors.Is(runErr, http.ErrServerClosed) {
+		runErr = nil
+	}
+	return runErr
+}
+
+// Addr is the configured API address.
+func (s *Server) Addr() string { return s.cfg.Addr }
+
+func (s *Server) listenCalSocket() (net.Listener, error) {
+	p := filepath.Join(s.runDir(), calproto.ControlSock)
+	os.Remove(p)
+	ln, err := net.Listen("unix", p)
+	if err != nil {
+		return nil, err
+	}
+	// Any Cal uid may connect; mutual TLS decides who is who.
+	if err := os.Chmod(p, 0o666); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

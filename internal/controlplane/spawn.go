@@ -1,0 +1,382 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/soulfra/calnet/identity"
+	"github.com/soulfra/calnet/internal/calproto"
+	"github.com/soulfra/calnet/internal/caltls"
+	"github.com/soulfra/calnet/ledger"
+	"github.com/soulfra/calnet/trust"
+)
+
+// SpawnParams is a request to spawn a child of Parent.
+type SpawnParams struct {
+	Parent         string   `json:"parent"`
+	Name           string   `json:"name,omitempty"`
+	Permissions    []string `json:"permissions"`
+	CPUMillis      int64    `json:"cpu_millis,omitempty"`
+	MemoryBytes    int64    `json:"memory_bytes,omitempty"`
+	IdempotencyKey string   `json:"idempotency_key,omitempty"`
+}
+
+// Limits on spawn request fields.
+const (
+	maxNameLen = 63
+	maxKeyLen  = 128
+	// defaultChildMemory and defaultChildCPU apply when a request names no quota.
+	defaultChildMemory = 64 << 20
+	defaultChildCPU    = 250
+)
+
+// APIError is the one error type of the API: a status and a message that
+// names the field or limit and never leaks internals.
+type APIError struct {
+	Status     int    `json:"-"`
+	Msg        string `json:"error"`
+	RetryAfter time.Duration
+}
+
+func (e *APIError) Error() string { return e.Msg }
+
+func apiErr(status int, format string, args ...any) *APIError {
+	return &APIError{Status: status, Msg: fmt.Sprintf(format, args...)}
+}
+
+func newID(prefix string) string {
+	b := make([]byte, 10)
+	rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// Spawn runs the spawn pipeline: requested -> admitted (chain, permission,
+// policy, quota, rate limit, resources) -> deploying -> running, or
+// rejected / failed. Admission is synchronous; deployment continues in the
+// background. A retried request with the same idempotency key returns the
+// first request's record and never creates a second Cal.
+func (s *Server) Spawn(ctx context.Context, p SpawnParams, actor string) (*SpawnRecord, error) {
+	if err := validateParams(&p); err != nil {
+		return nil, err
+	}
+	if p.IdempotencyKey != "" {
+		if rec, err := s.spawnByKey(ctx, p.Parent, p.IdempotencyKey); err == nil {
+			return rec, nil
+		}
+	}
+	rec := &SpawnRecord{
+		ID: newID("sp_"), IdempotencyKey: p.IdempotencyKey, Parent: p.Parent, Name: p.Name, Permissions: p.Permissions,
+		CPUMillis: p.CPUMillis, MemoryBytes: p.MemoryBytes, State: SpawnRequested, Actor: actor, RequestedAt: s.now(),
+	}
+	if err := s.putSpawn(ctx, rec); err != nil {
+		return nil, err
+	}
+	s.bus.publish(Event{Type: "spawn.requested", Spawn: rec.ID, Parent: p.Parent, State: SpawnRequested, Actor: actor})
+	parentBlessing, serial, aerr := s.admit(ctx, p)
+	if aerr != nil {
+		s.finishSpawn(ctx, rec, SpawnRejected, aerr.Msg)
+		return rec, aerr
+	}
+	rec.State = SpawnAdmitted
+	s.putSpawn(ctx, rec)
+	s.bus.publish(Event{Type: "spawn.admitted", Spawn: rec.ID, Parent: p.Parent, State: SpawnAdmitted, Actor: actor})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.deploy(s.ctx, rec, p, parentBlessing, serial)
+	}()
+	return rec, nil
+}
+
+func validateParams(p *SpawnParams) *APIError {
+	if len(p.Name) > maxNameLen {
+		return apiErr(400, "name: %d characters, over the limit of %d", len(p.Name), maxNameLen)
+	}
+	for _, r := range p.Name {
+		if !(r == '-' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
+			return apiErr(400, "name: %q may hold only a-z, 0-9 and -", p.Name)
+		}
+	}
+	if len(p.IdempotencyKey) > maxKeyLen {
+		return apiErr(400, "idempotency_key: over the limit of %d characters", maxKeyLen)
+	}
+	if _, err := trust.ParsePermissions(p.Permissions); err != nil {
+		return apiErr(400, "permissions: %v", err)
+	}
+	if p.CPUMillis < 0 || p.CPUMillis > trust.MaxCPUMillis {
+		return apiErr(400, "cpu_millis: %d is outside 0..%d", p.CPUMillis, trust.MaxCPUMillis)
+	}
+	if p.MemoryBytes < 0 || p.MemoryBytes > trust.MaxMemoryBytes {
+		return apiErr(400, "memory_bytes: %d is outside 0..%d", p.MemoryBytes, int64(trust.MaxMemoryBytes))
+	}
+	if p.CPUMillis == 0 {
+		p.CPUMillis = defaultChildCPU
+	}
+	if p.MemoryBytes == 0 {
+		p.MemoryBytes = defaultChildMemory
+	}
+	return nil
+}
+
+// admit checks everything that can refuse a spawn before anything is
+// signed. It returns the parent's blessing and the child's serial.
+func (s *Server) admit(ctx context.Context, p SpawnParams) (*trust.Blessing, int, *APIError) {
+	if s.paused {
+		return nil, 0, apiErr(403, "spawning is paused by the kill switch (calnet spawning resume)")
+	}
+	pid, err := identity.ParseID(p.Parent)
+	if err != nil {
+		return nil, 0, apiErr(400, "parent: %v", err)
+	}
+	prec, err := s.getCal(ctx, p.Parent)
+	if err != nil {
+		return nil, 0, apiErr(404, "parent: no cal %s", p.Parent)
+	}
+	if prec.State != StateRunning {
+		return nil, 0, apiErr(409, "parent: cal %s is %s, not running", p.Parent, prec.State)
+	}
+	chain, err := s.chainOf(pid)
+	if err != nil {
+		return nil, 0, apiErr(409, "parent: soul chain unreadable")
+	}
+	s.trustMu.Lock()
+	v, verr := s.net.Verifier().Verify(chain, s.now(), s.state)
+	children := len(s.state.Children[pid])
+	s.trustMu.Unlock()
+	if verr != nil {
+		return nil, 0, apiErr(403, "parent: soul chain does not verify: %v", verr)
+	}
+	perms, _ := trust.ParsePermissions(p.Permissions)
+	if !v.Permissions.Has(trust.PermSpawn) {
+		return nil, 0, apiErr(403, "parent: cal %s does not hold spawn", p.Parent)
+	}
+	if extra := perms.Minus(v.Permissions); extra != 0 {
+		return nil, 0, apiErr(403, "permissions: %s not held by the parent (it holds %s)", extra, v.Permissions)
+	}
+	c := v.Constraints
+	if v.Depth+1 > c.MaxDepth {
+		return nil, 0, apiErr(403, "limit max_depth: a child would sit at depth %d, the parent's max_depth is %d", v.Depth+1, c.MaxDepth)
+	}
+	if children >= c.MaxChildren {
+		return nil, 0, apiErr(403, "limit max_children: the parent has %d children, its max_children is %d", children, c.MaxChildren)
+	}
+	// Quotas add up down a subtree: a child's quota comes out of what its
+	// parent has not already given to live children.
+	usedCPU, usedMem, usedPIDs, live, err := s.childUsage(ctx, p.Parent)
+	if err != nil {
+		return nil, 0, apiErr(500, "registry unavailable")
+	}
+	childPIDs := min(c.Quota.PIDs/4, 512)
+	switch {
+	case usedCPU+p.CPUMillis > c.Quota.CPUMillis:
+		return nil, 0, apiErr(403, "quota cpu_millis: %d asked, the parent has %d of %d left", p.CPUMillis, c.Quota.CPUMillis-usedCPU, c.Quota.CPUMillis)
+	case usedMem+p.MemoryBytes > c.Quota.MemoryBytes:
+		return nil, 0, apiErr(403, "quota memory_bytes: %d asked, the parent has %d of %d left", p.MemoryBytes, c.Quota.MemoryBytes-usedMem, c.Quota.MemoryBytes)
+	case usedPIDs+childPIDs > c.Quota.PIDs:
+		return nil, 0, apiErr(403, "quota pids: the parent has %d of %d left", c.Quota.PIDs-usedPIDs, c.Quota.PIDs)
+	}
+	_ = live
+	if p.Name != "" {
+		if other, aerr := s.resolve(ctx, p.Name); aerr == nil && other.Name == p.Name {
+			return nil, 0, apiErr(409, "name: %q is taken by cal %s", p.Name, other.ID)
+		}
+	}
+	if n, err := s.liveCount(ctx); err == nil && n >= s.cfg.Limits.MaxCals {
+		return nil, 0, apiErr(429, "limit max_cals: the network holds %d cals, the limit is %d", n, s.cfg.Limits.MaxCals)
+	}
+	if avail := availableMemory(); avail >= 0 && avail < p.MemoryBytes+s.cfg.Limits.MinFreeMemory {
+		return nil, 0, &APIError{Status: 429, Msg: fmt.Sprintf("host resources: %d bytes of memory available, the child needs %d plus %d reserve", avail, p.MemoryBytes, s.cfg.Limits.MinFreeMemory), RetryAfter: 5 * time.Second}
+	}
+	if ok, which, retry := s.limiter.allow(p.Parent, time.Now()); !ok {
+		return nil, 0, &APIError{Status: 429, Msg: "limit " + which + ": too many spawns, retry later", RetryAfter: retry}
+	}
+	return chain.Leaf(), children + 1, nil
+}
+
+// childUsage sums the quotas of a parent's children that are not revoked,
+// failed or stopped.
+func (s *Server) childUsage(ctx context.Context, parent string) (cpu, mem, pids int64, n int, err error) {
+	recs, err := s.listCals(ctx)
+	for _, r := range recs {
+		if r.Parent == parent && (isLive(r.State)) {
+			cpu += r.Quota.CPUMillis
+			mem += r.Quota.MemoryBytes
+			pids += r.Quota.PIDs
+			n++
+		}
+	}
+	return
+}
+
+func (s *Server) liveCount(ctx context.Context) (int, error) {
+	recs, err := s.listCals(ctx)
+	n := 0
+	for _, r := range recs {
+		if isLive(r.State) {
+			n++
+		}
+	}
+	return n, err
+}
+
+// deploy has the parent's SpawnController sign, records the blessing in
+// the ledger, writes the sandbox and starts the Cal, retrying deployment
+// failures with backoff.
+func (s *Server) deploy(ctx context.Context, rec *SpawnRecord, p SpawnParams, parent *trust.Blessing, serial int) {
+	s.deploySem <- struct{}{}
+	defer func() { <-s.deploySem }()
+	childID, err := s.signAndRecord(ctx, rec, p, parent, serial)
+	if err != nil {
+		s.finishSpawn(ctx, rec, SpawnFailed, err.Error())
+		return
+	}
+	rec.State, rec.Cal = SpawnDeploying, childID
+	s.putSpawn(ctx, rec)
+	s.bus.publish(Event{Type: "spawn.deploying", Spawn: rec.ID, Cal: childID, Parent: p.Parent, State: SpawnDeploying, Actor: rec.Actor})
+	var lastErr error
+	for attempt := range 3 {
+		rec.Attempts = attempt + 1
+		crec, err := s.getCal(ctx, childID)
+		if err != nil {
+			lastErr = err
+			break
+		}
+		pr, err := s.start(ctx, crec)
+		if err == nil {
+			select {
+			case <-pr.registered:
+				return // the registration handler finished the spawn
+			case <-time.After(15 * time.Second):
+				err = errors.New("the cal did not register within 15s")
+				s.stop(ctx, childID)
+			case <-ctx.Done():
+				return
+			}
+		}
+		lastErr = err
+		s.log.Warn("deploy failed, retrying", "cal", childID, "attempt", attempt+1, "err", err)
+		time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
+	}
+	s.setState(ctx, childID, StateFailed, "deploy: "+lastErr.Error())
+	s.finishSpawn(ctx, rec, SpawnFailed, "deploy: driver: "+lastErr.Error())
+}
+
+func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnParams, parent *trust.Blessing, serial int) (string, error) {
+	childKEKID := newID("pending_")
+	kek, err := s.newKEK(ctx, childKEKID)
+	if err != nil {
+		return "", err
+	}
+	pc := parent.Constraints()
+	cons := pc
+	cons.Quota = trust.Quota{CPUMillis: p.CPUMillis, MemoryBytes: p.MemoryBytes, PIDs: min(pc.Quota.PIDs/4, 512)}
+	cons.NotBefore = s.now().Truncate(time.Second)
+	cons.MaxChildren = min(pc.MaxChildren, 100)
+	req := calproto.BlessRequest{Serial: serial, Permissions: p.Permissions, Constraints: cons, Recipient: kek.Recipient().String()}
+	var reply calproto.BlessReply
+	if err := s.callCal(ctx, parent.Child(), http.MethodPost, calproto.PathBless, req, &reply); err != nil {
+		return "", fmt.Errorf("the parent's SpawnController refused: %w", err)
+	}
+	chain, err := trust.ParseChain(reply.Chain)
+	if err != nil {
+		return "", fmt.Errorf("parent returned a bad chain: %w", err)
+	}
+	leaf := chain.Leaf()
+	s.trustMu.Lock()
+	defer s.trustMu.Unlock()
+	if _, err := s.net.Verifier().Verify(chain, s.now(), s.state); err != nil {
+		return "", fmt.Errorf("the child's chain does not verify: %w", err)
+	}
+	want, _ := trust.ParsePermissions(p.Permissions)
+	if leaf.Parent() != parent.Child() || leaf.Permissions() != want || leaf.Constraints().Quota != cons.Quota {
+		return "", errors.New("the parent signed something other than what was asked")
+	}
+	if n := len(s.state.Children[parent.Child()]); leaf.Serial() != n+1 {
+		return "", fmt.Errorf("serial %d is taken (the parent has %d children); retry", leaf.Serial(), n)
+	}
+	bj, _ := leaf.MarshalJSON()
+	if _, err := s.lg.Append(ctx, ledger.Entry{Type: ledger.TypeBlessing, Time: s.now(), Subject: leaf.Child().String(), Actor: parent.Child().String(), Data: bj}); err != nil {
+		return "", fmt.Errorf("ledger: %w", err)
+	}
+	s.state.Blessings[leaf.Child()] = leaf
+	s.state.Children[parent.Child()] = append(s.state.Children[parent.Child()], leaf.Child())
+	s.chains[leaf.Child()] = chain
+	id := leaf.Child().String()
+	// Move the pending KEK to the Cal's ID.
+	if err := s.renameKEK(ctx, childKEKID, id); err != nil {
+		return "", err
+	}
+	uid, err := s.nextUID(ctx)
+	if err != nil {
+		return "", err
+	}
+	if err := s.sandboxFiles(id, uid, reply.SealedKey, leaf, chain); err != nil {
+		return "", fmt.Errorf("sandbox: %w", err)
+	}
+	crec := s.newRecord(leaf, p.Name, uid, rec.ID)
+	if err := s.putCal(ctx, crec); err != nil {
+		return "", err
+	}
+	s.updateCal(ctx, parent.Child().String(), func(r *CalRecord) { r.Children = append(r.Children, id) })
+	return id, nil
+}
+
+func (s *Server) finishSpawn(ctx context.Context, rec *SpawnRecord, state, reason string) {
+	rec.State, rec.Reason = state, reason
+	if state == SpawnRunning && rec.OperationalAt.IsZero() {
+		rec.OperationalAt = s.now()
+	}
+	s.putSpawn(ctx, rec)
+	s.bus.publish(Event{Type: "spawn." + state, Spawn: rec.ID, Cal: rec.Cal, Parent: rec.Parent, State: state, Reason: reason, Actor: rec.Actor})
+}
+
+// callCal calls a Cal's own API over mutual TLS on its unix socket.
+func (s *Server) callCal(ctx context.Context, id identity.ID, method, path string, in, out any) error {
+	b, _ := jsonMarshal(in)
+	expect := func(p *caltls.Peer) error {
+		if p.Cal != id {
+			return fmt.Errorf("peer is %s, want %s", p.Cal, id)
+		}
+		return s.resolveCal(p)
+	}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", filepath.Join(s.calDir(id.String()), calproto.APISocket))
+		},
+		TLSClientConfig: caltlsConfig(s, expect),
+	}
+	defer tr.CloseIdleConnections()
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(cctx, method, "https://cal"+path, strings.NewReader(string(b)))
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if resp.StatusCode/100 != 2 {
+		var e struct{ Error string }
+		json.Unmarshal(body, &e)
+		return fmt.Errorf("%s", e.Error)
+	}
+	return json.Unmarshal(body, out)
+}
+
+func caltlsConfig(s *Server, resolve caltls.Resolver) *tlsConfig {
+	return caltls.Config(s.cert, s.net.Info.Network, resolve, false)
+}
