@@ -138,11 +138,11 @@ func (rt *Runtime) localHandler() http.Handler {
 			return
 		}
 		var out json.RawMessage
-		rt.forward(w, r, http.MethodPost, calproto.PathSpawnRequest, req, &out)
+		rt.forward(w, r, http.StatusAccepted, http.MethodPost, calproto.PathSpawnRequest, req, &out)
 	})
 	mux.HandleFunc("GET /v1/children", func(w http.ResponseWriter, r *http.Request) {
 		var out json.RawMessage
-		rt.forward(w, r, http.MethodGet, calproto.PathChildren, nil, &out)
+		rt.forward(w, r, http.StatusOK, http.MethodGet, calproto.PathChildren, nil, &out)
 	})
 	mux.HandleFunc("DELETE /v1/children/{id}", func(w http.ResponseWriter, r *http.Request) {
 		target, err := identity.ParseID(r.PathValue("id"))
@@ -157,13 +157,13 @@ func (rt *Runtime) localHandler() http.Handler {
 		}
 		rj, _ := rev.MarshalJSON()
 		var out json.RawMessage
-		rt.forward(w, r, http.MethodPost, calproto.PathRevoke, calproto.RevokeRequest{Revocation: rj}, &out)
+		rt.forward(w, r, http.StatusOK, http.MethodPost, calproto.PathRevoke, calproto.RevokeRequest{Revocation: rj}, &out)
 	})
 	return mux
 }
 
 // forward calls the control plane and relays its answer.
-func (rt *Runtime) forward(w http.ResponseWriter, r *http.Request, method, path string, in any, out *json.RawMessage) {
+func (rt *Runtime) forward(w http.ResponseWriter, r *http.Request, status int, method, path string, in any, out *json.RawMessage) {
 	if err := rt.call(r.Context(), method, path, in, out); err != nil {
 		if ce, ok := err.(*CPError); ok {
 			writeErr(w, ce.Status, "%s", ce.Msg)
@@ -173,5 +173,6 @@ func (rt *Runtime) forward(w http.ResponseWriter, r *http.Request, method, path 
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
 	w.Write(*out)
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"time"
@@ -250,5 +249,3 @@ func (a *app) revokeOnline(ctx context.Context, id, reason string) error {
 		fmt.Fprintf(w, "Revoked cal %s and %d descendant(s); their processes are stopped\n", r.Revoked, len(r.Subtree)-1)
 	})
 }
-
-var _ = os.Stdout

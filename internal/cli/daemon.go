@@ -39,6 +39,7 @@ func (a *app) apiClient() (*client.Client, error) {
 
 func (a *app) upCmd() *cobra.Command {
 	var data, without string
+	lim := controlplane.DefaultLimits
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run the network: control plane, ledger, supervisor, API and the Master Cal",
@@ -73,7 +74,7 @@ from starting unless you lower it explicitly with --without.`,
 			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			srv, err := controlplane.Open(ctx, controlplane.Config{DataDir: data, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log})
+			srv, err := controlplane.Open(ctx, controlplane.Config{DataDir: data, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim})
 			if err != nil {
 				return err
 			}
@@ -85,6 +86,11 @@ from starting unless you lower it explicitly with --without.`,
 		},
 	}
 	cmd.Flags().StringVar(&data, "data", defaultData, "data directory")
+	cmd.Flags().IntVar(&lim.MaxCals, "max-cals", lim.MaxCals, "most Cals the network may hold")
+	cmd.Flags().Float64Var(&lim.SpawnRate, "spawn-rate", lim.SpawnRate, "network-wide spawns per second (token bucket rate)")
+	cmd.Flags().IntVar(&lim.SpawnBurst, "spawn-burst", lim.SpawnBurst, "network-wide spawn burst")
+	cmd.Flags().Float64Var(&lim.ParentRate, "parent-spawn-rate", lim.ParentRate, "spawns per second per parent")
+	cmd.Flags().IntVar(&lim.ParentBurst, "parent-spawn-burst", lim.ParentBurst, "spawn burst per parent")
 	cmd.Flags().StringVar(&without, "without", "", "isolation features to lower explicitly, comma-separated (e.g. seccomp,net-namespace)")
 	return cmd
 }

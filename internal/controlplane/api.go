@@ -5,7 +5,6 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -220,7 +219,13 @@ func (s *Server) handleSpawn(w http.ResponseWriter, r *http.Request) {
 	}
 	if p.Parent == "" {
 		p.Parent = s.net.Info.Master.String()
-	} else if rec, aerr := s.resolve(r.Context(), p.Parent); aerr == nil {
+	} else {
+		rec, aerr := s.resolve(r.Context(), p.Parent)
+		if aerr != nil {
+			aerr.Msg = "parent: " + aerr.Msg
+			writeError(w, aerr)
+			return
+		}
 		p.Parent = rec.ID
 	}
 	if k := r.Header.Get("Idempotency-Key"); k != "" && p.IdempotencyKey == "" {
@@ -349,5 +354,3 @@ func (s *Server) shutdown() {
 
 // SetShutdown registers what POST /v1/shutdown (calnet down) calls.
 func (s *Server) SetShutdown(f func()) { s.onShutdown = f }
-
-var _ = fmt.Sprintf

@@ -94,8 +94,6 @@ const (
 	bucketToken = "tokens"
 )
 
-var errNotFound = store.ErrNotFound
-
 func (s *Server) getCal(ctx context.Context, id string) (*CalRecord, error) {
 	var r CalRecord
 	err := s.store.View(ctx, func(tx store.Tx) error { return store.GetJSON(tx, bucketCals, id, &r) })

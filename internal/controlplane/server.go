@@ -86,6 +86,7 @@ type Server struct {
 	trustMu sync.Mutex // serializes ledger appends with trust-state changes
 	state   *netdir.State
 	chains  map[identity.ID]*trust.Chain
+	serials map[identity.ID]int // highest child serial reserved per parent
 
 	limiter *limiter
 	paused  bool
@@ -128,7 +129,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Limits == (Limits{}) {
 		cfg.Limits = DefaultLimits
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, bus: newBus(), procs: map[string]*proc{}, chains: map[identity.ID]*trust.Chain{},
+	s := &Server{cfg: cfg, log: cfg.Logger, bus: newBus(), procs: map[string]*proc{}, chains: map[identity.ID]*trust.Chain{}, serials: map[identity.ID]int{},
 		deploySem: make(chan struct{}, 64)}
 	s.limiter = newLimiter(cfg.Limits)
 	for _, d := range []string{cfg.DataDir, s.runDir(), filepath.Join(cfg.DataDir, "cals"), filepath.Join(cfg.DataDir, "logs")} {
@@ -185,7 +186,7 @@ func masterConstraints(now time.Time) trust.Constraints {
 	var si = hostMemory()
 	return trust.Constraints{
 		MaxDepth: 16, MaxChildren: 1000,
-		Quota:     trust.Quota{CPUMillis: int64(runtime.NumCPU()) * 1000, MemoryBytes: si, PIDs: 32768},
+		Quota:     trust.Quota{CPUMillis: int64(runtime.NumCPU()) * 1000, MemoryBytes: si, PIDs: 1 << 16},
 		NotBefore: now, NotAfter: now.Add(10 * 365 * 24 * time.Hour),
 	}
 }

@@ -38,14 +38,17 @@ const (
 	// defaultChildMemory and defaultChildCPU apply when a request names no quota.
 	defaultChildMemory = 64 << 20
 	defaultChildCPU    = 250
+	// defaultChildPIDs leaves room for the Go runtime threads of the Cal
+	// and a small workload.
+	defaultChildPIDs = 48
 )
 
 // APIError is the one error type of the API: a status and a message that
 // names the field or limit and never leaks internals.
 type APIError struct {
-	Status     int    `json:"-"`
-	Msg        string `json:"error"`
-	RetryAfter time.Duration
+	Status     int           `json:"-"`
+	Msg        string        `json:"error"`
+	RetryAfter time.Duration `json:"-"`
 }
 
 func (e *APIError) Error() string { return e.Msg }
@@ -151,7 +154,7 @@ func (s *Server) admit(ctx context.Context, p SpawnParams) (*trust.Blessing, int
 	}
 	s.trustMu.Lock()
 	v, verr := s.net.Verifier().Verify(chain, s.now(), s.state)
-	children := len(s.state.Children[pid])
+	children := max(len(s.state.Children[pid]), s.serials[pid])
 	s.trustMu.Unlock()
 	if verr != nil {
 		return nil, 0, apiErr(403, "parent: soul chain does not verify: %v", verr)
@@ -176,7 +179,7 @@ func (s *Server) admit(ctx context.Context, p SpawnParams) (*trust.Blessing, int
 	if err != nil {
 		return nil, 0, apiErr(500, "registry unavailable")
 	}
-	childPIDs := min(c.Quota.PIDs/4, 512)
+	childPIDs := min(c.Quota.PIDs, defaultChildPIDs)
 	switch {
 	case usedCPU+p.CPUMillis > c.Quota.CPUMillis:
 		return nil, 0, apiErr(403, "quota cpu_millis: %d asked, the parent has %d of %d left", p.CPUMillis, c.Quota.CPUMillis-usedCPU, c.Quota.CPUMillis)
@@ -200,7 +203,17 @@ func (s *Server) admit(ctx context.Context, p SpawnParams) (*trust.Blessing, int
 	if ok, which, retry := s.limiter.allow(p.Parent, time.Now()); !ok {
 		return nil, 0, &APIError{Status: 429, Msg: "limit " + which + ": too many spawns, retry later", RetryAfter: retry}
 	}
-	return chain.Leaf(), children + 1, nil
+	// Reserve the child's serial: concurrent spawns of one parent never
+	// share one. A spawn that fails later leaves its serial unused.
+	s.trustMu.Lock()
+	serial := max(len(s.state.Children[pid]), s.serials[pid]) + 1
+	if serial > c.MaxChildren {
+		s.trustMu.Unlock()
+		return nil, 0, apiErr(403, "limit max_children: the parent has used %d of its %d child serials", serial-1, c.MaxChildren)
+	}
+	s.serials[pid] = serial
+	s.trustMu.Unlock()
+	return chain.Leaf(), serial, nil
 }
 
 // childUsage sums the quotas of a parent's children that are not revoked,
@@ -279,7 +292,7 @@ func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnPar
 	}
 	pc := parent.Constraints()
 	cons := pc
-	cons.Quota = trust.Quota{CPUMillis: p.CPUMillis, MemoryBytes: p.MemoryBytes, PIDs: min(pc.Quota.PIDs/4, 512)}
+	cons.Quota = trust.Quota{CPUMillis: p.CPUMillis, MemoryBytes: p.MemoryBytes, PIDs: min(pc.Quota.PIDs, defaultChildPIDs)}
 	cons.NotBefore = s.now().Truncate(time.Second)
 	cons.MaxChildren = min(pc.MaxChildren, 100)
 	req := calproto.BlessRequest{Serial: serial, Permissions: p.Permissions, Constraints: cons, Recipient: kek.Recipient().String()}
@@ -301,8 +314,13 @@ func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnPar
 	if leaf.Parent() != parent.Child() || leaf.Permissions() != want || leaf.Constraints().Quota != cons.Quota {
 		return "", errors.New("the parent signed something other than what was asked")
 	}
-	if n := len(s.state.Children[parent.Child()]); leaf.Serial() != n+1 {
-		return "", fmt.Errorf("serial %d is taken (the parent has %d children); retry", leaf.Serial(), n)
+	for _, sib := range s.state.Children[parent.Child()] {
+		if s.state.Blessings[sib].Serial() == leaf.Serial() {
+			return "", fmt.Errorf("serial %d is already taken by %s", leaf.Serial(), sib)
+		}
+	}
+	if leaf.Serial() != serial {
+		return "", fmt.Errorf("the parent signed serial %d, not the reserved %d", leaf.Serial(), serial)
 	}
 	bj, _ := leaf.MarshalJSON()
 	if _, err := s.lg.Append(ctx, ledger.Entry{Type: ledger.TypeBlessing, Time: s.now(), Subject: leaf.Child().String(), Actor: parent.Child().String(), Data: bj}); err != nil {

@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -337,8 +336,6 @@ func (s *Server) recover(ctx context.Context) error {
 	}
 	return nil
 }
-
-var errStopped = errors.New("stopped")
 
 // isLive reports whether the record's state is one that runs.
 func isLive(state string) bool { return slices.Contains([]string{StateDeploying, StateRunning}, state) }

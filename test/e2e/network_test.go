@@ -1,0 +1,470 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/soulfra/calnet/client"
+)
+
+// network is a `calnet up` process under test.
+type network struct {
+	t    *testing.T
+	data string
+	addr string
+	cmd  *exec.Cmd
+	log  *os.File
+	c    *client.Client
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func needRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("isolated Cals need root (namespaces, cgroups)")
+	}
+}
+
+// up starts `calnet up` on data (reusing it if it exists) and waits until
+// the Master Cal runs.
+func up(t *testing.T, data string, extra ...string) *network {
+	t.Helper()
+	n := &network{t: t, data: data, addr: freeAddr(t)}
+	n.start(extra...)
+	t.Cleanup(func() { n.stop(syscall.SIGTERM) })
+	return n
+}
+
+func (n *network) start(extra ...string) {
+	t := n.t
+	var err error
+	n.log, err = os.OpenFile(filepath.Join(filepath.Dir(n.data), filepath.Base(n.data)+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.cmd = exec.Command(calnetBin, append([]string{"up", "--data", n.data, "--addr", n.addr}, extra...)...)
+	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if tok, err := client.ReadTokenFile(filepath.Join(n.data, "admin.token")); err == nil {
+			n.c = client.New(n.addr, tok)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			st, err := n.c.Status(ctx)
+			cancel()
+			if err == nil && st.Cals["running"] >= 1 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(n.log.Name())
+			t.Fatalf("calnet up did not come up:\n%s", b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (n *network) stop(sig syscall.Signal) {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return
+	}
+	n.cmd.Process.Signal(sig)
+	done := make(chan struct{})
+	go func() { n.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		n.cmd.Process.Kill()
+		<-done
+	}
+	n.cmd = nil
+	n.log.Close()
+}
+
+func (n *network) cli(args ...string) result {
+	n.t.Helper()
+	cmd := exec.Command(calnetBin, args...)
+	cmd.Env = append(os.Environ(), "CALNET_ADDR="+n.addr, "CALNET_TOKEN="+readToken(n.t, n.data))
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	return result{code, out.String(), errb.String()}
+}
+
+func readToken(t *testing.T, data string) string {
+	tok, err := client.ReadTokenFile(filepath.Join(data, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func (n *network) master() string {
+	st, err := n.c.Status(context.Background())
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return st.Master
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// local calls a Cal's local API on its unix socket, as its workload would.
+func (n *network) local(id, method, path string, body any) (int, map[string]any) {
+	n.t.Helper()
+	sock := filepath.Join(n.data, "cals", id, "local.sock")
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = strings.NewReader(string(b))
+	}
+	req, _ := http.NewRequest(method, "http://cal"+path, r)
+	resp, err := hc.Do(req)
+	if err != nil {
+		n.t.Fatalf("local API of %s: %v", id, err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	b, _ := io.ReadAll(resp.Body)
+	json.Unmarshal(b, &m)
+	return resp.StatusCode, m
+}
+
+func pidAlive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
+
+func TestSpawnShowRevoke(t *testing.T) {
+	needRoot(t)
+	n := up(t, filepath.Join(t.TempDir(), "data"))
+	ctx := context.Background()
+	a, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "alpha", Permissions: []string{"spawn", "read", "revoke"}}, true)
+	if err != nil || a.State != "running" {
+		t.Fatalf("spawn alpha: %+v %v", a, err)
+	}
+	b, err := n.c.Spawn(ctx, client.SpawnRequest{Parent: "alpha", Name: "beta", Permissions: []string{"read"}}, true)
+	if err != nil || b.State != "running" {
+		t.Fatalf("spawn beta: %+v %v", b, err)
+	}
+	cal, err := n.c.Get(ctx, "beta")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cal.Parent != a.Cal || cal.Depth != 3 || len(cal.Isolation) != 12 {
+		t.Fatalf("beta: %+v", cal)
+	}
+	for f, on := range cal.Isolation {
+		if !on {
+			t.Errorf("isolation %s is off for beta", f)
+		}
+	}
+	parent, _ := n.c.Get(ctx, "alpha")
+	if len(parent.Children) != 1 || parent.Children[0] != b.Cal {
+		t.Fatalf("alpha's registry record lists children %v", parent.Children)
+	}
+	pids := []int{parent.PID, cal.PID}
+	rv, err := n.c.Revoke(ctx, "alpha", "test")
+	if err != nil || len(rv.Subtree) != 2 {
+		t.Fatalf("revoke: %+v %v", rv, err)
+	}
+	waitFor(t, "the revoked subtree's processes to end", 2*time.Second, func() bool { return !pidAlive(pids[0]) && !pidAlive(pids[1]) })
+	for _, id := range []string{a.Cal, b.Cal} {
+		c, _ := n.c.Get(ctx, id)
+		if c.State != "revoked" {
+			t.Fatalf("%s is %s", id, c.State)
+		}
+	}
+	// A revoked parent cannot spawn.
+	if _, err := n.c.Spawn(ctx, client.SpawnRequest{Parent: a.Cal, Permissions: []string{"read"}}, true); err == nil {
+		t.Fatal("a revoked cal spawned")
+	}
+	// The ledger holds every step and verifies.
+	r := calnet(t, "", "ledger", "verify", "--dir", filepath.Join(n.data, "network"))
+	if r.code != 0 || !strings.Contains(r.stdout, "3 blessings and 1 revocations verified") {
+		t.Fatalf("ledger verify: %+v", r)
+	}
+	r = calnet(t, "", "verify", "--dir", filepath.Join(n.data, "network"), filepath.Join(n.data, "cals", b.Cal))
+	if r.code != 1 || !strings.Contains(r.stdout, "revoked-ancestor") {
+		t.Fatalf("offline verify of a revoked cal: %+v", r)
+	}
+}
+
+func TestRecursiveGrowthThroughLocalAPI(t *testing.T) {
+	needRoot(t)
+	n := up(t, filepath.Join(t.TempDir(), "data"))
+	parent := n.master()
+	for level := 2; level <= 6; level++ {
+		code, m := n.local(parent, "POST", "/v1/children", map[string]any{"permissions": []string{"spawn", "read"}, "memory_bytes": 32 << 20, "cpu_millis": 100})
+		if code != 202 || m["state"] != "running" {
+			t.Fatalf("level %d: %d %v", level, code, m)
+		}
+		child := m["cal"].(string)
+		_, self := n.local(child, "GET", "/v1/self", nil)
+		if self["id"] != child || int(self["depth"].(float64)) != level || self["parent"] != parent {
+			t.Fatalf("level %d self: %v", level, self)
+		}
+		parent = child
+	}
+	// A Cal without spawn is refused.
+	code, m := n.local(parent, "POST", "/v1/children", map[string]any{"permissions": []string{"read"}, "memory_bytes": 16 << 20, "cpu_millis": 50})
+	if code != 202 {
+		t.Fatalf("leaf without spawn: %d %v", code, m)
+	}
+	leaf := m["cal"].(string)
+	code, m = n.local(leaf, "POST", "/v1/children", map[string]any{"permissions": []string{"read"}})
+	if code != 403 || !strings.Contains(fmt.Sprint(m["error"]), "does not hold spawn") {
+		t.Fatalf("spawn by a cal without spawn: %d %v", code, m)
+	}
+	// The parent lists and revokes its child through its local API.
+	code, list := n.local(parent, "GET", "/v1/children", nil)
+	_ = list
+	if code != 200 {
+		t.Fatalf("list children: %d", code)
+	}
+	code, m = n.local(parent, "DELETE", "/v1/children/"+leaf, nil)
+	if code != 403 || !strings.Contains(fmt.Sprint(m["error"]), "does not hold revoke") {
+		t.Fatalf("revoke without the revoke permission: %d %v", code, m)
+	}
+}
+
+func TestSelfHealingAfterSIGKILL(t *testing.T) {
+	needRoot(t)
+	n := up(t, filepath.Join(t.TempDir(), "data"))
+	ctx := context.Background()
+	sp, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "victim", Permissions: []string{"read"}}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := 1; round <= 3; round++ {
+		c, _ := n.c.Get(ctx, sp.Cal)
+		syscall.Kill(c.PID, syscall.SIGKILL)
+		waitFor(t, "the cal to be operational again", 5*time.Second, func() bool {
+			c2, err := n.c.Get(ctx, sp.Cal)
+			return err == nil && c2.State == "running" && c2.Healthy && c2.PID != c.PID && c2.Restarts == round
+		})
+	}
+}
+
+func TestAPIBadInput(t *testing.T) {
+	needRoot(t)
+	n := up(t, filepath.Join(t.TempDir(), "data"))
+	before, _ := n.c.List(context.Background())
+	post := func(token, body string) (int, string) {
+		req, _ := http.NewRequest("POST", "http://"+n.addr+"/v1/cals", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	tok := readToken(t, n.data)
+	tests := []struct {
+		name, token, body string
+		status            int
+		want              string
+	}{
+		{"bad token", "nope", `{"permissions":["read"]}`, 401, "credential"},
+		{"malformed", tok, `{"permissions":`, 400, "body"},
+		{"unknown field", tok, `{"permissions":["read"],"colour":"red"}`, 400, "unknown field"},
+		{"oversized", tok, `{"name":"` + strings.Repeat("a", 70<<10) + `"}`, 413, "over the limit"},
+		{"unknown permission", tok, `{"permissions":["fly"]}`, 400, `unknown permission`},
+		{"escalation", tok, `{"parent":"` + n.master() + `","permissions":["read"],"memory_bytes":2251799813685248}`, 400, "memory_bytes"},
+		{"quota over the parent's", tok, `{"permissions":["read"],"memory_bytes":1099511627776}`, 403, "quota memory_bytes"},
+		{"bad name", tok, `{"name":"Bad Name","permissions":["read"]}`, 400, "name"},
+		{"unknown parent", tok, `{"parent":"zzzzzzzz","permissions":["read"]}`, 404, "parent"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, body := post(tt.token, tt.body)
+			if code != tt.status || !strings.Contains(body, tt.want) {
+				t.Fatalf("got %d %s, want %d containing %q", code, body, tt.status, tt.want)
+			}
+		})
+	}
+	after, _ := n.c.List(context.Background())
+	if len(after) != len(before) {
+		t.Fatalf("bad requests changed the registry: %d -> %d cals", len(before), len(after))
+	}
+}
+
+func TestKillSwitchAndBurst(t *testing.T) {
+	needRoot(t)
+	n := up(t, filepath.Join(t.TempDir(), "data"), "--spawn-rate", "20", "--spawn-burst", "40", "--parent-spawn-burst", "40")
+	ctx := context.Background()
+	if r := n.cli("spawning", "pause"); r.code != 0 {
+		t.Fatalf("pause: %+v", r)
+	}
+	_, err := n.c.Spawn(ctx, client.SpawnRequest{Permissions: []string{"read"}}, false)
+	var ae *client.Error
+	if !asAPIError(err, &ae) || ae.Status != 403 || !strings.Contains(ae.Message, "kill switch") {
+		t.Fatalf("spawn while paused: %v", err)
+	}
+	n.cli("spawning", "resume")
+
+	// 1,000 requests at once: the rate limits answer 429 with Retry-After,
+	// nothing crashes, every accepted spawn runs.
+	var mu sync.Mutex
+	var accepted []string
+	counts := map[int]int{}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for i := range 1000 {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			sp, err := n.c.Spawn(ctx, client.SpawnRequest{Permissions: []string{"read"}, MemoryBytes: 16 << 20, CPUMillis: 10, IdempotencyKey: fmt.Sprint("burst-", i)}, false)
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				counts[202]++
+				accepted = append(accepted, sp.ID)
+				return
+			}
+			var ae *client.Error
+			if asAPIError(err, &ae) {
+				counts[ae.Status]++
+				if ae.Status == 429 && ae.RetryAfter <= 0 {
+					t.Errorf("429 without Retry-After")
+				}
+				return
+			}
+			t.Errorf("request %d: %v", i, err)
+		})
+	}
+	wg.Wait()
+	if counts[202] == 0 || counts[429] == 0 || counts[202]+counts[429] != 1000 {
+		t.Fatalf("status counts %v", counts)
+	}
+	t.Logf("burst of 1000: %v", counts)
+	waitFor(t, "every accepted spawn to end", 120*time.Second, func() bool {
+		for _, id := range accepted {
+			sp, err := n.c.GetSpawn(ctx, id)
+			if err != nil || (sp.State != "running" && sp.State != "failed") {
+				return false
+			}
+		}
+		return true
+	})
+	for _, id := range accepted {
+		if sp, _ := n.c.GetSpawn(ctx, id); sp.State != "running" {
+			t.Errorf("accepted spawn %s: %s: %s", id, sp.State, sp.Reason)
+		}
+	}
+	if _, err := n.c.Status(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func asAPIError(err error, target **client.Error) bool {
+	e, ok := err.(*client.Error)
+	if ok {
+		*target = e
+	}
+	return ok
+}
+
+func TestControlPlaneKilledMidSpawns(t *testing.T) {
+	needRoot(t)
+	data := filepath.Join(t.TempDir(), "data")
+	n := up(t, data)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for i := range 30 {
+		wg.Go(func() {
+			n.c.Spawn(ctx, client.SpawnRequest{Permissions: []string{"read"}, MemoryBytes: 16 << 20, CPUMillis: 10, IdempotencyKey: fmt.Sprint("k", i)}, false)
+		})
+	}
+	time.Sleep(30 * time.Millisecond)
+	n.stop(syscall.SIGKILL)
+	wg.Wait()
+	n.start()
+	spawns, err := n.c.Spawns(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "every spawn to end", 60*time.Second, func() bool {
+		spawns, _ = n.c.Spawns(ctx)
+		for _, s := range spawns {
+			if s.State != "running" && s.State != "failed" && s.State != "rejected" {
+				return false
+			}
+		}
+		return true
+	})
+	cals, _ := n.c.List(ctx)
+	byID := map[string]client.Cal{}
+	for _, c := range cals {
+		byID[c.ID] = c
+	}
+	for _, s := range spawns {
+		if s.State == "running" {
+			if c, ok := byID[s.Cal]; !ok || c.State != "running" {
+				t.Errorf("spawn %s says running but cal %s is %+v", s.ID, s.Cal, c)
+			}
+		}
+	}
+	for _, c := range cals {
+		if c.State != "running" {
+			t.Errorf("cal %s half-registered: %s (%s)", c.ID, c.State, c.LastError)
+		}
+	}
+	r := calnet(t, "", "ledger", "verify", "--dir", filepath.Join(data, "network"))
+	if r.code != 0 {
+		t.Fatalf("ledger verify after the crash: %+v", r)
+	}
+	// Retrying a request with its idempotency key never makes a second cal.
+	before := len(cals)
+	for i := range 30 {
+		n.c.Spawn(ctx, client.SpawnRequest{Permissions: []string{"read"}, MemoryBytes: 16 << 20, CPUMillis: 10, IdempotencyKey: fmt.Sprint("k", i)}, true)
+	}
+	cals, _ = n.c.List(ctx)
+	grew := len(cals) - before
+	failedBefore := 0
+	for _, s := range spawns {
+		if s.State != "running" && s.IdempotencyKey != "" {
+			failedBefore++
+		}
+	}
+	if grew > failedBefore {
+		t.Fatalf("retries created %d cals; only %d requests had not completed", grew, failedBefore)
+	}
+}
