@@ -69,6 +69,9 @@ type Config struct {
 	Limits   Limits
 	Logger   *slog.Logger
 	Now      func() time.Time
+	// MasterQuota overrides the Master Cal's quota when the network is
+	// created (default: this host's CPUs and memory).
+	MasterQuota *trust.Quota
 }
 
 // Server is a running control plane. Create it with Open, run it with Run.
@@ -149,7 +152,11 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		if _, statErr := os.Stat(filepath.Join(s.networkDir(), "network.json")); !errors.Is(statErr, os.ErrNotExist) {
 			return nil, err
 		}
-		n, err = netdir.Init(ctx, s.networkDir(), netdir.MasterGrant{Constraints: masterConstraints(s.now())}, netdir.Options{Logger: cfg.Logger})
+		mc := masterConstraints(s.now())
+		if cfg.MasterQuota != nil {
+			mc.Quota = *cfg.MasterQuota
+		}
+		n, err = netdir.Init(ctx, s.networkDir(), netdir.MasterGrant{Constraints: mc}, netdir.Options{Logger: cfg.Logger})
 		if err != nil {
 			return nil, fmt.Errorf("create network: %w", err)
 		}

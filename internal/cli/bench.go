@@ -1,0 +1,364 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/soulfra/calnet/client"
+	"github.com/soulfra/calnet/internal/controlplane"
+	"github.com/soulfra/calnet/internal/driver/process"
+	"github.com/soulfra/calnet/internal/sandbox"
+	"github.com/soulfra/calnet/trust"
+)
+
+func (a *app) benchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure calnet on this machine (spawn latency, idle footprint, healing)",
+		Long: `Each benchmark starts its own control plane on a temporary data directory
+and a free local port, drives it through the API like any client, prints the
+numbers, and cleans up. They need root (isolated Cals).`,
+	}
+	cmd.AddCommand(a.benchSpawnCmd(), a.benchIdleCmd(), a.benchHealCmd())
+	return cmd
+}
+
+// benchNet is an in-process control plane for a benchmark.
+type benchNet struct {
+	c      *client.Client
+	cancel context.CancelFunc
+	done   chan error
+	dir    string
+	master string
+}
+
+func startBenchNet(ctx context.Context, quota trust.Quota) (*benchNet, error) {
+	dir, err := os.MkdirTemp("", "calnet-bench-")
+	if err != nil {
+		return nil, err
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	addr, err := freeLocalAddr()
+	if err != nil {
+		return nil, err
+	}
+	lim := controlplane.DefaultLimits
+	lim.MaxCals, lim.SpawnRate, lim.SpawnBurst, lim.ParentRate, lim.ParentBurst = 5000, 1e6, 1e6, 1e6, 1e6
+	ctx, cancel := context.WithCancel(ctx)
+	srv, err := controlplane.Open(ctx, controlplane.Config{
+		DataDir: dir, Addr: addr, Binary: bin, Driver: process.New("/calnet-bench"), Features: sandbox.AllFeatures,
+		Limits: lim, Logger: slog.New(slog.DiscardHandler), MasterQuota: &quota,
+	})
+	if err != nil {
+		cancel()
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	b := &benchNet{cancel: cancel, done: make(chan error, 1), dir: dir}
+	go func() { b.done <- srv.Run(ctx) }()
+	tok, _ := client.ReadTokenFile(controlplane.TokenFile(dir))
+	b.c = client.New(addr, tok)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := b.c.Status(ctx)
+		if err == nil && st.Cals["running"] == 1 {
+			b.master = st.Master
+			return b, nil
+		}
+		if time.Now().After(deadline) {
+			b.close()
+			return nil, errors.New("bench control plane did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (b *benchNet) close() {
+	b.cancel()
+	<-b.done
+	os.RemoveAll(b.dir)
+}
+
+func freeLocalAddr() (string, error) {
+	l, err := netListen()
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(float64(len(s)-1) * p)
+	return s[i]
+}
+
+func fmtDur(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
+
+func (a *app) benchSpawnCmd() *cobra.Command {
+	var n, parallel int
+	cmd := &cobra.Command{
+		Use:   "spawn",
+		Short: "Spawn request -> operational, sequential and all at once, against bare fork/exec of this binary",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			out := a.env.Stdout
+			// Baseline: fork/exec of the same binary until it has printed.
+			bin, _ := os.Executable()
+			var base []time.Duration
+			for range n {
+				t0 := time.Now()
+				if err := exec.Command(bin, "version").Run(); err != nil {
+					return err
+				}
+				base = append(base, time.Since(t0))
+			}
+			bn, err := startBenchNet(ctx, trust.Quota{CPUMillis: 1 << 19, MemoryBytes: 1 << 45, PIDs: 1 << 21})
+			if err != nil {
+				return err
+			}
+			defer bn.close()
+			req := client.SpawnRequest{Permissions: []string{"read"}, CPUMillis: 200, MemoryBytes: 32 << 20}
+			var seq, seqServer []time.Duration
+			for range n {
+				t0 := time.Now()
+				sp, err := bn.c.Spawn(ctx, req, true)
+				if err != nil || sp.State != "running" {
+					return fmt.Errorf("sequential spawn: %v %+v", err, sp)
+				}
+				seq = append(seq, time.Since(t0))
+				seqServer = append(seqServer, sp.OperationalAt.Sub(sp.RequestedAt))
+			}
+			var par []time.Duration
+			var mu sync.Mutex
+			var failed int
+			var wg sync.WaitGroup
+			start := time.Now()
+			for range parallel {
+				wg.Go(func() {
+					t0 := time.Now()
+					sp, err := bn.c.Spawn(ctx, req, true)
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil || sp.State != "running" {
+						failed++
+						return
+					}
+					par = append(par, time.Since(t0))
+				})
+			}
+			wg.Wait()
+			wall := time.Since(start)
+			fmt.Fprintf(out, "machine: %d CPUs, %s/%s, %s\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, time.Now().UTC().Format(time.RFC3339))
+			fmt.Fprintf(out, "baseline fork/exec of calnet to exit (n=%d):      p50 %s  p99 %s\n", n, fmtDur(percentile(base, .5)), fmtDur(percentile(base, .99)))
+			fmt.Fprintf(out, "spawn -> operational, sequential, client (n=%d): p50 %s  p99 %s\n", n, fmtDur(percentile(seq, .5)), fmtDur(percentile(seq, .99)))
+			fmt.Fprintf(out, "spawn -> operational, sequential, server (n=%d): p50 %s  p99 %s\n", n, fmtDur(percentile(seqServer, .5)), fmtDur(percentile(seqServer, .99)))
+			fmt.Fprintf(out, "spawn -> operational, %d at once:               p50 %s  p99 %s  all done in %s, %d failed\n", parallel, fmtDur(percentile(par, .5)), fmtDur(percentile(par, .99)), fmtDur(wall), failed)
+			fmt.Fprintf(out, "ratio sequential p50 / fork-exec p50: %.1fx\n", float64(percentile(seq, .5))/float64(percentile(base, .5)))
+			if failed > 0 {
+				return &exitError{code: 1}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&n, "n", 200, "sequential spawns")
+	cmd.Flags().IntVar(&parallel, "parallel", 100, "spawns at once")
+	return cmd
+}
+
+// procStat returns utime+stime in clock ticks of pid.
+func procStat(pid int) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	f := strings.Fields(s[i+2:])
+	if len(f) < 13 {
+		return 0, errors.New("short stat")
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + st, nil
+}
+
+// memOf returns RSS and PSS (bytes) from smaps_rollup.
+func memOf(pid int) (rss, pss int64) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "Rss:":
+			rss = v << 10
+		case "Pss:":
+			pss = v << 10
+		}
+	}
+	return
+}
+
+func (a *app) benchIdleCmd() *cobra.Command {
+	var cals, seconds, parallel int
+	cmd := &cobra.Command{
+		Use:   "idle",
+		Short: "Run many idle Cals: RSS and PSS per Cal, and their total CPU while idle",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			out := a.env.Stdout
+			bn, err := startBenchNet(ctx, trust.Quota{CPUMillis: 1 << 19, MemoryBytes: 1 << 45, PIDs: 1 << 21})
+			if err != nil {
+				return err
+			}
+			defer bn.close()
+			req := client.SpawnRequest{Permissions: []string{"read"}, CPUMillis: 200, MemoryBytes: 32 << 20}
+			t0 := time.Now()
+			sem := make(chan struct{}, parallel)
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			var errs []error
+			for range cals {
+				wg.Go(func() {
+					sem <- struct{}{}
+					defer func() { <-sem }()
+					sp, err := bn.c.Spawn(ctx, req, true)
+					if err == nil && sp.State != "running" {
+						err = fmt.Errorf("%s: %s", sp.State, sp.Reason)
+					}
+					if err != nil {
+						mu.Lock()
+						errs = append(errs, err)
+						mu.Unlock()
+					}
+				})
+			}
+			wg.Wait()
+			if len(errs) > 0 {
+				return fmt.Errorf("%d of %d spawns failed, first: %v", len(errs), cals, errs[0])
+			}
+			fmt.Fprintf(out, "spawned %d cals in %s (%d at a time)\n", cals, time.Since(t0).Round(time.Millisecond), parallel)
+			time.Sleep(5 * time.Second) // let start-up settle
+			list, err := bn.c.List(ctx)
+			if err != nil {
+				return err
+			}
+			var pids []int
+			for _, c := range list {
+				if c.Depth == 2 && c.State == "running" {
+					pids = append(pids, c.PID)
+				}
+			}
+			var rss, pss int64
+			before := map[int]int64{}
+			for _, p := range pids {
+				r, s := memOf(p)
+				rss, pss = rss+r, pss+s
+				before[p], _ = procStat(p)
+			}
+			time.Sleep(time.Duration(seconds) * time.Second)
+			var ticks int64
+			for _, p := range pids {
+				t, err := procStat(p)
+				if err == nil {
+					ticks += t - before[p]
+				}
+			}
+			hz := 100.0 // USER_HZ on Linux
+			cpu := float64(ticks) / hz / float64(seconds) * 100
+			k := float64(len(pids))
+			fmt.Fprintf(out, "idle cals measured: %d\n", len(pids))
+			fmt.Fprintf(out, "RSS per cal: %.1f MB   PSS per cal: %.1f MB\n", float64(rss)/k/1e6, float64(pss)/k/1e6)
+			fmt.Fprintf(out, "CPU of all idle cals over %ds: %.2f%% of one core\n", seconds, cpu)
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&cals, "cals", 1000, "idle cals to run")
+	cmd.Flags().IntVar(&seconds, "seconds", 60, "idle period to measure CPU over")
+	cmd.Flags().IntVar(&parallel, "parallel", 16, "spawns in flight while filling the network")
+	return cmd
+}
+
+func (a *app) benchHealCmd() *cobra.Command {
+	var n int
+	cmd := &cobra.Command{
+		Use:   "heal",
+		Short: "SIGKILL a Cal, time until it is operational again",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			bn, err := startBenchNet(ctx, trust.Quota{CPUMillis: 4000, MemoryBytes: 4 << 30, PIDs: 4096})
+			if err != nil {
+				return err
+			}
+			defer bn.close()
+			// One kill per Cal: repeated kills of one Cal meet the
+			// supervisor's backoff, which is a different measurement.
+			var ds []time.Duration
+			for range n {
+				sp, err := bn.c.Spawn(ctx, client.SpawnRequest{Permissions: []string{"read"}, CPUMillis: 100, MemoryBytes: 32 << 20}, true)
+				if err != nil {
+					return err
+				}
+				c, err := bn.c.Get(ctx, sp.Cal)
+				if err != nil {
+					return err
+				}
+				t0 := time.Now()
+				syscall.Kill(c.PID, syscall.SIGKILL)
+				for {
+					c2, err := bn.c.Get(ctx, sp.Cal)
+					if err == nil && c2.State == "running" && c2.Healthy && c2.PID != c.PID {
+						break
+					}
+					if time.Since(t0) > 10*time.Second {
+						return errors.New("the cal did not come back within 10s")
+					}
+					time.Sleep(2 * time.Millisecond)
+				}
+				ds = append(ds, time.Since(t0))
+			}
+			fmt.Fprintf(a.env.Stdout, "SIGKILL -> operational again (n=%d): p50 %s  p99 %s\n", n, fmtDur(percentile(ds, .5)), fmtDur(percentile(ds, .99)))
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&n, "n", 20, "kills")
+	return cmd
+}
+
+func netListen() (interface {
+	Close() error
+	Addr() net.Addr
+}, error) {
+	return net.Listen("tcp", "127.0.0.1:0")
+}
