@@ -298,3 +298,34 @@ func (c *Client) Watch(ctx context.Context, after uint64, fn func(Event)) error 
 		}
 	}
 }
+
+// Token is a developer token's record (the secret is returned only once).
+type Token struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name,omitempty"`
+	Parent      string    `json:"parent"`
+	Permissions []string  `json:"permissions"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// CreateToken makes a developer token scoped to parent's subtree and a
+// permission subset. Needs the admin credential.
+func (c *Client) CreateToken(ctx context.Context, name, parent string, perms []string) (secret string, t *Token, err error) {
+	var out struct {
+		Token  string `json:"token"`
+		Record Token  `json:"record"`
+	}
+	err = c.do(ctx, http.MethodPost, "/v1/tokens", map[string]any{"name": name, "parent": parent, "permissions": perms}, &out)
+	return out.Token, &out.Record, err
+}
+
+// Tokens lists developer tokens.
+func (c *Client) Tokens(ctx context.Context) ([]Token, error) {
+	var out []Token
+	return out, c.do(ctx, http.MethodGet, "/v1/tokens", nil, &out)
+}
+
+// DeleteToken revokes a developer token.
+func (c *Client) DeleteToken(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(id), nil, nil)
+}

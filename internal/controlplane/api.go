@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -69,45 +70,73 @@ func (s *Server) authorize(r *http.Request) bool {
 // apiHandler is the operator and developer API under /v1.
 func (s *Server) apiHandler() http.Handler {
 	mux := http.NewServeMux()
-	auth := func(h http.HandlerFunc) http.HandlerFunc {
+	// anyone admits the admin credential and developer tokens; the handler
+	// applies the token's scope. auth admits only the admin credential.
+	anyone := func(h func(http.ResponseWriter, *http.Request, principal)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
-			if !s.authorize(r) {
-				writeError(w, apiErr(401, "authorization: missing or wrong credential (see admin.token)"))
+			p, ok := s.who(r)
+			if !ok {
+				writeError(w, apiErr(401, "authorization: missing or wrong credential (see admin.token or calnet token create)"))
+				return
+			}
+			h(w, r, p)
+		}
+	}
+	auth := func(h http.HandlerFunc) http.HandlerFunc {
+		return anyone(func(w http.ResponseWriter, r *http.Request, p principal) {
+			if !p.admin {
+				writeError(w, apiErr(403, "authorization: this operation needs the admin credential"))
 				return
 			}
 			h(w, r)
-		}
+		})
 	}
-	mux.HandleFunc("GET /v1/status", auth(s.handleStatus))
-	mux.HandleFunc("GET /v1/cals", auth(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /v1/status", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { s.handleStatus(w, r) }))
+	mux.HandleFunc("GET /v1/cals", anyone(func(w http.ResponseWriter, r *http.Request, p principal) {
 		recs, err := s.listCals(r.Context())
 		if err != nil {
 			writeError(w, err)
 			return
 		}
-		if recs == nil {
-			recs = []*CalRecord{}
+		out := []*CalRecord{}
+		for _, c := range recs {
+			if s.inScope(r.Context(), p, c.ID) {
+				out = append(out, c)
+			}
 		}
-		writeJSON(w, 200, recs)
+		writeJSON(w, 200, out)
 	}))
-	mux.HandleFunc("GET /v1/cals/{id}", auth(s.handleShow))
-	mux.HandleFunc("POST /v1/cals", auth(s.handleSpawn))
-	mux.HandleFunc("POST /v1/cals/{id}/revoke", auth(s.handleRevoke))
-	mux.HandleFunc("GET /v1/cals/{id}/logs", auth(s.handleLogs))
-	mux.HandleFunc("GET /v1/spawns", auth(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /v1/cals/{id}", anyone(s.handleShow))
+	mux.HandleFunc("POST /v1/cals", anyone(s.handleSpawn))
+	mux.HandleFunc("POST /v1/cals/{id}/revoke", anyone(s.handleRevoke))
+	mux.HandleFunc("GET /v1/cals/{id}/logs", anyone(s.handleLogs))
+	mux.HandleFunc("POST /v1/tokens", auth(s.handleTokenCreate))
+	mux.HandleFunc("GET /v1/tokens", auth(func(w http.ResponseWriter, r *http.Request) {
+		ts, err := s.listTokens(r.Context())
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, 200, ts)
+	}))
+	mux.HandleFunc("DELETE /v1/tokens/{id}", auth(s.handleTokenDelete))
+	mux.HandleFunc("GET /v1/spawns", anyone(func(w http.ResponseWriter, r *http.Request, p principal) {
 		recs, err := s.listSpawns(r.Context())
 		if err != nil {
 			writeError(w, err)
 			return
 		}
-		if recs == nil {
-			recs = []*SpawnRecord{}
+		out := []*SpawnRecord{}
+		for _, sp := range recs {
+			if s.inScope(r.Context(), p, sp.Parent) {
+				out = append(out, sp)
+			}
 		}
-		writeJSON(w, 200, recs)
+		writeJSON(w, 200, out)
 	}))
-	mux.HandleFunc("GET /v1/spawns/{id}", auth(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /v1/spawns/{id}", anyone(func(w http.ResponseWriter, r *http.Request, p principal) {
 		rec, err := s.getSpawn(r.Context(), r.PathValue("id"))
-		if err != nil {
+		if err != nil || !s.inScope(r.Context(), p, rec.Parent) {
 			writeError(w, apiErr(404, "no spawn %s", r.PathValue("id")))
 			return
 		}
@@ -124,7 +153,7 @@ func (s *Server) apiHandler() http.Handler {
 		s.bus.publish(Event{Type: "spawning.paused", State: strconv.FormatBool(req.Paused), Actor: "admin"})
 		writeJSON(w, 200, map[string]bool{"paused": s.paused})
 	}))
-	mux.HandleFunc("GET /v1/events", auth(s.handleEvents))
+	mux.HandleFunc("GET /v1/events", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { s.handleEvents(w, r) }))
 	mux.HandleFunc("POST /v1/shutdown", auth(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 202, map[string]string{"status": "stopping"})
 		go s.shutdown()
@@ -191,8 +220,20 @@ type showView struct {
 	Isolation map[string]bool `json:"isolation,omitempty"`
 }
 
-func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
-	rec, aerr := s.resolve(r.Context(), r.PathValue("id"))
+// resolveScoped resolves a Cal the principal may see; others are "not found".
+func (s *Server) resolveScoped(ctx context.Context, p principal, ref string) (*CalRecord, *APIError) {
+	rec, aerr := s.resolve(ctx, ref)
+	if aerr != nil {
+		return nil, aerr
+	}
+	if !s.inScope(ctx, p, rec.ID) {
+		return nil, apiErr(404, "cal %q: no such cal", ref)
+	}
+	return rec, nil
+}
+
+func (s *Server) handleShow(w http.ResponseWriter, r *http.Request, pr principal) {
+	rec, aerr := s.resolveScoped(r.Context(), pr, r.PathValue("id"))
 	if aerr != nil {
 		writeError(w, aerr)
 		return
@@ -212,15 +253,18 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, v)
 }
 
-func (s *Server) handleSpawn(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleSpawn(w http.ResponseWriter, r *http.Request, pr principal) {
 	var p SpawnParams
 	if !readJSON(w, r, &p) {
 		return
 	}
+	if p.Parent == "" && !pr.admin {
+		p.Parent = pr.token.Parent
+	}
 	if p.Parent == "" {
 		p.Parent = s.net.Info.Master.String()
 	} else {
-		rec, aerr := s.resolve(r.Context(), p.Parent)
+		rec, aerr := s.resolveScoped(r.Context(), pr, p.Parent)
 		if aerr != nil {
 			aerr.Msg = "parent: " + aerr.Msg
 			writeError(w, aerr)
@@ -231,7 +275,11 @@ func (s *Server) handleSpawn(w http.ResponseWriter, r *http.Request) {
 	if k := r.Header.Get("Idempotency-Key"); k != "" && p.IdempotencyKey == "" {
 		p.IdempotencyKey = k
 	}
-	rec, err := s.Spawn(r.Context(), p, "admin")
+	if !pr.admin && (!s.inScope(r.Context(), pr, p.Parent) || !pr.mayGrant(p.Permissions) || !slices.Contains(pr.token.Permissions, "spawn")) {
+		writeError(w, apiErr(403, "token %s may spawn only under cal %s with %v (and needs spawn)", pr.token.ID, pr.token.Parent, pr.token.Permissions))
+		return
+	}
+	rec, err := s.Spawn(r.Context(), p, pr.actor())
 	if err != nil {
 		writeError(w, err)
 		return
@@ -242,16 +290,20 @@ func (s *Server) handleSpawn(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 202, rec)
 }
 
-func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, pr principal) {
 	var req struct {
 		Reason string `json:"reason"`
 	}
 	if r.ContentLength != 0 && !readJSON(w, r, &req) {
 		return
 	}
-	rec, aerr := s.resolve(r.Context(), r.PathValue("id"))
+	rec, aerr := s.resolveScoped(r.Context(), pr, r.PathValue("id"))
 	if aerr != nil {
 		writeError(w, aerr)
+		return
+	}
+	if !pr.admin && (rec.ID == pr.token.Parent || !slices.Contains(pr.token.Permissions, "revoke")) {
+		writeError(w, apiErr(403, "token %s may revoke only descendants of cal %s, and needs revoke", pr.token.ID, pr.token.Parent))
 		return
 	}
 	target, _ := identity.ParseID(rec.ID)
@@ -260,7 +312,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiErr(400, "%v", err))
 		return
 	}
-	sub, aerr := s.revoke(r.Context(), rev, "admin")
+	sub, aerr := s.revoke(r.Context(), rev, pr.actor())
 	if aerr != nil {
 		writeError(w, aerr)
 		return
@@ -268,8 +320,8 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, map[string]any{"revoked": rec.ID, "subtree": sub})
 }
 
-func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
-	rec, aerr := s.resolve(r.Context(), r.PathValue("id"))
+func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request, pr principal) {
+	rec, aerr := s.resolveScoped(r.Context(), pr, r.PathValue("id"))
 	if aerr != nil {
 		writeError(w, aerr)
 		return

@@ -20,6 +20,7 @@ func TestMain(m *testing.M) {
 	}
 	calnetBin = filepath.Join(dir, "calnet")
 	build := exec.Command("go", "build", "-o", calnetBin, "github.com/soulfra/calnet/cmd/calnet")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as shipped: smaller Cals
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build calnet:", err)

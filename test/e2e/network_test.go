@@ -468,3 +468,69 @@ func TestControlPlaneKilledMidSpawns(t *testing.T) {
 		t.Fatalf("retries created %d cals; only %d requests had not completed", grew, failedBefore)
 	}
 }
+
+func TestDeveloperTokens(t *testing.T) {
+	needRoot(t)
+	n := up(t, filepath.Join(t.TempDir(), "data"))
+	ctx := context.Background()
+	team, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "team", Permissions: []string{"spawn", "read", "talk"}}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := n.c.CreateToken(ctx, "too-much", "team", []string{"admin"}); err == nil {
+		t.Fatal("a token with a permission the cal lacks was created")
+	}
+	secret, rec, err := n.c.CreateToken(ctx, "dev", "team", []string{"spawn", "read"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := client.New(n.addr, secret)
+	// Spawning under its Cal, with permissions it holds, works; the parent
+	// defaults to the token's Cal.
+	sp, err := dev.Spawn(ctx, client.SpawnRequest{Permissions: []string{"read"}}, true)
+	if err != nil || sp.State != "running" || sp.Parent != team.Cal || sp.Actor != "token:"+rec.ID {
+		t.Fatalf("dev spawn: %+v %v", sp, err)
+	}
+	cals, _ := dev.List(ctx)
+	if len(cals) != 2 {
+		t.Fatalf("the token sees %d cals, want its subtree of 2", len(cals))
+	}
+	checks := []struct {
+		name   string
+		call   func() error
+		status int
+	}{
+		{"spawn outside its subtree", func() error {
+			_, err := dev.Spawn(ctx, client.SpawnRequest{Parent: n.master(), Permissions: []string{"read"}}, false)
+			return err
+		}, 404},
+		{"permission beyond the token", func() error {
+			_, err := dev.Spawn(ctx, client.SpawnRequest{Permissions: []string{"talk"}}, false)
+			return err
+		}, 403},
+		{"revoke without revoke", func() error { _, err := dev.Revoke(ctx, sp.Cal, ""); return err }, 403},
+		{"kill switch", func() error { return dev.SetSpawning(ctx, true) }, 403},
+		{"shutdown", func() error { return dev.Shutdown(ctx) }, 403},
+		{"tokens", func() error { _, err := dev.Tokens(ctx); return err }, 403},
+	}
+	for _, c := range checks {
+		t.Run(c.name, func(t *testing.T) {
+			var ae *client.Error
+			if err := c.call(); !asAPIError(err, &ae) || ae.Status != c.status {
+				t.Fatalf("got %v, want HTTP %d", err, c.status)
+			}
+		})
+	}
+	if err := n.c.DeleteToken(ctx, rec.ID); err != nil {
+		t.Fatal(err)
+	}
+	var ae *client.Error
+	if _, err := dev.List(ctx); !asAPIError(err, &ae) || ae.Status != 401 {
+		t.Fatalf("a deleted token still works: %v", err)
+	}
+	// The store keeps only the hash of the secret.
+	db, _ := os.ReadFile(filepath.Join(n.data, "state.db"))
+	if strings.Contains(string(db), secret) {
+		t.Fatal("the token secret is stored in clear")
+	}
+}
