@@ -39,6 +39,13 @@ func New(addr, token string) *Client {
 	return &Client{base: strings.TrimRight(base, "/"), token: token, http: &http.Client{}}
 }
 
+// WithHTTPClient makes the client use hc (for custom transports, proxies or
+// tests that check every exchange).
+func (c *Client) WithHTTPClient(hc *http.Client) *Client {
+	c.http = hc
+	return c
+}
+
 // ReadTokenFile reads a credential file such as <data>/admin.token.
 func ReadTokenFile(path string) (string, error) {
 	b, err := os.ReadFile(path)

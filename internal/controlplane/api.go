@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"crypto/subtle"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"io"
@@ -18,6 +19,11 @@ import (
 	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/trust"
 )
+
+// OpenAPI is the API's OpenAPI 3.1 document, served at /v1/openapi.json.
+//
+//go:embed openapi.json
+var OpenAPI []byte
 
 // maxRequestBody bounds every API request body.
 const maxRequestBody = 64 << 10
@@ -91,6 +97,10 @@ func (s *Server) apiHandler() http.Handler {
 			h(w, r)
 		})
 	}
+	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(OpenAPI)
+	})
 	mux.HandleFunc("GET /v1/status", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { s.handleStatus(w, r) }))
 	mux.HandleFunc("GET /v1/cals", anyone(func(w http.ResponseWriter, r *http.Request, p principal) {
 		recs, err := s.listCals(r.Context())

@@ -69,7 +69,7 @@ func (n *network) start(extra ...string) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if tok, err := client.ReadTokenFile(filepath.Join(n.data, "admin.token")); err == nil {
-			n.c = client.New(n.addr, tok)
+			n.c = client.New(n.addr, tok).WithHTTPClient(validatingClient(t))
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			st, err := n.c.Status(ctx)
 			cancel()
@@ -288,7 +288,7 @@ func TestAPIBadInput(t *testing.T) {
 	post := func(token, body string) (int, string) {
 		req, _ := http.NewRequest("POST", "http://"+n.addr+"/v1/cals", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := validatingClient(t).Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -484,7 +484,7 @@ func TestDeveloperTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev := client.New(n.addr, secret)
+	dev := client.New(n.addr, secret).WithHTTPClient(validatingClient(t))
 	// Spawning under its Cal, with permissions it holds, works; the parent
 	// defaults to the token's Cal.
 	sp, err := dev.Spawn(ctx, client.SpawnRequest{Permissions: []string{"read"}}, true)
