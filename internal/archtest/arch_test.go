@@ -71,6 +71,23 @@ func TestCoreDependencies(t *testing.T) {
 	}
 }
 
+// TestBinaryDependencies keeps test-only and future heavy dependencies out
+// of the calnet binary, whose every Cal pays for what it links.
+func TestBinaryDependencies(t *testing.T) {
+	for _, p := range listPackages(t) {
+		if p.ImportPath != "github.com/soulfra/calnet/cmd/calnet" {
+			continue
+		}
+		for _, d := range p.Deps {
+			for _, f := range []string{"github.com/getkin/kin-openapi", "k8s.io/"} {
+				if strings.HasPrefix(d, f) {
+					t.Errorf("the calnet binary links %s", d)
+				}
+			}
+		}
+	}
+}
+
 func TestOnlyMainExits(t *testing.T) {
 	for _, p := range listPackages(t) {
 		if p.Name == "main" {
