@@ -85,6 +85,7 @@ type Cal struct {
 	UpdatedAt     time.Time       `json:"updated_at"`
 	Spawn         string          `json:"spawn,omitempty"`
 	Isolation     map[string]bool `json:"isolation,omitempty"`
+	ActivatedAt   time.Time       `json:"activated_at"`
 }
 
 // Quota is a Cal's resource share.
@@ -102,6 +103,10 @@ type SpawnRequest struct {
 	CPUMillis      int64    `json:"cpu_millis,omitempty"`
 	MemoryBytes    int64    `json:"memory_bytes,omitempty"`
 	IdempotencyKey string   `json:"idempotency_key,omitempty"`
+	// RestartPolicy is always (default), on-failure or never.
+	RestartPolicy string `json:"restart_policy,omitempty"`
+	// Without lowers the Cal's isolation explicitly (admin only).
+	Without []string `json:"without,omitempty"`
 }
 
 // Spawn is a spawn request's record.
@@ -335,4 +340,27 @@ func (c *Client) Tokens(ctx context.Context) ([]Token, error) {
 // DeleteToken revokes a developer token.
 func (c *Client) DeleteToken(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(id), nil, nil)
+}
+
+// Metrics returns a Cal's Prometheus metrics.
+func (c *Client) Metrics(ctx context.Context, id string) (string, error) {
+	var sb strings.Builder
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/cals/"+url.PathEscape(id)+"/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if resp.StatusCode != 200 {
+		var m struct{ Error string }
+		json.Unmarshal(b, &m)
+		return "", &Error{Status: resp.StatusCode, Message: m.Error}
+	}
+	sb.Write(b)
+	return sb.String(), nil
 }

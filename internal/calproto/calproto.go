@@ -13,6 +13,7 @@ import (
 
 // Paths of the control plane's Cal-facing API.
 const (
+	PathChallenge    = "/cal/v1/challenge"
 	PathRegister     = "/cal/v1/register"
 	PathWatch        = "/cal/v1/watch"
 	PathSpawnRequest = "/cal/v1/spawn"
@@ -41,9 +42,20 @@ type NetworkInfo struct {
 	RootKeys json.RawMessage `json:"root_keys"`
 }
 
-// Register is sent by a Cal once it serves its API.
+// Challenge is a fresh nonce for one activation.
+type Challenge struct {
+	Challenge []byte `json:"challenge"`
+}
+
+// Register is sent by a Cal once it serves its API. It activates the Cal
+// by proving possession of both halves of its identity key for the
+// control plane's challenge: a zero-knowledge Schnorr proof for the
+// Ed25519 half and a hybrid signature (purpose calnet-activation-v1).
 type Register struct {
-	PID int `json:"pid"`
+	PID        int             `json:"pid"`
+	Challenge  []byte          `json:"challenge"`
+	Possession json.RawMessage `json:"possession"`
+	Signature  json.RawMessage `json:"signature"`
 }
 
 // RegisterReply acknowledges a registration.

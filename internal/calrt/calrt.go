@@ -184,9 +184,16 @@ func (rt *Runtime) register(ctx context.Context) error {
 	var reply calproto.RegisterReply
 	var err error
 	for attempt := range 50 {
-		err = rt.call(ctx, http.MethodPost, calproto.PathRegister, calproto.Register{PID: os.Getpid()}, &reply)
+		var reg *calproto.Register
+		if reg, err = rt.activation(ctx); err == nil {
+			err = rt.call(ctx, http.MethodPost, calproto.PathRegister, reg, &reply)
+		}
 		if err == nil {
 			break
+		}
+		var ce *CPError
+		if errors.As(err, &ce) && ce.Status == http.StatusForbidden {
+			return fmt.Errorf("cal: activation refused: %w", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -201,6 +208,26 @@ func (rt *Runtime) register(ctx context.Context) error {
 		return ErrRevoked
 	}
 	return nil
+}
+
+// activation answers a fresh challenge of the control plane with proofs
+// of possession of the identity key.
+func (rt *Runtime) activation(ctx context.Context) (*calproto.Register, error) {
+	var ch calproto.Challenge
+	if err := rt.call(ctx, http.MethodPost, calproto.PathChallenge, nil, &ch); err != nil {
+		return nil, err
+	}
+	proof, err := rt.key.ProvePossession(ch.Challenge, nil)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := rt.key.Sign(identity.PurposeActivation, ch.Challenge)
+	if err != nil {
+		return nil, err
+	}
+	pj, _ := proof.MarshalJSON()
+	sj, _ := sig.MarshalJSON()
+	return &calproto.Register{PID: os.Getpid(), Challenge: ch.Challenge, Possession: pj, Signature: sj}, nil
 }
 
 // watch follows the control plane's event stream, reconnecting after a
@@ -219,7 +246,10 @@ func (rt *Runtime) watch(ctx context.Context, cancel context.CancelCauseFunc) {
 					continue
 				}
 				var ev calproto.Event
-				if json.Unmarshal([]byte(line), &ev) == nil && ev.Type == "revoked" && ev.Cal == rt.ID().String() {
+				if json.Unmarshal([]byte(line), &ev) == nil && ev.Type == "child-failed" {
+					rt.log.Warn("a child failed for good; its supervisor gave up", "child", ev.Cal)
+				}
+				if ev.Type == "revoked" && ev.Cal == rt.ID().String() {
 					rt.log.Warn("revoked by the network; stopping")
 					cancel(ErrRevoked)
 					resp.Body.Close()

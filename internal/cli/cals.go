@@ -108,6 +108,8 @@ func (a *app) spawnCmd() *cobra.Command {
 	f.StringVar(&mem, "memory", "", "memory quota: 64Mi (default)")
 	f.StringVar(&req.IdempotencyKey, "idempotency-key", "", "retrying with the same key never creates a second cal")
 	f.BoolVar(&wait, "wait", true, "wait until the cal is operational")
+	f.StringVar(&req.RestartPolicy, "restart", "always", "restart policy: always, on-failure or never")
+	f.StringSliceVar(&req.Without, "without", nil, "isolation features to lower for this cal, explicitly (admin only)")
 	return cmd
 }
 

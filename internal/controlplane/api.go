@@ -120,6 +120,7 @@ func (s *Server) apiHandler() http.Handler {
 	mux.HandleFunc("POST /v1/cals", anyone(s.handleSpawn))
 	mux.HandleFunc("POST /v1/cals/{id}/revoke", anyone(s.handleRevoke))
 	mux.HandleFunc("GET /v1/cals/{id}/logs", anyone(s.handleLogs))
+	mux.HandleFunc("GET /v1/cals/{id}/metrics", anyone(s.handleMetrics))
 	mux.HandleFunc("POST /v1/tokens", auth(s.handleTokenCreate))
 	mux.HandleFunc("GET /v1/tokens", auth(func(w http.ResponseWriter, r *http.Request) {
 		ts, err := s.listTokens(r.Context())
@@ -285,6 +286,10 @@ func (s *Server) handleSpawn(w http.ResponseWriter, r *http.Request, pr principa
 	if k := r.Header.Get("Idempotency-Key"); k != "" && p.IdempotencyKey == "" {
 		p.IdempotencyKey = k
 	}
+	if !pr.admin && len(p.Without) > 0 {
+		writeError(w, apiErr(403, "without: only the admin credential may lower a Cal's isolation"))
+		return
+	}
 	if !pr.admin && (!s.inScope(r.Context(), pr, p.Parent) || !pr.mayGrant(p.Permissions) || !slices.Contains(pr.token.Permissions, "spawn")) {
 		writeError(w, apiErr(403, "token %s may spawn only under cal %s with %v (and needs spawn)", pr.token.ID, pr.token.Parent, pr.token.Permissions))
 		return
@@ -416,3 +421,24 @@ func (s *Server) shutdown() {
 
 // SetShutdown registers what POST /v1/shutdown (calnet down) calls.
 func (s *Server) SetShutdown(f func()) { s.onShutdown = f }
+
+// handleMetrics fetches a Cal's own Prometheus metrics over mutual TLS.
+func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request, pr principal) {
+	rec, aerr := s.resolveScoped(r.Context(), pr, r.PathValue("id"))
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	if rec.State != StateRunning {
+		writeError(w, apiErr(409, "cal %s is %s", rec.ID, rec.State))
+		return
+	}
+	id, _ := identity.ParseID(rec.ID)
+	body, err := s.callCalRaw(r.Context(), id, http.MethodGet, "/metrics", nil)
+	if err != nil {
+		writeError(w, apiErr(502, "cal %s: %v", rec.ID, err))
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	w.Write(body)
+}

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
 	"crypto/tls"
 	"encoding/json"
@@ -74,6 +75,9 @@ func (s *Server) calHandler() http.Handler {
 			h(w, r, id)
 		}
 	}
+	mux.HandleFunc("POST "+calproto.PathChallenge, with(func(w http.ResponseWriter, r *http.Request, id identity.ID) {
+		writeJSON(w, 200, calproto.Challenge{Challenge: s.challenges.issue(id, s.now())})
+	}))
 	mux.HandleFunc("POST "+calproto.PathRegister, with(s.handleRegister))
 	mux.HandleFunc("GET "+calproto.PathWatch, with(s.handleWatch))
 	mux.HandleFunc("POST "+calproto.PathSpawnRequest, with(func(w http.ResponseWriter, r *http.Request, id identity.ID) {
@@ -131,6 +135,11 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request, id ident
 	if !readJSON(w, r, &reg) {
 		return
 	}
+	if err := s.checkActivation(id, &reg); err != nil {
+		s.bus.publish(Event{Type: "cal.activation-refused", Cal: id.String(), Reason: err.Error(), Actor: "cal:" + id.String()})
+		writeError(w, apiErr(403, "activation: %v", err))
+		return
+	}
 	s.trustMu.Lock()
 	_, revoked := s.state.RevokedThrough(id)
 	s.trustMu.Unlock()
@@ -138,12 +147,27 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request, id ident
 		writeJSON(w, 200, calproto.RegisterReply{Revoked: true})
 		return
 	}
+	first := false
 	rec, err := s.updateCal(r.Context(), id.String(), func(c *CalRecord) {
 		c.State, c.Healthy, c.LastError = StateRunning, true, ""
+		first = c.ActivatedAt.IsZero()
+		if first {
+			c.ActivatedAt = s.now()
+		}
 	})
 	if err != nil {
 		writeError(w, apiErr(404, "no such cal"))
 		return
+	}
+	if first {
+		// The first activation is a trust event: record it in the ledger.
+		data, _ := jsonMarshal(map[string]any{"cal": rec.ID, "pid": reg.PID, "possession": "schnorr-nizk+hybrid-signature"})
+		s.trustMu.Lock()
+		_, lerr := s.lg.Append(r.Context(), ledger.Entry{Type: ledger.TypeActivation, Time: s.now(), Subject: rec.ID, Actor: "cal:" + rec.ID, Data: data})
+		s.trustMu.Unlock()
+		if lerr != nil {
+			s.log.Error("ledger: activation", "cal", rec.ID, "err", lerr)
+		}
 	}
 	s.procMu.Lock()
 	if p := s.procs[id.String()]; p != nil && p.regOnce != nil {
@@ -157,6 +181,74 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request, id ident
 		}
 	}
 	writeJSON(w, 200, calproto.RegisterReply{})
+}
+
+// challenges holds the outstanding activation challenges, one per Cal.
+type challenges struct {
+	mu sync.Mutex
+	m  map[identity.ID]challenge
+}
+
+type challenge struct {
+	nonce []byte
+	at    time.Time
+}
+
+const challengeTTL = 30 * time.Second
+
+func (c *challenges) issue(id identity.ID, now time.Time) []byte {
+	n := make([]byte, 32)
+	rand.Read(n)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[identity.ID]challenge{}
+	}
+	for k, v := range c.m { // bounded: expired challenges go
+		if now.Sub(v.at) > challengeTTL {
+			delete(c.m, k)
+		}
+	}
+	c.m[id] = challenge{nonce: n, at: now}
+	return n
+}
+
+// take consumes the challenge of id if it matches and is fresh.
+func (c *challenges) take(id identity.ID, nonce []byte, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch, ok := c.m[id]
+	delete(c.m, id)
+	return ok && now.Sub(ch.at) <= challengeTTL && subtle.ConstantTimeCompare(ch.nonce, nonce) == 1
+}
+
+// checkActivation verifies the proofs of possession of a registering Cal.
+func (s *Server) checkActivation(id identity.ID, reg *calproto.Register) error {
+	if !s.challenges.take(id, reg.Challenge, s.now()) {
+		return errors.New("unknown or expired challenge")
+	}
+	s.trustMu.Lock()
+	b, ok := s.state.Blessings[id]
+	s.trustMu.Unlock()
+	if !ok {
+		return errors.New("unknown cal")
+	}
+	key, err := s.net.Verifier().Key(b.ChildKey())
+	if err != nil {
+		return err
+	}
+	proof, err := identity.ParsePossessionProof(reg.Possession)
+	if err != nil {
+		return err
+	}
+	if err := key.VerifyPossession(reg.Challenge, proof); err != nil {
+		return err
+	}
+	var sig identity.Signature
+	if err := sig.UnmarshalJSON(reg.Signature); err != nil {
+		return err
+	}
+	return key.Verify(identity.PurposeActivation, reg.Challenge, &sig)
 }
 
 // handleWatch streams server-sent events to a Cal: its revocation, and a
@@ -175,6 +267,21 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request, id identity
 	ping := time.NewTicker(30 * time.Second)
 	defer ping.Stop()
 	me := id.String()
+	// The stream is the Cal's liveness: connected means healthy.
+	s.updateCal(r.Context(), me, func(c *CalRecord) {
+		if c.State == StateRunning {
+			c.Healthy = true
+		}
+	})
+	defer func() {
+		if s.ctx.Err() != nil {
+			return
+		}
+		rec, err := s.updateCal(context.Background(), me, func(c *CalRecord) { c.Healthy = false })
+		if err == nil && rec.State == StateRunning {
+			s.bus.publish(Event{Type: "cal.unhealthy", Cal: me, Parent: rec.Parent, Reason: "lost its control-plane stream", Actor: "control-plane"})
+		}
+	}()
 	send := func(ev calproto.Event) {
 		b, _ := json.Marshal(ev)
 		fmt.Fprintf(w, "data: %s\n\n", b)
@@ -189,8 +296,12 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request, id identity
 		case <-ping.C:
 			send(calproto.Event{Type: "ping"})
 		case e := <-ch:
-			if e.Type == "cal.revoked" && e.Cal == me {
+			switch {
+			case e.Type == "cal.revoked" && e.Cal == me:
 				send(calproto.Event{Type: "revoked", Cal: me})
+			case e.Type == "child.failed" && e.Parent == me:
+				// The supervisor gave up on a child: its parent is told.
+				send(calproto.Event{Type: "child-failed", Cal: e.Cal})
 			}
 		}
 	}

@@ -22,6 +22,9 @@ type Event struct {
 // bus fans events out to subscribers and keeps the most recent ones so a
 // reconnecting client can resume from a sequence number.
 type bus struct {
+	// sink receives every event, in order, before subscribers; the audit
+	// trail uses it so that it never loses one.
+	sink   func(Event)
 	mu     sync.Mutex
 	seq    uint64
 	recent []Event
@@ -39,6 +42,9 @@ func (b *bus) publish(e Event) Event {
 	e.Seq = b.seq
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
+	}
+	if b.sink != nil {
+		b.sink(e)
 	}
 	b.recent = append(b.recent, e)
 	if len(b.recent) > busHistory {

@@ -58,6 +58,8 @@ type CalRecord struct {
 	CreatedAt     time.Time   `json:"created_at"`
 	UpdatedAt     time.Time   `json:"updated_at"`
 	Spawn         string      `json:"spawn,omitempty"`
+	// ActivatedAt is the Cal's first activation (its ledger entry).
+	ActivatedAt time.Time `json:"activated_at,omitzero"`
 }
 
 // SpawnRecord is one spawn request and its progress.

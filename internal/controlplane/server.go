@@ -49,12 +49,15 @@ type Limits struct {
 	// RestartIntensity restarts within RestartPeriod mark a Cal failed.
 	RestartIntensity int
 	RestartPeriod    time.Duration
+	// MaxLoadPerCPU refuses spawns while the host's 1-minute load average
+	// per CPU is above it.
+	MaxLoadPerCPU float64
 }
 
 // DefaultLimits suit one host.
 var DefaultLimits = Limits{
 	MaxCals: 2000, SpawnRate: 200, SpawnBurst: 200, ParentRate: 100, ParentBurst: 100,
-	MinFreeMemory: 128 << 20, RestartIntensity: 5, RestartPeriod: 30 * time.Second,
+	MinFreeMemory: 128 << 20, RestartIntensity: 5, RestartPeriod: 30 * time.Second, MaxLoadPerCPU: 16,
 }
 
 // Config configures a Server.
@@ -97,6 +100,8 @@ type Server struct {
 	procMu sync.Mutex
 	procs  map[string]*proc
 
+	challenges challenges
+	audit      *auditLog
 	deploySem  chan struct{}
 	onShutdown func()
 	wg         sync.WaitGroup
@@ -181,6 +186,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if s.token, err = loadOrCreateToken(TokenFile(cfg.DataDir)); err != nil {
 		return nil, err
 	}
+	if err := s.openAudit(); err != nil {
+		return nil, err
+	}
 	if first {
 		if err := s.adoptMaster(ctx); err != nil {
 			return nil, fmt.Errorf("master cal: %w", err)
@@ -260,6 +268,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.wg.Wait()
 	s.lg.Close()
 	s.store.Close()
+	s.closeAudit()
 	if errors.Is(runErr, http.ErrServerClosed) {
 		runErr = nil
 	}

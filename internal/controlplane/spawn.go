@@ -1,12 +1,16 @@
 package controlplane
 
 import (
+	"runtime"
+	"slices"
+
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/soulfra/calnet/internal/sandbox"
 	"io"
 	"net"
 	"net/http"
@@ -29,6 +33,10 @@ type SpawnParams struct {
 	CPUMillis      int64    `json:"cpu_millis,omitempty"`
 	MemoryBytes    int64    `json:"memory_bytes,omitempty"`
 	IdempotencyKey string   `json:"idempotency_key,omitempty"`
+	// RestartPolicy is always (default), on-failure or never.
+	RestartPolicy string `json:"restart_policy,omitempty"`
+	// Without lowers the child's isolation explicitly (admin only).
+	Without []string `json:"without,omitempty"`
 }
 
 // Limits on spawn request fields.
@@ -122,6 +130,18 @@ func validateParams(p *SpawnParams) *APIError {
 	if p.MemoryBytes < 0 || p.MemoryBytes > trust.MaxMemoryBytes {
 		return apiErr(400, "memory_bytes: %d is outside 0..%d", p.MemoryBytes, int64(trust.MaxMemoryBytes))
 	}
+	switch p.RestartPolicy {
+	case "":
+		p.RestartPolicy = RestartAlways
+	case RestartAlways, RestartOnFailure, RestartNever:
+	default:
+		return apiErr(400, "restart_policy: %q, want always, on-failure or never", p.RestartPolicy)
+	}
+	for _, f := range p.Without {
+		if _, err := sandbox.ParseFeature(f); err != nil {
+			return apiErr(400, "without: %v", err)
+		}
+	}
 	if p.CPUMillis == 0 {
 		p.CPUMillis = defaultChildCPU
 	}
@@ -196,6 +216,9 @@ func (s *Server) admit(ctx context.Context, p SpawnParams) (*trust.Blessing, int
 	}
 	if n, err := s.liveCount(ctx); err == nil && n >= s.cfg.Limits.MaxCals {
 		return nil, 0, apiErr(429, "limit max_cals: the network holds %d cals, the limit is %d", n, s.cfg.Limits.MaxCals)
+	}
+	if load := loadAverage(); load > s.cfg.Limits.MaxLoadPerCPU*float64(runtime.NumCPU()) {
+		return nil, 0, &APIError{Status: 429, Msg: fmt.Sprintf("host resources: load average %.1f is over %.1f per CPU", load, s.cfg.Limits.MaxLoadPerCPU), RetryAfter: 10 * time.Second}
 	}
 	if avail := availableMemory(); avail >= 0 && avail < p.MemoryBytes+s.cfg.Limits.MinFreeMemory {
 		return nil, 0, &APIError{Status: 429, Msg: fmt.Sprintf("host resources: %d bytes of memory available, the child needs %d plus %d reserve", avail, p.MemoryBytes, s.cfg.Limits.MinFreeMemory), RetryAfter: 5 * time.Second}
@@ -280,8 +303,7 @@ func (s *Server) deploy(ctx context.Context, rec *SpawnRecord, p SpawnParams, pa
 		s.log.Warn("deploy failed, retrying", "cal", childID, "attempt", attempt+1, "err", err)
 		time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
 	}
-	s.setState(ctx, childID, StateFailed, "deploy: "+lastErr.Error())
-	s.finishSpawn(ctx, rec, SpawnFailed, "deploy: driver: "+lastErr.Error())
+	s.setState(ctx, childID, StateFailed, "deploy: driver: "+lastErr.Error())
 }
 
 func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnParams, parent *trust.Blessing, serial int) (string, error) {
@@ -342,6 +364,8 @@ func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnPar
 		return "", fmt.Errorf("sandbox: %w", err)
 	}
 	crec := s.newRecord(leaf, p.Name, uid, rec.ID)
+	crec.RestartPolicy = p.RestartPolicy
+	crec.Features = slices.DeleteFunc(crec.Features, func(f string) bool { return slices.Contains(p.Without, f) })
 	if err := s.putCal(ctx, crec); err != nil {
 		return "", err
 	}
@@ -358,9 +382,19 @@ func (s *Server) finishSpawn(ctx context.Context, rec *SpawnRecord, state, reaso
 	s.bus.publish(Event{Type: "spawn." + state, Spawn: rec.ID, Cal: rec.Cal, Parent: rec.Parent, State: state, Reason: reason, Actor: rec.Actor})
 }
 
-// callCal calls a Cal's own API over mutual TLS on its unix socket.
+// callCal calls a Cal's own API over mutual TLS on its unix socket and
+// decodes its JSON answer.
 func (s *Server) callCal(ctx context.Context, id identity.ID, method, path string, in, out any) error {
 	b, _ := jsonMarshal(in)
+	body, err := s.callCalRaw(ctx, id, method, path, b)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(body, out)
+}
+
+// callCalRaw is callCal without JSON decoding.
+func (s *Server) callCalRaw(ctx context.Context, id identity.ID, method, path string, in []byte) ([]byte, error) {
 	expect := func(p *caltls.Peer) error {
 		if p.Cal != id {
 			return fmt.Errorf("peer is %s, want %s", p.Cal, id)
@@ -377,22 +411,22 @@ func (s *Server) callCal(ctx context.Context, id identity.ID, method, path strin
 	defer tr.CloseIdleConnections()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(cctx, method, "https://cal"+path, strings.NewReader(string(b)))
+	req, err := http.NewRequestWithContext(cctx, method, "https://cal"+path, strings.NewReader(string(in)))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if resp.StatusCode/100 != 2 {
 		var e struct{ Error string }
 		json.Unmarshal(body, &e)
-		return fmt.Errorf("%s", e.Error)
+		return nil, fmt.Errorf("%s", e.Error)
 	}
-	return json.Unmarshal(body, out)
+	return body, nil
 }
 
 func caltlsConfig(s *Server, resolve caltls.Resolver) *tlsConfig {

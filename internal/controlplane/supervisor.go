@@ -16,6 +16,7 @@ import (
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/driver"
 	"github.com/soulfra/calnet/internal/netdir"
+	"github.com/soulfra/calnet/internal/sandbox"
 	"github.com/soulfra/calnet/internal/store"
 	"github.com/soulfra/calnet/trust"
 )
@@ -160,7 +161,7 @@ func (s *Server) start(ctx context.Context, rec *CalRecord) (*proc, error) {
 	inst, err := s.cfg.Driver.Start(ctx, driver.Spec{
 		CalID: rec.ID, Dir: s.calDir(rec.ID), RunDir: s.runDir(), Binary: s.cfg.Binary, Args: []string{"cal"},
 		Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin", "GOMAXPROCS=1", "GOGC=50"}, UID: rec.UID, GID: rec.UID,
-		Features: s.cfg.Features, Limits: driver.Limits{CPUMillis: rec.Quota.CPUMillis, MemoryBytes: rec.Quota.MemoryBytes, PIDs: rec.Quota.PIDs},
+		Features: features(rec.Features), Limits: driver.Limits{CPUMillis: rec.Quota.CPUMillis, MemoryBytes: rec.Quota.MemoryBytes, PIDs: rec.Quota.PIDs},
 		Secret: string(trimSpace(kek)), Output: logf,
 	})
 	if err != nil {
@@ -247,8 +248,15 @@ func (s *Server) setState(ctx context.Context, id, state, reason string) {
 			r.LastError = reason
 		}
 	})
-	if err == nil {
-		s.bus.publish(Event{Type: "cal." + state, Cal: id, Parent: rec.Parent, State: state, Reason: reason, Actor: "supervisor"})
+	if err != nil {
+		return
+	}
+	s.bus.publish(Event{Type: "cal." + state, Cal: id, Parent: rec.Parent, State: state, Reason: reason, Actor: "supervisor"})
+	// A Cal that ends before it ever ran ends its spawn too.
+	if state == StateFailed && rec.Spawn != "" {
+		if sp, err := s.getSpawn(ctx, rec.Spawn); err == nil && !sp.Terminal() {
+			s.finishSpawn(ctx, sp, SpawnFailed, reason)
+		}
 	}
 }
 
@@ -327,8 +335,8 @@ func (s *Server) recover(ctx context.Context) error {
 		}
 		if sp.Cal != "" {
 			if _, err := s.getCal(ctx, sp.Cal); err == nil {
-				// Blessed and recorded: the Cal was started above.
-				s.finishSpawn(ctx, sp, SpawnRunning, "")
+				// Blessed and recorded: the Cal was started above and its
+				// registration (or failure) ends the spawn.
 				continue
 			}
 		}
@@ -339,3 +347,11 @@ func (s *Server) recover(ctx context.Context) error {
 
 // isLive reports whether the record's state is one that runs.
 func isLive(state string) bool { return slices.Contains([]string{StateDeploying, StateRunning}, state) }
+
+func features(names []string) []sandbox.Feature {
+	out := make([]sandbox.Feature, 0, len(names))
+	for _, n := range names {
+		out = append(out, sandbox.Feature(n))
+	}
+	return out
+}

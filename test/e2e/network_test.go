@@ -534,3 +534,53 @@ func TestDeveloperTokens(t *testing.T) {
 		t.Fatal("the token secret is stored in clear")
 	}
 }
+
+func TestEventsPoliciesActivationAndAudit(t *testing.T) {
+	needRoot(t)
+	n := up(t, filepath.Join(t.TempDir(), "data"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var events []client.Event
+	go n.c.Watch(ctx, 0, func(e client.Event) {
+		mu.Lock()
+		events = append(events, e)
+		mu.Unlock()
+	})
+	// A never-restart Cal with lowered isolation.
+	sp, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "once", Permissions: []string{"read"}, RestartPolicy: "never", Without: []string{"seccomp"}}, true)
+	if err != nil || sp.State != "running" {
+		t.Fatalf("spawn: %+v %v", sp, err)
+	}
+	c, _ := n.c.Get(ctx, "once")
+	if c.Isolation["seccomp"] || !c.Isolation["pid-namespace"] || c.ActivatedAt.IsZero() {
+		t.Fatalf("isolation %v, activated %v", c.Isolation, c.ActivatedAt)
+	}
+	m, err := n.c.Metrics(ctx, "once")
+	if err != nil || !strings.Contains(m, "calnet_cal_heap_bytes") {
+		t.Fatalf("metrics: %q %v", m, err)
+	}
+	syscall.Kill(c.PID, syscall.SIGKILL)
+	waitFor(t, "the never-restart cal to stay stopped", 5*time.Second, func() bool {
+		c2, _ := n.c.Get(ctx, "once")
+		return c2.State == "stopped"
+	})
+	waitFor(t, "the event stream to report the spawn", 5*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		seen := map[string]bool{}
+		for _, e := range events {
+			seen[e.Type] = true
+		}
+		return seen["spawn.requested"] && seen["spawn.admitted"] && seen["spawn.running"] && seen["cal.running"] && seen["cal.stopped"]
+	})
+	// Every event is also in the audit trail, and the activation in the ledger.
+	audit, _ := os.ReadFile(filepath.Join(n.data, "audit.log"))
+	if !strings.Contains(string(audit), `"type":"spawn.admitted"`) || !strings.Contains(string(audit), `"actor":"admin"`) {
+		t.Fatalf("audit.log: %s", audit)
+	}
+	r := calnet(t, "", "ledger", "log", "--dir", filepath.Join(n.data, "network"))
+	if !strings.Contains(r.stdout, "activation") {
+		t.Fatalf("ledger has no activation entry:\n%s", r.stdout)
+	}
+}

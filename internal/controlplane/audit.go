@@ -1,0 +1,53 @@
+package controlplane
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sync"
+)
+
+// auditLog is the audit trail: every event (spawn transitions, state
+// changes, revocations, kill switch, tokens), with who and why, appended
+// as JSON lines to <data>/audit.log (0600). Trust events are also in the
+// ledger; this file holds the rest.
+type auditLog struct {
+	mu sync.Mutex
+	f  *os.File
+	w  *bufio.Writer
+}
+
+func (s *Server) openAudit() error {
+	f, err := os.OpenFile(filepath.Join(s.cfg.DataDir, "audit.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	a := &auditLog{f: f, w: bufio.NewWriter(f)}
+	s.audit = a
+	s.bus.sink = a.write
+	return nil
+}
+
+func (a *auditLog) write(e Event) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.w.Write(b)
+	a.w.WriteByte('\n')
+	a.w.Flush()
+}
+
+func (s *Server) closeAudit() {
+	if s.audit == nil {
+		return
+	}
+	s.audit.mu.Lock()
+	defer s.audit.mu.Unlock()
+	s.audit.w.Flush()
+	s.audit.f.Sync()
+	s.audit.f.Close()
+}
