@@ -61,6 +61,7 @@ func startBenchNet(ctx context.Context, quota trust.Quota) (*benchNet, error) {
 	}
 	lim := controlplane.DefaultLimits
 	lim.MaxCals, lim.SpawnRate, lim.SpawnBurst, lim.ParentRate, lim.ParentBurst = 5000, 1e6, 1e6, 1e6, 1e6
+	lim.MaxCPUPressure = 101 // benchmarks saturate the CPU on purpose
 	ctx, cancel := context.WithCancel(ctx)
 	srv, err := controlplane.Open(ctx, controlplane.Config{
 		DataDir: dir, Addr: addr, Binary: bin, Driver: process.New("/calnet-bench"), Features: sandbox.AllFeatures,

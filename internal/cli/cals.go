@@ -251,3 +251,33 @@ func (a *app) revokeOnline(ctx context.Context, id, reason string) error {
 		fmt.Fprintf(w, "Revoked cal %s and %d descendant(s); their processes are stopped\n", r.Revoked, len(r.Subtree)-1)
 	})
 }
+
+func (a *app) eventsCmd() *cobra.Command {
+	var after uint64
+	var follow bool
+	cmd := &cobra.Command{
+		Use:   "events",
+		Short: "Print the event stream (spawn transitions, state changes, revocations)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.apiClient()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			if !follow {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, 500*time.Millisecond)
+				defer cancel()
+			}
+			return c.Watch(ctx, after, func(e client.Event) {
+				a.print(e, func(w io.Writer) {
+					fmt.Fprintf(w, "%6d %s %-18s %-9s %-9s %s %s\n", e.Seq, e.Time.Format("15:04:05.000"), e.Type, short(e.Cal), e.State, e.Actor, e.Reason)
+				})
+			})
+		},
+	}
+	cmd.Flags().Uint64Var(&after, "after", 0, "start after this sequence number")
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep following")
+	return cmd
+}

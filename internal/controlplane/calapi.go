@@ -160,14 +160,17 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request, id ident
 		return
 	}
 	if first {
-		// The first activation is a trust event: record it in the ledger.
+		// The first activation is a trust event: record it in the ledger,
+		// off the spawn's critical path (the ledger's group commit batches
+		// concurrent activations).
 		data, _ := jsonMarshal(map[string]any{"cal": rec.ID, "pid": reg.PID, "possession": "schnorr-nizk+hybrid-signature"})
-		s.trustMu.Lock()
-		_, lerr := s.lg.Append(r.Context(), ledger.Entry{Type: ledger.TypeActivation, Time: s.now(), Subject: rec.ID, Actor: "cal:" + rec.ID, Data: data})
-		s.trustMu.Unlock()
-		if lerr != nil {
-			s.log.Error("ledger: activation", "cal", rec.ID, "err", lerr)
-		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if _, err := s.lg.Append(context.Background(), ledger.Entry{Type: ledger.TypeActivation, Time: s.now(), Subject: rec.ID, Actor: "cal:" + rec.ID, Data: data}); err != nil {
+				s.log.Error("ledger: activation", "cal", rec.ID, "err", err)
+			}
+		}()
 	}
 	s.procMu.Lock()
 	if p := s.procs[id.String()]; p != nil && p.regOnce != nil {
@@ -268,11 +271,9 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request, id identity
 	defer ping.Stop()
 	me := id.String()
 	// The stream is the Cal's liveness: connected means healthy.
-	s.updateCal(r.Context(), me, func(c *CalRecord) {
-		if c.State == StateRunning {
-			c.Healthy = true
-		}
-	})
+	if rec, err := s.getCal(r.Context(), me); err == nil && rec.State == StateRunning && !rec.Healthy {
+		s.updateCal(r.Context(), me, func(c *CalRecord) { c.Healthy = true })
+	}
 	defer func() {
 		if s.ctx.Err() != nil {
 			return

@@ -1,7 +1,9 @@
 package controlplane
 
 import (
+	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,16 +35,30 @@ func availableMemory() int64 {
 	return -1
 }
 
-// loadAverage reads the 1-minute load average.
-func loadAverage() float64 {
+// cpuSaturated reports whether the host's CPU is saturated: PSI "some
+// avg10" at or over maxPressure percent, or, without PSI, a 1-minute load
+// average over 64 per CPU.
+func cpuSaturated(maxPressure float64) (bool, string) {
+	if maxPressure > 100 {
+		return false, ""
+	}
+	if b, err := os.ReadFile("/proc/pressure/cpu"); err == nil {
+		for _, f := range strings.Fields(strings.SplitN(string(b), "\n", 2)[0]) {
+			if v, ok := strings.CutPrefix(f, "avg10="); ok {
+				p, _ := strconv.ParseFloat(v, 64)
+				return p >= maxPressure, fmt.Sprintf("tasks waited for CPU %.0f%% of the last 10s, limit %.0f%%", p, maxPressure)
+			}
+		}
+	}
 	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
-		return 0
+		return false, ""
 	}
 	f := strings.Fields(string(b))
 	if len(f) == 0 {
-		return 0
+		return false, ""
 	}
-	v, _ := strconv.ParseFloat(f[0], 64)
-	return v
+	l, _ := strconv.ParseFloat(f[0], 64)
+	limit := 64 * float64(runtime.NumCPU())
+	return l > limit, fmt.Sprintf("load average %.1f, limit %.0f", l, limit)
 }

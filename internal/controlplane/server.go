@@ -49,15 +49,16 @@ type Limits struct {
 	// RestartIntensity restarts within RestartPeriod mark a Cal failed.
 	RestartIntensity int
 	RestartPeriod    time.Duration
-	// MaxLoadPerCPU refuses spawns while the host's 1-minute load average
-	// per CPU is above it.
-	MaxLoadPerCPU float64
+	// MaxCPUPressure refuses spawns while tasks have waited for CPU more
+	// than this percentage of the last 10 s (Linux PSI); above 100 the
+	// check is off.
+	MaxCPUPressure float64
 }
 
 // DefaultLimits suit one host.
 var DefaultLimits = Limits{
 	MaxCals: 2000, SpawnRate: 200, SpawnBurst: 200, ParentRate: 100, ParentBurst: 100,
-	MinFreeMemory: 128 << 20, RestartIntensity: 5, RestartPeriod: 30 * time.Second, MaxLoadPerCPU: 16,
+	MinFreeMemory: 128 << 20, RestartIntensity: 5, RestartPeriod: 30 * time.Second, MaxCPUPressure: 99,
 }
 
 // Config configures a Server.

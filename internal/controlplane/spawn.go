@@ -1,7 +1,6 @@
 package controlplane
 
 import (
-	"runtime"
 	"slices"
 
 	"context"
@@ -217,8 +216,8 @@ func (s *Server) admit(ctx context.Context, p SpawnParams) (*trust.Blessing, int
 	if n, err := s.liveCount(ctx); err == nil && n >= s.cfg.Limits.MaxCals {
 		return nil, 0, apiErr(429, "limit max_cals: the network holds %d cals, the limit is %d", n, s.cfg.Limits.MaxCals)
 	}
-	if load := loadAverage(); load > s.cfg.Limits.MaxLoadPerCPU*float64(runtime.NumCPU()) {
-		return nil, 0, &APIError{Status: 429, Msg: fmt.Sprintf("host resources: load average %.1f is over %.1f per CPU", load, s.cfg.Limits.MaxLoadPerCPU), RetryAfter: 10 * time.Second}
+	if busy, what := cpuSaturated(s.cfg.Limits.MaxCPUPressure); busy {
+		return nil, 0, &APIError{Status: 429, Msg: "host resources: CPU saturated (" + what + ")", RetryAfter: 10 * time.Second}
 	}
 	if avail := availableMemory(); avail >= 0 && avail < p.MemoryBytes+s.cfg.Limits.MinFreeMemory {
 		return nil, 0, &APIError{Status: 429, Msg: fmt.Sprintf("host resources: %d bytes of memory available, the child needs %d plus %d reserve", avail, p.MemoryBytes, s.cfg.Limits.MinFreeMemory), RetryAfter: 5 * time.Second}
