@@ -71,6 +71,32 @@ func TestCoreDependencies(t *testing.T) {
 	}
 }
 
+type imports struct {
+	ImportPath string
+	Imports    []string
+}
+
+// TestOnlyStoreTouchesBolt keeps bbolt behind the store interface, so a
+// Raft-replicated store can replace it.
+func TestOnlyStoreTouchesBolt(t *testing.T) {
+	out, err := exec.Command("go", "list", "-json", "github.com/soulfra/calnet/...").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for dec.More() {
+		var p imports
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range p.Imports {
+			if imp == "go.etcd.io/bbolt" && p.ImportPath != "github.com/soulfra/calnet/internal/store" {
+				t.Errorf("%s imports bbolt; go through internal/store", p.ImportPath)
+			}
+		}
+	}
+}
+
 // TestBinaryDependencies keeps test-only and future heavy dependencies out
 // of the calnet binary, whose every Cal pays for what it links.
 func TestBinaryDependencies(t *testing.T) {
