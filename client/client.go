@@ -102,6 +102,7 @@ type SpawnRequest struct {
 	Permissions    []string `json:"permissions"`
 	CPUMillis      int64    `json:"cpu_millis,omitempty"`
 	MemoryBytes    int64    `json:"memory_bytes,omitempty"`
+	PIDs           int64    `json:"pids,omitempty"`
 	IdempotencyKey string   `json:"idempotency_key,omitempty"`
 	// RestartPolicy is always (default), on-failure or never.
 	RestartPolicy string `json:"restart_policy,omitempty"`

@@ -157,6 +157,7 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		return err
 	}
 	go rt.watch(ctx, cancel)
+	trimMemory()
 	<-ctx.Done()
 	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
 		return c

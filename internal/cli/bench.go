@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,7 +34,29 @@ func (a *app) benchCmd() *cobra.Command {
 and a free local port, drives it through the API like any client, prints the
 numbers, and cleans up. They need root (isolated Cals).`,
 	}
-	cmd.AddCommand(a.benchSpawnCmd(), a.benchIdleCmd(), a.benchHealCmd())
+	var profile string
+	var stop func()
+	cmd.PersistentFlags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the control plane to this file")
+	cmd.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if profile == "" {
+			return nil
+		}
+		f, err := os.Create(profile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		stop = func() { pprof.StopCPUProfile(); f.Close() }
+		return nil
+	}
+	cmd.PersistentPostRun = func(*cobra.Command, []string) {
+		if stop != nil {
+			stop()
+		}
+	}
+	cmd.AddCommand(a.benchSpawnCmd(), a.benchIdleCmd(), a.benchHealCmd(), a.benchRevokeCmd())
 	return cmd
 }
 
@@ -362,4 +385,90 @@ func netListen() (interface {
 	Addr() net.Addr
 }, error) {
 	return net.Listen("tcp", "127.0.0.1:0")
+}
+
+func (a *app) benchRevokeCmd() *cobra.Command {
+	var cals int
+	cmd := &cobra.Command{
+		Use:   "revoke",
+		Short: "Revoke a subtree of many Cals: time until every one has been told and has stopped",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			bn, err := startBenchNet(ctx, trust.Quota{CPUMillis: 1 << 19, MemoryBytes: 1 << 45, PIDs: 1 << 21})
+			if err != nil {
+				return err
+			}
+			defer bn.close()
+			big := client.SpawnRequest{Permissions: []string{"spawn", "read"}, CPUMillis: 1 << 14, MemoryBytes: 1 << 37, PIDs: 1 << 14}
+			root, err := bn.c.Spawn(ctx, client.SpawnRequest{Name: "root", Permissions: big.Permissions, CPUMillis: 1 << 18, MemoryBytes: 1 << 42, PIDs: 1 << 20}, true)
+			if err != nil {
+				return err
+			}
+			// Cals get at most 100 children: fan out through groups.
+			var parents []string
+			for g := 0; g*99 < cals; g++ {
+				big.Parent = root.Cal
+				sp, err := bn.c.Spawn(ctx, big, true)
+				if err != nil || sp.State != "running" {
+					return fmt.Errorf("group: %v %+v", err, sp)
+				}
+				parents = append(parents, sp.Cal)
+			}
+			sem := make(chan struct{}, 16)
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			var errs []error
+			for i := 0; i < cals-len(parents); i++ {
+				wg.Go(func() {
+					sem <- struct{}{}
+					defer func() { <-sem }()
+					sp, err := bn.c.Spawn(ctx, client.SpawnRequest{Parent: parents[i/99], Permissions: []string{"read"}, CPUMillis: 100, MemoryBytes: 32 << 20}, true)
+					if err == nil && sp.State != "running" {
+						err = fmt.Errorf("%s: %s", sp.State, sp.Reason)
+					}
+					if err != nil {
+						mu.Lock()
+						errs = append(errs, err)
+						mu.Unlock()
+					}
+				})
+			}
+			wg.Wait()
+			if len(errs) > 0 {
+				return fmt.Errorf("%d spawns failed, first: %v", len(errs), errs[0])
+			}
+			list, _ := bn.c.List(ctx)
+			var pids []int
+			for _, c := range list {
+				if c.Depth >= 2 && c.State == "running" {
+					pids = append(pids, c.PID)
+				}
+			}
+			t0 := time.Now()
+			if _, err := bn.c.Revoke(ctx, root.Cal, "bench"); err != nil {
+				return err
+			}
+			api := time.Since(t0)
+			for {
+				alive := 0
+				for _, p := range pids {
+					if syscall.Kill(p, 0) == nil {
+						alive++
+					}
+				}
+				if alive == 0 {
+					break
+				}
+				if time.Since(t0) > 60*time.Second {
+					return fmt.Errorf("%d cals still running 60s after the revocation", alive)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			fmt.Fprintf(a.env.Stdout, "revoked a subtree of %d cals: API answered in %s, every process gone after %s\n", len(pids), fmtDur(api), fmtDur(time.Since(t0)))
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&cals, "cals", 1000, "cals in the revoked subtree")
+	return cmd
 }

@@ -106,6 +106,7 @@ func (a *app) spawnCmd() *cobra.Command {
 	f.StringSliceVar(&req.Permissions, "perm", []string{"read"}, "permissions, a subset of the parent's")
 	f.StringVar(&cpu, "cpu", "", "CPU quota: 250m or 0.5 (default 250m)")
 	f.StringVar(&mem, "memory", "", "memory quota: 64Mi (default)")
+	f.Int64Var(&req.PIDs, "pids", 0, "processes and threads quota (default 48)")
 	f.StringVar(&req.IdempotencyKey, "idempotency-key", "", "retrying with the same key never creates a second cal")
 	f.BoolVar(&wait, "wait", true, "wait until the cal is operational")
 	f.StringVar(&req.RestartPolicy, "restart", "always", "restart policy: always, on-failure or never")

@@ -262,14 +262,14 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request, id identity
 		writeError(w, apiErr(500, "streaming unsupported"))
 		return
 	}
-	_, ch, cancel := s.bus.subscribe(^uint64(0))
-	defer cancel()
+	me := id.String()
+	ch := s.watchers.add(me)
+	defer s.watchers.remove(me, ch)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.WriteHeader(200)
 	fl.Flush()
 	ping := time.NewTicker(30 * time.Second)
 	defer ping.Stop()
-	me := id.String()
 	// The stream is the Cal's liveness: connected means healthy.
 	if rec, err := s.getCal(r.Context(), me); err == nil && rec.State == StateRunning && !rec.Healthy {
 		s.updateCal(r.Context(), me, func(c *CalRecord) { c.Healthy = true })
@@ -277,6 +277,15 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request, id identity
 	defer func() {
 		if s.ctx.Err() != nil {
 			return
+		}
+		s.trustMu.Lock()
+		_, revoked := s.state.RevokedThrough(id)
+		s.trustMu.Unlock()
+		s.procMu.Lock()
+		stopping := s.procs[me] != nil && s.procs[me].stopping
+		s.procMu.Unlock()
+		if revoked || stopping {
+			return // an expected end, not a health problem
 		}
 		rec, err := s.updateCal(context.Background(), me, func(c *CalRecord) { c.Healthy = false })
 		if err == nil && rec.State == StateRunning {
@@ -296,14 +305,47 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request, id identity
 			return
 		case <-ping.C:
 			send(calproto.Event{Type: "ping"})
-		case e := <-ch:
-			switch {
-			case e.Type == "cal.revoked" && e.Cal == me:
-				send(calproto.Event{Type: "revoked", Cal: me})
-			case e.Type == "child.failed" && e.Parent == me:
-				// The supervisor gave up on a child: its parent is told.
-				send(calproto.Event{Type: "child-failed", Cal: e.Cal})
-			}
+		case ev := <-ch:
+			send(ev)
+		}
+	}
+}
+
+// watchers routes notifications to the one Cal they concern, so telling
+// 1,000 Cals of a revocation costs 1,000 sends, not a million.
+type watchers struct {
+	mu sync.Mutex
+	m  map[string]chan calproto.Event
+}
+
+func (w *watchers) add(id string) chan calproto.Event {
+	ch := make(chan calproto.Event, 8)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.m == nil {
+		w.m = map[string]chan calproto.Event{}
+	}
+	w.m[id] = ch
+	return ch
+}
+
+func (w *watchers) remove(id string, ch chan calproto.Event) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.m[id] == ch {
+		delete(w.m, id)
+	}
+}
+
+// notify sends ev to the Cal's stream if it has one; it never blocks.
+func (w *watchers) notify(id string, ev calproto.Event) {
+	w.mu.Lock()
+	ch := w.m[id]
+	w.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- ev:
+		default:
 		}
 	}
 }
@@ -350,14 +392,46 @@ func (s *Server) revoke(ctx context.Context, rev *trust.Revocation, actor string
 	sub := s.state.Subtree(rev.Target())
 	s.trustMu.Unlock()
 	ids := make([]string, len(sub))
-	var wg sync.WaitGroup
 	for i, cid := range sub {
-		id := cid.String()
-		ids[i] = id
-		s.updateCal(ctx, id, func(c *CalRecord) { c.State, c.Healthy, c.LastError = StateRevoked, false, "revoked by "+actor })
-		s.bus.publish(Event{Type: "cal.revoked", Cal: id, State: StateRevoked, Actor: actor, Reason: rev.Reason()})
-		wg.Go(func() { s.stop(ctx, id) })
+		ids[i] = cid.String()
 	}
-	wg.Wait()
+	// Tell every Cal first (their streams carry the event at once), then
+	// record the state in one transaction, then make sure they stop.
+	for _, id := range ids {
+		s.watchers.notify(id, calproto.Event{Type: "revoked", Cal: id})
+	}
+	for _, id := range ids {
+		s.bus.publish(Event{Type: "cal.revoked", Cal: id, State: StateRevoked, Actor: actor, Reason: rev.Reason()})
+	}
+	now := s.now()
+	s.store.Update(ctx, func(tx store.Tx) error {
+		for _, id := range ids {
+			var c CalRecord
+			if store.GetJSON(tx, bucketCals, id, &c) != nil {
+				continue
+			}
+			c.State, c.Healthy, c.LastError, c.UpdatedAt = StateRevoked, false, "revoked by "+actor, now
+			if err := store.PutJSON(tx, bucketCals, id, &c); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	// Told Cals exit by themselves; the supervisor makes sure of it in the
+	// background, so the answer does not wait for 1,000 process exits.
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 64)
+		for _, id := range ids {
+			wg.Go(func() {
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				s.stop(context.Background(), id)
+			})
+		}
+		wg.Wait()
+	}()
 	return ids, nil
 }

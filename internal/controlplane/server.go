@@ -102,6 +102,7 @@ type Server struct {
 	procs  map[string]*proc
 
 	challenges challenges
+	watchers   watchers
 	audit      *auditLog
 	deploySem  chan struct{}
 	onShutdown func()

@@ -31,6 +31,7 @@ type SpawnParams struct {
 	Permissions    []string `json:"permissions"`
 	CPUMillis      int64    `json:"cpu_millis,omitempty"`
 	MemoryBytes    int64    `json:"memory_bytes,omitempty"`
+	PIDs           int64    `json:"pids,omitempty"`
 	IdempotencyKey string   `json:"idempotency_key,omitempty"`
 	// RestartPolicy is always (default), on-failure or never.
 	RestartPolicy string `json:"restart_policy,omitempty"`
@@ -45,6 +46,8 @@ const (
 	// defaultChildMemory and defaultChildCPU apply when a request names no quota.
 	defaultChildMemory = 64 << 20
 	defaultChildCPU    = 250
+	// startFootprint is the memory a Cal needs to start, for the host check.
+	startFootprint = 32 << 20
 	// defaultChildPIDs leaves room for the Go runtime threads of the Cal
 	// and a small workload.
 	defaultChildPIDs = 48
@@ -141,6 +144,12 @@ func validateParams(p *SpawnParams) *APIError {
 			return apiErr(400, "without: %v", err)
 		}
 	}
+	if p.PIDs < 0 || p.PIDs > trust.MaxPIDs {
+		return apiErr(400, "pids: %d is outside 0..%d", p.PIDs, trust.MaxPIDs)
+	}
+	if p.PIDs == 0 {
+		p.PIDs = defaultChildPIDs
+	}
 	if p.CPUMillis == 0 {
 		p.CPUMillis = defaultChildCPU
 	}
@@ -198,14 +207,13 @@ func (s *Server) admit(ctx context.Context, p SpawnParams) (*trust.Blessing, int
 	if err != nil {
 		return nil, 0, apiErr(500, "registry unavailable")
 	}
-	childPIDs := min(c.Quota.PIDs, defaultChildPIDs)
 	switch {
 	case usedCPU+p.CPUMillis > c.Quota.CPUMillis:
 		return nil, 0, apiErr(403, "quota cpu_millis: %d asked, the parent has %d of %d left", p.CPUMillis, c.Quota.CPUMillis-usedCPU, c.Quota.CPUMillis)
 	case usedMem+p.MemoryBytes > c.Quota.MemoryBytes:
 		return nil, 0, apiErr(403, "quota memory_bytes: %d asked, the parent has %d of %d left", p.MemoryBytes, c.Quota.MemoryBytes-usedMem, c.Quota.MemoryBytes)
-	case usedPIDs+childPIDs > c.Quota.PIDs:
-		return nil, 0, apiErr(403, "quota pids: the parent has %d of %d left", c.Quota.PIDs-usedPIDs, c.Quota.PIDs)
+	case usedPIDs+p.PIDs > c.Quota.PIDs:
+		return nil, 0, apiErr(403, "quota pids: %d asked, the parent has %d of %d left", p.PIDs, c.Quota.PIDs-usedPIDs, c.Quota.PIDs)
 	}
 	_ = live
 	if p.Name != "" {
@@ -219,8 +227,10 @@ func (s *Server) admit(ctx context.Context, p SpawnParams) (*trust.Blessing, int
 	if busy, what := cpuSaturated(s.cfg.Limits.MaxCPUPressure); busy {
 		return nil, 0, &APIError{Status: 429, Msg: "host resources: CPU saturated (" + what + ")", RetryAfter: 10 * time.Second}
 	}
-	if avail := availableMemory(); avail >= 0 && avail < p.MemoryBytes+s.cfg.Limits.MinFreeMemory {
-		return nil, 0, &APIError{Status: 429, Msg: fmt.Sprintf("host resources: %d bytes of memory available, the child needs %d plus %d reserve", avail, p.MemoryBytes, s.cfg.Limits.MinFreeMemory), RetryAfter: 5 * time.Second}
+	// The quota caps what the Cal may use; to start it the host needs room
+	// for its start-up footprint (at most its quota) above the reserve.
+	if need := min(p.MemoryBytes, startFootprint) + s.cfg.Limits.MinFreeMemory; availableMemory() >= 0 && availableMemory() < need {
+		return nil, 0, &APIError{Status: 429, Msg: fmt.Sprintf("host resources: %d bytes of memory available, starting a cal needs %d", availableMemory(), need), RetryAfter: 5 * time.Second}
 	}
 	if ok, which, retry := s.limiter.allow(p.Parent, time.Now()); !ok {
 		return nil, 0, &APIError{Status: 429, Msg: "limit " + which + ": too many spawns, retry later", RetryAfter: retry}
@@ -313,7 +323,7 @@ func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnPar
 	}
 	pc := parent.Constraints()
 	cons := pc
-	cons.Quota = trust.Quota{CPUMillis: p.CPUMillis, MemoryBytes: p.MemoryBytes, PIDs: min(pc.Quota.PIDs, defaultChildPIDs)}
+	cons.Quota = trust.Quota{CPUMillis: p.CPUMillis, MemoryBytes: p.MemoryBytes, PIDs: p.PIDs}
 	cons.NotBefore = s.now().Truncate(time.Second)
 	cons.MaxChildren = min(pc.MaxChildren, 100)
 	req := calproto.BlessRequest{Serial: serial, Permissions: p.Permissions, Constraints: cons, Recipient: kek.Recipient().String()}

@@ -191,6 +191,14 @@ func (s *Server) monitor(p *proc, inst driver.Instance) {
 	if stopping || s.ctx.Err() != nil {
 		return
 	}
+	if id, err := identity.ParseID(p.id); err == nil {
+		s.trustMu.Lock()
+		_, revoked := s.state.RevokedThrough(id)
+		s.trustMu.Unlock()
+		if revoked {
+			return // told of its revocation, it exited: nothing to heal
+		}
+	}
 	ctx := s.ctx
 	reason := "exited"
 	if err != nil {
@@ -218,6 +226,7 @@ func (s *Server) monitor(p *proc, inst driver.Instance) {
 		msg := fmt.Sprintf("restarted %d times in %v (last: %s); giving up", n-1, s.cfg.Limits.RestartPeriod, reason)
 		s.setState(ctx, p.id, StateFailed, msg)
 		s.bus.publish(Event{Type: "child.failed", Cal: p.id, Parent: rec.Parent, Reason: msg, Actor: "supervisor"})
+		s.watchers.notify(rec.Parent, calproto.Event{Type: "child-failed", Cal: p.id})
 		return
 	}
 	backoff := time.Duration(0)
@@ -325,6 +334,7 @@ func (s *Server) recover(ctx context.Context) error {
 			s.setState(ctx, r.ID, StateFailed, "start: "+err.Error())
 		}
 	}
+	s.revokeOrphans(ctx)
 	spawns, err := s.listSpawns(ctx)
 	if err != nil {
 		return err
@@ -354,4 +364,31 @@ func features(names []string) []sandbox.Feature {
 		out = append(out, sandbox.Feature(n))
 	}
 	return out
+}
+
+// revokeOrphans revokes blessings the ledger holds for Cals the registry
+// never recorded: the control plane died between the ledger append and the
+// registry write. Such a credential must not outlive the failed spawn.
+func (s *Server) revokeOrphans(ctx context.Context) {
+	s.trustMu.Lock()
+	var orphans []identity.ID
+	for id, b := range s.state.Blessings {
+		if b.IsGenesis() {
+			continue
+		}
+		if _, revoked := s.state.RevokedThrough(id); revoked {
+			continue
+		}
+		if _, err := s.getCal(ctx, id.String()); err != nil {
+			orphans = append(orphans, id)
+		}
+	}
+	s.trustMu.Unlock()
+	for _, id := range orphans {
+		rev, err := trust.Revoke(s.auth, trust.RevokeRequest{Network: s.net.Info.Network, Target: id, Authority: true,
+			Reason: "orphan: blessed but never deployed (the control plane stopped mid-spawn)", IssuedAt: s.now()})
+		if err == nil {
+			s.revoke(ctx, rev, "control-plane")
+		}
+	}
 }
