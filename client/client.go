@@ -365,3 +365,34 @@ func (c *Client) Metrics(ctx context.Context, id string) (string, error) {
 	sb.Write(b)
 	return sb.String(), nil
 }
+
+// Reflection is one entry of a Cal's reflection log.
+type Reflection struct {
+	Seq  uint64          `json:"seq"`
+	Time time.Time       `json:"time"`
+	Kind string          `json:"kind"`
+	Text string          `json:"text"`
+	Data json.RawMessage `json:"data,omitempty"`
+	Prev string          `json:"prev"`
+}
+
+// Reflect appends a reflection to a Cal's log (kind: observation,
+// decision, spawn-outcome, note, ...).
+func (c *Client) Reflect(ctx context.Context, id, kind, text string, data json.RawMessage) (*Reflection, error) {
+	var out Reflection
+	return &out, c.do(ctx, http.MethodPost, "/v1/cals/"+url.PathEscape(id)+"/reflections", map[string]any{"kind": kind, "text": text, "data": data}, &out)
+}
+
+// Reflections reads a Cal's reflections from seq on; the Cal verifies its
+// log and reports any tampering as an error.
+func (c *Client) Reflections(ctx context.Context, id string, from uint64) ([]Reflection, error) {
+	var out []Reflection
+	return out, c.do(ctx, http.MethodGet, "/v1/cals/"+url.PathEscape(id)+"/reflections?from="+strconv.FormatUint(from, 10), nil, &out)
+}
+
+// Share has Cal from share the given reflections with Cal to, which
+// records them (naming the sharer) in its own log.
+func (c *Client) Share(ctx context.Context, from, to string, seqs []uint64) (*Reflection, error) {
+	var out Reflection
+	return &out, c.do(ctx, http.MethodPost, "/v1/cals/"+url.PathEscape(from)+"/reflections/share", map[string]any{"to": to, "seqs": seqs}, &out)
+}

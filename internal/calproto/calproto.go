@@ -23,9 +23,12 @@ const (
 
 // Paths of a Cal's own API.
 const (
-	PathBless  = "/v1/spawn-controller/bless"
-	PathSelf   = "/v1/self"
-	PathHealth = "/v1/health"
+	PathBless       = "/v1/spawn-controller/bless"
+	PathSelf        = "/v1/self"
+	PathHealth      = "/v1/health"
+	PathReflections = "/v1/reflections"
+	PathShare       = "/v1/reflections/share"
+	PathInbox       = "/v1/reflections/inbox"
 )
 
 // Files inside a Cal's sandbox (/data).
@@ -100,4 +103,31 @@ type SpawnRequest struct {
 // RevokeRequest is a Cal revoking a descendant: the revocation it signed.
 type RevokeRequest struct {
 	Revocation json.RawMessage `json:"revocation"`
+}
+
+// Reflect is a reflection to append.
+type Reflect struct {
+	Kind string          `json:"kind"`
+	Text string          `json:"text"`
+	Data json.RawMessage `json:"data,omitempty"`
+}
+
+// ShareRequest asks a Cal to share entries with another Cal: the control
+// plane supplies the receiver's age recipient.
+type ShareRequest struct {
+	Seqs      []uint64 `json:"seqs"`
+	To        string   `json:"to"`
+	Recipient string   `json:"recipient"`
+}
+
+// ShareReply carries the encrypted, signed bundle.
+type ShareReply struct {
+	Bundle []byte `json:"bundle"`
+}
+
+// Inbox delivers a shared bundle to its receiver, with the sharer's soul
+// chain so the receiver can verify the sharer itself.
+type Inbox struct {
+	Bundle      []byte          `json:"bundle"`
+	SharerChain json.RawMessage `json:"sharer_chain"`
 }

@@ -67,6 +67,10 @@ func (rt *Runtime) apiHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /metrics", rt.metrics)
 	mux.HandleFunc("POST "+calproto.PathBless, rt.bless)
+	mux.HandleFunc("GET "+calproto.PathReflections, rt.readReflections)
+	mux.HandleFunc("POST "+calproto.PathReflections, rt.appendReflection)
+	mux.HandleFunc("POST "+calproto.PathShare, rt.share)
+	mux.HandleFunc("POST "+calproto.PathInbox, rt.inbox)
 	return mux
 }
 
@@ -140,6 +144,8 @@ func (rt *Runtime) localHandler() http.Handler {
 		var out json.RawMessage
 		rt.forward(w, r, http.StatusAccepted, http.MethodPost, calproto.PathSpawnRequest, req, &out)
 	})
+	mux.HandleFunc("GET /v1/reflections", rt.readReflections)
+	mux.HandleFunc("POST /v1/reflections", rt.appendReflection)
 	mux.HandleFunc("GET /v1/children", func(w http.ResponseWriter, r *http.Request) {
 		var out json.RawMessage
 		rt.forward(w, r, http.StatusOK, http.MethodGet, calproto.PathChildren, nil, &out)
@@ -176,3 +182,5 @@ func (rt *Runtime) forward(w http.ResponseWriter, r *http.Request, status int, m
 	w.WriteHeader(status)
 	w.Write(*out)
 }
+
+func nowUTC() time.Time { return time.Now().UTC() }

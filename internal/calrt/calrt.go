@@ -28,6 +28,7 @@ import (
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/caltls"
 	"github.com/soulfra/calnet/internal/sandbox"
+	"github.com/soulfra/calnet/internal/vault"
 	"github.com/soulfra/calnet/trust"
 )
 
@@ -43,6 +44,9 @@ type Runtime struct {
 	verifier *trust.Verifier
 	cert     tls.Certificate
 	cp       *http.Client
+	kek      *age.HybridIdentity
+	vault    *vault.Log
+	vaultErr error // set when the vault failed verification: reported, never skipped
 }
 
 // Main enters the sandbox from the driver's config and runs the Cal until
@@ -109,7 +113,11 @@ func Open(dir, runDir, secret string, log *slog.Logger) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt := &Runtime{log: log, dir: dir, runDir: runDir, key: key, root: &root, network: v.Network(), chain: chain, verifier: v, cert: cert}
+	rt := &Runtime{log: log, dir: dir, runDir: runDir, key: key, root: &root, network: v.Network(), chain: chain, verifier: v, cert: cert, kek: kek}
+	rt.vault, rt.vaultErr = vault.Open(filepath.Join(dir, "vault"), kek, key, nil)
+	if rt.vaultErr != nil {
+		log.Error("vault failed verification; reflections are unavailable", "err", rt.vaultErr)
+	}
 	rt.cp = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer

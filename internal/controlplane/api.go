@@ -121,6 +121,9 @@ func (s *Server) apiHandler() http.Handler {
 	mux.HandleFunc("POST /v1/cals/{id}/revoke", anyone(s.handleRevoke))
 	mux.HandleFunc("GET /v1/cals/{id}/logs", anyone(s.handleLogs))
 	mux.HandleFunc("GET /v1/cals/{id}/metrics", anyone(s.handleMetrics))
+	mux.HandleFunc("GET /v1/cals/{id}/reflections", anyone(s.handleReflections))
+	mux.HandleFunc("POST /v1/cals/{id}/reflections", anyone(s.handleReflections))
+	mux.HandleFunc("POST /v1/cals/{id}/reflections/share", anyone(s.handleShare))
 	mux.HandleFunc("POST /v1/tokens", auth(s.handleTokenCreate))
 	mux.HandleFunc("GET /v1/tokens", auth(func(w http.ResponseWriter, r *http.Request) {
 		ts, err := s.listTokens(r.Context())

@@ -433,11 +433,29 @@ func (s *Server) callCalRaw(ctx context.Context, id identity.ID, method, path st
 	if resp.StatusCode/100 != 2 {
 		var e struct{ Error string }
 		json.Unmarshal(body, &e)
-		return nil, fmt.Errorf("%s", e.Error)
+		return nil, &calError{Status: resp.StatusCode, Msg: e.Error}
 	}
 	return body, nil
 }
 
 func caltlsConfig(s *Server, resolve caltls.Resolver) *tlsConfig {
 	return caltls.Config(s.cert, s.net.Info.Network, resolve, false)
+}
+
+// calError is an error answer of a Cal's own API.
+type calError struct {
+	Status int
+	Msg    string
+}
+
+func (e *calError) Error() string { return e.Msg }
+
+// relayErr turns a Cal's answer into the API's error: its 4xx status and
+// message pass through; anything else is a 502.
+func relayErr(id string, err error) *APIError {
+	var ce *calError
+	if errors.As(err, &ce) && ce.Status/100 == 4 {
+		return apiErr(ce.Status, "cal %s: %s", id, ce.Msg)
+	}
+	return apiErr(502, "cal %s: %v", id, err)
 }

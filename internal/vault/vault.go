@@ -218,8 +218,8 @@ func open(ct []byte, id age.Identity) ([]byte, error) {
 
 // head pins the log's length and last hash, signed by the Cal.
 type head struct {
-	Count     uint64             `json:"count"`
-	Last      string             `json:"last"`
+	Count     uint64              `json:"count"`
+	Last      string              `json:"last"`
 	Signature *identity.Signature `json:"signature"`
 }
 
@@ -347,7 +347,7 @@ type Bundle struct {
 }
 
 type signedBundle struct {
-	Bundle    json.RawMessage    `json:"bundle"`
+	Bundle    json.RawMessage     `json:"bundle"`
 	Signature *identity.Signature `json:"signature"`
 }
 

@@ -584,3 +584,60 @@ func TestEventsPoliciesActivationAndAudit(t *testing.T) {
 		t.Fatalf("ledger has no activation entry:\n%s", r.stdout)
 	}
 }
+
+func TestReflectionsVaultAndSharing(t *testing.T) {
+	needRoot(t)
+	n := up(t, filepath.Join(t.TempDir(), "data"))
+	ctx := context.Background()
+	a, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "thinker", Permissions: []string{"spawn", "read", "share"}}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := n.c.Spawn(ctx, client.SpawnRequest{Parent: "thinker", Name: "listener", Permissions: []string{"read"}}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, kind := range []string{"observation", "decision", "spawn-outcome"} {
+		if _, err := n.c.Reflect(ctx, "thinker", kind, fmt.Sprint("thought ", i), json.RawMessage(`{"i":1}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs, err := n.c.Reflections(ctx, "thinker", 0)
+	if err != nil || len(rs) != 3 || rs[1].Kind != "decision" || rs[2].Prev == "" {
+		t.Fatalf("reflections %+v %v", rs, err)
+	}
+	// The workload writes through the local API too.
+	if code, _ := n.local(a.Cal, "POST", "/v1/reflections", map[string]any{"kind": "note", "text": "from the workload"}); code != 201 {
+		t.Fatalf("local reflect: %d", code)
+	}
+	// The vault holds no clear text.
+	raw, _ := os.ReadFile(filepath.Join(n.data, "cals", a.Cal, "vault", "reflections.log"))
+	if len(raw) == 0 || strings.Contains(string(raw), "thought") {
+		t.Fatal("the reflection log is missing or in clear")
+	}
+	// Share with the child; the child records who shared.
+	got, err := n.c.Share(ctx, "thinker", "listener", []uint64{0, 2})
+	if err != nil || got.Kind != "shared" || !strings.Contains(got.Text, a.Cal) {
+		t.Fatalf("share: %+v %v", got, err)
+	}
+	brs, _ := n.c.Reflections(ctx, b.Cal, 0)
+	if len(brs) != 1 || !strings.Contains(string(brs[0].Data), "thought 2") {
+		t.Fatalf("listener's log: %+v", brs)
+	}
+	// The child lacks share: it cannot share back.
+	var ae *client.Error
+	if _, err := n.c.Share(ctx, "listener", "thinker", []uint64{0}); !asAPIError(err, &ae) || ae.Status != 403 {
+		t.Fatalf("share without the permission: %v", err)
+	}
+	// Tampering with the stored bytes is detected and reported.
+	p := filepath.Join(n.data, "cals", a.Cal, "vault", "reflections.log")
+	raw[len(raw)/2] ^= 0xff
+	os.WriteFile(p, raw, 0o600)
+	if _, err := n.c.Reflections(ctx, "thinker", 0); !asAPIError(err, &ae) || ae.Status != 409 || !strings.Contains(ae.Message, "entry") {
+		t.Fatalf("read after tampering: %v", err)
+	}
+	// The rest of the network keeps working.
+	if _, err := n.c.Reflections(ctx, b.Cal, 0); err != nil {
+		t.Fatal(err)
+	}
+}
