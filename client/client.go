@@ -86,6 +86,7 @@ type Cal struct {
 	Spawn         string          `json:"spawn,omitempty"`
 	Isolation     map[string]bool `json:"isolation,omitempty"`
 	ActivatedAt   time.Time       `json:"activated_at"`
+	Namespace     string          `json:"namespace"`
 }
 
 // Quota is a Cal's resource share.

@@ -7,6 +7,13 @@ cd "$(dirname "$0")/.."
 STATICCHECK_VERSION=v0.8.2
 export PATH="$(go env GOPATH)/bin:$PATH"
 
+# dig (Debian's dnsutils) is the real DNS client the discovery tests use.
+if ! command -v dig >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing dnsutils for the DNS tests"
+  (apt-get install -y -qq dnsutils >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dnsutils >/dev/null 2>&1; }) \
+    || echo "could not install dnsutils; the dig tests will be skipped"
+fi
+
 echo "== gofmt"
 unformatted=$(gofmt -l $(find . -name '*.go' -not -path './node_modules/*'))
 if [ -n "$unformatted" ]; then

@@ -404,7 +404,9 @@ func (s *Server) revoke(ctx context.Context, rev *trust.Revocation, actor string
 		s.bus.publish(Event{Type: "cal.revoked", Cal: id, State: StateRevoked, Actor: actor, Reason: rev.Reason()})
 	}
 	now := s.now()
-	s.store.Update(ctx, func(tx store.Tx) error {
+	var updated []*CalRecord
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		updated = updated[:0]
 		for _, id := range ids {
 			var c CalRecord
 			if store.GetJSON(tx, bucketCals, id, &c) != nil {
@@ -414,9 +416,15 @@ func (s *Server) revoke(ctx context.Context, rev *trust.Revocation, actor string
 			if err := store.PutJSON(tx, bucketCals, id, &c); err != nil {
 				return err
 			}
+			updated = append(updated, &c)
 		}
 		return nil
 	})
+	if err == nil {
+		for _, c := range updated {
+			s.index(c)
+		}
+	}
 	// Told Cals exit by themselves; the supervisor makes sure of it in the
 	// background, so the answer does not wait for 1,000 process exits.
 	s.wg.Add(1)

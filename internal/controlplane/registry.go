@@ -58,6 +58,9 @@ type CalRecord struct {
 	CreatedAt     time.Time   `json:"created_at"`
 	UpdatedAt     time.Time   `json:"updated_at"`
 	Spawn         string      `json:"spawn,omitempty"`
+	// Namespace nests along the lineage: <label>.<parent's namespace>,
+	// where the label is the Cal's name or the start of its ID.
+	Namespace string `json:"namespace"`
 	// ActivatedAt is the Cal's first activation (its ledger entry).
 	ActivatedAt time.Time `json:"activated_at,omitzero"`
 }
@@ -107,7 +110,11 @@ func (s *Server) getCal(ctx context.Context, id string) (*CalRecord, error) {
 
 func (s *Server) putCal(ctx context.Context, r *CalRecord) error {
 	r.UpdatedAt = s.now()
-	return s.store.Update(ctx, func(tx store.Tx) error { return store.PutJSON(tx, bucketCals, r.ID, r) })
+	if err := s.store.Update(ctx, func(tx store.Tx) error { return store.PutJSON(tx, bucketCals, r.ID, r) }); err != nil {
+		return err
+	}
+	s.index(r)
+	return nil
 }
 
 // updateCal applies fn to a stored record atomically.
@@ -124,6 +131,7 @@ func (s *Server) updateCal(ctx context.Context, id string, fn func(*CalRecord)) 
 	if err != nil {
 		return nil, err
 	}
+	s.index(&r)
 	return &r, nil
 }
 

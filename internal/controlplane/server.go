@@ -25,6 +25,7 @@ import (
 	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/caltls"
+	"github.com/soulfra/calnet/internal/discovery"
 	"github.com/soulfra/calnet/internal/driver"
 	"github.com/soulfra/calnet/internal/netdir"
 	"github.com/soulfra/calnet/internal/sandbox"
@@ -73,6 +74,11 @@ type Config struct {
 	Limits   Limits
 	Logger   *slog.Logger
 	Now      func() time.Time
+	// DNSAddr is where the discovery DNS server listens (UDP and TCP);
+	// empty turns it off.
+	DNSAddr string
+	// Domain is the DNS zone of the network (default "calnet.").
+	Domain string
 	// MasterQuota overrides the Master Cal's quota when the network is
 	// created (default: this host's CPUs and memory).
 	MasterQuota *trust.Quota
@@ -102,6 +108,7 @@ type Server struct {
 	procs  map[string]*proc
 
 	challenges challenges
+	ns         nsIndex
 	watchers   watchers
 	audit      *auditLog
 	deploySem  chan struct{}
@@ -253,6 +260,21 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { errc <- apiSrv.Serve(apiLn) }()
 	s.log.Info("control plane up", "api", "http://"+apiLn.Addr().String(), "network", s.net.Info.Network.String())
 
+	if err := s.rebuildIndex(ctx); err != nil {
+		s.log.Error("namespace index", "err", err)
+	}
+	if s.cfg.DNSAddr != "" {
+		target, _ := net.ResolveTCPAddr("tcp", apiLn.Addr().String())
+		d := discovery.New(discovery.Config{Domain: s.cfg.Domain, Addr: s.cfg.DNSAddr, Target: target, Lookup: s.lookupNS, Logger: s.log})
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := d.Run(ctx); err != nil {
+				s.log.Error("dns server", "err", err)
+			}
+		}()
+		s.log.Info("dns up", "addr", s.cfg.DNSAddr, "zone", s.cfg.Domain)
+	}
 	if err := s.recover(ctx); err != nil {
 		s.log.Error("recovering cals", "err", err)
 	}

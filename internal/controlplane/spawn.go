@@ -373,6 +373,7 @@ func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnPar
 		return "", fmt.Errorf("sandbox: %w", err)
 	}
 	crec := s.newRecord(leaf, p.Name, uid, rec.ID)
+	crec.Namespace = s.childNamespace(ctx, parent.Child().String(), p.Name, id)
 	crec.RestartPolicy = p.RestartPolicy
 	crec.Features = slices.DeleteFunc(crec.Features, func(f string) bool { return slices.Contains(p.Without, f) })
 	if err := s.putCal(ctx, crec); err != nil {

@@ -97,6 +97,7 @@ func (s *Server) adoptMaster(ctx context.Context) error {
 	}
 	s.chains[chain.Leaf().Child()] = chain
 	rec := s.newRecord(chain.Leaf(), "master", uid, "")
+	rec.Namespace = "master"
 	return s.putCal(ctx, rec)
 }
 

@@ -24,6 +24,7 @@ type network struct {
 	t    *testing.T
 	data string
 	addr string
+	dns  string
 	cmd  *exec.Cmd
 	log  *os.File
 	c    *client.Client
@@ -48,7 +49,7 @@ func needRoot(t *testing.T) {
 // the Master Cal runs.
 func up(t *testing.T, data string, extra ...string) *network {
 	t.Helper()
-	n := &network{t: t, data: data, addr: freeAddr(t)}
+	n := &network{t: t, data: data, addr: freeAddr(t), dns: freeAddr(t)}
 	n.start(extra...)
 	t.Cleanup(func() { n.stop(syscall.SIGTERM) })
 	return n
@@ -61,7 +62,7 @@ func (n *network) start(extra ...string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.cmd = exec.Command(calnetBin, append([]string{"up", "--data", n.data, "--addr", n.addr}, extra...)...)
+	n.cmd = exec.Command(calnetBin, append([]string{"up", "--data", n.data, "--addr", n.addr, "--dns", n.dns}, extra...)...)
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -639,5 +640,47 @@ func TestReflectionsVaultAndSharing(t *testing.T) {
 	// The rest of the network keeps working.
 	if _, err := n.c.Reflections(ctx, b.Cal, 0); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestDNSDiscovery(t *testing.T) {
+	needRoot(t)
+	dig, err := exec.LookPath("dig")
+	if err != nil {
+		t.Skip("dig not installed (scripts/test.sh installs dnsutils)")
+	}
+	n := up(t, filepath.Join(t.TempDir(), "data"))
+	ctx := context.Background()
+	if _, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "web", Permissions: []string{"spawn", "read", "talk"}}, true); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := n.c.Spawn(ctx, client.SpawnRequest{Parent: "web", Permissions: []string{"read"}}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, _ := n.c.Get(ctx, sp.Cal)
+	if child.Namespace != sp.Cal[:8]+".web.master" {
+		t.Fatalf("namespace %q", child.Namespace)
+	}
+	host, port, _ := net.SplitHostPort(n.dns)
+	q := func(name, typ string) string {
+		out, _ := exec.Command(dig, "@"+host, "-p", port, "+short", name, typ).CombinedOutput()
+		return string(out)
+	}
+	if out := q(child.Namespace+".calnet", "TXT"); !strings.Contains(out, "id="+sp.Cal) || !strings.Contains(out, "capabilities=read") {
+		t.Fatalf("TXT: %s", out)
+	}
+	if out := q("web.master.calnet", "A"); strings.TrimSpace(out) != "127.0.0.1" {
+		t.Fatalf("A: %q", out)
+	}
+	apiPort := n.addr[strings.LastIndex(n.addr, ":")+1:]
+	if out := q("_calnet._tcp.web.master.calnet", "SRV"); !strings.Contains(out, apiPort+" web.master.calnet.") {
+		t.Fatalf("SRV: %q", out)
+	}
+	// A revoked Cal disappears from DNS.
+	n.c.Revoke(ctx, "web", "")
+	out, _ := exec.Command(dig, "@"+host, "-p", port, "web.master.calnet", "A").CombinedOutput()
+	if !strings.Contains(string(out), "NXDOMAIN") {
+		t.Fatalf("revoked cal still resolves: %s", out)
 	}
 }

@@ -1,0 +1,72 @@
+package controlplane
+
+import (
+	"context"
+	"strings"
+	"sync"
+
+	"github.com/soulfra/calnet/internal/discovery"
+)
+
+// nsIndex maps namespaces to Cals for DNS and, later, the router. It is
+// updated on every registry write and rebuilt at start.
+type nsIndex struct {
+	mu   sync.RWMutex
+	byNS map[string]discovery.Record
+}
+
+// index records r's namespace (called after every registry write).
+func (s *Server) index(r *CalRecord) {
+	if r.Namespace == "" {
+		return
+	}
+	s.ns.mu.Lock()
+	defer s.ns.mu.Unlock()
+	if s.ns.byNS == nil {
+		s.ns.byNS = map[string]discovery.Record{}
+	}
+	s.ns.byNS[r.Namespace] = discovery.Record{ID: r.ID, Namespace: r.Namespace, State: r.State, Healthy: r.Healthy,
+		Depth: r.Depth, Parent: r.Parent, Capabilities: r.Permissions}
+}
+
+// lookupNS implements discovery.Lookup.
+func (s *Server) lookupNS(ns string) (*discovery.Record, bool) {
+	s.ns.mu.RLock()
+	defer s.ns.mu.RUnlock()
+	r, ok := s.ns.byNS[ns]
+	if !ok {
+		return nil, false
+	}
+	return &r, true
+}
+
+// rebuildIndex loads every Cal into the namespace index.
+func (s *Server) rebuildIndex(ctx context.Context) error {
+	recs, err := s.listCals(ctx)
+	for _, r := range recs {
+		s.index(r)
+	}
+	return err
+}
+
+// childNamespace is <label>.<parent namespace>, with the child's name as
+// label when it has one, else the first 8 (or, on a collision, 16)
+// characters of its ID.
+func (s *Server) childNamespace(ctx context.Context, parent, name, id string) string {
+	prec, err := s.getCal(ctx, parent)
+	pns := "unknown"
+	if err == nil && prec.Namespace != "" {
+		pns = prec.Namespace
+	}
+	label := strings.ToLower(name)
+	if l, err := discovery.Label(label); err != nil || label == "" {
+		label = id[:8]
+	} else {
+		label = l
+	}
+	ns := label + "." + pns
+	if _, taken := s.lookupNS(ns); taken {
+		ns = id[:16] + "." + pns
+	}
+	return ns
+}
