@@ -397,3 +397,42 @@ func (c *Client) Share(ctx context.Context, from, to string, seqs []uint64) (*Re
 	var out Reflection
 	return &out, c.do(ctx, http.MethodPost, "/v1/cals/"+url.PathEscape(from)+"/reflections/share", map[string]any{"to": to, "seqs": seqs}, &out)
 }
+
+// Card is a Cal's address card: where its namespace is served and the
+// fingerprint of its identity keys.
+type Card struct {
+	Cal         string `json:"cal"`
+	Namespace   string `json:"namespace"`
+	URL         string `json:"url"`
+	Fingerprint string `json:"fingerprint"`
+}
+
+// Card returns a Cal's address card.
+func (c *Client) Card(ctx context.Context, id string) (*Card, error) {
+	var out Card
+	return &out, c.do(ctx, http.MethodGet, "/v1/cals/"+url.PathEscape(id)+"/card", nil, &out)
+}
+
+// CardQR returns a Cal's address card as a QR code image, format png or svg.
+func (c *Client) CardQR(ctx context.Context, id, format string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/cals/"+url.PathEscape(id)+"/card?format="+url.QueryEscape(format), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != 200 {
+		var m struct{ Error string }
+		json.Unmarshal(b, &m)
+		return nil, &Error{Status: resp.StatusCode, Message: m.Error}
+	}
+	return b, nil
+}

@@ -6,6 +6,8 @@
 package calproto
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 
 	"github.com/soulfra/calnet/trust"
@@ -33,10 +35,11 @@ const (
 
 // Files inside a Cal's sandbox (/data).
 const (
-	NetworkFile = "network.json"
-	APISocket   = "api.sock"
-	LocalSocket = "local.sock"
-	ControlSock = "cal.sock"
+	NetworkFile   = "network.json"
+	APISocket     = "api.sock"
+	GatewaySocket = "gateway.sock"
+	LocalSocket   = "local.sock"
+	ControlSock   = "cal.sock"
 )
 
 // NetworkInfo is the public network description written into every sandbox.
@@ -64,6 +67,11 @@ type Register struct {
 // RegisterReply acknowledges a registration.
 type RegisterReply struct {
 	Revoked bool `json:"revoked"`
+	// Namespace is the Cal's namespace in the Infinity Router and DNS.
+	Namespace string `json:"namespace,omitempty"`
+	// RouterURL is where the namespace is served, e.g.
+	// http://127.0.0.1:7080/<namespace>/.
+	RouterURL string `json:"router_url,omitempty"`
 }
 
 // Event is pushed to Cals on the watch stream.
@@ -130,4 +138,23 @@ type ShareReply struct {
 type Inbox struct {
 	Bundle      []byte          `json:"bundle"`
 	SharerChain json.RawMessage `json:"sharer_chain"`
+}
+
+// Card is a Cal's address card: where its namespace is served and the
+// fingerprint of its identity keys, so whoever scans it can check whom
+// they reach. The QR namespace code encodes its JSON.
+type Card struct {
+	Cal         string `json:"cal"`
+	Namespace   string `json:"namespace"`
+	URL         string `json:"url"`
+	Fingerprint string `json:"fingerprint"`
+}
+
+// Fingerprint is "SHA256:" and the base64 SHA-256 of a Cal's two public
+// key halves, in the style of SSH fingerprints.
+func Fingerprint(ed, ml []byte) string {
+	h := sha256.New()
+	h.Write(ed)
+	h.Write(ml)
+	return "SHA256:" + base64.RawStdEncoding.EncodeToString(h.Sum(nil))
 }

@@ -45,6 +45,7 @@ type Runtime struct {
 	cert     tls.Certificate
 	cp       *http.Client
 	kek      *age.HybridIdentity
+	card     atomicCard
 	vault    *vault.Log
 	vaultErr error // set when the vault failed verification: reported, never skipped
 }
@@ -154,6 +155,13 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	gw, err := listenUnix(filepath.Join(rt.dir, calproto.GatewaySocket), 0o666)
+	if err != nil {
+		return err
+	}
+	gwSrv := &http.Server{Handler: rt.gatewayHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go gwSrv.Serve(gw)
+	defer gwSrv.Close()
 	apiSrv := &http.Server{Handler: rt.apiHandler(), TLSConfig: caltls.Config(rt.cert, rt.network, rt.isControlPlane, true), ReadHeaderTimeout: 10 * time.Second}
 	localSrv := &http.Server{Handler: rt.localHandler(), ReadHeaderTimeout: 10 * time.Second}
 	go apiSrv.ServeTLS(api, "", "")
@@ -216,6 +224,7 @@ func (rt *Runtime) register(ctx context.Context) error {
 	if reply.Revoked {
 		return ErrRevoked
 	}
+	rt.card.set(reply.Namespace, reply.RouterURL)
 	return nil
 }
 

@@ -82,12 +82,16 @@ func startBenchNet(ctx context.Context, quota trust.Quota) (*benchNet, error) {
 	if err != nil {
 		return nil, err
 	}
+	raddr, err := freeLocalAddr()
+	if err != nil {
+		return nil, err
+	}
 	lim := controlplane.DefaultLimits
 	lim.MaxCals, lim.SpawnRate, lim.SpawnBurst, lim.ParentRate, lim.ParentBurst = 5000, 1e6, 1e6, 1e6, 1e6
 	lim.MaxCPUPressure = 101 // benchmarks saturate the CPU on purpose
 	ctx, cancel := context.WithCancel(ctx)
 	srv, err := controlplane.Open(ctx, controlplane.Config{
-		DataDir: dir, Addr: addr, Binary: bin, Driver: process.New("/calnet-bench"), Features: sandbox.AllFeatures,
+		DataDir: dir, Addr: addr, RouterAddr: raddr, Binary: bin, Driver: process.New("/calnet-bench"), Features: sandbox.AllFeatures,
 		Limits: lim, Logger: slog.New(slog.DiscardHandler), MasterQuota: &quota,
 	})
 	if err != nil {

@@ -38,7 +38,7 @@ func (a *app) apiClient() (*client.Client, error) {
 }
 
 func (a *app) upCmd() *cobra.Command {
-	var data, without, dnsAddr, domain string
+	var data, without, dnsAddr, domain, routerAddr string
 	lim := controlplane.DefaultLimits
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -74,18 +74,19 @@ from starting unless you lower it explicitly with --without.`,
 			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			srv, err := controlplane.Open(ctx, controlplane.Config{DataDir: data, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim, DNSAddr: dnsAddr, Domain: domain})
+			srv, err := controlplane.Open(ctx, controlplane.Config{DataDir: data, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim, DNSAddr: dnsAddr, Domain: domain, RouterAddr: routerAddr})
 			if err != nil {
 				return err
 			}
 			srv.SetShutdown(cancel)
 			abs, _ := filepath.Abs(controlplane.TokenFile(data))
-			fmt.Fprintf(a.env.Stdout, "calnet is up: network %s\n  API        http://%s/v1 (events: ws://%s/v1/events)\n  DNS        %s (zone %s)\n  credential %s (0600)\n  master cal %s\nStop with Ctrl-C or `calnet down`.\n",
-				srv.Network().Network, srv.Addr(), srv.Addr(), dnsAddr, domain, abs, srv.Network().Master)
+			fmt.Fprintf(a.env.Stdout, "calnet is up: network %s\n  API        http://%s/v1 (events: ws://%s/v1/events)\n  router     http://%s/<namespace>/\n  DNS        %s (zone %s)\n  credential %s (0600)\n  master cal %s\nStop with Ctrl-C or `calnet down`.\n",
+				srv.Network().Network, srv.Addr(), srv.Addr(), routerAddr, dnsAddr, domain, abs, srv.Network().Master)
 			return srv.Run(ctx)
 		},
 	}
 	cmd.Flags().StringVar(&data, "data", defaultData, "data directory")
+	cmd.Flags().StringVar(&routerAddr, "router", "127.0.0.1:7080", "Infinity Router address: /<namespace>/... and Host <namespace>.<domain>")
 	cmd.Flags().StringVar(&dnsAddr, "dns", "127.0.0.1:8600", "DNS address for discovery (A, SRV, TXT of <namespace>.<domain>); empty turns it off")
 	cmd.Flags().StringVar(&domain, "domain", "calnet.", "DNS zone of the network")
 	cmd.Flags().IntVar(&lim.MaxCals, "max-cals", lim.MaxCals, "most Cals the network may hold")

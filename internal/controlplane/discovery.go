@@ -2,11 +2,35 @@ package controlplane
 
 import (
 	"context"
+	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 
+	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/discovery"
+	"github.com/soulfra/calnet/internal/router"
 )
+
+// router builds the Infinity Router over the namespace index: only running
+// Cals are routed.
+func (s *Server) router() http.Handler {
+	return router.New(s.cfg.Domain, func(ns string) (router.Target, bool) {
+		r, ok := s.lookupNS(ns)
+		if !ok || r.State != StateRunning {
+			return router.Target{}, false
+		}
+		return router.Target{Cal: r.ID, Socket: filepath.Join(s.calDir(r.ID), calproto.GatewaySocket)}, true
+	})
+}
+
+// routerURL is where a namespace is served.
+func (s *Server) routerURL(ns string) string {
+	if s.routerAddr == "" || ns == "" {
+		return ""
+	}
+	return "http://" + s.routerAddr + "/" + ns + "/"
+}
 
 // nsIndex maps namespaces to Cals for DNS and, later, the router. It is
 // updated on every registry write and rebuilt at start.

@@ -74,6 +74,9 @@ type Config struct {
 	Limits   Limits
 	Logger   *slog.Logger
 	Now      func() time.Time
+	// RouterAddr is where the Infinity Router listens (default
+	// 127.0.0.1:7080).
+	RouterAddr string
 	// DNSAddr is where the discovery DNS server listens (UDP and TCP);
 	// empty turns it off.
 	DNSAddr string
@@ -108,6 +111,7 @@ type Server struct {
 	procs  map[string]*proc
 
 	challenges challenges
+	routerAddr string
 	ns         nsIndex
 	watchers   watchers
 	audit      *auditLog
@@ -139,6 +143,12 @@ func TokenFile(dataDir string) string { return filepath.Join(dataDir, "admin.tok
 func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:7070"
+	}
+	if cfg.RouterAddr == "" {
+		cfg.RouterAddr = "127.0.0.1:7080"
+	}
+	if cfg.Domain == "" {
+		cfg.Domain = "calnet."
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -253,6 +263,16 @@ func (s *Server) Run(ctx context.Context) error {
 		calLn.Close()
 		return fmt.Errorf("listen %s: %w", s.cfg.Addr, err)
 	}
+	routerLn, err := net.Listen("tcp", s.cfg.RouterAddr)
+	if err != nil {
+		calLn.Close()
+		apiLn.Close()
+		return fmt.Errorf("router: listen %s: %w", s.cfg.RouterAddr, err)
+	}
+	s.routerAddr = routerLn.Addr().String()
+	routerSrv := &http.Server{Handler: s.router(), ReadHeaderTimeout: 10 * time.Second}
+	go routerSrv.Serve(routerLn)
+	defer routerSrv.Close()
 	calSrv := &http.Server{Handler: s.calHandler(), TLSConfig: caltls.Config(s.cert, s.net.Info.Network, s.resolveCal, true), ReadHeaderTimeout: 10 * time.Second}
 	apiSrv := &http.Server{Handler: s.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
@@ -264,7 +284,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Error("namespace index", "err", err)
 	}
 	if s.cfg.DNSAddr != "" {
-		target, _ := net.ResolveTCPAddr("tcp", apiLn.Addr().String())
+		target, _ := net.ResolveTCPAddr("tcp", s.routerAddr)
 		d := discovery.New(discovery.Config{Domain: s.cfg.Domain, Addr: s.cfg.DNSAddr, Target: target, Lookup: s.lookupNS, Logger: s.log})
 		s.wg.Add(1)
 		go func() {

@@ -21,13 +21,14 @@ import (
 
 // network is a `calnet up` process under test.
 type network struct {
-	t    *testing.T
-	data string
-	addr string
-	dns  string
-	cmd  *exec.Cmd
-	log  *os.File
-	c    *client.Client
+	t      *testing.T
+	data   string
+	addr   string
+	dns    string
+	router string
+	cmd    *exec.Cmd
+	log    *os.File
+	c      *client.Client
 }
 
 func freeAddr(t *testing.T) string {
@@ -49,7 +50,7 @@ func needRoot(t *testing.T) {
 // the Master Cal runs.
 func up(t *testing.T, data string, extra ...string) *network {
 	t.Helper()
-	n := &network{t: t, data: data, addr: freeAddr(t), dns: freeAddr(t)}
+	n := &network{t: t, data: data, addr: freeAddr(t), dns: freeAddr(t), router: freeAddr(t)}
 	n.start(extra...)
 	t.Cleanup(func() { n.stop(syscall.SIGTERM) })
 	return n
@@ -62,7 +63,7 @@ func (n *network) start(extra ...string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.cmd = exec.Command(calnetBin, append([]string{"up", "--data", n.data, "--addr", n.addr, "--dns", n.dns}, extra...)...)
+	n.cmd = exec.Command(calnetBin, append([]string{"up", "--data", n.data, "--addr", n.addr, "--dns", n.dns, "--router", n.router}, extra...)...)
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -682,5 +683,67 @@ func TestDNSDiscovery(t *testing.T) {
 	out, _ := exec.Command(dig, "@"+host, "-p", port, "web.master.calnet", "A").CombinedOutput()
 	if !strings.Contains(string(out), "NXDOMAIN") {
 		t.Fatalf("revoked cal still resolves: %s", out)
+	}
+}
+
+func TestInfinityRouterAndQR(t *testing.T) {
+	needRoot(t)
+	n := up(t, filepath.Join(t.TempDir(), "data"))
+	ctx := context.Background()
+	sp, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "shop", Permissions: []string{"read"}}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	card, err := n.c.Card(ctx, "shop")
+	if err != nil || card.Namespace != "shop.master" || !strings.HasPrefix(card.Fingerprint, "SHA256:") || card.URL != "http://"+n.router+"/shop.master/" {
+		t.Fatalf("card %+v %v", card, err)
+	}
+	get := func(url, host string) (int, map[string]any) {
+		req, _ := http.NewRequest("GET", url, nil)
+		if host != "" {
+			req.Host = host
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	// Path and Host routing both reach the Cal's gateway, which answers
+	// with its own card: the same fingerprint the control plane computed.
+	for _, c := range []struct{ url, host string }{{card.URL, ""}, {"http://" + n.router + "/", "shop.master.calnet"}} {
+		code, m := get(c.url, c.host)
+		if code != 200 || m["cal"] != sp.Cal || m["fingerprint"] != card.Fingerprint || m["namespace"] != "shop.master" {
+			t.Fatalf("routed %v (host %q): %d %v", c.url, c.host, code, m)
+		}
+	}
+	if code, _ := get("http://"+n.router+"/nobody.master/", ""); code != 404 {
+		t.Fatalf("unknown namespace: %d", code)
+	}
+	// The QR code decodes back to the card, with a real decoder.
+	png, err := n.c.CardQR(ctx, "shop", "png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := decodeQR(t, png)
+	var got client.Card
+	if err := json.Unmarshal([]byte(text), &got); err != nil || got != *card {
+		t.Fatalf("QR decodes to %q", text)
+	}
+	svg, err := n.c.CardQR(ctx, "shop", "svg")
+	if err != nil || !strings.HasPrefix(string(svg), "<svg") {
+		t.Fatalf("svg: %v", err)
+	}
+	r := n.cli("qr", "shop")
+	if r.code != 0 || !strings.Contains(r.stdout, card.Fingerprint) {
+		t.Fatalf("calnet qr: %+v", r)
+	}
+	// A revoked Cal is no longer routed.
+	n.c.Revoke(ctx, "shop", "")
+	if code, _ := get(card.URL, ""); code != 404 {
+		t.Fatalf("revoked cal still routed: %d", code)
 	}
 }
