@@ -674,7 +674,7 @@ func TestDNSDiscovery(t *testing.T) {
 	if out := q("web.master.calnet", "A"); strings.TrimSpace(out) != "127.0.0.1" {
 		t.Fatalf("A: %q", out)
 	}
-	apiPort := n.addr[strings.LastIndex(n.addr, ":")+1:]
+	apiPort := n.router[strings.LastIndex(n.router, ":")+1:] // DNS points at the Infinity Router
 	if out := q("_calnet._tcp.web.master.calnet", "SRV"); !strings.Contains(out, apiPort+" web.master.calnet.") {
 		t.Fatalf("SRV: %q", out)
 	}
