@@ -87,6 +87,47 @@ type Cal struct {
 	Isolation     map[string]bool `json:"isolation,omitempty"`
 	ActivatedAt   time.Time       `json:"activated_at"`
 	Namespace     string          `json:"namespace"`
+	Template      string          `json:"template,omitempty"`
+	Degraded      string          `json:"degraded,omitempty"`
+	Tiers         []Tier          `json:"tiers,omitempty"`
+}
+
+// Tier is one tier of a Cal's platform.
+type Tier struct {
+	Tier       int         `json:"tier"`
+	State      string      `json:"state"`
+	Components []Component `json:"components"`
+}
+
+// Component is one component of a tier.
+type Component struct {
+	Name     string `json:"name"`
+	Kind     string `json:"kind"`
+	State    string `json:"state"`
+	Restarts int    `json:"restarts,omitempty"`
+	PID      int    `json:"pid,omitempty"`
+	Note     string `json:"note,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+// TemplateInfo describes an available template.
+type TemplateInfo struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	Source      string `json:"source"`
+	Error       string `json:"error,omitempty"`
+}
+
+// Templates lists the templates the control plane offers.
+func (c *Client) Templates(ctx context.Context) ([]TemplateInfo, error) {
+	var out []TemplateInfo
+	return out, c.do(ctx, http.MethodGet, "/v1/templates", nil, &out)
+}
+
+// Template returns one template (as JSON).
+func (c *Client) Template(ctx context.Context, name string) (json.RawMessage, error) {
+	var out json.RawMessage
+	return out, c.do(ctx, http.MethodGet, "/v1/templates/"+url.PathEscape(name), nil, &out)
 }
 
 // Quota is a Cal's resource share.
@@ -109,6 +150,9 @@ type SpawnRequest struct {
 	RestartPolicy string `json:"restart_policy,omitempty"`
 	// Without lowers the Cal's isolation explicitly (admin only).
 	Without []string `json:"without,omitempty"`
+	// Template names a template; TemplateYAML gives one inline instead.
+	Template     string `json:"template,omitempty"`
+	TemplateYAML string `json:"template_yaml,omitempty"`
 }
 
 // Spawn is a spawn request's record.

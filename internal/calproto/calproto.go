@@ -21,6 +21,7 @@ const (
 	PathSpawnRequest = "/cal/v1/spawn"
 	PathRevoke       = "/cal/v1/revoke"
 	PathChildren     = "/cal/v1/children"
+	PathStatus       = "/cal/v1/status"
 )
 
 // Paths of a Cal's own API.
@@ -29,6 +30,7 @@ const (
 	PathSelf        = "/v1/self"
 	PathHealth      = "/v1/health"
 	PathReflections = "/v1/reflections"
+	PathTiers       = "/v1/tiers"
 	PathShare       = "/v1/reflections/share"
 	PathInbox       = "/v1/reflections/inbox"
 )
@@ -36,6 +38,7 @@ const (
 // Files inside a Cal's sandbox (/data).
 const (
 	NetworkFile   = "network.json"
+	TemplateFile  = "template.json"
 	APISocket     = "api.sock"
 	GatewaySocket = "gateway.sock"
 	LocalSocket   = "local.sock"
@@ -58,7 +61,9 @@ type Challenge struct {
 // control plane's challenge: a zero-knowledge Schnorr proof for the
 // Ed25519 half and a hybrid signature (purpose calnet-activation-v1).
 type Register struct {
-	PID        int             `json:"pid"`
+	PID int `json:"pid"`
+	// Degraded says why the platform is not whole, if it is not.
+	Degraded   string          `json:"degraded,omitempty"`
 	Challenge  []byte          `json:"challenge"`
 	Possession json.RawMessage `json:"possession"`
 	Signature  json.RawMessage `json:"signature"`
@@ -157,4 +162,9 @@ func Fingerprint(ed, ml []byte) string {
 	h.Write(ed)
 	h.Write(ml)
 	return "SHA256:" + base64.RawStdEncoding.EncodeToString(h.Sum(nil))
+}
+
+// Status is a Cal's report of a change in its platform's health.
+type Status struct {
+	Degraded string `json:"degraded,omitempty"`
 }

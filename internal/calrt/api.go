@@ -67,6 +67,7 @@ func (rt *Runtime) apiHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /metrics", rt.metrics)
 	mux.HandleFunc("POST "+calproto.PathBless, rt.bless)
+	mux.HandleFunc("GET "+calproto.PathTiers, rt.handleTiers)
 	mux.HandleFunc("GET "+calproto.PathReflections, rt.readReflections)
 	mux.HandleFunc("POST "+calproto.PathReflections, rt.appendReflection)
 	mux.HandleFunc("POST "+calproto.PathShare, rt.share)
@@ -184,3 +185,8 @@ func (rt *Runtime) forward(w http.ResponseWriter, r *http.Request, status int, m
 }
 
 func nowUTC() time.Time { return time.Now().UTC() }
+
+func (rt *Runtime) handleTiers(w http.ResponseWriter, _ *http.Request) {
+	tiers, degraded := rt.tiers.snapshot()
+	writeJSON(w, 200, map[string]any{"tiers": tiers, "degraded": degraded})
+}

@@ -46,6 +46,8 @@ type Runtime struct {
 	cp       *http.Client
 	kek      *age.HybridIdentity
 	card     atomicCard
+	tiers    *tierSet
+	closers  []func()
 	vault    *vault.Log
 	vaultErr error // set when the vault failed verification: reported, never skipped
 }
@@ -147,28 +149,20 @@ func (rt *Runtime) isControlPlane(p *caltls.Peer) error {
 func (rt *Runtime) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	api, err := listenUnix(filepath.Join(rt.dir, calproto.APISocket), 0o666)
+	tmpl, err := loadTemplate(rt.dir)
 	if err != nil {
 		return err
 	}
-	local, err := listenUnix(filepath.Join(rt.dir, calproto.LocalSocket), 0o600)
-	if err != nil {
-		return err
+	rt.tiers = newTierSet(tmpl)
+	defer func() {
+		for i := len(rt.closers) - 1; i >= 0; i-- { // tier 0 first
+			rt.closers[i]()
+		}
+	}()
+	if failed := rt.startTiers(ctx, cancel); failed <= 0 {
+		_, why := rt.tiers.snapshot()
+		rt.log.Error("platform degraded", "reason", why)
 	}
-	gw, err := listenUnix(filepath.Join(rt.dir, calproto.GatewaySocket), 0o666)
-	if err != nil {
-		return err
-	}
-	gwSrv := &http.Server{Handler: rt.gatewayHandler(), ReadHeaderTimeout: 10 * time.Second}
-	go gwSrv.Serve(gw)
-	defer gwSrv.Close()
-	apiSrv := &http.Server{Handler: rt.apiHandler(), TLSConfig: caltls.Config(rt.cert, rt.network, rt.isControlPlane, true), ReadHeaderTimeout: 10 * time.Second}
-	localSrv := &http.Server{Handler: rt.localHandler(), ReadHeaderTimeout: 10 * time.Second}
-	go apiSrv.ServeTLS(api, "", "")
-	go localSrv.Serve(local)
-	defer apiSrv.Close()
-	defer localSrv.Close()
-
 	if err := rt.register(ctx); err != nil {
 		return err
 	}
@@ -203,6 +197,9 @@ func (rt *Runtime) register(ctx context.Context) error {
 	for attempt := range 50 {
 		var reg *calproto.Register
 		if reg, err = rt.activation(ctx); err == nil {
+			if rt.tiers != nil {
+				_, reg.Degraded = rt.tiers.snapshot()
+			}
 			err = rt.call(ctx, http.MethodPost, calproto.PathRegister, reg, &reply)
 		}
 		if err == nil {
@@ -333,3 +330,10 @@ type CPError struct {
 }
 
 func (e *CPError) Error() string { return fmt.Sprintf("control plane: %d: %s", e.Status, e.Msg) }
+
+// reportDegraded tells the control plane the platform lost a tier.
+func (rt *Runtime) reportDegraded(ctx context.Context, why string) {
+	if err := rt.call(ctx, http.MethodPost, calproto.PathStatus, calproto.Status{Degraded: why}, nil); err != nil {
+		rt.log.Error("could not report degradation", "err", err)
+	}
+}

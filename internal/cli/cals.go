@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -45,7 +46,7 @@ func (a *app) statusCmd() *cobra.Command {
 
 func (a *app) spawnCmd() *cobra.Command {
 	var req client.SpawnRequest
-	var cpu, mem string
+	var cpu, mem, tmpl string
 	var wait bool
 	cmd := &cobra.Command{
 		Use:   "spawn",
@@ -53,6 +54,13 @@ func (a *app) spawnCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
+			if tmpl != "" {
+				if b, ferr := os.ReadFile(tmpl); ferr == nil {
+					req.TemplateYAML = string(b)
+				} else {
+					req.Template = tmpl
+				}
+			}
 			if cpu != "" {
 				if req.CPUMillis, err = parseCPU(cpu); err != nil {
 					return err
@@ -103,7 +111,8 @@ func (a *app) spawnCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&req.Parent, "parent", "", "parent cal (ID, prefix or name; default the Master Cal)")
 	f.StringVar(&req.Name, "name", "", "name for the new cal (a-z, 0-9, -)")
-	f.StringSliceVar(&req.Permissions, "perm", []string{"read"}, "permissions, a subset of the parent's")
+	f.StringSliceVar(&req.Permissions, "perm", nil, "permissions, a subset of the parent's (default: the template's)")
+	f.StringVar(&tmpl, "template", "", "template name, or a template YAML file (default: the built-in default template)")
 	f.StringVar(&cpu, "cpu", "", "CPU quota: 250m or 0.5 (default 250m)")
 	f.StringVar(&mem, "memory", "", "memory quota: 64Mi (default)")
 	f.Int64Var(&req.PIDs, "pids", 0, "processes and threads quota (default 48)")
@@ -176,6 +185,28 @@ func (a *app) showCmd() *cobra.Command {
 					cal.Quota.CPUMillis, cal.Quota.MemoryBytes, cal.Quota.PIDs, cal.UID, cal.PID, len(cal.Children))
 				if cal.LastError != "" {
 					fmt.Fprintf(w, "last error   %s\n", cal.LastError)
+				}
+				fmt.Fprintf(w, "namespace    %s\ntemplate     %s\n", cal.Namespace, cal.Template)
+				if cal.Degraded != "" {
+					fmt.Fprintf(w, "DEGRADED     %s\n", cal.Degraded)
+				}
+				if len(cal.Tiers) > 0 {
+					fmt.Fprintf(w, "tiers:\n")
+					for _, t := range cal.Tiers {
+						for _, c := range t.Components {
+							extra := c.Note
+							if c.Error != "" {
+								extra = c.Error
+							}
+							if c.PID > 0 {
+								extra = fmt.Sprintf("pid %d, %d restarts %s", c.PID, c.Restarts, extra)
+							}
+							fmt.Fprintf(w, "  %4d  %-10s %-8s %-8s %s\n", t.Tier, c.Name, c.Kind, c.State, extra)
+						}
+						if len(t.Components) == 0 {
+							fmt.Fprintf(w, "  %4d  (empty)\n", t.Tier)
+						}
+					}
 				}
 				if len(cal.Isolation) > 0 {
 					fmt.Fprintf(w, "isolation (measured):\n")

@@ -2,50 +2,24 @@ package cli
 
 import (
 	"fmt"
-	"math"
-	"strconv"
-	"strings"
+
+	"github.com/soulfra/calnet/internal/cpu"
 )
 
-// parseCPU parses a CPU quantity as Kubernetes writes it: "500m" (milli-
-// cores), "2" or "1.5" (cores). It returns milli-cores.
+// parseCPU parses --cpu: "500m" (milli-cores), "2" or "1.5" (cores).
 func parseCPU(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	if m, ok := strings.CutSuffix(s, "m"); ok {
-		v, err := strconv.ParseInt(m, 10, 64)
-		if err != nil || v < 0 {
-			return 0, fmt.Errorf("--cpu %q: want milli-cores like 500m or cores like 1.5", s)
-		}
-		return v, nil
+	v, err := cpu.Millis(s)
+	if err != nil {
+		return 0, fmt.Errorf("--%w", err)
 	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f < 0 || math.IsInf(f, 0) || f > 1<<20 {
-		return 0, fmt.Errorf("--cpu %q: want milli-cores like 500m or cores like 1.5", s)
-	}
-	return int64(math.Round(f * 1000)), nil
+	return v, nil
 }
 
-var byteUnits = []struct {
-	suffix string
-	mult   int64
-}{
-	{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40},
-	{"K", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12},
-}
-
-// parseBytes parses "512Mi", "2G", "1073741824".
+// parseBytes parses a memory flag: "512Mi", "2G", "1073741824".
 func parseBytes(flag, s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	mult := int64(1)
-	for _, u := range byteUnits {
-		if v, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, mult = v, u.mult
-			break
-		}
+	v, err := cpu.Bytes(s)
+	if err != nil {
+		return 0, fmt.Errorf("--%s: %w", flag, err)
 	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || v < 0 || v > math.MaxInt64/mult {
-		return 0, fmt.Errorf("--%s %q: want bytes like 512Mi, 2Gi or 1073741824", flag, s)
-	}
-	return v * mult, nil
+	return v, nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/soulfra/calnet/identity"
+	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/trust"
 )
 
@@ -122,6 +123,8 @@ func (s *Server) apiHandler() http.Handler {
 	mux.HandleFunc("GET /v1/cals/{id}/logs", anyone(s.handleLogs))
 	mux.HandleFunc("GET /v1/cals/{id}/metrics", anyone(s.handleMetrics))
 	mux.HandleFunc("GET /v1/cals/{id}/card", anyone(s.handleCard))
+	mux.HandleFunc("GET /v1/templates", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { s.handleTemplates(w, r) }))
+	mux.HandleFunc("GET /v1/templates/{name}", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { s.handleTemplate(w, r) }))
 	mux.HandleFunc("GET /v1/cals/{id}/reflections", anyone(s.handleReflections))
 	mux.HandleFunc("POST /v1/cals/{id}/reflections", anyone(s.handleReflections))
 	mux.HandleFunc("POST /v1/cals/{id}/reflections/share", anyone(s.handleShare))
@@ -233,6 +236,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 type showView struct {
 	*CalRecord
 	Isolation map[string]bool `json:"isolation,omitempty"`
+	Tiers     json.RawMessage `json:"tiers,omitempty"`
 }
 
 // resolveScoped resolves a Cal the principal may see; others are "not found".
@@ -257,6 +261,18 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request, pr principal
 	s.procMu.Lock()
 	p := s.procs[rec.ID]
 	s.procMu.Unlock()
+	if rec.State == StateRunning {
+		if id, err := identity.ParseID(rec.ID); err == nil {
+			if b, err := s.callCalRaw(r.Context(), id, http.MethodGet, calproto.PathTiers, nil); err == nil {
+				var t struct {
+					Tiers json.RawMessage `json:"tiers"`
+				}
+				if json.Unmarshal(b, &t) == nil {
+					v.Tiers = t.Tiers
+				}
+			}
+		}
+	}
 	if p != nil && p.inst != nil && rec.State == StateRunning {
 		if iso, err := p.inst.Isolation(); err == nil {
 			v.Isolation = map[string]bool{}

@@ -79,6 +79,21 @@ func (s *Server) calHandler() http.Handler {
 		writeJSON(w, 200, calproto.Challenge{Challenge: s.challenges.issue(id, s.now())})
 	}))
 	mux.HandleFunc("POST "+calproto.PathRegister, with(s.handleRegister))
+	mux.HandleFunc("POST "+calproto.PathStatus, with(func(w http.ResponseWriter, r *http.Request, id identity.ID) {
+		var st calproto.Status
+		if !readJSON(w, r, &st) {
+			return
+		}
+		rec, err := s.updateCal(r.Context(), id.String(), func(c *CalRecord) { c.Degraded, c.Healthy = st.Degraded, st.Degraded == "" })
+		if err != nil {
+			writeError(w, apiErr(404, "no such cal"))
+			return
+		}
+		if st.Degraded != "" {
+			s.bus.publish(Event{Type: "cal.degraded", Cal: rec.ID, Parent: rec.Parent, Reason: st.Degraded, Actor: "cal:" + rec.ID})
+		}
+		writeJSON(w, 200, map[string]bool{"ok": true})
+	}))
 	mux.HandleFunc("GET "+calproto.PathWatch, with(s.handleWatch))
 	mux.HandleFunc("POST "+calproto.PathSpawnRequest, with(func(w http.ResponseWriter, r *http.Request, id identity.ID) {
 		var req calproto.SpawnRequest
@@ -149,7 +164,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request, id ident
 	}
 	first := false
 	rec, err := s.updateCal(r.Context(), id.String(), func(c *CalRecord) {
-		c.State, c.Healthy, c.LastError = StateRunning, true, ""
+		c.State, c.Healthy, c.LastError, c.Degraded = StateRunning, reg.Degraded == "", "", reg.Degraded
 		first = c.ActivatedAt.IsZero()
 		if first {
 			c.ActivatedAt = s.now()
@@ -271,7 +286,7 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request, id identity
 	ping := time.NewTicker(30 * time.Second)
 	defer ping.Stop()
 	// The stream is the Cal's liveness: connected means healthy.
-	if rec, err := s.getCal(r.Context(), me); err == nil && rec.State == StateRunning && !rec.Healthy {
+	if rec, err := s.getCal(r.Context(), me); err == nil && rec.State == StateRunning && !rec.Healthy && rec.Degraded == "" {
 		s.updateCal(r.Context(), me, func(c *CalRecord) { c.Healthy = true })
 	}
 	defer func() {

@@ -58,6 +58,10 @@ type CalRecord struct {
 	CreatedAt     time.Time   `json:"created_at"`
 	UpdatedAt     time.Time   `json:"updated_at"`
 	Spawn         string      `json:"spawn,omitempty"`
+	// Template names the template the Cal runs.
+	Template string `json:"template,omitempty"`
+	// Degraded says why the Cal's platform is not whole, if it is not.
+	Degraded string `json:"degraded,omitempty"`
 	// Namespace nests along the lineage: <label>.<parent's namespace>,
 	// where the label is the Cal's name or the start of its ID.
 	Namespace string `json:"namespace"`

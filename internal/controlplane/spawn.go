@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"github.com/soulfra/calnet/internal/template"
 	"slices"
 
 	"context"
@@ -37,6 +38,10 @@ type SpawnParams struct {
 	RestartPolicy string `json:"restart_policy,omitempty"`
 	// Without lowers the child's isolation explicitly (admin only).
 	Without []string `json:"without,omitempty"`
+	// Template names a template (default: "default"); TemplateYAML gives
+	// one inline instead.
+	Template     string `json:"template,omitempty"`
+	TemplateYAML string `json:"template_yaml,omitempty"`
 }
 
 // Limits on spawn request fields.
@@ -79,6 +84,11 @@ func newID(prefix string) string {
 // background. A retried request with the same idempotency key returns the
 // first request's record and never creates a second Cal.
 func (s *Server) Spawn(ctx context.Context, p SpawnParams, actor string) (*SpawnRecord, error) {
+	tmpl, terr := s.resolveTemplate(p.Template, p.TemplateYAML)
+	if terr != nil {
+		return nil, terr
+	}
+	applyTemplate(&p, tmpl)
 	if err := validateParams(&p); err != nil {
 		return nil, err
 	}
@@ -106,7 +116,7 @@ func (s *Server) Spawn(ctx context.Context, p SpawnParams, actor string) (*Spawn
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.deploy(s.ctx, rec, p, parentBlessing, serial)
+		s.deploy(s.ctx, rec, p, tmpl, parentBlessing, serial)
 	}()
 	return rec, nil
 }
@@ -277,10 +287,10 @@ func (s *Server) liveCount(ctx context.Context) (int, error) {
 // deploy has the parent's SpawnController sign, records the blessing in
 // the ledger, writes the sandbox and starts the Cal, retrying deployment
 // failures with backoff.
-func (s *Server) deploy(ctx context.Context, rec *SpawnRecord, p SpawnParams, parent *trust.Blessing, serial int) {
+func (s *Server) deploy(ctx context.Context, rec *SpawnRecord, p SpawnParams, tmpl *template.Template, parent *trust.Blessing, serial int) {
 	s.deploySem <- struct{}{}
 	defer func() { <-s.deploySem }()
-	childID, err := s.signAndRecord(ctx, rec, p, parent, serial)
+	childID, err := s.signAndRecord(ctx, rec, p, tmpl, parent, serial)
 	if err != nil {
 		s.finishSpawn(ctx, rec, SpawnFailed, err.Error())
 		return
@@ -315,7 +325,7 @@ func (s *Server) deploy(ctx context.Context, rec *SpawnRecord, p SpawnParams, pa
 	s.setState(ctx, childID, StateFailed, "deploy: driver: "+lastErr.Error())
 }
 
-func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnParams, parent *trust.Blessing, serial int) (string, error) {
+func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnParams, tmpl *template.Template, parent *trust.Blessing, serial int) (string, error) {
 	childKEKID := newID("pending_")
 	kek, err := s.newKEK(ctx, childKEKID)
 	if err != nil {
@@ -369,12 +379,13 @@ func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnPar
 	if err != nil {
 		return "", err
 	}
-	if err := s.sandboxFiles(id, uid, reply.SealedKey, leaf, chain); err != nil {
+	if err := s.sandboxFiles(id, uid, reply.SealedKey, leaf, chain, tmpl); err != nil {
 		return "", fmt.Errorf("sandbox: %w", err)
 	}
 	crec := s.newRecord(leaf, p.Name, uid, rec.ID)
 	crec.Namespace = s.childNamespace(ctx, parent.Child().String(), p.Name, id)
 	crec.RestartPolicy = p.RestartPolicy
+	crec.Template = tmpl.Name
 	crec.Features = slices.DeleteFunc(crec.Features, func(f string) bool { return slices.Contains(p.Without, f) })
 	if err := s.putCal(ctx, crec); err != nil {
 		return "", err

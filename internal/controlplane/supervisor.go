@@ -18,6 +18,7 @@ import (
 	"github.com/soulfra/calnet/internal/netdir"
 	"github.com/soulfra/calnet/internal/sandbox"
 	"github.com/soulfra/calnet/internal/store"
+	"github.com/soulfra/calnet/internal/template"
 	"github.com/soulfra/calnet/trust"
 )
 
@@ -35,7 +36,7 @@ type proc struct {
 // identity, blessing, soul chain and the network's public keys. The
 // key-encryption identity stays in the control plane's store and reaches
 // the Cal only in memory.
-func (s *Server) sandboxFiles(id string, uid int, sealedKey []byte, b *trust.Blessing, c *trust.Chain) error {
+func (s *Server) sandboxFiles(id string, uid int, sealedKey []byte, b *trust.Blessing, c *trust.Chain, tmpl *template.Template) error {
 	dir := s.calDir(id)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -44,7 +45,8 @@ func (s *Server) sandboxFiles(id string, uid int, sealedKey []byte, b *trust.Ble
 	cj, _ := c.MarshalJSON()
 	rk, _ := s.net.Info.RootKeys.MarshalJSON()
 	ni, _ := jsonMarshal(calproto.NetworkInfo{Network: s.net.Info.Network.String(), RootKeys: rk})
-	files := map[string][]byte{"identity.key": sealedKey, netdir.BlessingFile: bj, netdir.SoulChainFile: cj, calproto.NetworkFile: ni}
+	tj, _ := jsonMarshal(tmpl)
+	files := map[string][]byte{"identity.key": sealedKey, netdir.BlessingFile: bj, netdir.SoulChainFile: cj, calproto.NetworkFile: ni, calproto.TemplateFile: tj}
 	for name, data := range files {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, data, 0o600); err != nil {
@@ -92,12 +94,13 @@ func (s *Server) adoptMaster(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.sandboxFiles(id, uid, sealed, chain.Leaf(), chain); err != nil {
+	if err := s.sandboxFiles(id, uid, sealed, chain.Leaf(), chain, template.Default()); err != nil {
 		return err
 	}
 	s.chains[chain.Leaf().Child()] = chain
 	rec := s.newRecord(chain.Leaf(), "master", uid, "")
 	rec.Namespace = "master"
+	rec.Template = "default"
 	return s.putCal(ctx, rec)
 }
 

@@ -747,3 +747,102 @@ func TestInfinityRouterAndQR(t *testing.T) {
 		t.Fatalf("revoked cal still routed: %d", code)
 	}
 }
+
+const agentTemplate = `name: agent
+description: a shell loop as the workload
+permissions: [read]
+tiers:
+  "-10": [{name: identity, builtin: identity}]
+  "-9": [{name: vault, builtin: vault}]
+  "-6": [{name: discovery, builtin: discovery}]
+  "-5": [{name: mesh, builtin: mesh}]
+  "-3":
+    - name: loop
+      command: [/bin/sh, -c, "while true; do sleep 1; done"]
+      health: {exec: [/bin/true], interval: 200ms}
+  "-2": [{name: console, builtin: console}]
+  "0": [{name: gateway, builtin: gateway}]
+`
+
+func tierOf(c *client.Cal, name string) (client.Tier, client.Component) {
+	for _, t := range c.Tiers {
+		for _, comp := range t.Components {
+			if comp.Name == name {
+				return t, comp
+			}
+		}
+	}
+	return client.Tier{}, client.Component{}
+}
+
+func TestTemplatesAndTiers(t *testing.T) {
+	needRoot(t)
+	n := up(t, filepath.Join(t.TempDir(), "data"))
+	ctx := context.Background()
+	// The default template: all eleven tiers, bottom to top, all ready.
+	d, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "plain"}, true)
+	if err != nil || d.State != "running" {
+		t.Fatalf("default spawn: %+v %v", d, err)
+	}
+	c, _ := n.c.Get(ctx, "plain")
+	if len(c.Tiers) != 11 || c.Template != "default" || c.Tiers[0].Tier != 0 || c.Tiers[10].Tier != -10 {
+		t.Fatalf("default tiers: %+v", c.Tiers)
+	}
+	for _, tier := range c.Tiers {
+		if tier.State != "ready" {
+			t.Errorf("tier %d is %s", tier.Tier, tier.State)
+		}
+	}
+	// A user workload in tier -3, restarted alone when it dies.
+	sp, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "agent", TemplateYAML: agentTemplate}, true)
+	if err != nil || sp.State != "running" {
+		t.Fatalf("template spawn: %+v %v", sp, err)
+	}
+	c, _ = n.c.Get(ctx, "agent")
+	if _, loop := tierOf(c, "loop"); loop.State != "ready" || loop.PID == 0 {
+		t.Fatalf("workload: %+v", loop)
+	}
+	kids, _ := exec.Command("pgrep", "-P", fmt.Sprint(c.PID)).Output()
+	for _, pid := range strings.Fields(string(kids)) {
+		exec.Command("kill", "-9", pid).Run()
+	}
+	waitFor(t, "the workload to be restarted alone", 10*time.Second, func() bool {
+		c2, err := n.c.Get(ctx, "agent")
+		if err != nil {
+			return false
+		}
+		_, loop := tierOf(c2, "loop")
+		return loop.Restarts >= 1 && loop.State == "ready" && c2.PID == c.PID
+	})
+	// A workload that can never become ready: tiers above it stop, and
+	// the Cal reports itself degraded; the rest of the network works.
+	broken := strings.Replace(agentTemplate, `"while true; do sleep 1; done"`, `"exit 3"`, 1)
+	broken = strings.Replace(broken, "name: agent", "name: broken", 1)
+	sp, err = n.c.Spawn(ctx, client.SpawnRequest{Name: "broken", TemplateYAML: broken}, true)
+	if err != nil || sp.State != "running" {
+		t.Fatalf("broken spawn: %+v %v", sp, err)
+	}
+	var b *client.Cal
+	waitFor(t, "the broken Cal to report itself degraded", 20*time.Second, func() bool {
+		b, _ = n.c.Get(ctx, "broken")
+		return b != nil && b.Degraded != "" && !b.Healthy
+	})
+	if tier, _ := tierOf(b, "identity"); tier.State != "ready" {
+		t.Fatalf("identity tier: %+v", tier)
+	}
+	if _, loop := tierOf(b, "loop"); loop.State != "failed" {
+		t.Fatalf("failed workload: %+v", loop)
+	}
+	if _, err := n.c.Get(ctx, "agent"); err != nil {
+		t.Fatal(err)
+	}
+	// Invalid templates are refused before anything is signed.
+	var ae *client.Error
+	_, err = n.c.Spawn(ctx, client.SpawnRequest{TemplateYAML: strings.Replace(agentTemplate, "/bin/sh", "sh", 1)}, false)
+	if !asAPIError(err, &ae) || ae.Status != 400 || !strings.Contains(ae.Message, "line 11") {
+		t.Fatalf("invalid template: %v", err)
+	}
+	if _, err := n.c.Spawn(ctx, client.SpawnRequest{Template: "nosuch"}, false); !asAPIError(err, &ae) || ae.Status != 404 {
+		t.Fatalf("unknown template: %v", err)
+	}
+}
