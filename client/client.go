@@ -480,3 +480,18 @@ func (c *Client) CardQR(ctx context.Context, id, format string) ([]byte, error) 
 	}
 	return b, nil
 }
+
+// Health is a Cal's health and its recent transitions.
+type Health struct {
+	Cal      string  `json:"cal"`
+	State    string  `json:"state"`
+	Healthy  bool    `json:"healthy"`
+	Degraded string  `json:"degraded,omitempty"`
+	History  []Event `json:"history"`
+}
+
+// Health returns a Cal's health history.
+func (c *Client) Health(ctx context.Context, id string) (*Health, error) {
+	var out Health
+	return &out, c.do(ctx, http.MethodGet, "/v1/cals/"+url.PathEscape(id)+"/health", nil, &out)
+}

@@ -34,22 +34,23 @@ import (
 
 // Runtime is one running Cal.
 type Runtime struct {
-	log      *slog.Logger
-	dir      string // /data inside the sandbox
-	runDir   string // /run/calnet
-	key      *identity.PrivateKey
-	root     *identity.PublicKey
-	network  identity.NetworkID
-	chain    *trust.Chain
-	verifier *trust.Verifier
-	cert     tls.Certificate
-	cp       *http.Client
-	kek      *age.HybridIdentity
-	card     atomicCard
-	tiers    *tierSet
-	closers  []func()
-	vault    *vault.Log
-	vaultErr error // set when the vault failed verification: reported, never skipped
+	log       *slog.Logger
+	dir       string // /data inside the sandbox
+	runDir    string // /run/calnet
+	key       *identity.PrivateKey
+	root      *identity.PublicKey
+	network   identity.NetworkID
+	chain     *trust.Chain
+	verifier  *trust.Verifier
+	cert      tls.Certificate
+	cp        *http.Client
+	kek       *age.HybridIdentity
+	card      atomicCard
+	tiers     *tierSet
+	closers   []func()
+	challenge []byte // fetched by the discovery tier, answered at activation
+	vault     *vault.Log
+	vaultErr  error // set when the vault failed verification: reported, never skipped
 }
 
 // Main enters the sandbox from the driver's config and runs the Cal until
@@ -206,7 +207,9 @@ func (rt *Runtime) register(ctx context.Context) error {
 			break
 		}
 		var ce *CPError
-		if errors.As(err, &ce) && ce.Status == http.StatusForbidden {
+		// The first attempt may answer a challenge fetched by the
+		// discovery tier that has since expired: retry with a fresh one.
+		if errors.As(err, &ce) && ce.Status == http.StatusForbidden && attempt > 0 {
 			return fmt.Errorf("cal: activation refused: %w", err)
 		}
 		select {
@@ -229,7 +232,9 @@ func (rt *Runtime) register(ctx context.Context) error {
 // of possession of the identity key.
 func (rt *Runtime) activation(ctx context.Context) (*calproto.Register, error) {
 	var ch calproto.Challenge
-	if err := rt.call(ctx, http.MethodPost, calproto.PathChallenge, nil, &ch); err != nil {
+	if rt.challenge != nil {
+		ch.Challenge, rt.challenge = rt.challenge, nil
+	} else if err := rt.call(ctx, http.MethodPost, calproto.PathChallenge, nil, &ch); err != nil {
 		return nil, err
 	}
 	proof, err := rt.key.ProvePossession(ch.Challenge, nil)

@@ -215,6 +215,7 @@ func (rt *Runtime) startBuiltin(ctx context.Context, tier int, name string) (not
 		if err := rt.call(ctx, http.MethodPost, calproto.PathChallenge, nil, &ch); err != nil {
 			return "", fmt.Errorf("control plane unreachable: %w", err)
 		}
+		rt.challenge = ch.Challenge // answered at activation, once every tier is up
 		return "control plane reachable; registers once every tier is up", nil
 	case "mesh":
 		return "mutual TLS (SPIFFE ID, X25519MLKEM768)", rt.serve(tier, calproto.APISocket, 0o666, rt.apiHandler(), true)

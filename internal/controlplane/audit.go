@@ -25,7 +25,10 @@ func (s *Server) openAudit() error {
 	}
 	a := &auditLog{f: f, w: bufio.NewWriter(f)}
 	s.audit = a
-	s.bus.sink = a.write
+	s.bus.sink = func(e Event) {
+		a.write(e)
+		s.health.record(e)
+	}
 	return nil
 }
 

@@ -111,6 +111,7 @@ type Server struct {
 	procs  map[string]*proc
 
 	challenges challenges
+	health     healthHistory
 	routerAddr string
 	ns         nsIndex
 	watchers   watchers
@@ -131,6 +132,7 @@ func (s *Server) now() time.Time {
 // Paths in the data directory.
 func (s *Server) networkDir() string       { return filepath.Join(s.cfg.DataDir, "network") }
 func (s *Server) runDir() string           { return filepath.Join(s.cfg.DataDir, "run") }
+func (s *Server) programsDir() string      { return filepath.Join(s.cfg.DataDir, "programs") }
 func (s *Server) calDir(id string) string  { return filepath.Join(s.cfg.DataDir, "cals", id) }
 func (s *Server) logPath(id string) string { return filepath.Join(s.cfg.DataDir, "logs", id+".log") }
 
@@ -159,14 +161,16 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, bus: newBus(), procs: map[string]*proc{}, chains: map[identity.ID]*trust.Chain{}, serials: map[identity.ID]int{},
 		deploySem: make(chan struct{}, 64)}
 	s.limiter = newLimiter(cfg.Limits)
-	for _, d := range []string{cfg.DataDir, s.runDir(), filepath.Join(cfg.DataDir, "cals"), filepath.Join(cfg.DataDir, "logs")} {
+	for _, d := range []string{cfg.DataDir, s.runDir(), filepath.Join(cfg.DataDir, "cals"), filepath.Join(cfg.DataDir, "logs"), s.programsDir(), s.templatesDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
 		}
 	}
 	// The run dir is mounted into every sandbox; Cals connect to its socket.
-	if err := os.Chmod(s.runDir(), 0o755); err != nil {
-		return nil, err
+	for _, d := range []string{s.runDir(), s.programsDir()} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			return nil, err
+		}
 	}
 	os.Chmod(cfg.DataDir, 0o711)
 	os.Chmod(filepath.Join(cfg.DataDir, "cals"), 0o711)

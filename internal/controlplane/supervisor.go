@@ -163,7 +163,7 @@ func (s *Server) start(ctx context.Context, rec *CalRecord) (*proc, error) {
 	s.procMu.Unlock()
 
 	inst, err := s.cfg.Driver.Start(ctx, driver.Spec{
-		CalID: rec.ID, Dir: s.calDir(rec.ID), RunDir: s.runDir(), Binary: s.cfg.Binary, Args: []string{"cal"},
+		CalID: rec.ID, Dir: s.calDir(rec.ID), RunDir: s.runDir(), ProgramsDir: s.programsDir(), Binary: s.cfg.Binary, Args: []string{"cal"},
 		Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin", "GOMAXPROCS=1", "GOGC=50"}, UID: rec.UID, GID: rec.UID,
 		Features: features(rec.Features), Limits: driver.Limits{CPUMillis: rec.Quota.CPUMillis, MemoryBytes: rec.Quota.MemoryBytes, PIDs: rec.Quota.PIDs},
 		Secret: string(trimSpace(kek)), Output: logf,

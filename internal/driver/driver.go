@@ -25,6 +25,8 @@ type Spec struct {
 	Dir string
 	// RunDir holds the control plane's socket, mounted read-only.
 	RunDir string
+	// ProgramsDir holds workload programs, mounted read-only at /opt/calnet.
+	ProgramsDir string
 	// Binary and Args start the Cal runtime (`calnet cal`).
 	Binary string
 	Args   []string

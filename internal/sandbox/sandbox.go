@@ -58,10 +58,13 @@ type Config struct {
 	Dir string `json:"dir"`
 	// RunDir is a host directory with the control plane's socket; inside
 	// it is /run/calnet, read-only.
-	RunDir   string    `json:"run_dir"`
-	UID      int       `json:"uid"`
-	GID      int       `json:"gid"`
-	Features []Feature `json:"features"`
+	RunDir string `json:"run_dir"`
+	// ProgramsDir is a host directory of workload programs, mounted
+	// read-only at /opt/calnet.
+	ProgramsDir string    `json:"programs_dir,omitempty"`
+	UID         int       `json:"uid"`
+	GID         int       `json:"gid"`
+	Features    []Feature `json:"features"`
 	// Secret is handed to the runtime in memory (the key-encryption
 	// identity that opens the Cal's sealed key); it is never written inside.
 	Secret string `json:"secret"`
@@ -216,7 +219,7 @@ func pivot(c *Config) error {
 			return err
 		}
 	}
-	for _, d := range []string{"data", "proc", "dev", "tmp", "run/calnet", ".old"} {
+	for _, d := range []string{"data", "proc", "dev", "tmp", "run/calnet", "opt/calnet", ".old"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			return err
 		}
@@ -226,6 +229,11 @@ func pivot(c *Config) error {
 	}
 	if c.RunDir != "" {
 		if err := bindRO(c.RunDir, filepath.Join(root, "run/calnet")); err != nil {
+			return err
+		}
+	}
+	if c.ProgramsDir != "" {
+		if err := bindRO(c.ProgramsDir, filepath.Join(root, "opt/calnet")); err != nil {
 			return err
 		}
 	}

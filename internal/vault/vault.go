@@ -164,6 +164,9 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // Append adds a reflection and returns it.
 func (l *Log) Append(kind, text string, data json.RawMessage) (*Entry, error) {
+	if string(bytes.TrimSpace(data)) == "null" {
+		data = nil
+	}
 	if err := validate(kind, text, data); err != nil {
 		return nil, err
 	}

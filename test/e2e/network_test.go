@@ -846,3 +846,47 @@ func TestTemplatesAndTiers(t *testing.T) {
 		t.Fatalf("unknown template: %v", err)
 	}
 }
+
+// TestExampleAgent runs examples/agent as a Cal's workload: it reflects
+// on its queue and spawns helpers through the local API as it grows.
+func TestExampleAgent(t *testing.T) {
+	needRoot(t)
+	data := filepath.Join(t.TempDir(), "data")
+	os.MkdirAll(filepath.Join(data, "programs"), 0o755)
+	build := exec.Command("go", "build", "-o", filepath.Join(data, "programs", "agent"), "github.com/soulfra/calnet/examples/agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the example agent: %v\n%s", err, out)
+	}
+	tmpl, err := os.ReadFile("../../examples/agent/template.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := up(t, data)
+	ctx := context.Background()
+	sp, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "agent", TemplateYAML: string(tmpl)}, true)
+	if err != nil || sp.State != "running" {
+		t.Fatalf("spawn the agent: %+v %v", sp, err)
+	}
+	os.WriteFile(filepath.Join(data, "cals", sp.Cal, "work", "queue"), []byte("25\n"), 0o644)
+	waitFor(t, "the agent to spawn 3 helpers for 25 queued items", 30*time.Second, func() bool {
+		c, err := n.c.Get(ctx, "agent")
+		return err == nil && len(c.Children) == 3
+	})
+	kinds := map[string]int{}
+	waitFor(t, "the agent to reflect on its decision and the three outcomes", 10*time.Second, func() bool {
+		rs, err := n.c.Reflections(ctx, "agent", 0)
+		if err != nil {
+			return false
+		}
+		kinds = map[string]int{}
+		for _, r := range rs {
+			kinds[r.Kind]++
+		}
+		return kinds["observation"] > 0 && kinds["decision"] > 0 && kinds["spawn-outcome"] == 3
+	})
+	h, err := n.c.Health(ctx, "agent")
+	if err != nil || !h.Healthy || len(h.History) == 0 {
+		t.Fatalf("health: %+v %v", h, err)
+	}
+}

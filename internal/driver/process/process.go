@@ -132,7 +132,7 @@ func (d *Driver) Start(ctx context.Context, s driver.Spec) (driver.Instance, err
 	}
 	if err == nil {
 		var b []byte
-		b, err = json.Marshal(sandbox.Config{CalID: s.CalID, Dir: s.Dir, RunDir: s.RunDir, UID: s.UID, GID: s.GID, Features: s.Features, Secret: s.Secret})
+		b, err = json.Marshal(sandbox.Config{CalID: s.CalID, Dir: s.Dir, RunDir: s.RunDir, ProgramsDir: s.ProgramsDir, UID: s.UID, GID: s.GID, Features: s.Features, Secret: s.Secret})
 		if err == nil {
 			_, err = cfgW.Write(b)
 		}

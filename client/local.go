@@ -1,0 +1,122 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Local talks to a Cal's local API from inside the Cal: its workload finds
+// the socket in $CALNET_LOCAL_API. Spawned children are blessed by this
+// Cal; revocations are signed by it.
+type Local struct {
+	hc *http.Client
+}
+
+// NewLocal returns a client for the local API on socket.
+func NewLocal(socket string) *Local {
+	return &Local{hc: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+		},
+	}}}
+}
+
+// Self describes the Cal the local API belongs to.
+type Self struct {
+	ID          string   `json:"id"`
+	Network     string   `json:"network"`
+	Depth       int      `json:"depth"`
+	Parent      string   `json:"parent"`
+	Permissions []string `json:"permissions"`
+}
+
+// LocalSpawn asks for a child of this Cal.
+type LocalSpawn struct {
+	Name           string   `json:"name,omitempty"`
+	Permissions    []string `json:"permissions"`
+	CPUMillis      int64    `json:"cpu_millis,omitempty"`
+	MemoryBytes    int64    `json:"memory_bytes,omitempty"`
+	IdempotencyKey string   `json:"idempotency_key,omitempty"`
+}
+
+func (l *Local) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = strings.NewReader(string(b))
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://cal"+path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := l.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("local API: %w", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if resp.StatusCode/100 != 2 {
+		var m struct {
+			Error string `json:"error"`
+		}
+		json.Unmarshal(b, &m)
+		return &Error{Status: resp.StatusCode, Message: m.Error}
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// Self returns who this Cal is.
+func (l *Local) Self(ctx context.Context) (*Self, error) {
+	var s Self
+	return &s, l.do(ctx, http.MethodGet, "/v1/self", nil, &s)
+}
+
+// Spawn creates a child of this Cal and waits until it is operational.
+func (l *Local) Spawn(ctx context.Context, req LocalSpawn) (*Spawn, error) {
+	var s Spawn
+	return &s, l.do(ctx, http.MethodPost, "/v1/children", req, &s)
+}
+
+// Children lists this Cal's children.
+func (l *Local) Children(ctx context.Context) ([]Cal, error) {
+	var out []Cal
+	return out, l.do(ctx, http.MethodGet, "/v1/children", nil, &out)
+}
+
+// Revoke revokes a descendant (needs the revoke permission).
+func (l *Local) Revoke(ctx context.Context, id, reason string) error {
+	return l.do(ctx, http.MethodDelete, "/v1/children/"+url.PathEscape(id)+"?reason="+url.QueryEscape(reason), nil, nil)
+}
+
+// Reflect appends to this Cal's reflection log.
+func (l *Local) Reflect(ctx context.Context, kind, text string, data any) (*Reflection, error) {
+	var raw json.RawMessage
+	if data != nil {
+		b, err := json.Marshal(data)
+		if err != nil {
+			return nil, err
+		}
+		raw = b
+	}
+	var r Reflection
+	return &r, l.do(ctx, http.MethodPost, "/v1/reflections", map[string]any{"kind": kind, "text": text, "data": raw}, &r)
+}
+
+// Reflections reads this Cal's reflections from seq on.
+func (l *Local) Reflections(ctx context.Context, from uint64) ([]Reflection, error) {
+	var out []Reflection
+	return out, l.do(ctx, http.MethodGet, "/v1/reflections?from="+strconv.FormatUint(from, 10), nil, &out)
+}
