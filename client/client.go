@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -494,4 +495,19 @@ type Health struct {
 func (c *Client) Health(ctx context.Context, id string) (*Health, error) {
 	var out Health
 	return &out, c.do(ctx, http.MethodGet, "/v1/cals/"+url.PathEscape(id)+"/health", nil, &out)
+}
+
+// Console attaches to a Cal's console (its CLI server) and returns the
+// connection: write command lines, read their output. Needs the admin
+// credential.
+func (c *Client) Console(ctx context.Context, id string) (net.Conn, error) {
+	u := strings.Replace(c.base, "http", "ws", 1) + "/v1/cals/" + url.PathEscape(id) + "/console"
+	conn, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + c.token}}})
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			return nil, &Error{Status: resp.StatusCode, Message: "console: " + resp.Status}
+		}
+		return nil, err
+	}
+	return websocket.NetConn(ctx, conn, websocket.MessageBinary), nil
 }

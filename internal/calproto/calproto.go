@@ -41,6 +41,7 @@ const (
 	TemplateFile  = "template.json"
 	APISocket     = "api.sock"
 	GatewaySocket = "gateway.sock"
+	ConsoleSocket = "console.sock"
 	LocalSocket   = "local.sock"
 	ControlSock   = "cal.sock"
 )

@@ -49,6 +49,7 @@ type Runtime struct {
 	tiers     *tierSet
 	closers   []func()
 	challenge []byte // fetched by the discovery tier, answered at activation
+	logs      *logRing
 	vault     *vault.Log
 	vaultErr  error // set when the vault failed verification: reported, never skipped
 }
@@ -76,6 +77,8 @@ func Main(ctx context.Context, log *slog.Logger) error {
 
 // Open loads the Cal's key and verifies its chain.
 func Open(dir, runDir, secret string, log *slog.Logger) (*Runtime, error) {
+	ring := &logRing{max: 500}
+	log = slog.New(ringHandler{log.Handler(), ring})
 	kek, err := age.ParseHybridIdentity(secret)
 	if err != nil {
 		return nil, fmt.Errorf("cal: key-encryption identity: %w", err)
@@ -117,7 +120,7 @@ func Open(dir, runDir, secret string, log *slog.Logger) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt := &Runtime{log: log, dir: dir, runDir: runDir, key: key, root: &root, network: v.Network(), chain: chain, verifier: v, cert: cert, kek: kek}
+	rt := &Runtime{log: log, dir: dir, runDir: runDir, key: key, root: &root, network: v.Network(), chain: chain, verifier: v, cert: cert, kek: kek, logs: ring}
 	rt.vault, rt.vaultErr = vault.Open(filepath.Join(dir, "vault"), kek, key, nil)
 	if rt.vaultErr != nil {
 		log.Error("vault failed verification; reflections are unavailable", "err", rt.vaultErr)

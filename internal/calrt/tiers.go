@@ -222,7 +222,10 @@ func (rt *Runtime) startBuiltin(ctx context.Context, tier int, name string) (not
 	case "autonomy":
 		return "no spawn rules yet", nil
 	case "console":
-		return "local API on /data/local.sock", rt.serve(tier, calproto.LocalSocket, 0o600, rt.localHandler(), false)
+		if err := rt.serve(tier, calproto.LocalSocket, 0o600, rt.localHandler(), false); err != nil {
+			return "", err
+		}
+		return "CLI server on /data/console.sock (calnet console), local API on /data/local.sock", rt.listenConsole(tier)
 	case "api":
 		return "served with the mesh tier's mutual TLS", nil
 	case "gateway":

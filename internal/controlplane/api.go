@@ -124,6 +124,7 @@ func (s *Server) apiHandler() http.Handler {
 	mux.HandleFunc("GET /v1/cals/{id}/metrics", anyone(s.handleMetrics))
 	mux.HandleFunc("GET /v1/cals/{id}/card", anyone(s.handleCard))
 	mux.HandleFunc("GET /v1/cals/{id}/health", anyone(s.handleHealth))
+	mux.HandleFunc("GET /v1/cals/{id}/console", auth(s.handleConsole))
 	mux.HandleFunc("GET /v1/templates", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { s.handleTemplates(w, r) }))
 	mux.HandleFunc("GET /v1/templates/{name}", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { s.handleTemplate(w, r) }))
 	mux.HandleFunc("GET /v1/cals/{id}/reflections", anyone(s.handleReflections))

@@ -904,3 +904,25 @@ func TestExampleAgent(t *testing.T) {
 		t.Fatalf("health: %+v %v", h, err)
 	}
 }
+
+func TestConsole(t *testing.T) {
+	needRoot(t)
+	n := up(t, filepath.Join(t.TempDir(), "data"))
+	r := n.cli("console", "master", "-c", "status", "-c", "tiers", "-c", "reflect from the console", "-c", "reflections", "-c", "spawn read", "-c", "children", "-c", "nonsense")
+	if r.code != 0 {
+		t.Fatalf("console: %+v", r)
+	}
+	for _, want := range []string{"platform: every tier ready", "-10  identity", "reflection 0 written", "from the console", "spawn running: cal", `unknown command "nonsense"`, "bye"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("console output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	// A developer token may not attach to a console.
+	secret, _, err := n.c.CreateToken(context.Background(), "dev", "", []string{"read"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.New(n.addr, secret).Console(context.Background(), "master"); err == nil {
+		t.Fatal("a developer token attached to a console")
+	}
+}

@@ -1,0 +1,229 @@
+package calrt
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/soulfra/calnet/internal/calproto"
+	"github.com/soulfra/calnet/trust"
+)
+
+// logRing keeps the Cal's recent log lines for its console.
+type logRing struct {
+	mu    sync.Mutex
+	lines []string
+	max   int
+}
+
+func (r *logRing) add(line string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lines = append(r.lines, line)
+	if len(r.lines) > r.max {
+		r.lines = r.lines[len(r.lines)-r.max:]
+	}
+}
+
+func (r *logRing) last(n int) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n > len(r.lines) {
+		n = len(r.lines)
+	}
+	return append([]string(nil), r.lines[len(r.lines)-n:]...)
+}
+
+// ringHandler tees log records into a logRing.
+type ringHandler struct {
+	slog.Handler
+	ring *logRing
+}
+
+func (h ringHandler) Handle(ctx context.Context, r slog.Record) error {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%s %s %s", r.Time.UTC().Format(time.RFC3339), r.Level, r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		fmt.Fprintf(&sb, " %s=%v", a.Key, a.Value)
+		return true
+	})
+	h.ring.add(sb.String())
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h ringHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return ringHandler{h.Handler.WithAttrs(as), h.ring}
+}
+
+func (h ringHandler) WithGroup(n string) slog.Handler {
+	return ringHandler{h.Handler.WithGroup(n), h.ring}
+}
+
+// maxConsoleLine bounds one console command.
+const maxConsoleLine = 4096
+
+const consoleHelp = `commands:
+  status                 who this Cal is and whether its platform is whole
+  tiers                  every tier and its components
+  logs [N]               the last N log lines (default 20)
+  reflect TEXT           append a note to the reflection log
+  reflections [N]        the last N reflections (default 10)
+  spawn [PERM,...]       spawn a child blessed by this Cal (default: read)
+  children               this Cal's children
+  help                   this text
+  exit                   end the session
+`
+
+// serveConsole runs the console (the Cal's CLI server) on a connection:
+// a line per command, usable by a person at a terminal and by scripts.
+func (rt *Runtime) serveConsole(ctx context.Context, conn net.Conn) {
+	defer conn.Close()
+	w := bufio.NewWriter(conn)
+	prompt := func() { fmt.Fprintf(w, "cal %s> ", rt.ID().Short()); w.Flush() }
+	fmt.Fprintf(w, "calnet console of cal %s (type help)\n", rt.ID())
+	prompt()
+	sc := bufio.NewScanner(conn)
+	sc.Buffer(make([]byte, maxConsoleLine), maxConsoleLine)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		cmd, arg, _ := strings.Cut(line, " ")
+		arg = strings.TrimSpace(arg)
+		switch cmd {
+		case "":
+		case "exit", "quit":
+			fmt.Fprintln(w, "bye")
+			w.Flush()
+			return
+		case "help":
+			fmt.Fprint(w, consoleHelp)
+		case "status":
+			s := rt.self()
+			_, degraded := rt.tiers.snapshot()
+			fmt.Fprintf(w, "cal %s depth %d parent %s permissions %s\n", s.ID, s.Depth, s.Parent, strings.Join(s.Permissions, ","))
+			if degraded != "" {
+				fmt.Fprintf(w, "DEGRADED: %s\n", degraded)
+			} else {
+				fmt.Fprintln(w, "platform: every tier ready")
+			}
+		case "tiers":
+			tiers, _ := rt.tiers.snapshot()
+			for _, t := range tiers {
+				for _, c := range t.Components {
+					fmt.Fprintf(w, "%4d  %-10s %-8s %-8s %s%s\n", t.Tier, c.Name, c.Kind, c.State, c.Note, c.Error)
+				}
+			}
+		case "logs":
+			n := atoiOr(arg, 20)
+			for _, l := range rt.logs.last(n) {
+				fmt.Fprintln(w, l)
+			}
+		case "reflect":
+			if arg == "" {
+				fmt.Fprintln(w, "error: reflect needs a text")
+				break
+			}
+			if rt.vaultErr != nil {
+				fmt.Fprintf(w, "error: vault: %v\n", rt.vaultErr)
+				break
+			}
+			if e, err := rt.vault.Append("note", arg, nil); err != nil {
+				fmt.Fprintf(w, "error: %v\n", err)
+			} else {
+				fmt.Fprintf(w, "reflection %d written\n", e.Seq)
+			}
+		case "reflections":
+			if rt.vaultErr != nil {
+				fmt.Fprintf(w, "error: vault: %v\n", rt.vaultErr)
+				break
+			}
+			es, err := rt.vault.Read(0)
+			if err != nil {
+				fmt.Fprintf(w, "error: %v\n", err)
+				break
+			}
+			n := atoiOr(arg, 10)
+			if len(es) > n {
+				es = es[len(es)-n:]
+			}
+			for _, e := range es {
+				fmt.Fprintf(w, "%5d %s %-13s %s\n", e.Seq, e.Time.Format(time.RFC3339), e.Kind, e.Text)
+			}
+		case "spawn":
+			perms := []string{"read"}
+			if arg != "" {
+				perms = strings.Split(arg, ",")
+			}
+			if _, err := trust.ParsePermissions(perms); err != nil {
+				fmt.Fprintf(w, "error: %v\n", err)
+				break
+			}
+			fmt.Fprintln(w, "spawning...")
+			w.Flush()
+			var out json.RawMessage
+			if err := rt.call(ctx, "POST", calproto.PathSpawnRequest, calproto.SpawnRequest{Permissions: perms}, &out); err != nil {
+				fmt.Fprintf(w, "error: %v\n", err)
+				break
+			}
+			var sp struct{ Cal, State, Reason string }
+			json.Unmarshal(out, &sp)
+			fmt.Fprintf(w, "spawn %s: cal %s %s\n", sp.State, sp.Cal, sp.Reason)
+		case "children":
+			var out []struct{ ID, State, Name string }
+			if err := rt.call(ctx, "GET", calproto.PathChildren, nil, &out); err != nil {
+				fmt.Fprintf(w, "error: %v\n", err)
+				break
+			}
+			for _, c := range out {
+				fmt.Fprintf(w, "%s %-9s %s\n", c.ID, c.State, c.Name)
+			}
+			if len(out) == 0 {
+				fmt.Fprintln(w, "no children")
+			}
+		default:
+			fmt.Fprintf(w, "error: unknown command %q (type help)\n", cmd)
+		}
+		prompt()
+	}
+	if err := sc.Err(); err != nil && err != io.EOF {
+		fmt.Fprintf(w, "\nerror: %v\n", err)
+		w.Flush()
+	}
+}
+
+func atoiOr(s string, def int) int {
+	if n, err := strconv.Atoi(s); err == nil && n > 0 && n <= 1000 {
+		return n
+	}
+	return def
+}
+
+// listenConsole serves the console on /data/console.sock (0600: the Cal's
+// uid and the control plane only).
+func (rt *Runtime) listenConsole(tier int) error {
+	ln, err := listenUnix(rt.dir+"/"+calproto.ConsoleSocket, 0o600)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go rt.serveConsole(ctx, c)
+		}
+	}()
+	stop := func() { cancel(); ln.Close() }
+	rt.tiers.onStop(tier, stop)
+	rt.closers = append(rt.closers, stop)
+	return nil
+}

@@ -1,0 +1,47 @@
+package controlplane
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+
+	"github.com/coder/websocket"
+
+	"github.com/soulfra/calnet/internal/calproto"
+)
+
+// handleConsole attaches a WebSocket to a Cal's console (its CLI server),
+// relaying bytes both ways. The console acts with the Cal's powers, so it
+// needs the admin credential.
+func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request) {
+	rec, aerr := s.resolve(r.Context(), r.PathValue("id"))
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	if rec.State != StateRunning {
+		writeError(w, apiErr(409, "cal %s is %s", rec.ID, rec.State))
+		return
+	}
+	cal, err := net.Dial("unix", filepath.Join(s.calDir(rec.ID), calproto.ConsoleSocket))
+	if err != nil {
+		writeError(w, apiErr(502, "cal %s: console not answering (is its tier -2 up?)", rec.ID))
+		return
+	}
+	defer cal.Close()
+	c, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer c.CloseNow()
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	ws := websocket.NetConn(ctx, c, websocket.MessageBinary)
+	s.bus.publish(Event{Type: "console.attached", Cal: rec.ID, Actor: "admin"})
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(cal, ws); done <- struct{}{} }()
+	go func() { io.Copy(ws, cal); done <- struct{}{} }()
+	<-done
+}
