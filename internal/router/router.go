@@ -10,9 +10,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"strings"
 	"sync"
@@ -35,14 +35,14 @@ type Router struct {
 	domain string // ".calnet" form, lowercase, no trailing dot
 	lookup Lookup
 
-	mu      sync.Mutex
-	proxies map[string]*httputil.ReverseProxy // by socket
+	mu         sync.Mutex
+	transports map[string]*http.Transport // by socket
 }
 
 // New returns a router for the DNS zone domain ("calnet.").
 func New(domain string, lookup Lookup) *Router {
 	d := "." + strings.Trim(strings.ToLower(domain), ".")
-	return &Router{domain: d, lookup: lookup, proxies: map[string]*httputil.ReverseProxy{}}
+	return &Router{domain: d, lookup: lookup, transports: map[string]*http.Transport{}}
 }
 
 // maxNamespace bounds a namespace (a DNS name).
@@ -82,46 +82,78 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		jsonErr(w, http.StatusNotFound, "namespace %q: no such cal", ns)
 		return
 	}
-	r2 := r.Clone(r.Context())
-	r2.URL.Path = rest
-	r2.URL.RawPath = ""
-	r2.Header.Set("X-Calnet-Namespace", ns)
-	r2.Header.Set("X-Forwarded-Host", r.Host)
-	rt.proxy(t.Socket).ServeHTTP(w, r2)
+	rt.forward(w, r, t.Socket, ns, rest)
 }
 
-// proxy returns the pooled reverse proxy of a gateway socket.
-func (rt *Router) proxy(socket string) *httputil.ReverseProxy {
+// hopHeaders are connection-level headers a proxy must not forward.
+var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// forward sends the request to the gateway over a pooled unix-socket
+// connection and streams the answer back: a lean path (no ReverseProxy
+// rewriting) since every request of the network goes through it.
+func (rt *Router) forward(w http.ResponseWriter, r *http.Request, socket, ns, path string) {
+	out := &http.Request{
+		Method: r.Method, URL: &url.URL{Scheme: "http", Host: "gateway", Path: path, RawQuery: r.URL.RawQuery},
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: r.Header.Clone(), Body: r.Body,
+		ContentLength: r.ContentLength, Host: r.Host,
+	}
+	if r.ContentLength == 0 {
+		out.Body = nil
+	}
+	for _, h := range hopHeaders {
+		out.Header.Del(h)
+	}
+	out.Header.Set("X-Calnet-Namespace", ns)
+	out.Header.Set("X-Forwarded-Host", r.Host)
+	out = out.WithContext(r.Context())
+	resp, err := rt.transport(socket).RoundTrip(out)
+	if err != nil {
+		jsonErr(w, http.StatusBadGateway, "the cal's gateway is not answering")
+		return
+	}
+	defer resp.Body.Close()
+	h := w.Header()
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	for _, k := range hopHeaders {
+		h.Del(k)
+	}
+	w.WriteHeader(resp.StatusCode)
+	bp := bufPool.Get().(*[]byte)
+	io.CopyBuffer(w, resp.Body, *bp)
+	bufPool.Put(bp)
+}
+
+// transport returns the pooled transport of a gateway socket.
+func (rt *Router) transport(socket string) *http.Transport {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
-	if p, ok := rt.proxies[socket]; ok {
-		return p
+	if t, ok := rt.transports[socket]; ok {
+		return t
 	}
-	tr := &http.Transport{
+	t := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", socket)
 		},
-		MaxIdleConnsPerHost: 64,
+		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
 	}
-	target := &url.URL{Scheme: "http", Host: "gateway"}
-	p := httputil.NewSingleHostReverseProxy(target)
-	p.Transport = tr
-	p.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
-		jsonErr(w, http.StatusBadGateway, "the cal's gateway is not answering")
-	}
-	rt.proxies[socket] = p
-	return p
+	rt.transports[socket] = t
+	return t
 }
 
 // Forget drops the pooled connections to a gateway (a stopped Cal).
 func (rt *Router) Forget(socket string) {
 	rt.mu.Lock()
-	p := rt.proxies[socket]
-	delete(rt.proxies, socket)
+	t := rt.transports[socket]
+	delete(rt.transports, socket)
 	rt.mu.Unlock()
-	if p != nil {
-		p.Transport.(*http.Transport).CloseIdleConnections()
+	if t != nil {
+		t.CloseIdleConnections()
 	}
 }

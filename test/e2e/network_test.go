@@ -850,6 +850,20 @@ func TestTemplatesAndTiers(t *testing.T) {
 	if _, err := n.c.Get(ctx, "agent"); err != nil {
 		t.Fatal(err)
 	}
+	// A workload whose health check never passes: not ready in time, so
+	// the tiers above stay down and the Cal is degraded.
+	sick := strings.Replace(agentTemplate, "exec: [/bin/true], interval: 200ms", "exec: [/bin/false], interval: 200ms, ready: 1s", 1)
+	sick = strings.Replace(sick, "name: agent", "name: sick", 1)
+	if sp, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "sick", TemplateYAML: sick}, true); err != nil || sp.State != "running" {
+		t.Fatalf("sick spawn: %+v %v", sp, err)
+	}
+	s, _ := n.c.Get(ctx, "sick")
+	if _, loop := tierOf(s, "loop"); loop.State != "failed" || !strings.Contains(loop.Error, "not ready within 1s") || s.Degraded == "" {
+		t.Fatalf("sick workload: %+v degraded %q", loop, s.Degraded)
+	}
+	if _, gw := tierOf(s, "gateway"); gw.State != "stopped" && gw.State != "pending" {
+		t.Fatalf("the gateway above a failed tier is %s", gw.State)
+	}
 	// Invalid templates are refused before anything is signed.
 	var ae *client.Error
 	_, err = n.c.Spawn(ctx, client.SpawnRequest{TemplateYAML: strings.Replace(agentTemplate, "/bin/sh", "sh", 1)}, false)
