@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/soulfra/calnet/api"
 	"io"
 	"net"
 	"net/http"
@@ -22,6 +23,24 @@ import (
 
 // DefaultAddr is where `calnet up` serves the API.
 const DefaultAddr = "127.0.0.1:7070"
+
+// The API's wire types (see package api).
+type (
+	Cal          = api.Cal
+	Tier         = api.Tier
+	Component    = api.Component
+	TemplateInfo = api.TemplateInfo
+	Quota        = api.Quota
+	SpawnRequest = api.SpawnRequest
+	Spawn        = api.Spawn
+	Status       = api.Status
+	Revoked      = api.Revoked
+	Event        = api.Event
+	Token        = api.Token
+	Reflection   = api.Reflection
+	Card         = api.Card
+	Health       = api.Health
+)
 
 // Client talks to one control plane. It is safe for concurrent use.
 type Client struct {
@@ -65,60 +84,6 @@ type Error struct {
 
 func (e *Error) Error() string { return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status) }
 
-// Cal is a Cal in the registry.
-type Cal struct {
-	ID            string          `json:"id"`
-	Name          string          `json:"name,omitempty"`
-	Parent        string          `json:"parent"`
-	Depth         int             `json:"depth"`
-	Permissions   []string        `json:"permissions"`
-	Quota         Quota           `json:"quota"`
-	State         string          `json:"state"`
-	Healthy       bool            `json:"healthy"`
-	Children      []string        `json:"children"`
-	UID           int             `json:"uid"`
-	PID           int             `json:"pid,omitempty"`
-	Features      []string        `json:"features"`
-	RestartPolicy string          `json:"restart_policy"`
-	Restarts      int             `json:"restarts"`
-	LastError     string          `json:"last_error,omitempty"`
-	CreatedAt     time.Time       `json:"created_at"`
-	UpdatedAt     time.Time       `json:"updated_at"`
-	Spawn         string          `json:"spawn,omitempty"`
-	Isolation     map[string]bool `json:"isolation,omitempty"`
-	ActivatedAt   time.Time       `json:"activated_at"`
-	Namespace     string          `json:"namespace"`
-	Template      string          `json:"template,omitempty"`
-	Degraded      string          `json:"degraded,omitempty"`
-	Tiers         []Tier          `json:"tiers,omitempty"`
-}
-
-// Tier is one tier of a Cal's platform.
-type Tier struct {
-	Tier       int         `json:"tier"`
-	State      string      `json:"state"`
-	Components []Component `json:"components"`
-}
-
-// Component is one component of a tier.
-type Component struct {
-	Name     string `json:"name"`
-	Kind     string `json:"kind"`
-	State    string `json:"state"`
-	Restarts int    `json:"restarts,omitempty"`
-	PID      int    `json:"pid,omitempty"`
-	Note     string `json:"note,omitempty"`
-	Error    string `json:"error,omitempty"`
-}
-
-// TemplateInfo describes an available template.
-type TemplateInfo struct {
-	Name        string `json:"name"`
-	Description string `json:"description,omitempty"`
-	Source      string `json:"source"`
-	Error       string `json:"error,omitempty"`
-}
-
 // Templates lists the templates the control plane offers.
 func (c *Client) Templates(ctx context.Context) ([]TemplateInfo, error) {
 	var out []TemplateInfo
@@ -129,78 +94,6 @@ func (c *Client) Templates(ctx context.Context) ([]TemplateInfo, error) {
 func (c *Client) Template(ctx context.Context, name string) (json.RawMessage, error) {
 	var out json.RawMessage
 	return out, c.do(ctx, http.MethodGet, "/v1/templates/"+url.PathEscape(name), nil, &out)
-}
-
-// Quota is a Cal's resource share.
-type Quota struct {
-	CPUMillis   int64 `json:"cpu_millis"`
-	MemoryBytes int64 `json:"memory_bytes"`
-	PIDs        int64 `json:"pids"`
-}
-
-// SpawnRequest asks for a child of Parent (default: the Master Cal).
-type SpawnRequest struct {
-	Parent         string   `json:"parent,omitempty"`
-	Name           string   `json:"name,omitempty"`
-	Permissions    []string `json:"permissions"`
-	CPUMillis      int64    `json:"cpu_millis,omitempty"`
-	MemoryBytes    int64    `json:"memory_bytes,omitempty"`
-	PIDs           int64    `json:"pids,omitempty"`
-	IdempotencyKey string   `json:"idempotency_key,omitempty"`
-	// RestartPolicy is always (default), on-failure or never.
-	RestartPolicy string `json:"restart_policy,omitempty"`
-	// Without lowers the Cal's isolation explicitly (admin only).
-	Without []string `json:"without,omitempty"`
-	// Template names a template; TemplateYAML gives one inline instead.
-	Template     string `json:"template,omitempty"`
-	TemplateYAML string `json:"template_yaml,omitempty"`
-}
-
-// Spawn is a spawn request's record.
-type Spawn struct {
-	ID             string    `json:"id"`
-	IdempotencyKey string    `json:"idempotency_key,omitempty"`
-	Parent         string    `json:"parent"`
-	Name           string    `json:"name,omitempty"`
-	Permissions    []string  `json:"permissions"`
-	State          string    `json:"state"`
-	Reason         string    `json:"reason,omitempty"`
-	Cal            string    `json:"cal,omitempty"`
-	Actor          string    `json:"actor"`
-	Attempts       int       `json:"attempts"`
-	RequestedAt    time.Time `json:"requested_at"`
-	UpdatedAt      time.Time `json:"updated_at"`
-	OperationalAt  time.Time `json:"operational_at"`
-}
-
-// Status summarises the network.
-type Status struct {
-	Network    string         `json:"network"`
-	Master     string         `json:"master"`
-	Cals       map[string]int `json:"cals"`
-	Paused     bool           `json:"spawning_paused"`
-	LedgerSize uint64         `json:"ledger_size"`
-	Driver     string         `json:"driver"`
-	Isolation  []string       `json:"isolation"`
-}
-
-// Revoked is the answer to a revocation.
-type Revoked struct {
-	Revoked string   `json:"revoked"`
-	Subtree []string `json:"subtree"`
-}
-
-// Event is one entry of the event stream.
-type Event struct {
-	Seq    uint64    `json:"seq"`
-	Time   time.Time `json:"time"`
-	Type   string    `json:"type"`
-	Cal    string    `json:"cal,omitempty"`
-	Parent string    `json:"parent,omitempty"`
-	Spawn  string    `json:"spawn,omitempty"`
-	State  string    `json:"state,omitempty"`
-	Actor  string    `json:"actor,omitempty"`
-	Reason string    `json:"reason,omitempty"`
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
@@ -358,15 +251,6 @@ func (c *Client) Watch(ctx context.Context, after uint64, fn func(Event)) error 
 	}
 }
 
-// Token is a developer token's record (the secret is returned only once).
-type Token struct {
-	ID          string    `json:"id"`
-	Name        string    `json:"name,omitempty"`
-	Parent      string    `json:"parent"`
-	Permissions []string  `json:"permissions"`
-	CreatedAt   time.Time `json:"created_at"`
-}
-
 // CreateToken makes a developer token scoped to parent's subtree and a
 // permission subset. Needs the admin credential.
 func (c *Client) CreateToken(ctx context.Context, name, parent string, perms []string) (secret string, t *Token, err error) {
@@ -412,16 +296,6 @@ func (c *Client) Metrics(ctx context.Context, id string) (string, error) {
 	return sb.String(), nil
 }
 
-// Reflection is one entry of a Cal's reflection log.
-type Reflection struct {
-	Seq  uint64          `json:"seq"`
-	Time time.Time       `json:"time"`
-	Kind string          `json:"kind"`
-	Text string          `json:"text"`
-	Data json.RawMessage `json:"data,omitempty"`
-	Prev string          `json:"prev"`
-}
-
 // Reflect appends a reflection to a Cal's log (kind: observation,
 // decision, spawn-outcome, note, ...).
 func (c *Client) Reflect(ctx context.Context, id, kind, text string, data json.RawMessage) (*Reflection, error) {
@@ -441,15 +315,6 @@ func (c *Client) Reflections(ctx context.Context, id string, from uint64) ([]Ref
 func (c *Client) Share(ctx context.Context, from, to string, seqs []uint64) (*Reflection, error) {
 	var out Reflection
 	return &out, c.do(ctx, http.MethodPost, "/v1/cals/"+url.PathEscape(from)+"/reflections/share", map[string]any{"to": to, "seqs": seqs}, &out)
-}
-
-// Card is a Cal's address card: where its namespace is served and the
-// fingerprint of its identity keys.
-type Card struct {
-	Cal         string `json:"cal"`
-	Namespace   string `json:"namespace"`
-	URL         string `json:"url"`
-	Fingerprint string `json:"fingerprint"`
 }
 
 // Card returns a Cal's address card.
@@ -480,15 +345,6 @@ func (c *Client) CardQR(ctx context.Context, id, format string) ([]byte, error) 
 		return nil, &Error{Status: resp.StatusCode, Message: m.Error}
 	}
 	return b, nil
-}
-
-// Health is a Cal's health and its recent transitions.
-type Health struct {
-	Cal      string  `json:"cal"`
-	State    string  `json:"state"`
-	Healthy  bool    `json:"healthy"`
-	Degraded string  `json:"degraded,omitempty"`
-	History  []Event `json:"history"`
 }
 
 // Health returns a Cal's health history.

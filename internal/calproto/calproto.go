@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"github.com/soulfra/calnet/api"
 
 	"github.com/soulfra/calnet/trust"
 )
@@ -146,15 +147,8 @@ type Inbox struct {
 	SharerChain json.RawMessage `json:"sharer_chain"`
 }
 
-// Card is a Cal's address card: where its namespace is served and the
-// fingerprint of its identity keys, so whoever scans it can check whom
-// they reach. The QR namespace code encodes its JSON.
-type Card struct {
-	Cal         string `json:"cal"`
-	Namespace   string `json:"namespace"`
-	URL         string `json:"url"`
-	Fingerprint string `json:"fingerprint"`
-}
+// Card is a Cal's address card; the QR namespace code encodes its JSON.
+type Card = api.Card
 
 // Fingerprint is "SHA256:" and the base64 SHA-256 of a Cal's two public
 // key halves, in the style of SSH fingerprints.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/soulfra/calnet/api"
 	"net"
 	"net/http"
 	"os"
@@ -29,23 +30,12 @@ const (
 	compStopped  = "stopped"
 )
 
-// CompState is one component's state, as `calnet show` reports it.
-type CompState struct {
-	Name     string `json:"name"`
-	Kind     string `json:"kind"` // builtin or program
-	State    string `json:"state"`
-	Restarts int    `json:"restarts,omitempty"`
-	PID      int    `json:"pid,omitempty"`
-	Note     string `json:"note,omitempty"`
-	Error    string `json:"error,omitempty"`
-}
-
-// TierState is one tier.
-type TierState struct {
-	Tier       int         `json:"tier"`
-	State      string      `json:"state"`
-	Components []CompState `json:"components"`
-}
+// TierState is one tier and CompState one of its components, as `calnet
+// show` reports them (the API's wire types).
+type (
+	TierState = api.Tier
+	CompState = api.Component
+)
 
 // tierSet tracks the platform's tiers.
 type tierSet struct {

@@ -6,6 +6,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"errors"
+	"github.com/soulfra/calnet/api"
 	"io"
 	"net/http"
 	"os"
@@ -211,16 +212,6 @@ func (s *Server) resolve(ctx context.Context, ref string) (*CalRecord, *APIError
 	return found, nil
 }
 
-type statusView struct {
-	Network    string         `json:"network"`
-	Master     string         `json:"master"`
-	Cals       map[string]int `json:"cals"`
-	Paused     bool           `json:"spawning_paused"`
-	LedgerSize uint64         `json:"ledger_size"`
-	Driver     string         `json:"driver"`
-	Isolation  []string       `json:"isolation"`
-}
-
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	recs, _ := s.listCals(r.Context())
 	by := map[string]int{}
@@ -231,14 +222,8 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	for i, f := range s.cfg.Features {
 		feats[i] = string(f)
 	}
-	writeJSON(w, 200, statusView{Network: s.net.Info.Network.String(), Master: s.net.Info.Master.String(), Cals: by,
+	writeJSON(w, 200, api.Status{Network: s.net.Info.Network.String(), Master: s.net.Info.Master.String(), Cals: by,
 		Paused: s.paused, LedgerSize: s.lg.Size(), Driver: s.cfg.Driver.Name(), Isolation: feats})
-}
-
-type showView struct {
-	*CalRecord
-	Isolation map[string]bool `json:"isolation,omitempty"`
-	Tiers     json.RawMessage `json:"tiers,omitempty"`
 }
 
 // resolveScoped resolves a Cal the principal may see; others are "not found".
@@ -259,7 +244,7 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request, pr principal
 		writeError(w, aerr)
 		return
 	}
-	v := showView{CalRecord: rec}
+	v := *rec // the record plus what is measured now
 	s.procMu.Lock()
 	p := s.procs[rec.ID]
 	s.procMu.Unlock()
@@ -267,7 +252,7 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request, pr principal
 		if id, err := identity.ParseID(rec.ID); err == nil {
 			if b, err := s.callCalRaw(r.Context(), id, http.MethodGet, calproto.PathTiers, nil); err == nil {
 				var t struct {
-					Tiers json.RawMessage `json:"tiers"`
+					Tiers []api.Tier `json:"tiers"`
 				}
 				if json.Unmarshal(b, &t) == nil {
 					v.Tiers = t.Tiers

@@ -1,23 +1,14 @@
 package controlplane
 
 import (
+	"github.com/soulfra/calnet/api"
 	"sync"
 	"time"
 )
 
 // Event is one published change: a spawn transition, a Cal state change,
-// a revocation. Every event carries who caused it and why.
-type Event struct {
-	Seq    uint64    `json:"seq"`
-	Time   time.Time `json:"time"`
-	Type   string    `json:"type"`
-	Cal    string    `json:"cal,omitempty"`
-	Parent string    `json:"parent,omitempty"`
-	Spawn  string    `json:"spawn,omitempty"`
-	State  string    `json:"state,omitempty"`
-	Actor  string    `json:"actor,omitempty"`
-	Reason string    `json:"reason,omitempty"`
-}
+// a revocation, with who caused it and why.
+type Event = api.Event
 
 // bus fans events out to subscribers and keeps the most recent ones so a
 // reconnecting client can resume from a sequence number.

@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/soulfra/calnet/api"
 	"sort"
 	"strconv"
-	"time"
 
 	"github.com/soulfra/calnet/internal/store"
-	"github.com/soulfra/calnet/trust"
 )
 
 // Cal states.
@@ -38,61 +37,12 @@ const (
 	RestartNever     = "never"
 )
 
-// CalRecord is a Cal in the registry.
-type CalRecord struct {
-	ID            string      `json:"id"`
-	Name          string      `json:"name,omitempty"`
-	Parent        string      `json:"parent"`
-	Depth         int         `json:"depth"`
-	Permissions   []string    `json:"permissions"`
-	Quota         trust.Quota `json:"quota"`
-	State         string      `json:"state"`
-	Healthy       bool        `json:"healthy"`
-	Children      []string    `json:"children"`
-	UID           int         `json:"uid"`
-	PID           int         `json:"pid,omitempty"`
-	Features      []string    `json:"features"`
-	RestartPolicy string      `json:"restart_policy"`
-	Restarts      int         `json:"restarts"`
-	LastError     string      `json:"last_error,omitempty"`
-	CreatedAt     time.Time   `json:"created_at"`
-	UpdatedAt     time.Time   `json:"updated_at"`
-	Spawn         string      `json:"spawn,omitempty"`
-	// Template names the template the Cal runs.
-	Template string `json:"template,omitempty"`
-	// Degraded says why the Cal's platform is not whole, if it is not.
-	Degraded string `json:"degraded,omitempty"`
-	// Namespace nests along the lineage: <label>.<parent's namespace>,
-	// where the label is the Cal's name or the start of its ID.
-	Namespace string `json:"namespace"`
-	// ActivatedAt is the Cal's first activation (its ledger entry).
-	ActivatedAt time.Time `json:"activated_at,omitzero"`
-}
-
-// SpawnRecord is one spawn request and its progress.
-type SpawnRecord struct {
-	ID             string    `json:"id"`
-	IdempotencyKey string    `json:"idempotency_key,omitempty"`
-	Parent         string    `json:"parent"`
-	Name           string    `json:"name,omitempty"`
-	Permissions    []string  `json:"permissions"`
-	CPUMillis      int64     `json:"cpu_millis"`
-	MemoryBytes    int64     `json:"memory_bytes"`
-	State          string    `json:"state"`
-	Reason         string    `json:"reason,omitempty"`
-	Cal            string    `json:"cal,omitempty"`
-	Actor          string    `json:"actor"`
-	Attempts       int       `json:"attempts"`
-	RequestedAt    time.Time `json:"requested_at"`
-	UpdatedAt      time.Time `json:"updated_at"`
-	// OperationalAt is when the Cal registered (the spawn's end).
-	OperationalAt time.Time `json:"operational_at,omitzero"`
-}
-
-// Terminal reports whether the spawn has ended.
-func (s *SpawnRecord) Terminal() bool {
-	return s.State == SpawnRunning || s.State == SpawnRejected || s.State == SpawnFailed
-}
+// CalRecord is a Cal in the registry; SpawnRecord a spawn request and its
+// progress. They are the API's wire types.
+type (
+	CalRecord   = api.Cal
+	SpawnRecord = api.Spawn
+)
 
 const (
 	bucketCals  = "cals"

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"github.com/soulfra/calnet/api"
 	"github.com/soulfra/calnet/internal/template"
 	"slices"
 
@@ -26,23 +27,7 @@ import (
 )
 
 // SpawnParams is a request to spawn a child of Parent.
-type SpawnParams struct {
-	Parent         string   `json:"parent"`
-	Name           string   `json:"name,omitempty"`
-	Permissions    []string `json:"permissions"`
-	CPUMillis      int64    `json:"cpu_millis,omitempty"`
-	MemoryBytes    int64    `json:"memory_bytes,omitempty"`
-	PIDs           int64    `json:"pids,omitempty"`
-	IdempotencyKey string   `json:"idempotency_key,omitempty"`
-	// RestartPolicy is always (default), on-failure or never.
-	RestartPolicy string `json:"restart_policy,omitempty"`
-	// Without lowers the child's isolation explicitly (admin only).
-	Without []string `json:"without,omitempty"`
-	// Template names a template (default: "default"); TemplateYAML gives
-	// one inline instead.
-	Template     string `json:"template,omitempty"`
-	TemplateYAML string `json:"template_yaml,omitempty"`
-}
+type SpawnParams = api.SpawnRequest
 
 // Limits on spawn request fields.
 const (

@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"fmt"
+	"github.com/soulfra/calnet/api"
 	"os"
 	"path/filepath"
 	"slices"
@@ -115,7 +116,7 @@ func (s *Server) newRecord(b *trust.Blessing, name string, uid int, spawn string
 	}
 	return &CalRecord{
 		ID: b.Child().String(), Name: name, Parent: parent, Depth: b.Depth(), Permissions: b.Permissions().Names(),
-		Quota: b.Constraints().Quota, State: StateDeploying, Children: []string{}, UID: uid, Features: feats,
+		Quota: api.Quota(b.Constraints().Quota), State: StateDeploying, Children: []string{}, UID: uid, Features: feats,
 		RestartPolicy: RestartAlways, CreatedAt: s.now(), Spawn: spawn,
 	}
 }

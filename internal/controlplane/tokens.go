@@ -5,10 +5,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"github.com/soulfra/calnet/api"
 	"net/http"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/soulfra/calnet/internal/store"
 	"github.com/soulfra/calnet/trust"
@@ -16,13 +16,7 @@ import (
 
 // TokenRecord is a developer API token, stored by the SHA-256 of its
 // secret: the secret itself is shown once and never stored.
-type TokenRecord struct {
-	ID          string    `json:"id"`
-	Name        string    `json:"name,omitempty"`
-	Parent      string    `json:"parent"`
-	Permissions []string  `json:"permissions"`
-	CreatedAt   time.Time `json:"created_at"`
-}
+type TokenRecord = api.Token
 
 // principal is who made an API request.
 type principal struct {

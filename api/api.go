@@ -1,0 +1,180 @@
+// Package api holds the wire types of calnet's REST and WebSocket API,
+// shared by the control plane that serves them and the Go SDK (package
+// client) that consumes them, so the two cannot drift apart. The OpenAPI
+// document at /v1/openapi.json describes the same shapes.
+package api
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Cal is a Cal in the registry.
+type Cal struct {
+	ID            string          `json:"id"`
+	Name          string          `json:"name,omitempty"`
+	Parent        string          `json:"parent"`
+	Depth         int             `json:"depth"`
+	Permissions   []string        `json:"permissions"`
+	Quota         Quota           `json:"quota"`
+	State         string          `json:"state"`
+	Healthy       bool            `json:"healthy"`
+	Children      []string        `json:"children"`
+	UID           int             `json:"uid"`
+	PID           int             `json:"pid,omitempty"`
+	Features      []string        `json:"features"`
+	RestartPolicy string          `json:"restart_policy"`
+	Restarts      int             `json:"restarts"`
+	LastError     string          `json:"last_error,omitempty"`
+	CreatedAt     time.Time       `json:"created_at"`
+	UpdatedAt     time.Time       `json:"updated_at"`
+	Spawn         string          `json:"spawn,omitempty"`
+	Isolation     map[string]bool `json:"isolation,omitempty"`
+	ActivatedAt   time.Time       `json:"activated_at,omitzero"`
+	Namespace     string          `json:"namespace"`
+	Template      string          `json:"template,omitempty"`
+	Degraded      string          `json:"degraded,omitempty"`
+	Tiers         []Tier          `json:"tiers,omitempty"`
+}
+
+// Tier is one tier of a Cal's platform.
+type Tier struct {
+	Tier       int         `json:"tier"`
+	State      string      `json:"state"`
+	Components []Component `json:"components"`
+}
+
+// Component is one component of a tier.
+type Component struct {
+	Name     string `json:"name"`
+	Kind     string `json:"kind"`
+	State    string `json:"state"`
+	Restarts int    `json:"restarts,omitempty"`
+	PID      int    `json:"pid,omitempty"`
+	Note     string `json:"note,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+// TemplateInfo describes an available template.
+type TemplateInfo struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	Source      string `json:"source"`
+	Error       string `json:"error,omitempty"`
+}
+
+// Quota is a Cal's resource share.
+type Quota struct {
+	CPUMillis   int64 `json:"cpu_millis"`
+	MemoryBytes int64 `json:"memory_bytes"`
+	PIDs        int64 `json:"pids"`
+}
+
+// SpawnRequest asks for a child of Parent (default: the Master Cal).
+type SpawnRequest struct {
+	Parent         string   `json:"parent,omitempty"`
+	Name           string   `json:"name,omitempty"`
+	Permissions    []string `json:"permissions"`
+	CPUMillis      int64    `json:"cpu_millis,omitempty"`
+	MemoryBytes    int64    `json:"memory_bytes,omitempty"`
+	PIDs           int64    `json:"pids,omitempty"`
+	IdempotencyKey string   `json:"idempotency_key,omitempty"`
+	// RestartPolicy is always (default), on-failure or never.
+	RestartPolicy string `json:"restart_policy,omitempty"`
+	// Without lowers the Cal's isolation explicitly (admin only).
+	Without []string `json:"without,omitempty"`
+	// Template names a template; TemplateYAML gives one inline instead.
+	Template     string `json:"template,omitempty"`
+	TemplateYAML string `json:"template_yaml,omitempty"`
+}
+
+// Spawn is a spawn request's record.
+type Spawn struct {
+	ID             string    `json:"id"`
+	IdempotencyKey string    `json:"idempotency_key,omitempty"`
+	Parent         string    `json:"parent"`
+	Name           string    `json:"name,omitempty"`
+	Permissions    []string  `json:"permissions"`
+	CPUMillis      int64     `json:"cpu_millis"`
+	MemoryBytes    int64     `json:"memory_bytes"`
+	State          string    `json:"state"`
+	Reason         string    `json:"reason,omitempty"`
+	Cal            string    `json:"cal,omitempty"`
+	Actor          string    `json:"actor"`
+	Attempts       int       `json:"attempts"`
+	RequestedAt    time.Time `json:"requested_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
+	OperationalAt  time.Time `json:"operational_at,omitzero"`
+}
+
+// Status summarises the network.
+type Status struct {
+	Network    string         `json:"network"`
+	Master     string         `json:"master"`
+	Cals       map[string]int `json:"cals"`
+	Paused     bool           `json:"spawning_paused"`
+	LedgerSize uint64         `json:"ledger_size"`
+	Driver     string         `json:"driver"`
+	Isolation  []string       `json:"isolation"`
+}
+
+// Revoked is the answer to a revocation.
+type Revoked struct {
+	Revoked string   `json:"revoked"`
+	Subtree []string `json:"subtree"`
+}
+
+// Event is one entry of the event stream.
+type Event struct {
+	Seq    uint64    `json:"seq"`
+	Time   time.Time `json:"time"`
+	Type   string    `json:"type"`
+	Cal    string    `json:"cal,omitempty"`
+	Parent string    `json:"parent,omitempty"`
+	Spawn  string    `json:"spawn,omitempty"`
+	State  string    `json:"state,omitempty"`
+	Actor  string    `json:"actor,omitempty"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// Token is a developer token's record (the secret is returned only once).
+type Token struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name,omitempty"`
+	Parent      string    `json:"parent"`
+	Permissions []string  `json:"permissions"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// Reflection is one entry of a Cal's reflection log.
+type Reflection struct {
+	Seq  uint64          `json:"seq"`
+	Time time.Time       `json:"time"`
+	Kind string          `json:"kind"`
+	Text string          `json:"text"`
+	Data json.RawMessage `json:"data,omitempty"`
+	Prev string          `json:"prev"`
+}
+
+// Card is a Cal's address card: where its namespace is served and the
+// fingerprint of its identity keys.
+type Card struct {
+	Cal         string `json:"cal"`
+	Namespace   string `json:"namespace"`
+	URL         string `json:"url"`
+	Fingerprint string `json:"fingerprint"`
+}
+
+// Health is a Cal's health and its recent transitions.
+type Health struct {
+	Cal      string  `json:"cal"`
+	State    string  `json:"state"`
+	Healthy  bool    `json:"healthy"`
+	Degraded string  `json:"degraded,omitempty"`
+	History  []Event `json:"history"`
+}
+
+// Terminal reports whether the spawn has ended.
+func (s *Spawn) Terminal() bool {
+	return s.State == "running" || s.State == "rejected" || s.State == "failed"
+}
