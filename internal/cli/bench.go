@@ -124,6 +124,34 @@ func (b *benchNet) close() {
 	os.RemoveAll(b.dir)
 }
 
+// fill spawns n Cals, parallel at a time, and fails if any spawn does.
+func (b *benchNet) fill(ctx context.Context, n, parallel int, req func(i int) client.SpawnRequest) error {
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for i := range n {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			sp, err := b.c.Spawn(ctx, req(i), true)
+			if err == nil && sp.State != "running" {
+				err = fmt.Errorf("%s: %s", sp.State, sp.Reason)
+			}
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return fmt.Errorf("%d of %d spawns failed, first: %v", len(errs), n, errs[0])
+	}
+	return nil
+}
+
 func freeLocalAddr() (string, error) {
 	l, err := netListen()
 	if err != nil {
@@ -272,28 +300,8 @@ func (a *app) benchIdleCmd() *cobra.Command {
 			defer bn.close()
 			req := client.SpawnRequest{Permissions: []string{"read"}, CPUMillis: 200, MemoryBytes: 32 << 20}
 			t0 := time.Now()
-			sem := make(chan struct{}, parallel)
-			var wg sync.WaitGroup
-			var mu sync.Mutex
-			var errs []error
-			for range cals {
-				wg.Go(func() {
-					sem <- struct{}{}
-					defer func() { <-sem }()
-					sp, err := bn.c.Spawn(ctx, req, true)
-					if err == nil && sp.State != "running" {
-						err = fmt.Errorf("%s: %s", sp.State, sp.Reason)
-					}
-					if err != nil {
-						mu.Lock()
-						errs = append(errs, err)
-						mu.Unlock()
-					}
-				})
-			}
-			wg.Wait()
-			if len(errs) > 0 {
-				return fmt.Errorf("%d of %d spawns failed, first: %v", len(errs), cals, errs[0])
+			if err := bn.fill(ctx, cals, parallel, func(int) client.SpawnRequest { return req }); err != nil {
+				return err
 			}
 			fmt.Fprintf(out, "spawned %d cals in %s (%d at a time)\n", cals, time.Since(t0).Round(time.Millisecond), parallel)
 			time.Sleep(5 * time.Second) // let start-up settle
@@ -419,28 +427,11 @@ func (a *app) benchRevokeCmd() *cobra.Command {
 				}
 				parents = append(parents, sp.Cal)
 			}
-			sem := make(chan struct{}, 16)
-			var wg sync.WaitGroup
-			var mu sync.Mutex
-			var errs []error
-			for i := 0; i < cals-len(parents); i++ {
-				wg.Go(func() {
-					sem <- struct{}{}
-					defer func() { <-sem }()
-					sp, err := bn.c.Spawn(ctx, client.SpawnRequest{Parent: parents[i/99], Permissions: []string{"read"}, CPUMillis: 100, MemoryBytes: 32 << 20}, true)
-					if err == nil && sp.State != "running" {
-						err = fmt.Errorf("%s: %s", sp.State, sp.Reason)
-					}
-					if err != nil {
-						mu.Lock()
-						errs = append(errs, err)
-						mu.Unlock()
-					}
-				})
-			}
-			wg.Wait()
-			if len(errs) > 0 {
-				return fmt.Errorf("%d spawns failed, first: %v", len(errs), errs[0])
+			n := cals - len(parents)
+			if err := bn.fill(ctx, n, 16, func(i int) client.SpawnRequest {
+				return client.SpawnRequest{Parent: parents[i/99], Permissions: []string{"read"}, CPUMillis: 100, MemoryBytes: 32 << 20}
+			}); err != nil {
+				return err
 			}
 			list, _ := bn.c.List(ctx)
 			var pids []int
