@@ -32,3 +32,11 @@ staticcheck ./...
 
 echo "== go test -race"
 go test -race -count=1 ./...
+
+echo "== TypeScript SDK (node --test)"
+if command -v npm >/dev/null 2>&1; then
+  (cd sdk/typescript && npm ci --no-audit --no-fund --loglevel=error && npm test)
+else
+  echo "npm not found: install Node.js 20+ to test the TypeScript SDK" >&2
+  exit 1
+fi

@@ -1,0 +1,63 @@
+// The calnet TypeScript SDK: the REST and WebSocket API of a running
+// network (`calnet up`), and offline soul-chain verification.
+import WebSocket from 'ws';
+
+export { verifyChain, ChainError } from './verify.js';
+export type { Reason, RootKeys, RevocationJSON, Verified } from './verify.js';
+
+/** An error answer of the API: the status and a message naming the field or limit. */
+export class CalnetError extends Error {
+  constructor(public status: number, message: string, public retryAfter?: number) { super(`${message} (HTTP ${status})`); }
+}
+
+export interface Cal {
+  id: string; name?: string; parent: string; depth: number; permissions: string[];
+  quota: { cpu_millis: number; memory_bytes: number; pids: number };
+  state: string; healthy: boolean; children: string[]; namespace: string; [k: string]: unknown;
+}
+export interface Spawn { id: string; parent: string; state: string; reason?: string; cal?: string; actor: string; [k: string]: unknown }
+export interface SpawnRequest {
+  parent?: string; name?: string; permissions?: string[]; cpu_millis?: number; memory_bytes?: number;
+  idempotency_key?: string; template?: string; template_yaml?: string; restart_policy?: string;
+}
+export interface CalnetEvent { seq: number; time: string; type: string; cal?: string; parent?: string; spawn?: string; state?: string; actor?: string; reason?: string }
+
+/** A client of one control plane. */
+export class Calnet {
+  private base: string;
+  constructor(addr: string, private token: string) {
+    this.base = (addr.includes('://') ? addr : `http://${addr}`).replace(/\/$/, '');
+  }
+
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const res = await fetch(this.base + path, {
+      method, headers: { authorization: `Bearer ${this.token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const text = await res.text();
+    if (!res.ok) {
+      let msg = res.statusText;
+      try { msg = JSON.parse(text).error ?? msg; } catch { /* not JSON */ }
+      const ra = res.headers.get('retry-after');
+      throw new CalnetError(res.status, msg, ra ? Number(ra) : undefined);
+    }
+    return JSON.parse(text) as T;
+  }
+
+  status() { return this.call<Record<string, unknown>>('GET', '/v1/status'); }
+  list() { return this.call<Cal[]>('GET', '/v1/cals'); }
+  get(id: string) { return this.call<Cal>('GET', `/v1/cals/${encodeURIComponent(id)}`); }
+  /** Spawns a Cal; with wait it resolves once the spawn has ended. */
+  spawn(req: SpawnRequest, wait = true) { return this.call<Spawn>('POST', `/v1/cals${wait ? '?wait=true' : ''}`, req); }
+  /** Revokes a Cal and its whole subtree. */
+  revoke(id: string, reason = '') {
+    return this.call<{ revoked: string; subtree: string[] }>('POST', `/v1/cals/${encodeURIComponent(id)}/revoke`, { reason });
+  }
+  /** Follows the event stream after `after`; returns a function that stops it. */
+  watch(onEvent: (e: CalnetEvent) => void, after = 0, onError?: (err: Error) => void): () => void {
+    const ws = new WebSocket(`${this.base.replace(/^http/, 'ws')}/v1/events?after=${after}`, { headers: { authorization: `Bearer ${this.token}` } });
+    ws.on('message', (data) => { try { onEvent(JSON.parse(data.toString())); } catch { /* ignore */ } });
+    if (onError) ws.on('error', onError);
+    return () => ws.close();
+  }
+}
