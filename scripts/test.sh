@@ -33,6 +33,9 @@ staticcheck ./...
 echo "== go test -race"
 go test -race -count=1 ./...
 
+echo "== Python SDK (unittest, standard library only)"
+python3 -m unittest discover -s sdk/python/tests -v
+
 echo "== TypeScript SDK (node --test)"
 if command -v npm >/dev/null 2>&1; then
   (cd sdk/typescript && npm ci --no-audit --no-fund --loglevel=error && npm test)

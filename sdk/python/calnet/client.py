@@ -1,0 +1,100 @@
+"""A client of calnet's REST API and WebSocket event stream, built on the
+standard library only."""
+
+import base64
+import json
+import os
+import socket
+import struct
+import urllib.error
+import urllib.parse
+import urllib.request
+
+
+class CalnetError(Exception):
+    """An error answer of the API: the HTTP status and a message naming the
+    field or limit; retry_after is set on 429 answers."""
+
+    def __init__(self, status, message, retry_after=None):
+        super().__init__(f"{message} (HTTP {status})")
+        self.status, self.message, self.retry_after = status, message, retry_after
+
+
+class Calnet:
+    """A client of one control plane (`calnet up`)."""
+
+    def __init__(self, addr, token, timeout=60):
+        self.base = addr if "://" in addr else "http://" + addr
+        self.base = self.base.rstrip("/")
+        self.token, self.timeout = token, timeout
+
+    def _call(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Authorization", "Bearer " + self.token)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                msg = json.loads(raw).get("error", e.reason)
+            except ValueError:
+                msg = e.reason
+            ra = e.headers.get("Retry-After")
+            raise CalnetError(e.code, msg, int(ra) if ra else None) from None
+
+    def status(self):
+        return self._call("GET", "/v1/status")
+
+    def list(self):
+        return self._call("GET", "/v1/cals")
+
+    def get(self, cal):
+        return self._call("GET", "/v1/cals/" + urllib.parse.quote(cal, safe=""))
+
+    def spawn(self, permissions=None, parent=None, name=None, wait=True, **extra):
+        """Spawn a Cal (its parent's SpawnController signs its blessing)."""
+        body = {k: v for k, v in dict(permissions=permissions, parent=parent, name=name, **extra).items() if v is not None}
+        return self._call("POST", "/v1/cals" + ("?wait=true" if wait else ""), body)
+
+    def revoke(self, cal, reason=""):
+        """Revoke a Cal and its whole subtree."""
+        return self._call("POST", "/v1/cals/" + urllib.parse.quote(cal, safe="") + "/revoke", {"reason": reason})
+
+    def watch(self, after=0, timeout=None):
+        """Yield events from the WebSocket stream after sequence `after`."""
+        u = urllib.parse.urlsplit(self.base)
+        sock = socket.create_connection((u.hostname, u.port or 80), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall((f"GET /v1/events?after={after} HTTP/1.1\r\nHost: {u.netloc}\r\nUpgrade: websocket\r\n"
+                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                      f"Authorization: Bearer {self.token}\r\n\r\n").encode())
+        f = sock.makefile("rb")
+        status = f.readline()
+        if b" 101 " not in status:
+            raise CalnetError(int(status.split()[1]), "event stream refused")
+        while f.readline() not in (b"\r\n", b""):
+            pass
+        try:
+            while True:
+                b0, b1 = f.read(2)
+                n = b1 & 0x7F
+                if n == 126:
+                    n = struct.unpack(">H", f.read(2))[0]
+                elif n == 127:
+                    n = struct.unpack(">Q", f.read(8))[0]
+                payload = f.read(n)
+                op = b0 & 0x0F
+                if op == 0x8:  # close
+                    return
+                if op == 0x9:  # ping: answer with a masked pong
+                    mask = os.urandom(4)
+                    sock.sendall(bytes([0x8A, 0x80 | len(payload)]) + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload)))
+                    continue
+                if op == 0x1:
+                    yield json.loads(payload)
+        finally:
+            sock.close()
