@@ -99,6 +99,7 @@ func (s *Server) apiHandler() http.Handler {
 			h(w, r)
 		})
 	}
+	mux.HandleFunc("GET /docs", s.handleDocs)
 	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(OpenAPI)

@@ -109,3 +109,41 @@ func TestOpenAPIDocumentServed(t *testing.T) {
 	}
 	apiSpec(t)
 }
+
+// TestDocs checks the /docs page lists every operation of the OpenAPI
+// document, and that every request body in it has an example.
+func TestDocs(t *testing.T) {
+	needRoot(t)
+	n := up(t, t.TempDir()+"/data")
+	resp, err := http.Get("http://" + n.addr + "/docs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	page, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("/docs: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromData(controlplane.OpenAPI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			if !strings.Contains(string(page), `id="`+op.OperationID+`"`) {
+				t.Errorf("/docs lacks %s %s (%s)", method, path, op.OperationID)
+			}
+			if op.RequestBody != nil {
+				for ct, mt := range op.RequestBody.Value.Content {
+					if mt.Example == nil {
+						t.Errorf("%s %s: request body %s has no example", method, path, ct)
+					}
+				}
+			}
+		}
+	}
+	if strings.Contains(string(page), "<script") {
+		t.Error("/docs carries scripts")
+	}
+}
