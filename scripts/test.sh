@@ -14,6 +14,13 @@ if ! command -v dig >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get 
     || echo "could not install dnsutils; the dig tests will be skipped"
 fi
 
+# Debian's Chromium drives the dashboard's browser tests.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing chromium for the dashboard tests"
+  (apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }) \
+    || echo "could not install chromium; the browser tests will be skipped"
+fi
+
 echo "== gofmt"
 unformatted=$(gofmt -l $(find . -name '*.go' -not -path './node_modules/*'))
 if [ -n "$unformatted" ]; then
@@ -35,6 +42,9 @@ go test -race -count=1 ./...
 
 echo "== Python SDK (unittest, standard library only)"
 python3 -m unittest discover -s sdk/python/tests -v
+
+echo "== dashboard in headless Chromium (node --test)"
+(cd web && npm ci --no-audit --no-fund --loglevel=error && npm test)
 
 echo "== TypeScript SDK (node --test)"
 if command -v npm >/dev/null 2>&1; then

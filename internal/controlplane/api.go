@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"github.com/soulfra/calnet/api"
+	"github.com/soulfra/calnet/internal/dashboard"
 	"io"
 	"net/http"
 	"os"
@@ -100,6 +101,7 @@ func (s *Server) apiHandler() http.Handler {
 		})
 	}
 	mux.HandleFunc("GET /docs", s.handleDocs)
+	mux.Handle("GET /", dashboard.Handler())
 	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(OpenAPI)
@@ -127,6 +129,8 @@ func (s *Server) apiHandler() http.Handler {
 	mux.HandleFunc("GET /v1/cals/{id}/card", anyone(s.handleCard))
 	mux.HandleFunc("GET /v1/cals/{id}/health", anyone(s.handleHealth))
 	mux.HandleFunc("GET /v1/cals/{id}/console", auth(s.handleConsole))
+	mux.HandleFunc("POST /v1/verify", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { s.handleVerify(w, r) }))
+	mux.HandleFunc("GET /v1/cals/{id}/chain", anyone(s.handleChain))
 	mux.HandleFunc("GET /v1/templates", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { s.handleTemplates(w, r) }))
 	mux.HandleFunc("GET /v1/templates/{name}", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { s.handleTemplate(w, r) }))
 	mux.HandleFunc("GET /v1/cals/{id}/reflections", anyone(s.handleReflections))
@@ -449,4 +453,23 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request, pr princi
 	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	w.Write(body)
+}
+
+// handleChain returns a Cal's soul chain (soul-chain.sig), for the trust
+// chain views and offline verification.
+func (s *Server) handleChain(w http.ResponseWriter, r *http.Request, pr principal) {
+	rec, aerr := s.resolveScoped(r.Context(), pr, r.PathValue("id"))
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	id, _ := identity.ParseID(rec.ID)
+	c, err := s.chainOf(id)
+	if err != nil {
+		writeError(w, apiErr(404, "cal %s has no soul chain", rec.ID))
+		return
+	}
+	b, _ := c.MarshalJSON()
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b)
 }

@@ -1,0 +1,48 @@
+// A small client of calnet's API for the dashboard; errors carry the
+// API's message so they can be shown next to the control that caused them.
+export class ApiError extends Error {
+  constructor(public status: number, message: string) { super(message); }
+}
+
+export interface Cal { id: string; name?: string; parent: string; depth: number; permissions: string[]; state: string; healthy: boolean; namespace: string }
+export interface Spawn { id: string; parent: string; state: string; cal?: string; reason?: string; actor: string; requested_at: string }
+export interface CalEvent { seq: number; type: string; cal?: string; state?: string; reason?: string }
+
+let token = sessionStorage.getItem('calnet-token') ?? '';
+
+export function setToken(t: string) { token = t; sessionStorage.setItem('calnet-token', t); }
+export function clearToken() { token = ''; sessionStorage.removeItem('calnet-token'); }
+export function hasToken() { return token !== ''; }
+
+export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const res = await fetch(path, {
+    method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  if (!res.ok) {
+    let msg = `${res.status} ${res.statusText}`;
+    try { msg = JSON.parse(text).error ?? msg; } catch { /* not JSON */ }
+    throw new ApiError(res.status, msg);
+  }
+  return JSON.parse(text) as T;
+}
+
+// events follows the WebSocket stream, reconnecting with backoff and
+// resuming after the last sequence number seen (survives a control-plane
+// restart).
+export function events(onEvent: (e: CalEvent) => void, onState: (s: string) => void): () => void {
+  let last = 0, stopped = false, ws: WebSocket | null = null, backoff = 250;
+  const connect = () => {
+    if (stopped) return;
+    const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+    // A restarted control plane numbers events afresh: the dashboard
+    // refetches its state on every (re)connect, so replaying is harmless.
+    ws = new WebSocket(`${proto}://${location.host}/v1/events?after=0&access_token=${encodeURIComponent(token)}`);
+    ws.onopen = () => { backoff = 250; onState("live"); onEvent({ seq: 0, type: "connected" }); };
+    ws.onmessage = (m) => { try { const e = JSON.parse(m.data); last = Math.max(last, e.seq); onEvent(e); } catch { /* ignore */ } };
+    ws.onclose = () => { onState('reconnecting…'); if (!stopped) setTimeout(connect, backoff = Math.min(backoff * 2, 5000)); };
+  };
+  connect();
+  return () => { stopped = true; ws?.close(); };
+}

@@ -1,0 +1,209 @@
+// The calnet dashboard: sign-in, live topology, spawn queue, spawning and
+// revoking through the API, and the trust chain validator. API data is
+// only ever inserted as text, never as HTML.
+import cytoscape from 'cytoscape';
+import './style.css';
+import { api, ApiError, clearToken, events, hasToken, setToken, type Cal, type Spawn } from './api';
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const PERMS = ['spawn', 'revoke', 'read', 'talk', 'share', 'admin'];
+const COLORS: Record<string, string> = { running: '#2da44e', deploying: '#bf8700', failed: '#cf222e', stopped: '#8c959f', revoked: '#57606a' };
+
+let cals: Cal[] = [];
+let selected = '';
+let paused = false;
+let stopEvents: (() => void) | null = null;
+let refreshTimer = 0;
+
+function text(el: HTMLElement, s: string) { el.textContent = s; }
+function cell(tr: HTMLTableRowElement, s: string, cls = '') { const td = tr.insertCell(); td.textContent = s; if (cls) td.className = cls; return td; }
+function short(id: string) { return id.length === 32 ? `${id.slice(0, 4)}-${id.slice(4, 8)}` : id; }
+function showError(id: string, e: unknown) { text($(id), e instanceof Error ? e.message : String(e)); }
+
+const cy = cytoscape({
+  container: $('graph'),
+  style: [
+    { selector: 'node', style: { 'background-color': 'data(color)', label: 'data(label)', 'font-size': 10, width: 18, height: 18 } },
+    { selector: 'node:selected', style: { 'border-width': 3, 'border-color': '#0969da' } },
+    { selector: 'edge', style: { width: 1, 'line-color': '#afb8c1', 'target-arrow-shape': 'triangle', 'target-arrow-color': '#afb8c1', 'curve-style': 'bezier', label: 'data(label)', 'font-size': 7, color: '#57606a' } },
+  ],
+  wheelSensitivity: 0.3,
+  maxZoom: 1.5,
+  minZoom: 0.05,
+});
+cy.on('tap', 'node', (e) => select(e.target.id()));
+
+function select(id: string) {
+  selected = id;
+  const c = cals.find((x) => x.id === id);
+  const box = $('selected');
+  box.replaceChildren();
+  if (!c) { text(box, 'Select a Cal in the graph or the table.'); $('revoke').hidden = true; return; }
+  for (const [k, v] of [['Cal', c.id], ['Name', c.name ?? ''], ['State', c.state + (c.healthy ? '' : ' (unhealthy)')], ['Namespace', c.namespace], ['Permissions', c.permissions.join(', ')]]) {
+    const p = document.createElement('div');
+    p.textContent = `${k}: ${v}`;
+    box.append(p);
+  }
+  $('revoke').hidden = c.state === 'revoked' || c.parent === 'genesis';
+  renderTable();
+}
+
+// render updates the graph in place: new Cals appear, changed ones recolour,
+// revoked ones fade; at 1,000 Cals labels go and a cheap layout is used.
+function render() {
+  const big = cals.length > 300;
+  const ids = new Set(cals.map((c) => c.id));
+  cy.batch(() => {
+    cy.elements().forEach((el: cytoscape.SingularElementArgument) => { if (!ids.has(el.isNode() ? el.id() : String(el.data('target')))) el.remove(); });
+    let added = false;
+    for (const c of cals) {
+      const data = { id: c.id, label: big ? '' : (c.name || short(c.id)), color: COLORS[c.state] ?? '#8c959f' };
+      const n = cy.getElementById(c.id);
+      if (n.empty()) { cy.add({ group: 'nodes', data }); added = true; } else n.data(data);
+      if (c.parent !== 'genesis' && cy.getElementById(`e-${c.id}`).empty() && ids.has(c.parent)) {
+        cy.add({ group: 'edges', data: { id: `e-${c.id}`, source: c.parent, target: c.id, label: big ? '' : c.permissions.join(',') } });
+        added = true;
+      }
+    }
+    if (added) cy.layout(big ? { name: 'grid' } : { name: 'breadthfirst', directed: true, spacingFactor: 1.1 }).run();
+  });
+  const sel = $<HTMLSelectElement>('spawn-parent');
+  const keep = sel.value;
+  sel.replaceChildren(...cals.filter((c) => c.state === 'running' && c.permissions.includes('spawn')).map((c) => {
+    const o = document.createElement('option'); o.value = c.id; o.textContent = c.name || short(c.id); return o;
+  }));
+  if (keep) sel.value = keep;
+  renderTable();
+}
+
+function renderTable() {
+  const tb = $<HTMLTableElement>('cals').tBodies[0];
+  tb.replaceChildren();
+  for (const c of cals.slice(0, 500)) {
+    const tr = tb.insertRow();
+    tr.dataset.cal = c.id;
+    tr.dataset.state = c.state;
+    if (c.id === selected) tr.className = 'selected';
+    cell(tr, c.id); cell(tr, c.name ?? ''); cell(tr, c.state); cell(tr, String(c.depth)); cell(tr, c.permissions.join(','));
+    tr.onclick = () => { cy.$(':selected').unselect(); cy.getElementById(c.id).select(); select(c.id); };
+  }
+}
+
+async function refresh() {
+  try {
+    cals = await api<Cal[]>('GET', '/v1/cals');
+    render();
+    if (selected) select(selected);
+    const spawns = await api<Spawn[]>('GET', '/v1/spawns');
+    const tb = $<HTMLTableElement>('spawns').tBodies[0];
+    tb.replaceChildren();
+    for (const s of spawns.slice(-200).reverse()) {
+      const tr = tb.insertRow();
+      cell(tr, s.id); cell(tr, short(s.parent)); cell(tr, s.state, s.state === 'failed' || s.state === 'rejected' ? 'failed' : '');
+      cell(tr, s.cal ?? ''); cell(tr, s.reason ?? ''); cell(tr, s.actor);
+    }
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) signOut('Your credential was refused; sign in again.');
+  }
+}
+
+function scheduleRefresh() { clearTimeout(refreshTimer); refreshTimer = window.setTimeout(refresh, 150); }
+
+async function signIn(token: string) {
+  setToken(token);
+  try {
+    const st = await api<{ network: string; spawning_paused: boolean }>('GET', '/v1/status');
+    text($('network'), `network ${short(st.network)}`);
+    paused = st.spawning_paused;
+    text($('pause'), paused ? 'Resume spawning' : 'Pause spawning');
+  } catch (e) {
+    clearToken();
+    showError('signin-error', e);
+    return;
+  }
+  text($('signin-error'), '');
+  $('signin').hidden = true; $('app').hidden = false; $('signout').hidden = false;
+  cy.resize();
+  stopEvents = events(() => scheduleRefresh(), (s) => text($('conn'), s));
+  await refresh();
+}
+
+function signOut(msg = '') {
+  stopEvents?.(); clearToken();
+  $('app').hidden = true; $('signin').hidden = false; $('signout').hidden = true;
+  text($('signin-error'), msg);
+}
+
+// Permission checkboxes; what a developer token may not grant is refused
+// by the API, and the refusal is shown next to the form.
+for (const p of PERMS) {
+  const l = document.createElement('label');
+  const cb = document.createElement('input');
+  cb.type = 'checkbox'; cb.value = p; cb.checked = p === 'read'; cb.name = 'perm';
+  l.append(cb, ` ${p}`);
+  $('spawn-perms').append(l);
+}
+for (const [input, out] of [['spawn-cpu', 'spawn-cpu-out'], ['spawn-mem', 'spawn-mem-out']]) {
+  $<HTMLInputElement>(input).oninput = () => text($(out), $<HTMLInputElement>(input).value);
+}
+
+$('signin-form').onsubmit = (e) => { e.preventDefault(); signIn($<HTMLInputElement>('token').value.trim()); };
+$('signout').onclick = () => signOut();
+$('spawn-form').onsubmit = async (e) => {
+  e.preventDefault();
+  text($('spawn-error'), '');
+  const perms = [...document.querySelectorAll<HTMLInputElement>('input[name=perm]:checked')].map((x) => x.value);
+  const btn = $<HTMLButtonElement>('spawn-submit');
+  btn.disabled = true;
+  try {
+    const sp = await api<Spawn>('POST', '/v1/cals?wait=true', {
+      parent: $<HTMLSelectElement>('spawn-parent').value || undefined,
+      name: $<HTMLInputElement>('spawn-name').value || undefined, permissions: perms,
+      cpu_millis: Number($<HTMLInputElement>('spawn-cpu').value), memory_bytes: Number($<HTMLInputElement>('spawn-mem').value) << 20,
+    });
+    if (sp.state !== 'running') text($('spawn-error'), `${sp.state}: ${sp.reason ?? ''}`);
+    else $<HTMLInputElement>('spawn-name').value = '';
+  } catch (err) { showError('spawn-error', err); } finally { btn.disabled = false; scheduleRefresh(); }
+};
+$('revoke').onclick = async () => {
+  text($('revoke-error'), '');
+  if (!selected || !confirm(`Revoke ${short(selected)} and its whole subtree?`)) return;
+  try { await api('POST', `/v1/cals/${selected}/revoke`, { reason: 'revoked from the dashboard' }); } catch (err) { showError('revoke-error', err); }
+  scheduleRefresh();
+};
+$('pause').onclick = async () => {
+  text($('pause-error'), '');
+  try {
+    const r = await api<{ paused: boolean }>('POST', '/v1/spawning', { paused: !paused });
+    paused = r.paused; text($('pause'), paused ? 'Resume spawning' : 'Pause spawning');
+  } catch (err) { showError('pause-error', err); }
+};
+for (const b of document.querySelectorAll<HTMLButtonElement>('nav button')) {
+  b.onclick = () => {
+    for (const x of document.querySelectorAll('nav button')) x.classList.toggle('active', x === b);
+    for (const v of document.querySelectorAll<HTMLElement>('.view')) v.hidden = v.id !== `view-${b.dataset.view}`;
+    if (b.dataset.view === 'topology') cy.resize();
+  };
+}
+$<HTMLInputElement>('chain-file').onchange = async () => {
+  const f = $<HTMLInputElement>('chain-file').files?.[0];
+  if (f) $<HTMLTextAreaElement>('chain-text').value = await f.text();
+};
+$('chain-verify').onclick = async () => {
+  const verdict = $('chain-verdict');
+  const tb = $<HTMLTableElement>('chain-links').tBodies[0];
+  tb.replaceChildren();
+  try {
+    const r = await api<{ valid: boolean; cal?: string; error?: { link: number; reason: string; detail: string }; links: { link: number; parent: string; cal: string; permissions: string[]; status: string }[] }>(
+      'POST', '/v1/verify', { chain: $<HTMLTextAreaElement>('chain-text').value });
+    text(verdict, r.valid ? `VALID: cal ${r.cal}` : `INVALID at link ${r.error?.link}: ${r.error?.reason}: ${r.error?.detail}`);
+    verdict.className = r.valid ? 'ok' : 'failed';
+    for (const l of r.links) {
+      const tr = tb.insertRow();
+      tr.dataset.status = l.status;
+      cell(tr, String(l.link)); cell(tr, short(l.parent)); cell(tr, l.cal); cell(tr, l.permissions.join(',')); cell(tr, l.status, l.status);
+    }
+  } catch (err) { verdict.className = 'failed'; showError('chain-verdict', err); }
+};
+
+if (hasToken()) signIn(sessionStorage.getItem('calnet-token') ?? '');

@@ -1,0 +1,94 @@
+// Browser tests of the dashboard in headless Chromium (Debian's chromium,
+// driven by playwright-core): sign in, spawn from the UI and see the Cal
+// appear live, revoke it and see it go, and the chain validator explaining
+// a tampered chain. Screenshots are kept in web/test-artifacts/.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFileSync, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { chromium } from 'playwright-core';
+
+const repo = new URL('../../', import.meta.url).pathname;
+const artifacts = join(repo, 'web/test-artifacts');
+const browserPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
+  });
+}
+
+const skip = process.getuid?.() !== 0 ? 'needs root for isolated Cals' : !existsSync(browserPath) ? `no browser at ${browserPath}` : false;
+
+test('dashboard in a real browser', { skip, timeout: 180_000 }, async () => {
+  mkdirSync(artifacts, { recursive: true });
+  const dir = mkdtempSync(join(tmpdir(), 'calnet-ui-'));
+  const bin = join(dir, 'calnet');
+  execFileSync('go', ['build', '-o', bin, './cmd/calnet'], { cwd: repo, env: { ...process.env, CGO_ENABLED: '0' }, stdio: 'inherit' });
+  const [api, router, dns] = [await freePort(), await freePort(), await freePort()];
+  const up = spawn(bin, ['up', '--data', join(dir, 'data'), '--addr', `127.0.0.1:${api}`, '--router', `127.0.0.1:${router}`, '--dns', `127.0.0.1:${dns}`], { stdio: 'ignore' });
+  const base = `http://127.0.0.1:${api}`;
+  let token = '';
+  for (let i = 0; i < 300 && !token; i++) {
+    try { token = readFileSync(join(dir, 'data/admin.token'), 'utf8').trim(); await fetch(`${base}/v1/status`, { headers: { authorization: `Bearer ${token}` } }).then((r) => { if (!r.ok) throw new Error(); }); }
+    catch { token = ''; await new Promise((r) => setTimeout(r, 100)); }
+  }
+  const browser = await chromium.launch({
+    executablePath: browserPath, headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    page.on('dialog', (d) => d.accept());
+    await page.goto(base + '/');
+    // A wrong credential is refused next to the form.
+    await page.fill('#token', 'wrong');
+    await page.click('#signin-form button');
+    await page.waitForFunction(() => document.querySelector('#signin-error').textContent.includes('credential'));
+    await page.fill('#token', token);
+    await page.click('#signin-form button');
+    await page.waitForSelector('#cals tbody tr[data-state="running"]');
+    await page.screenshot({ path: join(artifacts, '1-signed-in.png') });
+
+    // Spawn from the form; the new Cal appears live.
+    await page.fill('#spawn-name', 'ui-child');
+    await page.click('#spawn-submit');
+    await page.waitForFunction(() => [...document.querySelectorAll('#cals tbody tr')].some((tr) => tr.cells[1].textContent === 'ui-child' && tr.dataset.state === 'running'), null, { timeout: 30_000 });
+    await page.screenshot({ path: join(artifacts, '2-spawned.png') });
+
+    // An API error shows next to the control that caused it.
+    await page.fill('#spawn-name', 'Bad Name');
+    await page.click('#spawn-submit');
+    await page.waitForFunction(() => document.querySelector('#spawn-error').textContent.includes('name'));
+
+    // Revoke it from the UI; it goes.
+    await page.click('#cals tbody tr:has(td:text-is("ui-child"))');
+    await page.click('#revoke');
+    await page.waitForFunction(() => [...document.querySelectorAll('#cals tbody tr')].some((tr) => tr.cells[1].textContent === 'ui-child' && tr.dataset.state === 'revoked'), null, { timeout: 15_000 });
+    await page.screenshot({ path: join(artifacts, '3-revoked.png') });
+
+    // The chain validator explains a tampered chain, link by link.
+    const chain = await (await fetch(`${base}/v1/cals/master/chain`, { headers: { authorization: `Bearer ${token}` } })).json();
+    const sig = chain.blessings[0].signature.ed25519;
+    chain.blessings[0].signature.ed25519 = (sig[5] === 'A' ? 'B' : 'A') + sig.slice(1, 5) + sig.slice(5);
+    chain.blessings[0].signature.ed25519 = sig.slice(0, 5) + (sig[5] === 'A' ? 'B' : 'A') + sig.slice(6);
+    await page.click('nav button[data-view="validator"]');
+    await page.fill('#chain-text', JSON.stringify(chain));
+    await page.click('#chain-verify');
+    await page.waitForSelector('#chain-links tbody tr[data-status="failed"]');
+    const verdict = await page.textContent('#chain-verdict');
+    assert.match(verdict, /INVALID at link 0: bad-signature/);
+    await page.screenshot({ path: join(artifacts, '4-validator.png') });
+
+    // API data never becomes HTML: a name with markup is shown as text.
+    const html = await page.evaluate(() => document.querySelector('#cals').innerHTML);
+    assert.ok(!html.includes('<script'));
+  } finally {
+    await browser.close();
+    up.kill('SIGTERM');
+    await new Promise((r) => up.on('exit', r));
+  }
+});
