@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -460,7 +461,30 @@ func (a *app) benchRevokeCmd() *cobra.Command {
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
-			fmt.Fprintf(a.env.Stdout, "revoked a subtree of %d cals: API answered in %s, every process gone after %s\n", len(pids), fmtDur(api), fmtDur(time.Since(t0)))
+			gone := time.Since(t0)
+			// When was each Cal told? Each logs the moment its stream
+			// delivered the revocation.
+			var told []time.Duration
+			for _, c := range list {
+				if c.Depth < 2 {
+					continue
+				}
+				b, err := os.ReadFile(filepath.Join(bn.dir, "logs", c.ID+".log"))
+				if err != nil {
+					continue
+				}
+				for _, line := range strings.Split(string(b), "\n") {
+					if !strings.Contains(line, "revoked by the network") {
+						continue
+					}
+					ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+					if t, err := time.Parse(time.RFC3339Nano, ts); err == nil {
+						told = append(told, t.Sub(t0))
+					}
+				}
+			}
+			fmt.Fprintf(a.env.Stdout, "revoked a subtree of %d cals: API answered in %s; %d cals logged being told, the last %s after the request (p50 %s); every process gone after %s\n",
+				len(pids), fmtDur(api), len(told), fmtDur(percentile(told, 1)), fmtDur(percentile(told, .5)), fmtDur(gone))
 			return nil
 		},
 	}
