@@ -46,6 +46,57 @@ function select(id: string) {
   }
   $('revoke').hidden = c.state === 'revoked' || c.parent === 'genesis';
   renderTable();
+  showChain(c.id);
+}
+
+// showChain verifies the selected Cal's soul chain now and shows it link by
+// link, with the permissions granted at each step.
+async function showChain(id: string) {
+  const tb = $<HTMLTableElement>('sel-chain').tBodies[0];
+  try {
+    const chain = await api<unknown>('GET', `/v1/cals/${id}/chain`);
+    const r = await api<{ links: { link: number; cal: string; permissions: string[]; status: string }[] }>('POST', '/v1/verify', { chain: JSON.stringify(chain) });
+    if (selected !== id) return;
+    tb.replaceChildren();
+    for (const l of r.links) {
+      const tr = tb.insertRow();
+      tr.dataset.status = l.status;
+      cell(tr, String(l.link)); cell(tr, short(l.cal)); cell(tr, l.permissions.join(',')); cell(tr, l.status, l.status);
+    }
+  } catch (e) { tb.replaceChildren(); const tr = tb.insertRow(); cell(tr, e instanceof Error ? e.message : String(e), 'failed'); }
+}
+
+// renderMetrics derives the performance view from the spawn records and
+// the registry: latency percentiles, rate, failures, Cals by state.
+function renderMetrics(spawns: (Spawn & { operational_at?: string })[]) {
+  const lat = spawns.filter((s) => s.state === 'running' && s.operational_at)
+    .map((s) => Date.parse(s.operational_at!) - Date.parse(s.requested_at)).filter((x) => x >= 0);
+  const sorted = [...lat].sort((a, b) => a - b);
+  const pct = (p: number) => sorted.length ? `${sorted[Math.min(sorted.length - 1, Math.floor(p * (sorted.length - 1)))]} ms` : '–';
+  text($('m-p50'), pct(0.5)); text($('m-p99'), pct(0.99));
+  const minute = Date.now() - 60_000;
+  text($('m-rate'), String(spawns.filter((s) => Date.parse(s.requested_at) > minute).length));
+  text($('m-bad'), `${spawns.filter((s) => s.state === 'rejected').length} / ${spawns.filter((s) => s.state === 'failed').length}`);
+  const by = new Map<string, number>();
+  for (const c of cals) by.set(c.state, (by.get(c.state) ?? 0) + 1);
+  const tb = $<HTMLTableElement>('m-states').tBodies[0];
+  tb.replaceChildren();
+  for (const [st, n] of [...by].sort()) {
+    const tr = tb.insertRow();
+    cell(tr, st); cell(tr, String(n));
+    const bar = document.createElement('div'); bar.className = 'bar'; bar.style.width = `${Math.max(2, (300 * n) / cals.length)}px`;
+    tr.insertCell().append(bar);
+  }
+  const svg = $('m-latency') as unknown as SVGSVGElement;
+  svg.replaceChildren();
+  const recent = lat.slice(-100), max = Math.max(1, ...recent);
+  recent.forEach((v, i) => {
+    const r = document.createElementNS('http://www.w3.org/2000/svg', 'rect');
+    const h = (150 * v) / max;
+    r.setAttribute('x', String(i * 9)); r.setAttribute('y', String(155 - h)); r.setAttribute('width', '7'); r.setAttribute('height', String(h));
+    r.setAttribute('fill', '#0969da');
+    svg.append(r);
+  });
 }
 
 // render updates the graph in place: new Cals appear, changed ones recolour,
@@ -102,6 +153,7 @@ async function refresh() {
       cell(tr, s.id); cell(tr, short(s.parent)); cell(tr, s.state, s.state === 'failed' || s.state === 'rejected' ? 'failed' : '');
       cell(tr, s.cal ?? ''); cell(tr, s.reason ?? ''); cell(tr, s.actor);
     }
+    renderMetrics(spawns);
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) signOut('Your credential was refused; sign in again.');
   }

@@ -59,6 +59,16 @@ test('dashboard in a real browser', { skip, timeout: 180_000 }, async () => {
     await page.waitForFunction(() => [...document.querySelectorAll('#cals tbody tr')].some((tr) => tr.cells[1].textContent === 'ui-child' && tr.dataset.state === 'running'), null, { timeout: 30_000 });
     await page.screenshot({ path: join(artifacts, '2-spawned.png') });
 
+    // Selecting a Cal shows its trust chain, verified link by link.
+    await page.click('#cals tbody tr:has(td:text-is("ui-child"))');
+    await page.waitForFunction(() => document.querySelectorAll('#sel-chain tbody tr[data-status="ok"]').length === 2);
+
+    // The performance view shows the spawn latency percentiles.
+    await page.click('nav button[data-view="metrics"]');
+    await page.waitForFunction(() => /\d+ ms/.test(document.querySelector('#m-p50').textContent));
+    await page.screenshot({ path: join(artifacts, '2b-performance.png') });
+    await page.click('nav button[data-view="topology"]');
+
     // An API error shows next to the control that caused it.
     await page.fill('#spawn-name', 'Bad Name');
     await page.click('#spawn-submit');
