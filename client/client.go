@@ -367,3 +367,18 @@ func (c *Client) Console(ctx context.Context, id string) (net.Conn, error) {
 	}
 	return websocket.NetConn(ctx, conn, websocket.MessageBinary), nil
 }
+
+// Point is one sample of a metric series.
+type Point struct {
+	T time.Time `json:"t"`
+	V float64   `json:"v"`
+}
+
+// Series returns a Cal's metric series since t ("host" for the host).
+func (c *Client) Series(ctx context.Context, id string, since time.Time) (map[string][]Point, error) {
+	var out struct {
+		Series map[string][]Point `json:"series"`
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/cals/"+url.PathEscape(id)+"/series?since="+url.QueryEscape(since.UTC().Format(time.RFC3339)), nil, &out)
+	return out.Series, err
+}

@@ -120,3 +120,9 @@ func (l *Local) Reflections(ctx context.Context, from uint64) ([]Reflection, err
 	var out []Reflection
 	return out, l.do(ctx, http.MethodGet, "/v1/reflections?from="+strconv.FormatUint(from, 10), nil, &out)
 }
+
+// Report sends workload gauges and counters (queue depth, request rate,
+// ...) to the control plane's metric series for this Cal.
+func (l *Local) Report(ctx context.Context, values map[string]float64) error {
+	return l.do(ctx, http.MethodPost, "/v1/metrics", values, nil)
+}

@@ -41,6 +41,8 @@ func main() {
 		case <-time.After(500 * time.Millisecond):
 		}
 		depth := readDepth(queueFile)
+		// The queue depth is a gauge in the Cal's metric series.
+		cal.Report(ctx, map[string]float64{"queue": float64(depth)})
 		if depth == last {
 			continue
 		}

@@ -23,6 +23,7 @@ const (
 	PathRevoke       = "/cal/v1/revoke"
 	PathChildren     = "/cal/v1/children"
 	PathStatus       = "/cal/v1/status"
+	PathGauges       = "/cal/v1/gauges"
 )
 
 // Paths of a Cal's own API.

@@ -147,6 +147,14 @@ func (rt *Runtime) localHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/reflections", rt.readReflections)
 	mux.HandleFunc("POST /v1/reflections", rt.appendReflection)
+	mux.HandleFunc("POST /v1/metrics", func(w http.ResponseWriter, r *http.Request) {
+		var g map[string]float64
+		if !decode(w, r, &g) {
+			return
+		}
+		var out json.RawMessage
+		rt.forward(w, r, http.StatusOK, http.MethodPost, calproto.PathGauges, g, &out)
+	})
 	mux.HandleFunc("GET /v1/children", func(w http.ResponseWriter, r *http.Request) {
 		var out json.RawMessage
 		rt.forward(w, r, http.StatusOK, http.MethodGet, calproto.PathChildren, nil, &out)

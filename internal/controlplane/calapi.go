@@ -1,6 +1,8 @@
 package controlplane
 
 import (
+	"strings"
+
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -8,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/soulfra/calnet/internal/metrics"
 	"net/http"
 	"sync"
 	"time"
@@ -79,6 +82,28 @@ func (s *Server) calHandler() http.Handler {
 		writeJSON(w, 200, calproto.Challenge{Challenge: s.challenges.issue(id, s.now())})
 	}))
 	mux.HandleFunc("POST "+calproto.PathRegister, with(s.handleRegister))
+	mux.HandleFunc("POST "+calproto.PathGauges, with(func(w http.ResponseWriter, r *http.Request, id identity.ID) {
+		var g map[string]float64
+		if !readJSON(w, r, &g) {
+			return
+		}
+		if len(g) > metrics.MaxGauges {
+			writeError(w, apiErr(400, "gauges: %d, over the limit of %d", len(g), metrics.MaxGauges))
+			return
+		}
+		now := s.now()
+		for k, v := range g {
+			if len(k) == 0 || len(k) > 64 || strings.ContainsAny(k, " \t\n") {
+				writeError(w, apiErr(400, "gauge name %q: want 1..64 characters without spaces", k))
+				return
+			}
+			if !s.metrics.Add(id.String(), "gauge:"+k, now, v) {
+				writeError(w, apiErr(400, "gauges: this cal already reports %d metrics, the limit", metrics.MaxGauges))
+				return
+			}
+		}
+		writeJSON(w, 200, map[string]int{"recorded": len(g)})
+	}))
 	mux.HandleFunc("POST "+calproto.PathStatus, with(func(w http.ResponseWriter, r *http.Request, id identity.ID) {
 		var st calproto.Status
 		if !readJSON(w, r, &st) {

@@ -27,6 +27,7 @@ import (
 	"github.com/soulfra/calnet/internal/caltls"
 	"github.com/soulfra/calnet/internal/discovery"
 	"github.com/soulfra/calnet/internal/driver"
+	"github.com/soulfra/calnet/internal/metrics"
 	"github.com/soulfra/calnet/internal/netdir"
 	"github.com/soulfra/calnet/internal/sandbox"
 	"github.com/soulfra/calnet/internal/store"
@@ -111,6 +112,7 @@ type Server struct {
 	procs  map[string]*proc
 
 	challenges challenges
+	metrics    metrics.Set
 	health     healthHistory
 	routerAddr string
 	ns         nsIndex
@@ -302,6 +304,8 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.recover(ctx); err != nil {
 		s.log.Error("recovering cals", "err", err)
 	}
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.collect() }()
 	var runErr error
 	select {
 	case <-ctx.Done():

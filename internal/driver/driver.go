@@ -54,6 +54,15 @@ type Instance interface {
 	// Isolation measures, from outside the process, which features are in
 	// force for it.
 	Isolation() (map[sandbox.Feature]bool, error)
+	// Usage reports the Cal's cumulative CPU time and current memory, from
+	// its cgroups.
+	Usage() (Usage, error)
+}
+
+// Usage is a Cal's resource use.
+type Usage struct {
+	CPUNanos    uint64
+	MemoryBytes uint64
 }
 
 // Driver starts Cals.

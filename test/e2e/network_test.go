@@ -913,6 +913,14 @@ func TestExampleAgent(t *testing.T) {
 		}
 		return kinds["observation"] > 0 && kinds["decision"] > 0 && kinds["spawn-outcome"] == 3
 	})
+	// Its cgroups are sampled, and its queue gauge is in its series.
+	waitFor(t, "metric series for the agent", 20*time.Second, func() bool {
+		series, err := n.c.Series(ctx, "agent", time.Now().Add(-time.Minute))
+		return err == nil && len(series["memory_bytes"]) > 0 && len(series["cpu_percent"]) > 0 && len(series["gauge:queue"]) > 0
+	})
+	if host, err := n.c.Series(ctx, "host", time.Now().Add(-time.Minute)); err != nil || len(host["free_memory_bytes"]) == 0 {
+		t.Fatalf("host series: %v %v", host, err)
+	}
 	h, err := n.c.Health(ctx, "agent")
 	if err != nil || !h.Healthy || len(h.History) == 0 {
 		t.Fatalf("health: %+v %v", h, err)

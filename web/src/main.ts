@@ -154,9 +154,40 @@ async function refresh() {
       cell(tr, s.cal ?? ''); cell(tr, s.reason ?? ''); cell(tr, s.actor);
     }
     renderMetrics(spawns);
+    if (!$('view-heat').hidden) await renderHeat();
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) signOut('Your credential was refused; sign in again.');
   }
+}
+
+// renderHeat draws the heat map: a row per Cal, a cell per sample,
+// coloured from pale (idle) to dark (busiest of the window).
+async function renderHeat() {
+  const metric = $<HTMLSelectElement>('heat-metric').value;
+  const r = await api<{ cals: { cal: string; name?: string; points: { t: string; v: number }[] }[] }>('GET', `/v1/heat?metric=${metric}`);
+  const svg = $('heat') as unknown as SVGSVGElement;
+  const rows = r.cals.slice(0, 200);
+  const max = Math.max(1e-9, ...rows.flatMap((c) => c.points.map((p) => p.v)));
+  const now = Date.now(), span = 10 * 60_000, left = 130, width = 860, rowH = 12;
+  svg.replaceChildren();
+  svg.setAttribute('height', String(rows.length * rowH + 10));
+  const ns = 'http://www.w3.org/2000/svg';
+  rows.forEach((c, i) => {
+    const label = document.createElementNS(ns, 'text');
+    label.setAttribute('x', '0'); label.setAttribute('y', String(i * rowH + 10)); label.setAttribute('font-size', '10');
+    label.textContent = c.name || short(c.cal);
+    label.dataset.cal = c.cal;
+    svg.append(label);
+    for (const p of c.points) {
+      const x = left + ((Date.parse(p.t) - (now - span)) / span) * width;
+      if (x < left) continue;
+      const cellR = document.createElementNS(ns, 'rect');
+      cellR.setAttribute('x', String(x)); cellR.setAttribute('y', String(i * rowH)); cellR.setAttribute('width', '7'); cellR.setAttribute('height', String(rowH - 2));
+      const a = Math.min(1, p.v / max);
+      cellR.setAttribute('fill', `rgba(207,34,46,${0.08 + 0.92 * a})`);
+      svg.append(cellR);
+    }
+  });
 }
 
 function scheduleRefresh() { clearTimeout(refreshTimer); refreshTimer = window.setTimeout(refresh, 150); }
@@ -235,8 +266,11 @@ for (const b of document.querySelectorAll<HTMLButtonElement>('nav button')) {
     for (const x of document.querySelectorAll('nav button')) x.classList.toggle('active', x === b);
     for (const v of document.querySelectorAll<HTMLElement>('.view')) v.hidden = v.id !== `view-${b.dataset.view}`;
     if (b.dataset.view === 'topology') cy.resize();
+    if (b.dataset.view === 'heat') renderHeat().catch(() => {});
   };
 }
+$<HTMLSelectElement>('heat-metric').onchange = () => { renderHeat().catch(() => {}); };
+setInterval(() => { if (!$('app').hidden && !$('view-heat').hidden) renderHeat().catch(() => {}); }, 5000);
 $<HTMLInputElement>('chain-file').onchange = async () => {
   const f = $<HTMLInputElement>('chain-file').files?.[0];
   if (f) $<HTMLTextAreaElement>('chain-text').value = await f.text();

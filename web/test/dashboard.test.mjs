@@ -67,6 +67,10 @@ test('dashboard in a real browser', { skip, timeout: 180_000 }, async () => {
     await page.click('nav button[data-view="metrics"]');
     await page.waitForFunction(() => /\d+ ms/.test(document.querySelector('#m-p50').textContent));
     await page.screenshot({ path: join(artifacts, '2b-performance.png') });
+    // The resource heat map lists every running Cal.
+    await page.click('nav button[data-view="heat"]');
+    await page.waitForFunction(() => document.querySelectorAll('#heat text').length === 2);
+    await page.screenshot({ path: join(artifacts, '2c-heat.png') });
     await page.click('nav button[data-view="topology"]');
 
     // An API error shows next to the control that caused it.

@@ -200,7 +200,7 @@ func (d *Driver) cgroup(s driver.Spec) (*cgroupHandle, error) {
 		subs = append(subs, cgroup1.NewMemory(root))
 	}
 	if has(sandbox.CgroupCPU) {
-		subs = append(subs, cgroup1.NewCpu(root))
+		subs = append(subs, cgroup1.NewCpu(root), cgroup1.NewCpuacct(root))
 	}
 	if has(sandbox.CgroupPIDs) {
 		subs = append(subs, cgroup1.NewPids(root))
@@ -318,4 +318,37 @@ func (i *instance) Isolation() (map[sandbox.Feature]bool, error) {
 		}
 	}
 	return out, nil
+}
+
+// Usage implements driver.Instance from the Cal's cgroups.
+func (i *instance) Usage() (driver.Usage, error) {
+	if i.cg == nil {
+		return driver.Usage{}, errors.New("no cgroups for this cal")
+	}
+	if i.cg.v1 != nil {
+		st, err := i.cg.v1.Stat(cgroup1.IgnoreNotExist)
+		if err != nil {
+			return driver.Usage{}, err
+		}
+		var u driver.Usage
+		if st.CPU != nil && st.CPU.Usage != nil {
+			u.CPUNanos = st.CPU.Usage.Total
+		}
+		if st.Memory != nil && st.Memory.Usage != nil {
+			u.MemoryBytes = st.Memory.Usage.Usage
+		}
+		return u, nil
+	}
+	st, err := i.cg.v2.Stat()
+	if err != nil {
+		return driver.Usage{}, err
+	}
+	var u driver.Usage
+	if st.CPU != nil {
+		u.CPUNanos = st.CPU.UsageUsec * 1000
+	}
+	if st.Memory != nil {
+		u.MemoryBytes = st.Memory.Usage
+	}
+	return u, nil
 }
