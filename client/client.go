@@ -382,3 +382,24 @@ func (c *Client) Series(ctx context.Context, id string, since time.Time) (map[st
 	err := c.do(ctx, http.MethodGet, "/v1/cals/"+url.PathEscape(id)+"/series?since="+url.QueryEscape(since.UTC().Format(time.RFC3339)), nil, &out)
 	return out.Series, err
 }
+
+// Limits are the spawn limits an administrator can change at run time.
+type Limits struct {
+	MaxCals     int     `json:"max_cals"`
+	SpawnRate   float64 `json:"spawn_rate"`
+	SpawnBurst  int     `json:"spawn_burst"`
+	ParentRate  float64 `json:"parent_rate"`
+	ParentBurst int     `json:"parent_burst"`
+}
+
+// Limits returns the spawn limits in force.
+func (c *Client) Limits(ctx context.Context) (*Limits, error) {
+	var out Limits
+	return &out, c.do(ctx, http.MethodGet, "/v1/limits", nil, &out)
+}
+
+// SetLimits changes the spawn limits (admin).
+func (c *Client) SetLimits(ctx context.Context, l Limits) (*Limits, error) {
+	var out Limits
+	return &out, c.do(ctx, http.MethodPut, "/v1/limits", l, &out)
+}

@@ -177,10 +177,12 @@ func (s *Server) apiHandler() http.Handler {
 		if !readJSON(w, r, &req) {
 			return
 		}
-		s.paused = req.Paused
+		s.paused.Store(req.Paused)
 		s.bus.publish(Event{Type: "spawning.paused", State: strconv.FormatBool(req.Paused), Actor: "admin"})
-		writeJSON(w, 200, map[string]bool{"paused": s.paused})
+		writeJSON(w, 200, map[string]bool{"paused": req.Paused})
 	}))
+	mux.HandleFunc("GET /v1/limits", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { writeJSON(w, 200, s.limits()) }))
+	mux.HandleFunc("PUT /v1/limits", auth(s.handleSetLimits))
 	mux.HandleFunc("GET /v1/events", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { s.handleEvents(w, r) }))
 	mux.HandleFunc("POST /v1/shutdown", auth(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 202, map[string]string{"status": "stopping"})
@@ -230,7 +232,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		feats[i] = string(f)
 	}
 	writeJSON(w, 200, api.Status{Network: s.net.Info.Network.String(), Master: s.net.Info.Master.String(), Cals: by,
-		Paused: s.paused, LedgerSize: s.lg.Size(), Driver: s.cfg.Driver.Name(), Isolation: feats})
+		Paused: s.paused.Load(), LedgerSize: s.lg.Size(), Driver: s.cfg.Driver.Name(), Isolation: feats})
 }
 
 // resolveScoped resolves a Cal the principal may see; others are "not found".
@@ -474,4 +476,53 @@ func (s *Server) handleChain(w http.ResponseWriter, r *http.Request, pr principa
 	b, _ := c.MarshalJSON()
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(b)
+}
+
+// SpawnLimits are the limits an administrator can change while the network
+// runs.
+type SpawnLimits struct {
+	MaxCals     int     `json:"max_cals"`
+	SpawnRate   float64 `json:"spawn_rate"`
+	SpawnBurst  int     `json:"spawn_burst"`
+	ParentRate  float64 `json:"parent_rate"`
+	ParentBurst int     `json:"parent_burst"`
+}
+
+func (s *Server) limits() SpawnLimits {
+	s.limMu.Lock()
+	defer s.limMu.Unlock()
+	l := s.cfg.Limits
+	return SpawnLimits{MaxCals: l.MaxCals, SpawnRate: l.SpawnRate, SpawnBurst: l.SpawnBurst, ParentRate: l.ParentRate, ParentBurst: l.ParentBurst}
+}
+
+func (s *Server) handleSetLimits(w http.ResponseWriter, r *http.Request) {
+	var l SpawnLimits
+	if !readJSON(w, r, &l) {
+		return
+	}
+	switch {
+	case l.MaxCals < 1 || l.MaxCals > 100000:
+		writeError(w, apiErr(400, "max_cals: %d is outside 1..100000", l.MaxCals))
+		return
+	case l.SpawnRate <= 0 || l.SpawnRate > 100000:
+		writeError(w, apiErr(400, "spawn_rate: %v is outside (0, 100000] per second", l.SpawnRate))
+		return
+	case l.SpawnBurst < 1 || l.SpawnBurst > 100000:
+		writeError(w, apiErr(400, "spawn_burst: %d is outside 1..100000", l.SpawnBurst))
+		return
+	case l.ParentRate <= 0 || l.ParentRate > 100000:
+		writeError(w, apiErr(400, "parent_rate: %v is outside (0, 100000] per second", l.ParentRate))
+		return
+	case l.ParentBurst < 1 || l.ParentBurst > 100000:
+		writeError(w, apiErr(400, "parent_burst: %d is outside 1..100000", l.ParentBurst))
+		return
+	}
+	s.limMu.Lock()
+	s.cfg.Limits.MaxCals, s.cfg.Limits.SpawnRate, s.cfg.Limits.SpawnBurst = l.MaxCals, l.SpawnRate, l.SpawnBurst
+	s.cfg.Limits.ParentRate, s.cfg.Limits.ParentBurst = l.ParentRate, l.ParentBurst
+	s.limiter = newLimiter(s.cfg.Limits)
+	s.limMu.Unlock()
+	b, _ := json.Marshal(l)
+	s.bus.publish(Event{Type: "limits.changed", Actor: "admin", Reason: string(b)})
+	writeJSON(w, 200, l)
 }

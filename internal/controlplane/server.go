@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/soulfra/calnet/identity"
@@ -105,8 +106,9 @@ type Server struct {
 	chains  map[identity.ID]*trust.Chain
 	serials map[identity.ID]int // highest child serial reserved per parent
 
+	limMu   sync.Mutex // guards limiter and cfg.Limits' spawn fields
 	limiter *limiter
-	paused  bool
+	paused  atomic.Bool
 
 	procMu sync.Mutex
 	procs  map[string]*proc

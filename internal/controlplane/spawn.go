@@ -157,7 +157,7 @@ func validateParams(p *SpawnParams) *APIError {
 // admit checks everything that can refuse a spawn before anything is
 // signed. It returns the parent's blessing and the child's serial.
 func (s *Server) admit(ctx context.Context, p SpawnParams) (*trust.Blessing, int, *APIError) {
-	if s.paused {
+	if s.paused.Load() {
 		return nil, 0, apiErr(403, "spawning is paused by the kill switch (calnet spawning resume)")
 	}
 	pid, err := identity.ParseID(p.Parent)
@@ -216,8 +216,11 @@ func (s *Server) admit(ctx context.Context, p SpawnParams) (*trust.Blessing, int
 			return nil, 0, apiErr(409, "name: %q is taken by cal %s", p.Name, other.ID)
 		}
 	}
-	if n, err := s.liveCount(ctx); err == nil && n >= s.cfg.Limits.MaxCals {
-		return nil, 0, apiErr(429, "limit max_cals: the network holds %d cals, the limit is %d", n, s.cfg.Limits.MaxCals)
+	s.limMu.Lock()
+	maxCalsNow := s.cfg.Limits.MaxCals
+	s.limMu.Unlock()
+	if n, err := s.liveCount(ctx); err == nil && n >= maxCalsNow {
+		return nil, 0, apiErr(429, "limit max_cals: the network holds %d cals, the limit is %d", n, maxCalsNow)
 	}
 	if busy, what := cpuSaturated(s.cfg.Limits.MaxCPUPressure); busy {
 		return nil, 0, &APIError{Status: 429, Msg: "host resources: CPU saturated (" + what + ")", RetryAfter: 10 * time.Second}
@@ -227,7 +230,10 @@ func (s *Server) admit(ctx context.Context, p SpawnParams) (*trust.Blessing, int
 	if need := min(p.MemoryBytes, startFootprint) + s.cfg.Limits.MinFreeMemory; availableMemory() >= 0 && availableMemory() < need {
 		return nil, 0, &APIError{Status: 429, Msg: fmt.Sprintf("host resources: %d bytes of memory available, starting a cal needs %d", availableMemory(), need), RetryAfter: 5 * time.Second}
 	}
-	if ok, which, retry := s.limiter.allow(p.Parent, time.Now()); !ok {
+	s.limMu.Lock()
+	lim := s.limiter
+	s.limMu.Unlock()
+	if ok, which, retry := lim.allow(p.Parent, time.Now()); !ok {
 		return nil, 0, &APIError{Status: 429, Msg: "limit " + which + ": too many spawns, retry later", RetryAfter: retry}
 	}
 	// Reserve the child's serial: concurrent spawns of one parent never

@@ -948,3 +948,34 @@ func TestConsole(t *testing.T) {
 		t.Fatal("a developer token attached to a console")
 	}
 }
+
+func TestLimitsAtRunTime(t *testing.T) {
+	needRoot(t)
+	n := up(t, filepath.Join(t.TempDir(), "data"))
+	ctx := context.Background()
+	l, err := n.c.Limits(ctx)
+	if err != nil || l.MaxCals == 0 {
+		t.Fatalf("limits: %+v %v", l, err)
+	}
+	bad := *l
+	bad.SpawnBurst = 0
+	var ae *client.Error
+	if _, err := n.c.SetLimits(ctx, bad); !asAPIError(err, &ae) || ae.Status != 400 || !strings.Contains(ae.Message, "spawn_burst") {
+		t.Fatalf("bad limits: %v", err)
+	}
+	// One spawn a minute, burst 1: the second spawn is rate limited.
+	l.SpawnRate, l.SpawnBurst = 1.0/60, 1
+	if _, err := n.c.SetLimits(ctx, *l); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.c.Spawn(ctx, client.SpawnRequest{Permissions: []string{"read"}}, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.c.Spawn(ctx, client.SpawnRequest{Permissions: []string{"read"}}, false); !asAPIError(err, &ae) || ae.Status != 429 || ae.RetryAfter <= 0 {
+		t.Fatalf("second spawn under a one-a-minute limit: %v", err)
+	}
+	r := n.cli("limits", "--max-cals", "5")
+	if r.code != 0 || !strings.Contains(r.stdout, "max cals            5") {
+		t.Fatalf("calnet limits: %+v", r)
+	}
+}

@@ -192,6 +192,18 @@ async function renderHeat() {
 
 function scheduleRefresh() { clearTimeout(refreshTimer); refreshTimer = window.setTimeout(refresh, 150); }
 
+interface Limits { max_cals: number; spawn_rate: number; spawn_burst: number; parent_rate: number; parent_burst: number }
+let limits: Limits | null = null;
+const LIMIT_INPUTS: [string, keyof Limits][] = [['lim-rate', 'spawn_rate'], ['lim-burst', 'spawn_burst'], ['lim-max', 'max_cals']];
+
+async function loadLimits() {
+  limits = await api<Limits>('GET', '/v1/limits');
+  for (const [id, k] of LIMIT_INPUTS) {
+    $<HTMLInputElement>(id).value = String(limits[k]);
+    text($(`${id}-out`), String(limits[k]));
+  }
+}
+
 async function signIn(token: string) {
   setToken(token);
   try {
@@ -209,6 +221,7 @@ async function signIn(token: string) {
   cy.resize();
   stopEvents = events(() => scheduleRefresh(), (s) => text($('conn'), s));
   await refresh();
+  await loadLimits().catch((e) => showError('limits-error', e));
 }
 
 function signOut(msg = '') {
@@ -247,6 +260,15 @@ $('spawn-form').onsubmit = async (e) => {
     if (sp.state !== 'running') text($('spawn-error'), `${sp.state}: ${sp.reason ?? ''}`);
     else $<HTMLInputElement>('spawn-name').value = '';
   } catch (err) { showError('spawn-error', err); } finally { btn.disabled = false; scheduleRefresh(); }
+};
+for (const [id] of LIMIT_INPUTS) $<HTMLInputElement>(id).oninput = () => text($(`${id}-out`), $<HTMLInputElement>(id).value);
+$('limits-form').onsubmit = async (e) => {
+  e.preventDefault();
+  text($('limits-error'), '');
+  if (!limits) return;
+  const next = { ...limits };
+  for (const [id, k] of LIMIT_INPUTS) next[k] = Number($<HTMLInputElement>(id).value);
+  try { limits = await api<Limits>('PUT', '/v1/limits', next); text($('limits-error'), ''); } catch (err) { showError('limits-error', err); }
 };
 $('revoke').onclick = async () => {
   text($('revoke-error'), '');

@@ -78,6 +78,16 @@ test('dashboard in a real browser', { skip, timeout: 180_000 }, async () => {
     await page.click('#spawn-submit');
     await page.waitForFunction(() => document.querySelector('#spawn-error').textContent.includes('name'));
 
+    // The limit sliders change the running network's limits.
+    await page.fill('#lim-max', '321');
+    await page.click('#lim-apply');
+    for (let i = 0; i < 50; i++) {
+      const l = await (await fetch(`${base}/v1/limits`, { headers: { authorization: `Bearer ${token}` } })).json();
+      if (l.max_cals === 321) break;
+      assert.ok(i < 49, 'the max Cals slider did not reach the API');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+
     // Revoke it from the UI; it goes.
     await page.click('#cals tbody tr:has(td:text-is("ui-child"))');
     await page.click('#revoke');
