@@ -97,6 +97,18 @@ func (c *Client) Template(ctx context.Context, name string) (json.RawMessage, er
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	err := roundTrip(ctx, c.http, method, c.base+path, c.token, in, out)
+	var e *Error
+	if err != nil && !errors.As(err, &e) {
+		return fmt.Errorf("calnet API at %s: %w (is `calnet up` running?)", c.base, err)
+	}
+	return err
+}
+
+// roundTrip sends in as JSON (when not nil) and decodes a 2xx answer into
+// out (when not nil); any other answer becomes an *Error carrying the
+// API's message and Retry-After. Both SDK clients use it.
+func roundTrip(ctx context.Context, hc *http.Client, method, url, token string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -105,17 +117,19 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = strings.NewReader(string(b))
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.http.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("calnet API at %s: %w (is `calnet up` running?)", c.base, err)
+		return err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))

@@ -3,13 +3,12 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 )
 
 // Local talks to a Cal's local API from inside the Cal: its workload finds
@@ -47,35 +46,12 @@ type LocalSpawn struct {
 }
 
 func (l *Local) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = strings.NewReader(string(b))
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://cal"+path, body)
-	if err != nil {
-		return err
-	}
-	resp, err := l.hc.Do(req)
-	if err != nil {
+	err := roundTrip(ctx, l.hc, method, "http://cal"+path, "", in, out)
+	var e *Error
+	if err != nil && !errors.As(err, &e) {
 		return fmt.Errorf("local API: %w", err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if resp.StatusCode/100 != 2 {
-		var m struct {
-			Error string `json:"error"`
-		}
-		json.Unmarshal(b, &m)
-		return &Error{Status: resp.StatusCode, Message: m.Error}
-	}
-	if out != nil {
-		return json.Unmarshal(b, out)
-	}
-	return nil
+	return err
 }
 
 // Self returns who this Cal is.
