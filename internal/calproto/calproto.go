@@ -80,6 +80,9 @@ type RegisterReply struct {
 	// RouterURL is where the namespace is served, e.g.
 	// http://127.0.0.1:7080/<namespace>/.
 	RouterURL string `json:"router_url,omitempty"`
+	// Domain is the DNS zone of the network ("calnet."): the gateway
+	// refuses (421) a request whose Host names another namespace of it.
+	Domain string `json:"domain,omitempty"`
 }
 
 // Event is pushed to Cals on the watch stream.

@@ -227,7 +227,7 @@ func (rt *Runtime) register(ctx context.Context) error {
 	if reply.Revoked {
 		return ErrRevoked
 	}
-	rt.card.set(reply.Namespace, reply.RouterURL)
+	rt.card.set(reply.Namespace, reply.RouterURL, reply.Domain)
 	return nil
 }
 

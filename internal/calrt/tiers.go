@@ -18,6 +18,7 @@ import (
 
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/caltls"
+	"github.com/soulfra/calnet/internal/router"
 	"github.com/soulfra/calnet/internal/template"
 )
 
@@ -231,7 +232,9 @@ func (rt *Runtime) serve(tier int, sock string, mode os.FileMode, h http.Handler
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	// Idle connections close after two minutes: the router's pinned
+	// connections end with them.
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ConnContext: router.ConnContext}
 	if mtls {
 		srv.TLSConfig = caltls.Config(rt.cert, rt.network, rt.isControlPlane, true)
 		go srv.ServeTLS(ln, "", "")

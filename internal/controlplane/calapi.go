@@ -223,7 +223,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request, id ident
 			s.finishSpawn(r.Context(), sp, SpawnRunning, "")
 		}
 	}
-	writeJSON(w, 200, calproto.RegisterReply{Namespace: rec.Namespace, RouterURL: s.routerURL(rec.Namespace)})
+	writeJSON(w, 200, calproto.RegisterReply{Namespace: rec.Namespace, RouterURL: s.routerURL(rec.Namespace), Domain: s.cfg.Domain})
 }
 
 // challenges holds the outstanding activation challenges, one per Cal.

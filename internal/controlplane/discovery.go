@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"context"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,7 +13,7 @@ import (
 
 // router builds the Infinity Router over the namespace index: only running
 // Cals are routed.
-func (s *Server) router() http.Handler {
+func (s *Server) router() *router.Router {
 	return router.New(s.cfg.Domain, func(ns string) (router.Target, bool) {
 		r, ok := s.lookupNS(ns)
 		if !ok || r.State != StateRunning {

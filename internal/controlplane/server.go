@@ -278,8 +278,10 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("router: listen %s: %w", s.cfg.RouterAddr, err)
 	}
 	s.routerAddr = routerLn.Addr().String()
-	routerSrv := &http.Server{Handler: s.router(), ReadHeaderTimeout: 10 * time.Second}
+	rtr := s.router()
+	routerSrv := &http.Server{Handler: rtr, ReadHeaderTimeout: 10 * time.Second}
 	go routerSrv.Serve(routerLn)
+	defer rtr.Close() // pinned connections are hijacked: the server does not track them
 	defer routerSrv.Close()
 	calSrv := &http.Server{Handler: s.calHandler(), TLSConfig: caltls.Config(s.cert, s.net.Info.Network, s.resolveCal, true), ReadHeaderTimeout: 10 * time.Second}
 	apiSrv := &http.Server{Handler: s.apiHandler(), ReadHeaderTimeout: 10 * time.Second}

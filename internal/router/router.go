@@ -7,6 +7,7 @@
 package router
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -37,12 +39,14 @@ type Router struct {
 
 	mu         sync.Mutex
 	transports map[string]*http.Transport // by socket
+	pinned     map[net.Conn]struct{}      // client connections spliced to a gateway
+	closed     bool
 }
 
 // New returns a router for the DNS zone domain ("calnet.").
 func New(domain string, lookup Lookup) *Router {
 	d := "." + strings.Trim(strings.ToLower(domain), ".")
-	return &Router{domain: d, lookup: lookup, transports: map[string]*http.Transport{}}
+	return &Router{domain: d, lookup: lookup, transports: map[string]*http.Transport{}, pinned: map[net.Conn]struct{}{}}
 }
 
 // maxNamespace bounds a namespace (a DNS name).
@@ -57,11 +61,9 @@ func jsonErr(w http.ResponseWriter, status int, format string, args ...any) {
 // ServeHTTP implements http.Handler.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ns, rest := "", r.URL.Path
-	host := strings.ToLower(r.Host)
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	if strings.HasSuffix(host, rt.domain) {
+	host := hostOnly(r.Host)
+	byHost := strings.HasSuffix(host, rt.domain)
+	if byHost {
 		ns = strings.TrimSuffix(host, rt.domain)
 	} else {
 		p := strings.TrimPrefix(r.URL.Path, "/")
@@ -82,7 +84,159 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		jsonErr(w, http.StatusNotFound, "namespace %q: no such cal", ns)
 		return
 	}
+	if byHost && pinnable(r) && rt.pin(w, r, t.Socket, ns) {
+		return
+	}
 	rt.forward(w, r, t.Socket, ns, rest)
+}
+
+// hostOnly is a Host header lowercased and without its port.
+func hostOnly(h string) string {
+	h = strings.ToLower(h)
+	if hh, _, err := net.SplitHostPort(h); err == nil {
+		return hh
+	}
+	return h
+}
+
+// pinnable reports whether a request may open a pinned connection: HTTP/1.1
+// keep-alive without a body, so that nothing of it is left unread.
+func pinnable(r *http.Request) bool {
+	return r.ProtoMajor == 1 && r.ProtoMinor == 1 && !r.Close && r.ContentLength == 0 && len(r.TransferEncoding) == 0
+}
+
+// pin turns a connection routed by Host into a spliced byte stream to the
+// gateway: the first request is written to the gateway with the routing
+// headers, then the kernel copies both ways (splice(2) between the TCP and
+// the unix socket) and no later request is parsed here. Every later request
+// on the connection reaches the same Cal; the gateway answers 421
+// Misdirected Request to one whose Host names another namespace
+// (Misdirected), and the client retries on a new connection, as HTTP/2
+// clients do. It returns false, with nothing written, when the connection
+// cannot be taken over.
+func (rt *Router) pin(w http.ResponseWriter, r *http.Request, socket, ns string) bool {
+	gw, err := (&net.Dialer{}).DialContext(r.Context(), "unix", socket)
+	if err != nil {
+		return false
+	}
+	rt.mu.Lock()
+	closed := rt.closed
+	rt.mu.Unlock()
+	if closed {
+		gw.Close()
+		return false
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		gw.Close()
+		return false
+	}
+	conn.SetDeadline(time.Time{})
+	rt.mu.Lock()
+	rt.pinned[conn] = struct{}{}
+	rt.mu.Unlock()
+	go rt.splice(conn, brw.Reader, gw, r, ns)
+	return true
+}
+
+// splice forwards the first request, then copies bytes both ways until
+// either side closes.
+func (rt *Router) splice(conn net.Conn, buffered *bufio.Reader, gw net.Conn, r *http.Request, ns string) {
+	defer func() {
+		conn.Close()
+		gw.Close()
+		rt.mu.Lock()
+		delete(rt.pinned, conn)
+		rt.mu.Unlock()
+	}()
+	first := &http.Request{
+		Method: r.Method, URL: &url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: r.Header.Clone(), Host: r.Host,
+	}
+	first.Header.Set("X-Calnet-Namespace", ns)
+	first.Header.Set("X-Forwarded-Host", r.Host)
+	first.Header.Set(PinnedHeader, "1")
+	if first.Header.Get("User-Agent") == "" {
+		first.Header["User-Agent"] = []string{""} // do not let Write invent one
+	}
+	bw := bufio.NewWriter(gw)
+	if err := first.Write(bw); err != nil {
+		return
+	}
+	if n := buffered.Buffered(); n > 0 { // pipelined requests already read
+		b, _ := buffered.Peek(n)
+		bw.Write(b)
+	}
+	if bw.Flush() != nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		io.Copy(gw, conn) // splice(2): TCP -> unix socket
+		if cw, ok := gw.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+	}()
+	io.Copy(conn, gw) // splice(2): unix socket -> TCP
+	conn.Close()
+	<-done
+}
+
+// Close ends every pinned connection (the router's server is shutting
+// down) and stops pinning new ones.
+func (rt *Router) Close() {
+	rt.mu.Lock()
+	rt.closed = true
+	conns := make([]net.Conn, 0, len(rt.pinned))
+	for c := range rt.pinned {
+		conns = append(conns, c)
+	}
+	rt.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// PinnedHeader marks the first request of a connection the router pinned
+// to a gateway.
+const PinnedHeader = "X-Calnet-Pinned"
+
+type pinKey struct{}
+
+// ConnContext is the http.Server ConnContext of a Cal gateway: it gives
+// each connection the state Misdirected keeps.
+func ConnContext(ctx context.Context, _ net.Conn) context.Context {
+	return context.WithValue(ctx, pinKey{}, new(atomic.Bool))
+}
+
+// Misdirected wraps a Cal gateway's handler. A request whose Host names
+// another namespace of the domain gets 421 Misdirected Request and the
+// connection is closed so that the client's retry is routed afresh; on a
+// connection the router pinned (its first request carried PinnedHeader;
+// the server needs ConnContext) every request must name this Cal's
+// namespace in its Host, so a request meant for path routing cannot reach
+// the pinned Cal either. namespace reports the Cal's own namespace and the
+// domain; an empty domain turns the check off.
+func Misdirected(namespace func() (ns, domain string), next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ns, domain := namespace()
+		if domain != "" {
+			pinned, _ := r.Context().Value(pinKey{}).(*atomic.Bool)
+			if pinned != nil && r.Header.Get(PinnedHeader) != "" {
+				pinned.Store(true)
+			}
+			d := "." + strings.Trim(strings.ToLower(domain), ".")
+			host := hostOnly(r.Host)
+			other := strings.HasSuffix(host, d) && strings.TrimSuffix(host, d) != ns
+			if other || (pinned != nil && pinned.Load() && host != ns+d) {
+				w.Header().Set("Connection", "close")
+				jsonErr(w, http.StatusMisdirectedRequest, "host %q: not served on this connection, which belongs to namespace %q; retry on a new connection", host, ns)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // hopHeaders are connection-level headers a proxy must not forward.
@@ -105,6 +259,7 @@ func (rt *Router) forward(w http.ResponseWriter, r *http.Request, socket, ns, pa
 	for _, h := range hopHeaders {
 		out.Header.Del(h)
 	}
+	out.Header.Del(PinnedHeader)
 	out.Header.Set("X-Calnet-Namespace", ns)
 	out.Header.Set("X-Forwarded-Host", r.Host)
 	out = out.WithContext(r.Context())

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -15,15 +16,16 @@ import (
 )
 
 // gateway serves a fake Cal gateway on a unix socket.
-func gateway(t testing.TB, name string) string {
+func gateway(t testing.TB, name, ns string) string {
 	sock := filepath.Join(t.TempDir(), "gw.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	own := func() (string, string) { return ns, "calnet." }
+	srv := &http.Server{ConnContext: ConnContext, Handler: Misdirected(own, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s %s %s", name, r.URL.Path, r.Header.Get("X-Calnet-Namespace"))
-	})}
+	}))}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return sock
@@ -31,8 +33,8 @@ func gateway(t testing.TB, name string) string {
 
 func TestRouting(t *testing.T) {
 	routes := map[string]Target{
-		"web.master":     {Cal: "w", Socket: gateway(t, "web")},
-		"api.web.master": {Cal: "a", Socket: gateway(t, "api")},
+		"web.master":     {Cal: "w", Socket: gateway(t, "web", "web.master")},
+		"api.web.master": {Cal: "a", Socket: gateway(t, "api", "api.web.master")},
 		"dead.master":    {Cal: "d", Socket: filepath.Join(t.TempDir(), "none.sock")},
 	}
 	rt := New("calnet.", func(ns string) (Target, bool) { tg, ok := routes[ns]; return tg, ok })
@@ -53,13 +55,15 @@ func TestRouting(t *testing.T) {
 		{"gateway down", "", "/dead.master/", 502, "not answering"},
 		{"too long", "", "/" + strings.Repeat("a", 300) + "/", 400, "over the limit"},
 	}
+	// A connection per request: one routed by Host is pinned to its Cal.
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req, _ := http.NewRequest("GET", srv.URL+tt.path, nil)
 			if tt.host != "" {
 				req.Host = tt.host
 			}
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := fresh.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -72,8 +76,97 @@ func TestRouting(t *testing.T) {
 	}
 }
 
+// TestPinnedConnection: a connection routed by Host is spliced to the
+// gateway; later requests on it reach the same Cal, pipelined ones too,
+// and one naming another namespace gets 421 from the gateway rather than
+// reaching the wrong Cal.
+func TestPinnedConnection(t *testing.T) {
+	routes := map[string]Target{
+		"web.master": {Cal: "w", Socket: gateway(t, "web", "web.master")},
+		"api.master": {Cal: "a", Socket: gateway(t, "api", "api.master")},
+	}
+	rt := New("calnet.", func(ns string) (Target, bool) { tg, ok := routes[ns]; return tg, ok })
+	srv := httptest.NewServer(rt)
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	send := func(host, path string) {
+		t.Helper()
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nX-Calnet-Namespace: forged\r\n\r\n", path, host)
+	}
+	read := func(status int, body string) {
+		t.Helper()
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != status || !strings.Contains(string(b), body) {
+			t.Fatalf("got %d %q, want %d %q", resp.StatusCode, b, status, body)
+		}
+	}
+	send("web.master.calnet", "/one")
+	read(200, "web /one web.master") // the router set the namespace header
+	send("web.master.calnet:80", "/two")
+	send("web.master.calnet", "/three") // pipelined
+	read(200, "web /two")
+	read(200, "web /three")
+	for _, tt := range []struct{ host, path string }{
+		{"api.master.calnet", "/x"},                     // another namespace by Host
+		{srv.Listener.Addr().String(), "/api.master/x"}, // meant for path routing
+	} {
+		c, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, br = c, bufio.NewReader(c)
+		send("web.master.calnet", "/first")
+		read(200, "web /first")
+		send(tt.host, tt.path)
+		read(http.StatusMisdirectedRequest, "not served on this connection")
+		if _, err := br.ReadByte(); err != io.EOF { // the gateway closed; the router closed the client
+			t.Fatalf("connection after 421: %v, want EOF", err)
+		}
+		c.Close()
+	}
+
+	// A fresh connection to the other namespace reaches it.
+	req, _ := http.NewRequest("GET", srv.URL+"/y", nil)
+	req.Host = "api.master.calnet"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "api /y api.master" {
+		t.Fatalf("fresh connection: %q", b)
+	}
+
+	// Close ends pinned connections.
+	c2, _ := net.Dial("tcp", srv.Listener.Addr().String())
+	defer c2.Close()
+	fmt.Fprintf(c2, "GET / HTTP/1.1\r\nHost: web.master.calnet\r\n\r\n")
+	br2 := bufio.NewReader(c2)
+	resp, err = http.ReadResponse(br2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	rt.Close()
+	c2.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := br2.ReadByte(); err != io.EOF {
+		t.Fatalf("after Close: %v, want EOF", err)
+	}
+}
+
 // load sends requests from 32 workers for d and returns requests/second.
-func load(b *testing.B, url string, socket string, d time.Duration) float64 {
+func load(b *testing.B, url, host, socket string, d time.Duration) float64 {
 	dial := (&net.Dialer{}).DialContext
 	if socket != "" {
 		dial = func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -92,6 +185,9 @@ func load(b *testing.B, url string, socket string, d time.Duration) float64 {
 			k := int64(0)
 			for ctx.Err() == nil {
 				req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+				if host != "" {
+					req.Host = host
+				}
 				resp, err := c.Do(req)
 				if err != nil {
 					continue
@@ -112,16 +208,19 @@ func load(b *testing.B, url string, socket string, d time.Duration) float64 {
 // BenchmarkRouterVsDirect compares requests per second through the router
 // with requests straight to the same gateway, in one run.
 func BenchmarkRouterVsDirect(b *testing.B) {
-	sock := gateway(b, "web")
+	sock := gateway(b, "web", "web.master")
 	rt := New("calnet.", func(string) (Target, bool) { return Target{Socket: sock}, true })
 	srv := httptest.NewServer(rt)
 	defer srv.Close()
 	d := 3 * time.Second
 	for b.Loop() {
-		rps := load(b, srv.URL+"/web.master/", "", d)
-		drps := load(b, "http://gateway/", sock, d) // straight to the gateway's socket
-		b.ReportMetric(rps, "router-req/s")
+		prps := load(b, srv.URL+"/web.master/", "", "", d)               // routed by path: parsed per request
+		hrps := load(b, srv.URL+"/", "web.master.calnet", "", d)         // routed by Host: pinned, spliced
+		drps := load(b, "http://gateway/", "web.master.calnet", sock, d) // straight to the gateway's socket
+		b.ReportMetric(prps, "path-req/s")
+		b.ReportMetric(hrps, "host-req/s")
 		b.ReportMetric(drps, "direct-req/s")
-		b.ReportMetric(rps/drps*100, "%-of-direct")
+		b.ReportMetric(prps/drps*100, "%path-of-direct")
+		b.ReportMetric(hrps/drps*100, "%host-of-direct")
 	}
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -712,12 +713,14 @@ func TestInfinityRouterAndQR(t *testing.T) {
 	if err != nil || card.Namespace != "shop.master" || !strings.HasPrefix(card.Fingerprint, "SHA256:") || card.URL != "http://"+n.router+"/shop.master/" {
 		t.Fatalf("card %+v %v", card, err)
 	}
+	// A connection per request: one routed by Host is pinned to its Cal.
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	get := func(url, host string) (int, map[string]any) {
 		req, _ := http.NewRequest("GET", url, nil)
 		if host != "" {
 			req.Host = host
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := fresh.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -736,6 +739,27 @@ func TestInfinityRouterAndQR(t *testing.T) {
 	}
 	if code, _ := get("http://"+n.router+"/nobody.master/", ""); code != 404 {
 		t.Fatalf("unknown namespace: %d", code)
+	}
+	// A connection routed by Host is pinned to the Cal: a later request on
+	// it for another namespace gets 421 from the Cal's gateway, which knows
+	// the network's domain, and the connection is closed.
+	conn, err := net.Dial("tcp", n.router)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	for i, host := range []string{"shop.master.calnet", "shop.master.calnet", "other.master.calnet"} {
+		fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", host)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if want := map[bool]int{true: 421, false: 200}[i == 2]; resp.StatusCode != want {
+			t.Fatalf("pinned request %d (host %s): %d, want %d", i, host, resp.StatusCode, want)
+		}
 	}
 	// The QR code decodes back to the card, with a real decoder.
 	png, err := n.c.CardQR(ctx, "shop", "png")
