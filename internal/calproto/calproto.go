@@ -43,9 +43,12 @@ const (
 	TemplateFile  = "template.json"
 	APISocket     = "api.sock"
 	GatewaySocket = "gateway.sock"
-	ConsoleSocket = "console.sock"
-	LocalSocket   = "local.sock"
-	ControlSock   = "cal.sock"
+	// GatewayHandoffSocket takes client connections the router hands
+	// over (router.ListenHandoff); only the control plane may connect.
+	GatewayHandoffSocket = "gateway.handoff.sock"
+	ConsoleSocket        = "console.sock"
+	LocalSocket          = "local.sock"
+	ControlSock          = "cal.sock"
 )
 
 // NetworkInfo is the public network description written into every sandbox.

@@ -220,7 +220,11 @@ func (rt *Runtime) startBuiltin(ctx context.Context, tier int, name string) (not
 	case "api":
 		return "served with the mesh tier's mutual TLS", nil
 	case "gateway":
-		return "Infinity Router entry", rt.serve(tier, calproto.GatewaySocket, 0o666, rt.gatewayHandler(), false)
+		h := rt.gatewayHandler()
+		if err := rt.serve(tier, calproto.GatewaySocket, 0o666, h, false); err != nil {
+			return "", err
+		}
+		return "Infinity Router entry (connections routed by Host are handed over)", rt.serveHandoff(tier, h)
 	}
 	return "", fmt.Errorf("unknown builtin %q", name)
 }
@@ -241,6 +245,21 @@ func (rt *Runtime) serve(tier int, sock string, mode os.FileMode, h http.Handler
 	} else {
 		go srv.Serve(ln)
 	}
+	rt.tiers.onStop(tier, func() { srv.Close() })
+	rt.closers = append(rt.closers, func() { srv.Close() })
+	return nil
+}
+
+// serveHandoff serves h on the connections the router hands over to the
+// gateway (its socket is the control plane's alone: mode 0600).
+func (rt *Runtime) serveHandoff(tier int, h http.Handler) error {
+	ln, err := listenUnix(filepath.Join(rt.dir, calproto.GatewayHandoffSocket), 0o600)
+	if err != nil {
+		return err
+	}
+	hl := router.ListenHandoff(ln.(*net.UnixListener))
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ConnContext: router.ConnContext}
+	go srv.Serve(hl)
 	rt.tiers.onStop(tier, func() { srv.Close() })
 	rt.closers = append(rt.closers, func() { srv.Close() })
 	return nil

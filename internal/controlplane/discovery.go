@@ -19,7 +19,8 @@ func (s *Server) router() *router.Router {
 		if !ok || r.State != StateRunning {
 			return router.Target{}, false
 		}
-		return router.Target{Cal: r.ID, Socket: filepath.Join(s.calDir(r.ID), calproto.GatewaySocket)}, true
+		dir := s.calDir(r.ID)
+		return router.Target{Cal: r.ID, Socket: filepath.Join(dir, calproto.GatewaySocket), Handoff: filepath.Join(dir, calproto.GatewayHandoffSocket)}, true
 	})
 }
 

@@ -8,8 +8,10 @@ package router
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -26,6 +29,9 @@ type Target struct {
 	Cal string
 	// Socket is the unix socket of the Cal's gateway.
 	Socket string
+	// Handoff, when set, is the gateway's handoff socket: connections
+	// routed by Host are handed over to the gateway there (ListenHandoff).
+	Handoff string
 }
 
 // Lookup resolves a namespace (lowercase, without the domain). It must be
@@ -84,7 +90,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		jsonErr(w, http.StatusNotFound, "namespace %q: no such cal", ns)
 		return
 	}
-	if byHost && pinnable(r) && rt.pin(w, r, t.Socket, ns) {
+	if byHost && pinnable(r) && rt.pin(w, r, t, ns) {
 		return
 	}
 	rt.forward(w, r, t.Socket, ns, rest)
@@ -105,50 +111,77 @@ func pinnable(r *http.Request) bool {
 	return r.ProtoMajor == 1 && r.ProtoMinor == 1 && !r.Close && r.ContentLength == 0 && len(r.TransferEncoding) == 0
 }
 
-// pin turns a connection routed by Host into a spliced byte stream to the
-// gateway: the first request is written to the gateway with the routing
-// headers, then the kernel copies both ways (splice(2) between the TCP and
-// the unix socket) and no later request is parsed here. Every later request
-// on the connection reaches the same Cal; the gateway answers 421
-// Misdirected Request to one whose Host names another namespace
-// (Misdirected), and the client retries on a new connection, as HTTP/2
-// clients do. It returns false, with nothing written, when the connection
-// cannot be taken over.
-func (rt *Router) pin(w http.ResponseWriter, r *http.Request, socket, ns string) bool {
-	gw, err := (&net.Dialer{}).DialContext(r.Context(), "unix", socket)
-	if err != nil {
-		return false
+// pin takes over a connection routed by Host: its socket is handed to the
+// gateway (Target.Handoff), which serves the client directly from then on,
+// or, when the gateway has no handoff socket, it becomes a spliced byte
+// stream to the gateway (splice(2) between the TCP and the unix socket).
+// Either way no later request on it is parsed here, and every one reaches
+// the same Cal: the gateway answers 421 Misdirected Request to one whose
+// Host names another namespace (Misdirected), and the client retries on a
+// new connection, as HTTP/2 clients do. pin returns false, with nothing
+// written, when the connection cannot be taken over.
+func (rt *Router) pin(w http.ResponseWriter, r *http.Request, t Target, ns string) bool {
+	var hc *net.UnixConn
+	if t.Handoff != "" {
+		if c, err := (&net.Dialer{Timeout: handoffTimeout}).DialContext(r.Context(), "unix", t.Handoff); err == nil {
+			hc = c.(*net.UnixConn)
+		}
+	}
+	var gw net.Conn
+	if hc == nil {
+		var err error
+		if gw, err = (&net.Dialer{}).DialContext(r.Context(), "unix", t.Socket); err != nil {
+			return false
+		}
+	}
+	closeDialed := func() {
+		if hc != nil {
+			hc.Close()
+		}
+		if gw != nil {
+			gw.Close()
+		}
 	}
 	rt.mu.Lock()
 	closed := rt.closed
 	rt.mu.Unlock()
 	if closed {
-		gw.Close()
+		closeDialed()
 		return false
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		gw.Close()
+		closeDialed()
 		return false
 	}
 	conn.SetDeadline(time.Time{})
+	prefix := firstRequest(r, ns, brw.Reader)
+	if hc != nil {
+		err := errNotSent
+		if sc, ok := conn.(syscall.Conn); ok {
+			err = sendConn(hc, sc, prefix)
+		}
+		hc.Close()
+		if !errors.Is(err, errNotSent) { // the gateway has it (or may have it)
+			conn.Close()
+			return true
+		}
+		if gw, err = (&net.Dialer{}).DialContext(r.Context(), "unix", t.Socket); err != nil {
+			conn.Close()
+			return true
+		}
+	}
 	rt.mu.Lock()
 	rt.pinned[conn] = struct{}{}
 	rt.mu.Unlock()
-	go rt.splice(conn, brw.Reader, gw, r, ns)
+	go rt.splice(conn, gw, prefix)
 	return true
 }
 
-// splice forwards the first request, then copies bytes both ways until
-// either side closes.
-func (rt *Router) splice(conn net.Conn, buffered *bufio.Reader, gw net.Conn, r *http.Request, ns string) {
-	defer func() {
-		conn.Close()
-		gw.Close()
-		rt.mu.Lock()
-		delete(rt.pinned, conn)
-		rt.mu.Unlock()
-	}()
+// firstRequest is the request that opened a pinned connection, as the
+// gateway gets it (with the routing headers), followed by the pipelined
+// bytes already read.
+func firstRequest(r *http.Request, ns string, buffered *bufio.Reader) []byte {
 	first := &http.Request{
 		Method: r.Method, URL: &url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: r.Header.Clone(), Host: r.Host,
@@ -159,15 +192,26 @@ func (rt *Router) splice(conn net.Conn, buffered *bufio.Reader, gw net.Conn, r *
 	if first.Header.Get("User-Agent") == "" {
 		first.Header["User-Agent"] = []string{""} // do not let Write invent one
 	}
-	bw := bufio.NewWriter(gw)
-	if err := first.Write(bw); err != nil {
-		return
+	var b bytes.Buffer
+	first.Write(&b)
+	if n := buffered.Buffered(); n > 0 {
+		p, _ := buffered.Peek(n)
+		b.Write(p)
 	}
-	if n := buffered.Buffered(); n > 0 { // pipelined requests already read
-		b, _ := buffered.Peek(n)
-		bw.Write(b)
-	}
-	if bw.Flush() != nil {
+	return b.Bytes()
+}
+
+// splice writes the prefix to the gateway, then copies bytes both ways
+// until either side closes.
+func (rt *Router) splice(conn, gw net.Conn, prefix []byte) {
+	defer func() {
+		conn.Close()
+		gw.Close()
+		rt.mu.Lock()
+		delete(rt.pinned, conn)
+		rt.mu.Unlock()
+	}()
+	if _, err := gw.Write(prefix); err != nil {
 		return
 	}
 	done := make(chan struct{})
@@ -183,8 +227,8 @@ func (rt *Router) splice(conn net.Conn, buffered *bufio.Reader, gw net.Conn, r *
 	<-done
 }
 
-// Close ends every pinned connection (the router's server is shutting
-// down) and stops pinning new ones.
+// Close ends every spliced connection (the router's server is shutting
+// down) and stops pinning new ones; handed-over ones belong to their Cals.
 func (rt *Router) Close() {
 	rt.mu.Lock()
 	rt.closed = true
@@ -206,8 +250,12 @@ type pinKey struct{}
 
 // ConnContext is the http.Server ConnContext of a Cal gateway: it gives
 // each connection the state Misdirected keeps.
-func ConnContext(ctx context.Context, _ net.Conn) context.Context {
-	return context.WithValue(ctx, pinKey{}, new(atomic.Bool))
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	pinned := new(atomic.Bool)
+	if _, ok := c.(*handedConn); ok {
+		pinned.Store(true)
+	}
+	return context.WithValue(ctx, pinKey{}, pinned)
 }
 
 // Misdirected wraps a Cal gateway's handler. A request whose Host names

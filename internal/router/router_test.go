@@ -3,14 +3,17 @@ package router
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -29,6 +32,29 @@ func gateway(t testing.TB, name, ns string) string {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return sock
+}
+
+// handoffGateway is a fake Cal gateway that also takes connections handed
+// over by the router.
+func handoffGateway(t testing.TB, name, ns string) Target {
+	dir := t.TempDir()
+	sock, hsock := filepath.Join(dir, "gw.sock"), filepath.Join(dir, "handoff.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hln, err := net.ListenUnix("unix", &net.UnixAddr{Name: hsock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := func() (string, string) { return ns, "calnet." }
+	srv := &http.Server{ConnContext: ConnContext, Handler: Misdirected(own, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s %s", name, r.URL.Path, r.Header.Get("X-Calnet-Namespace"))
+	}))}
+	go srv.Serve(ln)
+	go srv.Serve(ListenHandoff(hln))
+	t.Cleanup(func() { srv.Close() })
+	return Target{Cal: name, Socket: sock, Handoff: hsock}
 }
 
 func TestRouting(t *testing.T) {
@@ -81,10 +107,26 @@ func TestRouting(t *testing.T) {
 // and one naming another namespace gets 421 from the gateway rather than
 // reaching the wrong Cal.
 func TestPinnedConnection(t *testing.T) {
-	routes := map[string]Target{
-		"web.master": {Cal: "w", Socket: gateway(t, "web", "web.master")},
-		"api.master": {Cal: "a", Socket: gateway(t, "api", "api.master")},
-	}
+	t.Run("spliced", func(t *testing.T) {
+		testPinned(t, map[string]Target{
+			"web.master": {Cal: "w", Socket: gateway(t, "web", "web.master")},
+			"api.master": {Cal: "a", Socket: gateway(t, "api", "api.master")},
+		}, true)
+	})
+	t.Run("handed over", func(t *testing.T) {
+		testPinned(t, map[string]Target{
+			"web.master": handoffGateway(t, "web", "web.master"),
+			"api.master": handoffGateway(t, "api", "api.master"),
+		}, false)
+	})
+	t.Run("handoff socket gone", func(t *testing.T) { // falls back to splicing
+		web := handoffGateway(t, "web", "web.master")
+		web.Handoff += ".missing"
+		testPinned(t, map[string]Target{"web.master": web, "api.master": handoffGateway(t, "api", "api.master")}, true)
+	})
+}
+
+func testPinned(t *testing.T, routes map[string]Target, spliced bool) {
 	rt := New("calnet.", func(ns string) (Target, bool) { tg, ok := routes[ns]; return tg, ok })
 	srv := httptest.NewServer(rt)
 	defer srv.Close()
@@ -159,9 +201,13 @@ func TestPinnedConnection(t *testing.T) {
 	}
 	io.ReadAll(resp.Body)
 	rt.Close()
-	c2.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := br2.ReadByte(); err != io.EOF {
+	c2.SetReadDeadline(time.Now().Add(time.Second))
+	_, err = br2.ReadByte()
+	if spliced && err != io.EOF {
 		t.Fatalf("after Close: %v, want EOF", err)
+	}
+	if !spliced && !errors.Is(err, os.ErrDeadlineExceeded) { // the Cal holds it now
+		t.Fatalf("handed-over connection after the router's Close: %v, want it open", err)
 	}
 }
 
@@ -208,19 +254,53 @@ func load(b *testing.B, url, host, socket string, d time.Duration) float64 {
 // BenchmarkRouterVsDirect compares requests per second through the router
 // with requests straight to the same gateway, in one run.
 func BenchmarkRouterVsDirect(b *testing.B) {
-	sock := gateway(b, "web", "web.master")
-	rt := New("calnet.", func(string) (Target, bool) { return Target{Socket: sock}, true })
+	tg := handoffGateway(b, "web", "web.master")
+	sock := tg.Socket
+	spliced := New("calnet.", func(string) (Target, bool) { return Target{Socket: sock}, true })
+	ssrv := httptest.NewServer(spliced)
+	defer ssrv.Close()
+	rt := New("calnet.", func(string) (Target, bool) { return tg, true })
 	srv := httptest.NewServer(rt)
 	defer srv.Close()
 	d := 3 * time.Second
 	for b.Loop() {
 		prps := load(b, srv.URL+"/web.master/", "", "", d)               // routed by path: parsed per request
-		hrps := load(b, srv.URL+"/", "web.master.calnet", "", d)         // routed by Host: pinned, spliced
+		srps := load(b, ssrv.URL+"/", "web.master.calnet", "", d)        // routed by Host: pinned, spliced
+		hrps := load(b, srv.URL+"/", "web.master.calnet", "", d)         // routed by Host: handed over
 		drps := load(b, "http://gateway/", "web.master.calnet", sock, d) // straight to the gateway's socket
 		b.ReportMetric(prps, "path-req/s")
 		b.ReportMetric(hrps, "host-req/s")
+		b.ReportMetric(srps, "spliced-req/s")
+		b.ReportMetric(srps/drps*100, "%spliced-of-direct")
 		b.ReportMetric(drps, "direct-req/s")
 		b.ReportMetric(prps/drps*100, "%path-of-direct")
 		b.ReportMetric(hrps/drps*100, "%host-of-direct")
 	}
+}
+
+// FuzzReceiveConn: whatever arrives on the handoff socket without a
+// descriptor is refused, without a panic or a leak.
+func FuzzReceiveConn(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 4, 'G', 'E', 'T', ' '})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, b := os.NewFile(uintptr(fds[0]), "a"), os.NewFile(uintptr(fds[1]), "b")
+		ca, _ := net.FileConn(a)
+		cb, _ := net.FileConn(b)
+		a.Close()
+		b.Close()
+		defer ca.Close()
+		defer cb.Close()
+		ca.Write(data)
+		ca.(*net.UnixConn).CloseWrite()
+		if c, err := receiveConn(cb.(*net.UnixConn)); err == nil {
+			c.Close()
+			t.Fatalf("accepted %x without a descriptor", data)
+		}
+	})
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -750,6 +751,14 @@ func TestInfinityRouterAndQR(t *testing.T) {
 	defer conn.Close()
 	br := bufio.NewReader(conn)
 	for i, host := range []string{"shop.master.calnet", "shop.master.calnet", "other.master.calnet"} {
+		if i == 2 {
+			// The router handed the client's socket to the Cal: the Cal's
+			// process holds it and the control plane no longer does.
+			holders := socketHolders(t, conn)
+			if len(holders) != 1 || holders[0] == n.cmd.Process.Pid {
+				t.Fatalf("the routed connection's socket is held by %v (control plane %d), want the Cal alone", holders, n.cmd.Process.Pid)
+			}
+		}
 		fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", host)
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
@@ -784,6 +793,45 @@ func TestInfinityRouterAndQR(t *testing.T) {
 	if code, _ := get(card.URL, ""); code != 404 {
 		t.Fatalf("revoked cal still routed: %d", code)
 	}
+}
+
+// socketHolders lists the processes holding the far end (the server's
+// socket) of a loopback TCP connection, from /proc.
+func socketHolders(t *testing.T, c net.Conn) []int {
+	t.Helper()
+	local, remote := c.LocalAddr().(*net.TCPAddr), c.RemoteAddr().(*net.TCPAddr)
+	// The server's socket has the router's address as local and ours as
+	// remote; /proc/net/tcp writes ports in hex.
+	want := fmt.Sprintf(":%04X %s:%04X", remote.Port, "0100007F", local.Port)
+	b, err := os.ReadFile("/proc/self/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inode := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 9 && strings.Contains(f[1]+" "+f[2], want) {
+			inode = f[9]
+		}
+	}
+	if inode == "" {
+		t.Fatalf("no socket %s in /proc/net/tcp", want)
+	}
+	var pids []int
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		fds, _ := os.ReadDir(filepath.Join("/proc", p.Name(), "fd"))
+		for _, fd := range fds {
+			if l, _ := os.Readlink(filepath.Join("/proc", p.Name(), "fd", fd.Name())); l == "socket:["+inode+"]" {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
 }
 
 const agentTemplate = `name: agent
