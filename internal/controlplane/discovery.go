@@ -75,7 +75,9 @@ func (s *Server) rebuildIndex(ctx context.Context) error {
 
 // childNamespace is <label>.<parent namespace>, with the child's name as
 // label when it has one, else the first 8 (or, on a collision, 16)
-// characters of its ID.
+// characters of its ID. The namespace is reserved in the index at once, so
+// that siblings spawned at the same time with the same name cannot both
+// get it; releaseNamespace gives it back if the Cal is never stored.
 func (s *Server) childNamespace(ctx context.Context, parent, name, id string) string {
 	prec, err := s.getCal(ctx, parent)
 	pns := "unknown"
@@ -89,8 +91,24 @@ func (s *Server) childNamespace(ctx context.Context, parent, name, id string) st
 		label = l
 	}
 	ns := label + "." + pns
-	if _, taken := s.lookupNS(ns); taken {
+	s.ns.mu.Lock()
+	defer s.ns.mu.Unlock()
+	if s.ns.byNS == nil {
+		s.ns.byNS = map[string]discovery.Record{}
+	}
+	if _, taken := s.ns.byNS[ns]; taken {
 		ns = id[:16] + "." + pns
 	}
+	s.ns.byNS[ns] = discovery.Record{ID: id, Namespace: ns, State: StateDeploying}
 	return ns
+}
+
+// releaseNamespace drops a reservation of childNamespace whose Cal was not
+// stored.
+func (s *Server) releaseNamespace(ns, id string) {
+	s.ns.mu.Lock()
+	defer s.ns.mu.Unlock()
+	if r, ok := s.ns.byNS[ns]; ok && r.ID == id {
+		delete(s.ns.byNS, ns)
+	}
 }

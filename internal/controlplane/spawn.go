@@ -379,6 +379,7 @@ func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnPar
 	crec.Template = tmpl.Name
 	crec.Features = slices.DeleteFunc(crec.Features, func(f string) bool { return slices.Contains(p.Without, f) })
 	if err := s.putCal(ctx, crec); err != nil {
+		s.releaseNamespace(crec.Namespace, id)
 		return "", err
 	}
 	s.updateCal(ctx, parent.Child().String(), func(r *CalRecord) { r.Children = append(r.Children, id) })

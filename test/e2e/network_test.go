@@ -788,6 +788,42 @@ func TestInfinityRouterAndQR(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, card.Fingerprint) {
 		t.Fatalf("calnet qr: %+v", r)
 	}
+	// Siblings spawned at once with the same name get distinct namespaces:
+	// the first the name, the others their IDs; each routes to its own Cal.
+	var wg sync.WaitGroup
+	ids := make([]string, 4)
+	for i := range ids {
+		wg.Go(func() {
+			sp, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "twin", Permissions: []string{"read"}}, true)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ids[i] = sp.Cal
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		c, err := n.c.Card(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[c.Namespace] || (c.Namespace != "twin.master" && c.Namespace != id[:16]+".master") {
+			t.Fatalf("twin %s got namespace %q (seen %v)", id, c.Namespace, seen)
+		}
+		seen[c.Namespace] = true
+		if code, m := get(c.URL, ""); code != 200 || m["cal"] != id {
+			t.Fatalf("twin %s routed to %v (%d)", id, m["cal"], code)
+		}
+	}
+	if !seen["twin.master"] {
+		t.Fatalf("no twin got the name: %v", seen)
+	}
+
 	// A revoked Cal is no longer routed.
 	n.c.Revoke(ctx, "shop", "")
 	if code, _ := get(card.URL, ""); code != 404 {
