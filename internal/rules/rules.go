@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"cel.dev/cel-go/cel"
@@ -122,7 +123,9 @@ func (m *Metrics) activation() map[string]any {
 	}
 }
 
-var env = func() *cel.Env {
+// env is built on first use: every Cal runs this binary, and only the
+// control plane and the simulator evaluate rules.
+var env = sync.OnceValue(func() *cel.Env {
 	opts := []cel.EnvOption{}
 	for _, v := range Vars {
 		var t *cel.Type
@@ -143,7 +146,7 @@ var env = func() *cel.Env {
 		panic(err)
 	}
 	return e
-}()
+})
 
 // Error is a rule that cannot be saved: the field, and for CEL the
 // position in the expression.
@@ -211,7 +214,7 @@ func program(field, expr string) (cel.Program, error) {
 	if len(expr) > MaxExpr {
 		return nil, &Error{Field: field, Msg: fmt.Sprintf("%d characters, over the limit of %d", len(expr), MaxExpr)}
 	}
-	ast, iss := env.Compile(expr)
+	ast, iss := env().Compile(expr)
 	if iss.Err() != nil {
 		e := &Error{Field: field, Msg: iss.Err().Error()}
 		if errs := iss.Errors(); len(errs) > 0 {
@@ -223,7 +226,7 @@ func program(field, expr string) (cel.Program, error) {
 	if ast.OutputType() != cel.BoolType {
 		return nil, &Error{Field: field, Msg: fmt.Sprintf("the expression is a %v: want a bool", ast.OutputType())}
 	}
-	p, err := env.Program(ast, cel.CostLimit(MaxCost))
+	p, err := env().Program(ast, cel.CostLimit(MaxCost))
 	if err != nil {
 		return nil, &Error{Field: field, Msg: err.Error()}
 	}
