@@ -7,6 +7,8 @@ package api
 import (
 	"encoding/json"
 	"time"
+
+	"github.com/soulfra/calnet/rules"
 )
 
 // Cal is a Cal in the registry.
@@ -177,4 +179,20 @@ type Health struct {
 // Terminal reports whether the spawn has ended.
 func (s *Spawn) Terminal() bool {
 	return s.State == "running" || s.State == "rejected" || s.State == "failed"
+}
+
+// RulesDoc is the body of PUT /v1/cals/{id}/rules: the Cal's spawn
+// criteria, replacing the ones it had.
+type RulesDoc struct {
+	Rules []rules.Rule `json:"rules"`
+}
+
+// RulesView is GET /v1/cals/{id}/rules: the rules, each one's state, the
+// recent decisions (fired, suppressed, disabled) and the variables rules
+// may use.
+type RulesView struct {
+	Rules     []rules.Rule            `json:"rules"`
+	State     map[string]*rules.State `json:"state"`
+	Decisions []rules.Decision        `json:"decisions"`
+	Vars      []rules.Var             `json:"vars"`
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/soulfra/calnet/api"
+	"github.com/soulfra/calnet/rules"
 	"io"
 	"net"
 	"net/http"
@@ -40,6 +41,9 @@ type (
 	Reflection   = api.Reflection
 	Card         = api.Card
 	Health       = api.Health
+	RulesView    = api.RulesView
+	// Rule is a spawn criterion (package rules).
+	Rule = rules.Rule
 )
 
 // Client talks to one control plane. It is safe for concurrent use.
@@ -410,6 +414,21 @@ type Limits struct {
 func (c *Client) Limits(ctx context.Context) (*Limits, error) {
 	var out Limits
 	return &out, c.do(ctx, http.MethodGet, "/v1/limits", nil, &out)
+}
+
+// Rules returns a Cal's spawn criteria, their state and recent decisions.
+func (c *Client) Rules(ctx context.Context, cal string) (*RulesView, error) {
+	var out RulesView
+	return &out, c.do(ctx, http.MethodGet, "/v1/cals/"+url.PathEscape(cal)+"/rules", nil, &out)
+}
+
+// SetRules replaces a Cal's spawn criteria (needs spawn). A rule that
+// does not compile is refused with its index, field and CEL position.
+func (c *Client) SetRules(ctx context.Context, cal string, rs []Rule) error {
+	if rs == nil {
+		rs = []Rule{}
+	}
+	return c.do(ctx, http.MethodPut, "/v1/cals/"+url.PathEscape(cal)+"/rules", api.RulesDoc{Rules: rs}, nil)
 }
 
 // SetLimits changes the spawn limits (admin).

@@ -76,6 +76,7 @@ func (s *Server) collect() {
 			}
 			hostIdle, hostTotal = idle, total
 		}
+		s.evalRules(s.ctx, now)
 	}
 }
 

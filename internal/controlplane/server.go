@@ -115,6 +115,7 @@ type Server struct {
 
 	challenges challenges
 	metrics    metrics.Set
+	rules      ruleBook
 	health     healthHistory
 	routerAddr string
 	ns         nsIndex
@@ -292,6 +293,9 @@ func (s *Server) Run(ctx context.Context) error {
 
 	if err := s.rebuildIndex(ctx); err != nil {
 		s.log.Error("namespace index", "err", err)
+	}
+	if err := s.loadRules(ctx); err != nil {
+		s.log.Error("loading rules", "err", err)
 	}
 	if s.cfg.DNSAddr != "" {
 		target, _ := net.ResolveTCPAddr("tcp", s.routerAddr)

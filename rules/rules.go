@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -86,9 +87,16 @@ type Action struct {
 // Vars are the metrics a rule sees, with their CEL types. Workload gauges
 // are in the map gauges (gauges["queue_depth"]; has(gauges.queue_depth)
 // tests for one).
-var Vars = []struct {
-	Name, Type, Help string
-}{
+func Vars() []Var { return slices.Clone(vars) }
+
+// Var is one variable rules see.
+type Var struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+	Help string `json:"help"`
+}
+
+var vars = []Var{
 	{"cpu_percent", "double", "CPU use in percent of one core, last sample"},
 	{"memory_bytes", "double", "memory use in bytes, last sample"},
 	{"memory_limit_bytes", "double", "memory limit in bytes (0: none)"},
@@ -127,7 +135,7 @@ func (m *Metrics) activation() map[string]any {
 // control plane and the simulator evaluate rules.
 var env = sync.OnceValue(func() *cel.Env {
 	opts := []cel.EnvOption{}
-	for _, v := range Vars {
+	for _, v := range vars {
 		var t *cel.Type
 		switch v.Type {
 		case "double":

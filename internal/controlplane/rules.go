@@ -1,0 +1,386 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/soulfra/calnet/api"
+	"github.com/soulfra/calnet/identity"
+	"github.com/soulfra/calnet/internal/calproto"
+	"github.com/soulfra/calnet/internal/store"
+	"github.com/soulfra/calnet/rules"
+	"github.com/soulfra/calnet/trust"
+)
+
+// Spawn criteria: rules attached to a Cal, evaluated after every metrics
+// collection (CollectEvery). A firing acts through the same spawn and
+// revocation paths as the API, so the spawn engine's limits (rates, depth,
+// quotas, kill switch) apply to everything a rule does. Every firing and
+// every suppression is published (event stream and audit trail) and
+// written to the Cal's encrypted reflection log.
+
+const (
+	bucketRules = "rules"
+	// maxRules bounds the rules of one Cal.
+	maxRules = 16
+	// keepDecisions is how many recent decisions a Cal's rules keep.
+	keepDecisions = 64
+	// idleCPU is the CPU use (percent of one core) under which a child
+	// counts as idle over the last minute.
+	idleCPU = 1.0
+)
+
+// calRules is one Cal's rules and their memory.
+type calRules struct {
+	rules    []*rules.Compiled
+	state    map[string]*rules.State
+	recent   []rules.Decision
+	inFlight bool
+}
+
+type ruleBook struct {
+	mu    sync.Mutex
+	byCal map[string]*calRules
+}
+
+// RulesDoc and RulesView are the rules API's wire types.
+type (
+	RulesDoc  = api.RulesDoc
+	RulesView = api.RulesView
+)
+
+// compileAll checks a rule set; the first problem names the rule's index.
+func compileAll(doc RulesDoc) ([]*rules.Compiled, *APIError) {
+	if len(doc.Rules) > maxRules {
+		return nil, apiErr(400, "rules: %d rules, over the limit of %d per cal", len(doc.Rules), maxRules)
+	}
+	seen := map[string]bool{}
+	var out []*rules.Compiled
+	for i, r := range doc.Rules {
+		c, err := rules.Compile(r)
+		if err != nil {
+			return nil, apiErr(400, "rules[%d].%v", i, err)
+		}
+		if seen[r.Name] {
+			return nil, apiErr(400, "rules[%d].name: %q is used twice", i, r.Name)
+		}
+		seen[r.Name] = true
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func (s *Server) setRules(id string, compiled []*rules.Compiled) {
+	s.rules.mu.Lock()
+	defer s.rules.mu.Unlock()
+	if s.rules.byCal == nil {
+		s.rules.byCal = map[string]*calRules{}
+	}
+	if len(compiled) == 0 {
+		delete(s.rules.byCal, id)
+		return
+	}
+	old := s.rules.byCal[id]
+	cr := &calRules{rules: compiled, state: map[string]*rules.State{}}
+	if old != nil { // keep the memory of rules that stay
+		cr.recent = old.recent
+		for _, c := range compiled {
+			if st, ok := old.state[c.Name]; ok {
+				cr.state[c.Name] = st
+			}
+		}
+	}
+	s.rules.byCal[id] = cr
+}
+
+// loadRules reads every stored rule set (at start).
+func (s *Server) loadRules(ctx context.Context) error {
+	docs := map[string]RulesDoc{}
+	err := s.store.View(ctx, func(tx store.Tx) error {
+		return tx.ForEach(bucketRules, "", func(k string, _ []byte) error {
+			var d RulesDoc
+			if err := store.GetJSON(tx, bucketRules, k, &d); err != nil {
+				return err
+			}
+			docs[k] = d
+			return nil
+		})
+	})
+	for id, d := range docs {
+		c, aerr := compileAll(d)
+		if aerr != nil {
+			s.log.Error("stored rules no longer compile; they stay off", "cal", id, "err", aerr.Msg)
+			continue
+		}
+		s.setRules(id, c)
+	}
+	return err
+}
+
+func (s *Server) handleRulesGet(w http.ResponseWriter, r *http.Request, pr principal) {
+	rec, aerr := s.resolveScoped(r.Context(), pr, r.PathValue("id"))
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	v := RulesView{Rules: []rules.Rule{}, State: map[string]*rules.State{}, Decisions: []rules.Decision{}, Vars: rules.Vars()}
+	s.rules.mu.Lock()
+	if cr := s.rules.byCal[rec.ID]; cr != nil {
+		for _, c := range cr.rules {
+			v.Rules = append(v.Rules, c.Rule)
+			if st := cr.state[c.Name]; st != nil {
+				cp := *st
+				v.State[c.Name] = &cp
+			}
+		}
+		v.Decisions = append(v.Decisions, cr.recent...)
+	}
+	s.rules.mu.Unlock()
+	writeJSON(w, 200, v)
+}
+
+func (s *Server) handleRulesPut(w http.ResponseWriter, r *http.Request, pr principal) {
+	rec, aerr := s.resolveScoped(r.Context(), pr, r.PathValue("id"))
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	if !pr.admin && !slices.Contains(pr.token.Permissions, "spawn") {
+		writeError(w, apiErr(403, "token %s needs spawn to set rules", pr.token.ID))
+		return
+	}
+	var doc RulesDoc
+	if !readJSON(w, r, &doc) {
+		return
+	}
+	compiled, aerr := compileAll(doc)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	for i, c := range compiled {
+		if c.Action.Kind == rules.Spawn {
+			if _, terr := s.resolveTemplate(c.Action.Template, ""); terr != nil {
+				writeError(w, apiErr(400, "rules[%d].action.template: %v", i, terr))
+				return
+			}
+		}
+	}
+	if doc.Rules == nil {
+		doc.Rules = []rules.Rule{}
+	}
+	if err := s.store.Update(r.Context(), func(tx store.Tx) error { return store.PutJSON(tx, bucketRules, rec.ID, doc) }); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.setRules(rec.ID, compiled)
+	s.bus.publish(Event{Type: "rules.set", Cal: rec.ID, Actor: pr.actor(), Reason: fmt.Sprintf("%d rules", len(doc.Rules))})
+	writeJSON(w, 200, doc)
+}
+
+// ruleMetrics gathers what a Cal's rules see.
+func (s *Server) ruleMetrics(ctx context.Context, rec *CalRecord, now time.Time) *rules.Metrics {
+	last := func(subject, metric string) float64 {
+		if sr := s.metrics.Get(subject, metric); sr != nil {
+			if p, ok := sr.Last(); ok {
+				return p.V
+			}
+		}
+		return 0
+	}
+	m := &rules.Metrics{
+		CPUPercent: last(rec.ID, "cpu_percent"), MemoryBytes: last(rec.ID, "memory_bytes"),
+		MemoryLimitBytes: float64(rec.Quota.MemoryBytes), Depth: rec.Depth, Healthy: rec.Healthy,
+		HostFreeCPUPercent: last(hostSubject, "free_cpu_percent"), HostFreeMemoryBytes: last(hostSubject, "free_memory_bytes"),
+		Gauges: map[string]float64{},
+	}
+	for _, name := range s.metrics.Metrics(rec.ID) {
+		if g, ok := strings.CutPrefix(name, "gauge:"); ok {
+			m.Gauges[g] = last(rec.ID, name)
+		}
+	}
+	for _, c := range s.runningChildren(ctx, rec) {
+		m.Children++
+		if s.idle(c, now) {
+			m.IdleChildren++
+		}
+	}
+	return m
+}
+
+// runningChildren lists a Cal's running children.
+func (s *Server) runningChildren(ctx context.Context, rec *CalRecord) []string {
+	var out []string
+	for _, id := range rec.Children {
+		if c, err := s.getCal(ctx, id); err == nil && c.State == StateRunning {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// idle reports whether a Cal used under idleCPU over the last minute (and
+// has been sampled in it).
+func (s *Server) idle(id string, now time.Time) bool {
+	sr := s.metrics.Get(id, "cpu_percent")
+	if sr == nil {
+		return false
+	}
+	pts := sr.Since(now.Add(-time.Minute))
+	if len(pts) == 0 {
+		return false
+	}
+	for _, p := range pts {
+		if p.V >= idleCPU {
+			return false
+		}
+	}
+	return true
+}
+
+// evalRules evaluates every Cal's rules once (after a collection).
+func (s *Server) evalRules(ctx context.Context, now time.Time) {
+	s.rules.mu.Lock()
+	ids := make([]string, 0, len(s.rules.byCal))
+	for id := range s.rules.byCal {
+		ids = append(ids, id)
+	}
+	s.rules.mu.Unlock()
+	sort.Strings(ids)
+	for _, id := range ids {
+		rec, err := s.getCal(ctx, id)
+		if err != nil || rec.State != StateRunning {
+			continue // rules act only for running Cals
+		}
+		m := s.ruleMetrics(ctx, rec, now)
+		var fired []rules.Decision
+		s.rules.mu.Lock()
+		cr := s.rules.byCal[id]
+		if cr == nil || cr.inFlight {
+			s.rules.mu.Unlock()
+			continue
+		}
+		var noted []rules.Decision
+		for _, c := range cr.rules {
+			st := cr.state[c.Name]
+			if st == nil {
+				st = &rules.State{}
+				cr.state[c.Name] = st
+			}
+			was := st.Error
+			d := c.Step(st, now, m)
+			switch {
+			case d.Outcome == rules.Fired:
+				fired = append(fired, d)
+			case d.Outcome == rules.Suppressed, d.Outcome == rules.Disabled && was == "":
+				noted = append(noted, d)
+			}
+		}
+		if len(fired) > 0 {
+			cr.inFlight = true
+		}
+		s.rules.mu.Unlock()
+		for _, d := range noted {
+			s.noteDecision(ctx, id, d)
+		}
+		if len(fired) == 0 {
+			continue
+		}
+		s.wg.Add(1)
+		go func() { // actions wait on spawns and revocations: off the collector
+			defer s.wg.Done()
+			for _, d := range fired {
+				s.act(s.ctx, rec, d, now)
+			}
+			s.rules.mu.Lock()
+			if cr := s.rules.byCal[id]; cr != nil {
+				cr.inFlight = false
+			}
+			s.rules.mu.Unlock()
+		}()
+	}
+}
+
+// act carries out a firing through the spawn engine or revocation.
+func (s *Server) act(ctx context.Context, rec *CalRecord, d rules.Decision, now time.Time) {
+	actor := "rule:" + d.Rule
+	a := d.Action
+	done := 0
+	var refusal string
+	switch a.Kind {
+	case rules.Spawn:
+		for range a.Count {
+			if _, err := s.Spawn(ctx, SpawnParams{Parent: rec.ID, Template: a.Template}, actor); err != nil {
+				var ae *APIError
+				if errors.As(err, &ae) {
+					refusal = ae.Msg
+				} else {
+					refusal = "spawn failed"
+				}
+				break
+			}
+			done++
+		}
+	case rules.Retire:
+		var idle []string
+		for _, c := range s.runningChildren(ctx, rec) {
+			if s.idle(c, now) {
+				idle = append(idle, c)
+			}
+		}
+		if len(idle) == 0 {
+			refusal = "no idle children to retire"
+		}
+		for _, c := range idle[:min(len(idle), a.Count)] {
+			target, _ := identity.ParseID(c)
+			rev, err := trust.Revoke(s.auth, trust.RevokeRequest{Network: s.net.Info.Network, Target: target, Authority: true, Reason: "retired by rule " + d.Rule + ": idle", IssuedAt: s.now()})
+			if err == nil {
+				_, aerr := s.revoke(ctx, rev, actor)
+				if aerr != nil {
+					refusal = aerr.Msg
+					break
+				}
+			}
+			done++
+		}
+	}
+	d.Reason = fmt.Sprintf("%s; %s %d of %d", d.Reason, a.Kind, done, a.Count)
+	if refusal != "" {
+		d.Reason += "; refused: " + refusal
+		if done == 0 {
+			d.Outcome = rules.Suppressed
+		}
+	}
+	s.noteDecision(ctx, rec.ID, d)
+}
+
+// noteDecision keeps a decision, publishes it (event stream and audit
+// trail) and writes it to the Cal's reflection log.
+func (s *Server) noteDecision(ctx context.Context, id string, d rules.Decision) {
+	s.rules.mu.Lock()
+	if cr := s.rules.byCal[id]; cr != nil {
+		cr.recent = append(cr.recent, d)
+		if len(cr.recent) > keepDecisions {
+			cr.recent = slices.Delete(cr.recent, 0, len(cr.recent)-keepDecisions)
+		}
+	}
+	s.rules.mu.Unlock()
+	s.bus.publish(Event{Type: "rule." + d.Outcome, Cal: id, Actor: "rule:" + d.Rule, Reason: d.Reason})
+	cid, err := identity.ParseID(id)
+	if err != nil {
+		return
+	}
+	body, _ := jsonMarshal(calproto.Reflect{Kind: "rule", Text: fmt.Sprintf("rule %s %s: %s", d.Rule, d.Outcome, d.Reason)})
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := s.callCalRaw(cctx, cid, http.MethodPost, calproto.PathReflections, body); err != nil {
+		s.log.Warn("rule decision not written to the reflection log", "cal", id, "rule", d.Rule, "err", err)
+	}
+}

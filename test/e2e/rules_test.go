@@ -1,0 +1,114 @@
+package e2e
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/soulfra/calnet/client"
+	"github.com/soulfra/calnet/rules"
+)
+
+// TestSpawnRules: a rule attached to a Cal spawns children through the
+// spawn engine once its condition holds, the decision is in the Cal's
+// reflection log, and the engine's limits (here the kill switch) still
+// refuse what a rule asks, with the reason recorded.
+func TestSpawnRules(t *testing.T) {
+	needRoot(t)
+	n := up(t, filepath.Join(t.TempDir(), "data"))
+	ctx := context.Background()
+	sp, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "team", Permissions: []string{"spawn", "read", "revoke"}}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	team := sp.Cal
+
+	// Bad rules are refused at save time, naming the rule, field and position.
+	bad := []struct {
+		r    rules.Rule
+		want string
+	}{
+		{rules.Rule{Name: "x", When: "children <", Cooldown: rules.Duration(time.Second), Action: rules.Action{Kind: rules.Spawn, Count: 1, Template: "default"}}, "rules[0].when: 1:11"},
+		{rules.Rule{Name: "x", When: "queue > 1", Cooldown: rules.Duration(time.Second), Action: rules.Action{Kind: rules.Spawn, Count: 1, Template: "default"}}, "undeclared reference to 'queue'"},
+		{rules.Rule{Name: "x", When: "children < 2", Action: rules.Action{Kind: rules.Spawn, Count: 1, Template: "default"}}, "rules[0].cooldown"},
+		{rules.Rule{Name: "x", When: "children < 2", Cooldown: rules.Duration(time.Second), Action: rules.Action{Kind: rules.Spawn, Count: 1, Template: "nope"}}, "rules[0].action.template"},
+	}
+	for _, b := range bad {
+		err := n.c.SetRules(ctx, team, []rules.Rule{b.r})
+		if err == nil || !strings.Contains(err.Error(), b.want) {
+			t.Fatalf("rule %+v: got %v, want %q", b.r, err, b.want)
+		}
+	}
+
+	keep := rules.Rule{Name: "keep-two", When: "children < 2", Cooldown: rules.Duration(10 * time.Second),
+		Action: rules.Action{Kind: rules.Spawn, Count: 2, Template: "default"}}
+	if err := n.c.SetRules(ctx, team, []rules.Rule{keep}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "two running children spawned by the rule", 60*time.Second, func() bool {
+		c, err := n.c.Get(ctx, team)
+		if err != nil {
+			return false
+		}
+		running := 0
+		for _, id := range c.Children {
+			if k, err := n.c.Get(ctx, id); err == nil && k.State == "running" {
+				running++
+			}
+		}
+		return running == 2
+	})
+	v, err := n.c.Rules(ctx, team)
+	if err != nil || len(v.Decisions) == 0 || v.Decisions[0].Outcome != rules.Fired || !strings.Contains(v.Decisions[0].Reason, "spawn 2 of 2") {
+		t.Fatalf("decisions %+v %v", v, err)
+	}
+	waitFor(t, "the firing in the reflection log", 10*time.Second, func() bool {
+		refl, err := n.c.Reflections(ctx, team, 0)
+		if err != nil {
+			return false
+		}
+		for _, r := range refl {
+			if r.Kind == "rule" && strings.Contains(r.Text, "rule keep-two fired") {
+				return true
+			}
+		}
+		return false
+	})
+
+	// With the kill switch on, a firing is refused by the spawn engine and
+	// recorded as suppressed with the engine's reason.
+	if err := n.c.SetSpawning(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	more := rules.Rule{Name: "grow", When: "children < 4", Cooldown: rules.Duration(10 * time.Second),
+		Action: rules.Action{Kind: rules.Spawn, Count: 2, Template: "default"}}
+	if err := n.c.SetRules(ctx, team, []rules.Rule{keep, more}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the grow rule suppressed by the kill switch", 30*time.Second, func() bool {
+		v, err := n.c.Rules(ctx, team)
+		if err != nil {
+			return false
+		}
+		for _, d := range v.Decisions {
+			if d.Rule == "grow" && d.Outcome == rules.Suppressed && strings.Contains(d.Reason, "refused:") {
+				return true
+			}
+		}
+		return false
+	})
+	c, _ := n.c.Get(ctx, team)
+	if len(c.Children) != 2 {
+		t.Fatalf("the kill switch let a rule spawn: %d children", len(c.Children))
+	}
+	n.c.SetSpawning(ctx, false)
+	// Removing the rules stops them.
+	if err := n.c.SetRules(ctx, team, nil); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := n.c.Rules(ctx, team); len(v.Rules) != 0 {
+		t.Fatalf("rules after removal: %+v", v.Rules)
+	}
+}
