@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -104,9 +105,23 @@ func TestSpawnRules(t *testing.T) {
 		t.Fatalf("the kill switch let a rule spawn: %d children", len(c.Children))
 	}
 	n.c.SetSpawning(ctx, false)
+
+	// The CLI shows them, and sets them from a YAML file.
+	if r := n.cli("rules", team); r.code != 0 || !strings.Contains(r.stdout, "keep-two") || !strings.Contains(r.stdout, "fired") {
+		t.Fatalf("calnet rules: %+v", r)
+	}
+	file := filepath.Join(t.TempDir(), "rules.yaml")
+	os.WriteFile(file, []byte("rules:\n  - name: calm\n    when: cpu_percent > 500.0\n    for: 1m\n    cooldown: 5m\n    action: {kind: retire, count: 1}\n"), 0o600)
+	if r := n.cli("rules", team, "--set", file); r.code != 0 || !strings.Contains(r.stdout, "calm") || strings.Contains(strings.Split(r.stdout, "recent decisions")[0], "keep-two") {
+		t.Fatalf("calnet rules --set: %+v", r)
+	}
+	os.WriteFile(file, []byte("rules:\n  - name: calm\n    when: cpu > 5\n    cooldown: 5m\n    action: {kind: retire, count: 1}\n"), 0o600)
+	if r := n.cli("rules", team, "--set", file); r.code == 0 || !strings.Contains(r.stderr, "undeclared reference to 'cpu'") {
+		t.Fatalf("calnet rules --set with a bad rule: %+v", r)
+	}
 	// Removing the rules stops them.
-	if err := n.c.SetRules(ctx, team, nil); err != nil {
-		t.Fatal(err)
+	if r := n.cli("rules", team, "--clear"); r.code != 0 || !strings.Contains(r.stdout, "no rules") {
+		t.Fatalf("calnet rules --clear: %+v", r)
 	}
 	if v, _ := n.c.Rules(ctx, team); len(v.Rules) != 0 {
 		t.Fatalf("rules after removal: %+v", v.Rules)

@@ -1,0 +1,134 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/soulfra/calnet/api"
+	"github.com/soulfra/calnet/rules"
+)
+
+// maxRulesFile bounds a rules file.
+const maxRulesFile = 256 << 10
+
+func (a *app) rulesCmd() *cobra.Command {
+	var set string
+	var clear bool
+	cmd := &cobra.Command{
+		Use:   "rules CAL",
+		Short: "Show a Cal's spawn criteria and recent decisions, or replace them (--set FILE, YAML or JSON; --clear)",
+		Example: `  calnet rules team --set rules.yaml
+  # rules.yaml
+  rules:
+    - name: scale-up
+      when: cpu_percent > 80.0
+      clear: cpu_percent < 60.0
+      for: 30s
+      cooldown: 2m
+      max_per_hour: 6
+      action: {kind: spawn, count: 2, template: default}`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.apiClient()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			switch {
+			case set != "" && clear:
+				return fmt.Errorf("--set and --clear: give one of them")
+			case set != "":
+				rs, err := readRules(set)
+				if err != nil {
+					return err
+				}
+				if err := c.SetRules(ctx, args[0], rs); err != nil {
+					return err
+				}
+			case clear:
+				if err := c.SetRules(ctx, args[0], nil); err != nil {
+					return err
+				}
+			}
+			v, err := c.Rules(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return a.print(v, func(w io.Writer) { printRules(w, v) })
+		},
+	}
+	cmd.Flags().StringVar(&set, "set", "", "replace the rules with those of this file (YAML or JSON)")
+	cmd.Flags().BoolVar(&clear, "clear", false, "remove every rule")
+	return cmd
+}
+
+// readRules reads a rules file: YAML (JSON is YAML) with a top-level
+// "rules" list, decoded strictly.
+func readRules(path string) ([]rules.Rule, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxRulesFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxRulesFile {
+		return nil, fmt.Errorf("%s: over the limit of %d bytes", path, maxRulesFile)
+	}
+	var doc any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	j, err := json.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var rd api.RulesDoc
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rd); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return rd.Rules, nil
+}
+
+func printRules(w io.Writer, v *api.RulesView) {
+	if len(v.Rules) == 0 {
+		fmt.Fprintln(w, "no rules")
+	}
+	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+	fmt.Fprintln(tw, "RULE\tWHEN\tFOR\tCOOLDOWN\tACTION\tSTATE")
+	for _, r := range v.Rules {
+		state := "armed"
+		if st := v.State[r.Name]; st != nil {
+			switch {
+			case st.Error != "":
+				state = "disabled: " + st.Error
+			case st.Disarmed:
+				state = "fired " + st.Last.Format(time.TimeOnly) + ", waiting to re-arm"
+			}
+		}
+		act := fmt.Sprintf("%s %d", r.Action.Kind, r.Action.Count)
+		if r.Action.Template != "" {
+			act += " " + r.Action.Template
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%s\t%s\n", r.Name, r.When, time.Duration(r.For), time.Duration(r.Cooldown), act, state)
+	}
+	tw.Flush()
+	if len(v.Decisions) > 0 {
+		fmt.Fprintln(w, "\nrecent decisions:")
+		for _, d := range v.Decisions {
+			fmt.Fprintf(w, "  %s  %-8s %-10s %s\n", d.At.Format(time.TimeOnly), d.Rule, d.Outcome, d.Reason)
+		}
+	}
+}
