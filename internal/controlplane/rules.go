@@ -226,15 +226,16 @@ func (s *Server) runningChildren(ctx context.Context, rec *CalRecord) []string {
 	return out
 }
 
-// idle reports whether a Cal used under idleCPU over the last minute (and
-// has been sampled in it).
+// idle reports whether a Cal used under idleCPU over the idle window
+// (Config.IdleWindow) and has been sampled for at least that long.
 func (s *Server) idle(id string, now time.Time) bool {
 	sr := s.metrics.Get(id, "cpu_percent")
 	if sr == nil {
 		return false
 	}
-	pts := sr.Since(now.Add(-time.Minute))
-	if len(pts) == 0 {
+	from := now.Add(-s.cfg.IdleWindow)
+	pts := sr.Since(from)
+	if len(pts) == 0 || pts[0].T.Sub(from) > CollectEvery+CollectEvery/2 { // too young to judge
 		return false
 	}
 	for _, p := range pts {

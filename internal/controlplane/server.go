@@ -84,6 +84,9 @@ type Config struct {
 	DNSAddr string
 	// Domain is the DNS zone of the network (default "calnet.").
 	Domain string
+	// IdleWindow is how long a child must use under 1% of a core to count
+	// as idle for retire rules (default one minute).
+	IdleWindow time.Duration
 	// MasterQuota overrides the Master Cal's quota when the network is
 	// created (default: this host's CPUs and memory).
 	MasterQuota *trust.Quota
@@ -156,6 +159,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.Domain == "" {
 		cfg.Domain = "calnet."
+	}
+	if cfg.IdleWindow <= 0 {
+		cfg.IdleWindow = time.Minute
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

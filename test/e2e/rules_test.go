@@ -18,7 +18,7 @@ import (
 // refuse what a rule asks, with the reason recorded.
 func TestSpawnRules(t *testing.T) {
 	needRoot(t)
-	n := up(t, filepath.Join(t.TempDir(), "data"))
+	n := up(t, filepath.Join(t.TempDir(), "data"), "--idle-window", "10s")
 	ctx := context.Background()
 	sp, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "team", Permissions: []string{"spawn", "read", "revoke"}}, true)
 	if err != nil {
@@ -105,6 +105,42 @@ func TestSpawnRules(t *testing.T) {
 		t.Fatalf("the kill switch let a rule spawn: %d children", len(c.Children))
 	}
 	n.c.SetSpawning(ctx, false)
+
+	// A retire rule revokes one idle child (idle: under 1% of a core for
+	// the idle window, 10 s here), then re-arms only when fewer than two
+	// are idle.
+	retire := rules.Rule{Name: "trim", When: "idle_children > 1", Cooldown: rules.Duration(10 * time.Second),
+		Action: rules.Action{Kind: rules.Retire, Count: 1}}
+	if err := n.c.SetRules(ctx, team, []rules.Rule{retire}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "one idle child retired by the rule", 60*time.Second, func() bool {
+		// Asking about a Cal asks the Cal (its tiers): poll slowly so that
+		// the test itself does not keep the children busy.
+		time.Sleep(time.Second)
+		c, err := n.c.Get(ctx, team)
+		if err != nil {
+			return false
+		}
+		revoked := 0
+		for _, id := range c.Children {
+			if k, err := n.c.Get(ctx, id); err == nil && k.State == "revoked" {
+				revoked++
+			}
+		}
+		return revoked == 1
+	})
+	time.Sleep(12 * time.Second) // two more evaluations: it must not retire the other
+	c, _ = n.c.Get(ctx, team)
+	running := 0
+	for _, id := range c.Children {
+		if k, err := n.c.Get(ctx, id); err == nil && k.State == "running" {
+			running++
+		}
+	}
+	if running != 1 {
+		t.Fatalf("after the retire rule: %d running children, want 1", running)
+	}
 
 	// The CLI shows them, and sets them from a YAML file.
 	if r := n.cli("rules", team); r.code != 0 || !strings.Contains(r.stdout, "keep-two") || !strings.Contains(r.stdout, "fired") {
