@@ -196,3 +196,17 @@ type RulesView struct {
 	Decisions []rules.Decision        `json:"decisions"`
 	Vars      []rules.Var             `json:"vars"`
 }
+
+// RulePreviewRequest is the body of POST /v1/cals/{id}/rules/preview.
+type RulePreviewRequest struct {
+	Rule  rules.Rule `json:"rule"`
+	Since time.Time  `json:"since,omitzero"` // default: 15 minutes ago
+}
+
+// RulePreview is how a rule would have behaved over a Cal's recorded
+// metrics: outcomes per sample, and the firings and suppressions.
+type RulePreview struct {
+	Samples   int              `json:"samples"`
+	Counts    map[string]int   `json:"counts"`
+	Decisions []rules.Decision `json:"decisions"`
+}

@@ -42,6 +42,7 @@ type (
 	Card         = api.Card
 	Health       = api.Health
 	RulesView    = api.RulesView
+	RulePreview  = api.RulePreview
 	// Rule is a spawn criterion (package rules).
 	Rule = rules.Rule
 )
@@ -420,6 +421,13 @@ func (c *Client) Limits(ctx context.Context) (*Limits, error) {
 func (c *Client) Rules(ctx context.Context, cal string) (*RulesView, error) {
 	var out RulesView
 	return &out, c.do(ctx, http.MethodGet, "/v1/cals/"+url.PathEscape(cal)+"/rules", nil, &out)
+}
+
+// PreviewRule runs a rule over a Cal's recorded metrics without storing
+// or acting on it: when it would have fired, and what held it back.
+func (c *Client) PreviewRule(ctx context.Context, cal string, r Rule, since time.Time) (*RulePreview, error) {
+	var out RulePreview
+	return &out, c.do(ctx, http.MethodPost, "/v1/cals/"+url.PathEscape(cal)+"/rules/preview", api.RulePreviewRequest{Rule: r, Since: since}, &out)
 }
 
 // SetRules replaces a Cal's spawn criteria (needs spawn). A rule that

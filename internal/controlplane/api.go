@@ -132,6 +132,7 @@ func (s *Server) apiHandler() http.Handler {
 	mux.HandleFunc("GET /v1/heat", anyone(s.handleHeat))
 	mux.HandleFunc("GET /v1/cals/{id}/rules", anyone(s.handleRulesGet))
 	mux.HandleFunc("PUT /v1/cals/{id}/rules", anyone(s.handleRulesPut))
+	mux.HandleFunc("POST /v1/cals/{id}/rules/preview", anyone(s.handleRulePreview))
 	mux.HandleFunc("GET /v1/cals/{id}/console", auth(s.handleConsole))
 	mux.HandleFunc("POST /v1/verify", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { s.handleVerify(w, r) }))
 	mux.HandleFunc("GET /v1/cals/{id}/chain", anyone(s.handleChain))

@@ -385,3 +385,82 @@ func (s *Server) noteDecision(ctx context.Context, id string, d rules.Decision) 
 		s.log.Warn("rule decision not written to the reflection log", "cal", id, "rule", d.Rule, "err", err)
 	}
 }
+
+// RulePreview is POST /v1/cals/{id}/rules/preview.
+type (
+	RulePreviewRequest = api.RulePreviewRequest
+	RulePreview        = api.RulePreview
+)
+
+// handleRulePreview runs one rule over a Cal's recorded metrics, from a
+// fresh state, on the samples' own clock: when would it have fired, and
+// what would have held it back. Children counts are today's (the series
+// do not keep them). Nothing is stored or acted on.
+func (s *Server) handleRulePreview(w http.ResponseWriter, r *http.Request, pr principal) {
+	rec, aerr := s.resolveScoped(r.Context(), pr, r.PathValue("id"))
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	var req RulePreviewRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	c, err := rules.Compile(req.Rule)
+	if err != nil {
+		writeError(w, apiErr(400, "rule.%v", err))
+		return
+	}
+	now := s.now()
+	since := now.Add(-15 * time.Minute)
+	if !req.Since.IsZero() {
+		since = req.Since
+	}
+	base := s.ruleMetrics(r.Context(), rec, now)
+	at := func(metric string, t time.Time) (float64, bool) {
+		sr := s.metrics.Get(rec.ID, metric)
+		if sr == nil {
+			return 0, false
+		}
+		v, ok := 0.0, false
+		for _, p := range sr.Since(since) {
+			if p.T.After(t) {
+				break
+			}
+			v, ok = p.V, true
+		}
+		return v, ok
+	}
+	out := RulePreview{Decisions: []rules.Decision{}, Counts: map[string]int{}}
+	cpu := s.metrics.Get(rec.ID, "cpu_percent")
+	if cpu == nil {
+		writeJSON(w, 200, out)
+		return
+	}
+	var st rules.State
+	for _, p := range cpu.Since(since) {
+		m := *base
+		m.CPUPercent = p.V
+		m.MemoryBytes, _ = at("memory_bytes", p.T)
+		m.Gauges = map[string]float64{}
+		for _, name := range s.metrics.Metrics(rec.ID) {
+			if g, ok := strings.CutPrefix(name, "gauge:"); ok {
+				if v, ok := at(name, p.T); ok {
+					m.Gauges[g] = v
+				}
+			}
+		}
+		d := c.Step(&st, p.T, &m)
+		out.Samples++
+		out.Counts[d.Outcome]++
+		if d.Outcome == rules.Fired || d.Outcome == rules.Suppressed || d.Outcome == rules.Disabled {
+			if len(out.Decisions) < keepDecisions {
+				out.Decisions = append(out.Decisions, d)
+			}
+		}
+		if d.Outcome == rules.Disabled {
+			break
+		}
+	}
+	writeJSON(w, 200, out)
+}

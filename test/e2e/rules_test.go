@@ -78,6 +78,23 @@ func TestSpawnRules(t *testing.T) {
 		return false
 	})
 
+	// A preview runs a rule over the Cal's recorded metrics without acting.
+	always := rules.Rule{Name: "always", When: "cpu_percent >= 0.0", Cooldown: rules.Duration(time.Second),
+		Action: rules.Action{Kind: rules.Spawn, Count: 5, Template: "default"}}
+	var pv *client.RulePreview
+	waitFor(t, "CPU samples of the team cal", 30*time.Second, func() bool {
+		time.Sleep(500 * time.Millisecond)
+		pv, err = n.c.PreviewRule(ctx, team, always, time.Time{})
+		return err != nil || pv.Samples > 1
+	})
+	if err != nil || pv.Counts[rules.Fired] == 0 || pv.Counts[rules.Fired]+pv.Counts[rules.Suppressed] != pv.Samples {
+		t.Fatalf("preview %+v %v", pv, err)
+	}
+	always.When = "cpu_percent >= "
+	if _, err := n.c.PreviewRule(ctx, team, always, time.Time{}); err == nil || !strings.Contains(err.Error(), "rule.when: 1:") {
+		t.Fatalf("preview of a bad rule: %v", err)
+	}
+
 	// With the kill switch on, a firing is refused by the spawn engine and
 	// recorded as suppressed with the engine's reason.
 	if err := n.c.SetSpawning(ctx, true); err != nil {
