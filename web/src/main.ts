@@ -289,6 +289,7 @@ for (const b of document.querySelectorAll<HTMLButtonElement>('nav button')) {
     for (const v of document.querySelectorAll<HTMLElement>('.view')) v.hidden = v.id !== `view-${b.dataset.view}`;
     if (b.dataset.view === 'topology') cy.resize();
     if (b.dataset.view === 'heat') renderHeat().catch(() => {});
+    if (b.dataset.view === 'rules') openRules();
   };
 }
 $<HTMLSelectElement>('heat-metric').onchange = () => { renderHeat().catch(() => {}); };
@@ -315,3 +316,96 @@ $('chain-verify').onclick = async () => {
 };
 
 if (hasToken()) signIn(sessionStorage.getItem('calnet-token') ?? '');
+
+// The rule builder (UX-2.5): a rule is checked and previewed over the
+// chosen Cal's recorded metrics as it is typed, and enabled with PUT.
+interface Rule { name: string; when: string; clear?: string; for?: string; cooldown: string; max_per_hour?: number; action: { kind: string; count: number; template?: string } }
+interface Decision { rule: string; at: string; outcome: string; reason?: string }
+interface RulesView { rules: Rule[]; state: Record<string, { disarmed?: boolean; error?: string }>; decisions: Decision[]; vars: { name: string; type: string; help: string }[] }
+let ruleTimer = 0;
+
+function ruleFromForm(): Rule {
+  const v = (id: string) => $<HTMLInputElement>(id).value.trim();
+  const kind = v('rule-kind');
+  const r: Rule = { name: v('rule-name'), when: v('rule-when'), cooldown: v('rule-cooldown'), action: { kind, count: Number(v('rule-count')) } };
+  if (v('rule-clear')) r.clear = v('rule-clear');
+  if (v('rule-for')) r.for = v('rule-for');
+  if (v('rule-rate')) r.max_per_hour = Number(v('rule-rate'));
+  if (kind === 'spawn') r.action.template = v('rule-template');
+  return r;
+}
+
+function openRules() {
+  const sel = $<HTMLSelectElement>('rule-cal');
+  const keep = sel.value || selected;
+  sel.replaceChildren(...cals.filter((c) => c.state === 'running').map((c) => {
+    const o = document.createElement('option'); o.value = c.id; o.textContent = c.name || short(c.id); return o;
+  }));
+  if (keep && cals.some((c) => c.id === keep && c.state === 'running')) sel.value = keep;
+  loadRules().catch((e) => showError('rule-error', e));
+  previewRule();
+}
+
+async function loadRules() {
+  const cal = $<HTMLSelectElement>('rule-cal').value;
+  if (!cal) return;
+  const v = await api<RulesView>('GET', `/v1/cals/${cal}/rules`);
+  const tb = $<HTMLTableElement>('rules-list').tBodies[0];
+  tb.replaceChildren();
+  for (const r of v.rules) {
+    const tr = tb.insertRow();
+    tr.dataset.rule = r.name;
+    cell(tr, r.name); cell(tr, r.when);
+    cell(tr, `${r.action.kind} ${r.action.count}${r.action.template ? ' ' + r.action.template : ''}`);
+    const st = v.state[r.name];
+    cell(tr, st?.error ? 'disabled: ' + st.error : st?.disarmed ? 'fired, waiting to re-arm' : 'armed', st?.error ? 'failed' : '');
+    const b = document.createElement('button'); b.textContent = 'Remove'; b.type = 'button';
+    b.onclick = async () => {
+      try { await api('PUT', `/v1/cals/${cal}/rules`, { rules: v.rules.filter((x) => x.name !== r.name) }); await loadRules(); }
+      catch (e) { showError('rule-error', e); }
+    };
+    tr.insertCell().append(b);
+  }
+  const vars = $<HTMLTableElement>('rule-vars').tBodies[0];
+  vars.replaceChildren();
+  for (const x of v.vars) { const tr = vars.insertRow(); cell(tr, x.name); cell(tr, x.type); cell(tr, x.help); }
+}
+
+function previewRule() {
+  clearTimeout(ruleTimer);
+  ruleTimer = window.setTimeout(async () => {
+    const cal = $<HTMLSelectElement>('rule-cal').value;
+    if (!cal) return;
+    const tb = $<HTMLTableElement>('rule-preview').tBodies[0];
+    try {
+      const p = await api<{ samples: number; counts: Record<string, number>; decisions: Decision[] }>('POST', `/v1/cals/${cal}/rules/preview`, { rule: ruleFromForm() });
+      text($('rule-error'), '');
+      text($('rule-summary'), p.samples === 0 ? 'The rule compiles. No CPU samples of this Cal to replay yet (one every 5 s).'
+        : `Over ${p.samples} samples: ` + Object.entries(p.counts).map(([k, n]) => `${k} ${n}`).join(', '));
+      tb.replaceChildren();
+      for (const d of p.decisions) {
+        const tr = tb.insertRow(); tr.dataset.outcome = d.outcome;
+        cell(tr, new Date(d.at).toLocaleTimeString()); cell(tr, d.outcome, d.outcome === 'fired' ? 'ok' : d.outcome === 'disabled' ? 'failed' : ''); cell(tr, d.reason ?? '');
+      }
+    } catch (e) {
+      showError('rule-error', e);
+      text($('rule-summary'), ''); tb.replaceChildren();
+    }
+  }, 300);
+}
+
+for (const id of ['rule-name', 'rule-when', 'rule-clear', 'rule-for', 'rule-cooldown', 'rule-rate', 'rule-kind', 'rule-count', 'rule-template']) {
+  $(id).addEventListener('input', previewRule);
+}
+$<HTMLSelectElement>('rule-cal').onchange = () => { loadRules().catch((e) => showError('rule-error', e)); previewRule(); };
+$<HTMLFormElement>('rule-form').onsubmit = async (e) => {
+  e.preventDefault();
+  const cal = $<HTMLSelectElement>('rule-cal').value;
+  try {
+    const r = ruleFromForm();
+    const v = await api<RulesView>('GET', `/v1/cals/${cal}/rules`);
+    await api('PUT', `/v1/cals/${cal}/rules`, { rules: [...v.rules.filter((x) => x.name !== r.name), r] });
+    text($('rule-error'), '');
+    await loadRules();
+  } catch (err) { showError('rule-error', err); }
+};

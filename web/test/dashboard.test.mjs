@@ -71,6 +71,20 @@ test('dashboard in a real browser', { skip, timeout: 180_000 }, async () => {
     await page.click('nav button[data-view="heat"]');
     await page.waitForFunction(() => document.querySelectorAll('#heat text').length === 2);
     await page.screenshot({ path: join(artifacts, '2c-heat.png') });
+    // The rule builder: a CEL error with its position as you type, a
+    // preview over the Cal's recorded metrics, then enable and remove.
+    await page.click('nav button[data-view="rules"]');
+    await page.selectOption('#rule-cal', { label: 'ui-child' });
+    await page.fill('#rule-when', 'cpu > 5.0');
+    await page.waitForFunction(() => document.querySelector('#rule-error').textContent.includes("1:1: undeclared reference to 'cpu'"));
+    await page.fill('#rule-when', 'cpu_percent >= 0.0');
+    await page.waitForFunction(() => /^(Over \d+ samples|The rule compiles)/.test(document.querySelector('#rule-summary').textContent) && document.querySelector('#rule-error').textContent === '');
+    await page.click('#rule-enable');
+    await page.waitForSelector('#rules-list tbody tr[data-rule="scale-up"]');
+    assert.ok((await page.textContent('#rule-vars')).includes('idle_children'));
+    await page.screenshot({ path: join(artifacts, '2d-rules.png') });
+    await page.click('#rules-list tbody tr[data-rule="scale-up"] button');
+    await page.waitForFunction(() => document.querySelectorAll('#rules-list tbody tr').length === 0);
     await page.click('nav button[data-view="topology"]');
 
     // An API error shows next to the control that caused it.
