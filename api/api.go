@@ -210,3 +210,16 @@ type RulePreview struct {
 	Counts    map[string]int   `json:"counts"`
 	Decisions []rules.Decision `json:"decisions"`
 }
+
+// PoliciesDoc is the body of PUT /v1/policies: the network's admission
+// policies, replacing the ones it had.
+type PoliciesDoc struct {
+	Policies []rules.Policy `json:"policies"`
+}
+
+// PoliciesView is GET /v1/policies: the policies and the variables they
+// may use.
+type PoliciesView struct {
+	Policies []rules.Policy `json:"policies"`
+	Vars     []rules.Var    `json:"vars"`
+}

@@ -43,6 +43,9 @@ type (
 	Health       = api.Health
 	RulesView    = api.RulesView
 	RulePreview  = api.RulePreview
+	PoliciesView = api.PoliciesView
+	// Policy is an admission policy (package rules).
+	Policy = rules.Policy
 	// Rule is a spawn criterion (package rules).
 	Rule = rules.Rule
 )
@@ -437,6 +440,21 @@ func (c *Client) SetRules(ctx context.Context, cal string, rs []Rule) error {
 		rs = []Rule{}
 	}
 	return c.do(ctx, http.MethodPut, "/v1/cals/"+url.PathEscape(cal)+"/rules", api.RulesDoc{Rules: rs}, nil)
+}
+
+// Policies returns the network's admission policies.
+func (c *Client) Policies(ctx context.Context) (*PoliciesView, error) {
+	var out PoliciesView
+	return &out, c.do(ctx, http.MethodGet, "/v1/policies", nil, &out)
+}
+
+// SetPolicies replaces the network's admission policies (admin). A policy
+// that does not compile, or that denies every request, is refused.
+func (c *Client) SetPolicies(ctx context.Context, ps []Policy) error {
+	if ps == nil {
+		ps = []Policy{}
+	}
+	return c.do(ctx, http.MethodPut, "/v1/policies", api.PoliciesDoc{Policies: ps}, nil)
 }
 
 // SetLimits changes the spawn limits (admin).

@@ -103,7 +103,7 @@ var vars = []Var{
 	{"children", "int", "running children"},
 	{"idle_children", "int", "running children with no CPU use over the last minute"},
 	{"healthy", "bool", "the Cal's health"},
-	{"depth", "int", "depth in the tree (master: 0)"},
+	{"depth", "int", "depth in the tree (the master Cal: 1)"},
 	{"gauges", "map(string, double)", "gauges the workload reports through the local API"},
 	{"host_free_cpu_percent", "double", "free CPU of the host, percent"},
 	{"host_free_memory_bytes", "double", "free memory of the host, bytes"},
@@ -214,27 +214,30 @@ func Compile(r Rule) (*Compiled, error) {
 	return c, nil
 }
 
-// program compiles one boolean expression.
-func program(field, expr string) (cel.Program, error) {
+// program compiles one boolean expression of a rule.
+func program(field, expr string) (cel.Program, error) { return compileBool(env(), field, expr) }
+
+// compileBool compiles one boolean expression in an environment.
+func compileBool(e *cel.Env, field, expr string) (cel.Program, error) {
 	if strings.TrimSpace(expr) == "" {
 		return nil, &Error{Field: field, Msg: "empty expression"}
 	}
 	if len(expr) > MaxExpr {
 		return nil, &Error{Field: field, Msg: fmt.Sprintf("%d characters, over the limit of %d", len(expr), MaxExpr)}
 	}
-	ast, iss := env().Compile(expr)
+	ast, iss := e.Compile(expr)
 	if iss.Err() != nil {
-		e := &Error{Field: field, Msg: iss.Err().Error()}
+		ce := &Error{Field: field, Msg: iss.Err().Error()}
 		if errs := iss.Errors(); len(errs) > 0 {
 			loc := errs[0].Location
-			e.Line, e.Column, e.Msg = loc.Line(), loc.Column()+1, errs[0].Message
+			ce.Line, ce.Column, ce.Msg = loc.Line(), loc.Column()+1, errs[0].Message
 		}
-		return nil, e
+		return nil, ce
 	}
 	if ast.OutputType() != cel.BoolType {
 		return nil, &Error{Field: field, Msg: fmt.Sprintf("the expression is a %v: want a bool", ast.OutputType())}
 	}
-	p, err := env().Program(ast, cel.CostLimit(MaxCost))
+	p, err := e.Program(ast, cel.CostLimit(MaxCost))
 	if err != nil {
 		return nil, &Error{Field: field, Msg: err.Error()}
 	}

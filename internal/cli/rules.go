@@ -73,33 +73,42 @@ func (a *app) rulesCmd() *cobra.Command {
 // readRules reads a rules file: YAML (JSON is YAML) with a top-level
 // "rules" list, decoded strictly.
 func readRules(path string) ([]rules.Rule, error) {
+	var rd api.RulesDoc
+	if err := readDoc(path, &rd); err != nil {
+		return nil, err
+	}
+	return rd.Rules, nil
+}
+
+// readDoc decodes a YAML (or JSON) file strictly into v, through JSON so
+// that v's JSON decoding rules (durations, unknown fields) apply.
+func readDoc(path string, v any) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxRulesFile+1))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if len(b) > maxRulesFile {
-		return nil, fmt.Errorf("%s: over the limit of %d bytes", path, maxRulesFile)
+		return fmt.Errorf("%s: over the limit of %d bytes", path, maxRulesFile)
 	}
 	var doc any
 	if err := yaml.Unmarshal(b, &doc); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	j, err := json.Marshal(doc)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return fmt.Errorf("%s: %w", path, err)
 	}
-	var rd api.RulesDoc
 	dec := json.NewDecoder(bytes.NewReader(j))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&rd); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
 	}
-	return rd.Rules, nil
+	return nil
 }
 
 func printRules(w io.Writer, v *api.RulesView) {
@@ -131,4 +140,62 @@ func printRules(w io.Writer, v *api.RulesView) {
 			fmt.Fprintf(w, "  %s  %-8s %-10s %s\n", d.At.Format(time.TimeOnly), d.Rule, d.Outcome, d.Reason)
 		}
 	}
+}
+
+func (a *app) policyCmd() *cobra.Command {
+	var set string
+	var clear bool
+	cmd := &cobra.Command{
+		Use:   "policy",
+		Short: "Show the network's admission policies, or replace them (--set FILE, YAML or JSON; --clear; admin)",
+		Example: `  calnet policy --set policies.yaml
+  # policies.yaml
+  policies:
+    - name: admin-near-root
+      deny: depth > 2 && "admin" in request_permissions
+      message: admin is granted only to the master's children`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.apiClient()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			switch {
+			case set != "" && clear:
+				return fmt.Errorf("--set and --clear: give one of them")
+			case set != "":
+				var doc api.PoliciesDoc
+				if err := readDoc(set, &doc); err != nil {
+					return err
+				}
+				if err := c.SetPolicies(ctx, doc.Policies); err != nil {
+					return err
+				}
+			case clear:
+				if err := c.SetPolicies(ctx, nil); err != nil {
+					return err
+				}
+			}
+			v, err := c.Policies(ctx)
+			if err != nil {
+				return err
+			}
+			return a.print(v, func(w io.Writer) {
+				if len(v.Policies) == 0 {
+					fmt.Fprintln(w, "no admission policies")
+					return
+				}
+				tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+				fmt.Fprintln(tw, "POLICY\tDENY WHEN\tMESSAGE")
+				for _, p := range v.Policies {
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", p.Name, p.Deny, p.Message)
+				}
+				tw.Flush()
+			})
+		},
+	}
+	cmd.Flags().StringVar(&set, "set", "", "replace the policies with those of this file (YAML or JSON)")
+	cmd.Flags().BoolVar(&clear, "clear", false, "remove every policy")
+	return cmd
 }

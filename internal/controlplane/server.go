@@ -33,6 +33,7 @@ import (
 	"github.com/soulfra/calnet/internal/sandbox"
 	"github.com/soulfra/calnet/internal/store"
 	"github.com/soulfra/calnet/ledger"
+	"github.com/soulfra/calnet/rules"
 	"github.com/soulfra/calnet/trust"
 )
 
@@ -119,6 +120,8 @@ type Server struct {
 	challenges challenges
 	metrics    metrics.Set
 	rules      ruleBook
+	policies   atomic.Pointer[[]*rules.CompiledPolicy]
+	policyErr  atomic.Pointer[string]
 	health     healthHistory
 	routerAddr string
 	ns         nsIndex
@@ -299,6 +302,9 @@ func (s *Server) Run(ctx context.Context) error {
 
 	if err := s.rebuildIndex(ctx); err != nil {
 		s.log.Error("namespace index", "err", err)
+	}
+	if err := s.loadPolicies(ctx); err != nil {
+		s.log.Error("loading admission policies", "err", err)
 	}
 	if err := s.loadRules(ctx); err != nil {
 		s.log.Error("loading rules", "err", err)

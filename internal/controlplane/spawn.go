@@ -90,7 +90,7 @@ func (s *Server) Spawn(ctx context.Context, p SpawnParams, actor string) (*Spawn
 		return nil, err
 	}
 	s.bus.publish(Event{Type: "spawn.requested", Spawn: rec.ID, Parent: p.Parent, State: SpawnRequested, Actor: actor})
-	parentBlessing, serial, aerr := s.admit(ctx, p)
+	parentBlessing, serial, aerr := s.admit(ctx, p, actor)
 	if aerr != nil {
 		s.finishSpawn(ctx, rec, SpawnRejected, aerr.Msg)
 		return rec, aerr
@@ -156,7 +156,7 @@ func validateParams(p *SpawnParams) *APIError {
 
 // admit checks everything that can refuse a spawn before anything is
 // signed. It returns the parent's blessing and the child's serial.
-func (s *Server) admit(ctx context.Context, p SpawnParams) (*trust.Blessing, int, *APIError) {
+func (s *Server) admit(ctx context.Context, p SpawnParams, actor string) (*trust.Blessing, int, *APIError) {
 	if s.paused.Load() {
 		return nil, 0, apiErr(403, "spawning is paused by the kill switch (calnet spawning resume)")
 	}
@@ -219,8 +219,12 @@ func (s *Server) admit(ctx context.Context, p SpawnParams) (*trust.Blessing, int
 	s.limMu.Lock()
 	maxCalsNow := s.cfg.Limits.MaxCals
 	s.limMu.Unlock()
-	if n, err := s.liveCount(ctx); err == nil && n >= maxCalsNow {
+	n, err := s.liveCount(ctx)
+	if err == nil && n >= maxCalsNow {
 		return nil, 0, apiErr(429, "limit max_cals: the network holds %d cals, the limit is %d", n, maxCalsNow)
+	}
+	if aerr := s.checkPolicies(ctx, p, prec, prec.Depth+1, n, actor); aerr != nil {
+		return nil, 0, aerr
 	}
 	if busy, what := cpuSaturated(s.cfg.Limits.MaxCPUPressure); busy {
 		return nil, 0, &APIError{Status: 429, Msg: "host resources: CPU saturated (" + what + ")", RetryAfter: 10 * time.Second}

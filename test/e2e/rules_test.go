@@ -180,3 +180,45 @@ func TestSpawnRules(t *testing.T) {
 		t.Fatalf("rules after removal: %+v", v.Rules)
 	}
 }
+
+// TestAdmissionPolicies: a network-wide CEL policy denies matching spawns
+// with its message, whoever asks; bad policies are refused at save time.
+func TestAdmissionPolicies(t *testing.T) {
+	needRoot(t)
+	n := up(t, filepath.Join(t.TempDir(), "data"))
+	ctx := context.Background()
+	for _, b := range []struct {
+		p    rules.Policy
+		want string
+	}{
+		{rules.Policy{Name: "x", Deny: "parent.depth > 1", Message: "m"}, "policies[0].deny: 1:1: undeclared reference to 'parent'"},
+		{rules.Policy{Name: "x", Deny: "depth >= 0", Message: "m"}, "denies every request"},
+		{rules.Policy{Name: "x", Deny: "depth > 3"}, "policies[0].message"},
+	} {
+		if err := n.c.SetPolicies(ctx, []rules.Policy{b.p}); err == nil || !strings.Contains(err.Error(), b.want) {
+			t.Fatalf("policy %+v: got %v, want %q", b.p, err, b.want)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "policies.yaml")
+	os.WriteFile(file, []byte("policies:\n  - name: admin-near-root\n    deny: depth > 2 && \"admin\" in request_permissions\n    message: admin is granted only to the master's children\n"), 0o600)
+	if r := n.cli("policy", "--set", file); r.code != 0 || !strings.Contains(r.stdout, "admin-near-root") {
+		t.Fatalf("calnet policy --set: %+v", r)
+	}
+	team, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "team", Permissions: []string{"spawn", "admin", "read"}, CPUMillis: 1000, MemoryBytes: 512 << 20}, true)
+	if err != nil {
+		t.Fatalf("depth 1 with admin: %v", err)
+	}
+	_, err = n.c.Spawn(ctx, client.SpawnRequest{Parent: team.Cal, Name: "deep", Permissions: []string{"admin"}}, true)
+	if err == nil || !strings.Contains(err.Error(), "policy admin-near-root: admin is granted only to the master's children") {
+		t.Fatalf("depth 2 with admin: %v", err)
+	}
+	if _, err := n.c.Spawn(ctx, client.SpawnRequest{Parent: team.Cal, Name: "plain", Permissions: []string{"read"}}, true); err != nil {
+		t.Fatalf("depth 2 without admin: %v", err)
+	}
+	if r := n.cli("policy", "--clear"); r.code != 0 || !strings.Contains(r.stdout, "no admission policies") {
+		t.Fatalf("calnet policy --clear: %+v", r)
+	}
+	if _, err := n.c.Spawn(ctx, client.SpawnRequest{Parent: team.Cal, Name: "deep", Permissions: []string{"admin"}}, true); err != nil {
+		t.Fatalf("after clearing: %v", err)
+	}
+}

@@ -1,0 +1,110 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/soulfra/calnet/api"
+	"github.com/soulfra/calnet/internal/store"
+	"github.com/soulfra/calnet/rules"
+)
+
+// Admission policies: network-wide CEL conditions that deny spawns (see
+// package rules). They are stored in the meta bucket, loaded at start,
+// and read without a lock on every admission.
+
+const keyPolicies = "policies"
+
+// PoliciesDoc and PoliciesView are the policies API's wire types.
+type (
+	PoliciesDoc  = api.PoliciesDoc
+	PoliciesView = api.PoliciesView
+)
+
+func (s *Server) loadPolicies(ctx context.Context) error {
+	var doc PoliciesDoc
+	err := s.store.View(ctx, func(tx store.Tx) error { return store.GetJSON(tx, bucketMeta, keyPolicies, &doc) })
+	if err != nil {
+		return nil // none stored yet
+	}
+	ps, cerr := rules.CompilePolicies(doc.Policies)
+	if cerr != nil {
+		// Fail closed: a stored set that no longer compiles stops spawning
+		// until an administrator replaces it.
+		s.log.Error("stored admission policies no longer compile; spawning is refused until they are replaced", "err", cerr)
+		s.policyErr.Store(&[]string{cerr.Error()}[0])
+		return nil
+	}
+	s.policies.Store(&ps)
+	return nil
+}
+
+func (s *Server) handlePoliciesGet(w http.ResponseWriter, r *http.Request, _ principal) {
+	v := PoliciesView{Policies: []rules.Policy{}, Vars: rules.PolicyVars()}
+	if ps := s.policies.Load(); ps != nil {
+		for _, p := range *ps {
+			v.Policies = append(v.Policies, p.Policy)
+		}
+	}
+	writeJSON(w, 200, v)
+}
+
+func (s *Server) handlePoliciesPut(w http.ResponseWriter, r *http.Request, pr principal) {
+	if !pr.admin {
+		writeError(w, apiErr(403, "only the administrator sets admission policies"))
+		return
+	}
+	var doc PoliciesDoc
+	if !readJSON(w, r, &doc) {
+		return
+	}
+	if doc.Policies == nil {
+		doc.Policies = []rules.Policy{}
+	}
+	ps, err := rules.CompilePolicies(doc.Policies)
+	if err != nil {
+		writeError(w, apiErr(400, "%v", err))
+		return
+	}
+	if err := s.store.Update(r.Context(), func(tx store.Tx) error { return store.PutJSON(tx, bucketMeta, keyPolicies, doc) }); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.policies.Store(&ps)
+	s.policyErr.Store(nil)
+	s.bus.publish(Event{Type: "policies.set", Actor: pr.actor(), Reason: fmt.Sprintf("%d policies", len(doc.Policies))})
+	writeJSON(w, 200, doc)
+}
+
+// checkPolicies refuses a spawn that a policy denies. Policies fail
+// closed: one that errors on this request denies it.
+func (s *Server) checkPolicies(ctx context.Context, p SpawnParams, parent *CalRecord, depth, networkCals int, actor string) *APIError {
+	if msg := s.policyErr.Load(); msg != nil {
+		return apiErr(403, "admission policies: the stored set does not compile (%s); an administrator must replace it", *msg)
+	}
+	ps := s.policies.Load()
+	if ps == nil || len(*ps) == 0 {
+		return nil
+	}
+	tmpl := p.Template
+	if tmpl == "" {
+		tmpl = "default"
+	}
+	req := &rules.Request{
+		Name: p.Name, Template: tmpl, Actor: actor, Permissions: p.Permissions, CPUMillis: p.CPUMillis, MemoryBytes: p.MemoryBytes,
+		Depth: depth, ParentName: parent.Name, ParentPermissions: parent.Permissions, NetworkCals: networkCals,
+	}
+	m := s.ruleMetrics(ctx, parent, s.now())
+	req.ParentChildren, req.ParentCPUPercent, req.ParentMemoryByte = m.Children, m.CPUPercent, m.MemoryBytes
+	for _, c := range *ps {
+		deny, err := c.Denies(req)
+		if err != nil {
+			return apiErr(403, "policy %s: could not be evaluated for this request (%v): denied", c.Name, err)
+		}
+		if deny {
+			return apiErr(403, "policy %s: %s", c.Name, c.Message)
+		}
+	}
+	return nil
+}
