@@ -204,7 +204,7 @@ func TestAdmissionPolicies(t *testing.T) {
 	if r := n.cli("policy", "--set", file); r.code != 0 || !strings.Contains(r.stdout, "admin-near-root") {
 		t.Fatalf("calnet policy --set: %+v", r)
 	}
-	team, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "team", Permissions: []string{"spawn", "admin", "read"}, CPUMillis: 1000, MemoryBytes: 512 << 20}, true)
+	team, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "team", Permissions: []string{"spawn", "admin", "read"}, CPUMillis: 1000, MemoryBytes: 512 << 20, PIDs: 200}, true)
 	if err != nil {
 		t.Fatalf("depth 1 with admin: %v", err)
 	}
