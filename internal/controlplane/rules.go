@@ -1,7 +1,9 @@
 package controlplane
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -27,7 +29,8 @@ import (
 // written to the Cal's encrypted reflection log.
 
 const (
-	bucketRules = "rules"
+	bucketRules     = "rules"
+	bucketRuleState = "rulestate"
 	// maxRules bounds the rules of one Cal.
 	maxRules = 16
 	// keepDecisions is how many recent decisions a Cal's rules keep.
@@ -113,6 +116,16 @@ func (s *Server) loadRules(ctx context.Context) error {
 			return nil
 		})
 	})
+	states := map[string]map[string]*rules.State{}
+	s.store.View(ctx, func(tx store.Tx) error {
+		return tx.ForEach(bucketRuleState, "", func(k string, _ []byte) error {
+			var st map[string]*rules.State
+			if store.GetJSON(tx, bucketRuleState, k, &st) == nil {
+				states[k] = st
+			}
+			return nil
+		})
+	})
 	for id, d := range docs {
 		c, aerr := compileAll(d)
 		if aerr != nil {
@@ -120,8 +133,26 @@ func (s *Server) loadRules(ctx context.Context) error {
 			continue
 		}
 		s.setRules(id, c)
+		s.rules.mu.Lock()
+		if cr := s.rules.byCal[id]; cr != nil {
+			for _, r := range c {
+				if st := states[id][r.Name]; st != nil {
+					cr.state[r.Name] = st
+				}
+			}
+		}
+		s.rules.mu.Unlock()
 	}
 	return err
+}
+
+// saveRuleState stores a Cal's rule memory (hold start, armed, last
+// firings, errors) so that cooldowns, rates and hysteresis survive a
+// control-plane restart.
+func (s *Server) saveRuleState(ctx context.Context, id string, b []byte) {
+	if err := s.store.Update(ctx, func(tx store.Tx) error { return tx.Put(bucketRuleState, id, b) }); err != nil {
+		s.log.Warn("rule state not stored", "cal", id, "err", err)
+	}
 }
 
 func (s *Server) handleRulesGet(w http.ResponseWriter, r *http.Request, pr principal) {
@@ -176,7 +207,14 @@ func (s *Server) handleRulesPut(w http.ResponseWriter, r *http.Request, pr princ
 	if doc.Rules == nil {
 		doc.Rules = []rules.Rule{}
 	}
-	if err := s.store.Update(r.Context(), func(tx store.Tx) error { return store.PutJSON(tx, bucketRules, rec.ID, doc) }); err != nil {
+	if err := s.store.Update(r.Context(), func(tx store.Tx) error {
+		if len(doc.Rules) == 0 {
+			if err := tx.Delete(bucketRuleState, rec.ID); err != nil {
+				return err
+			}
+		}
+		return store.PutJSON(tx, bucketRules, rec.ID, doc)
+	}); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -269,6 +307,7 @@ func (s *Server) evalRules(ctx context.Context, now time.Time) {
 			continue
 		}
 		var noted []rules.Decision
+		before, _ := json.Marshal(cr.state)
 		for _, c := range cr.rules {
 			st := cr.state[c.Name]
 			if st == nil {
@@ -287,7 +326,11 @@ func (s *Server) evalRules(ctx context.Context, now time.Time) {
 		if len(fired) > 0 {
 			cr.inFlight = true
 		}
+		after, _ := json.Marshal(cr.state)
 		s.rules.mu.Unlock()
+		if !bytes.Equal(before, after) {
+			s.saveRuleState(ctx, id, after)
+		}
 		for _, d := range noted {
 			s.noteDecision(ctx, id, d)
 		}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -76,6 +77,20 @@ func TestSpawnRules(t *testing.T) {
 			}
 		}
 		return false
+	})
+
+	// The rules and their memory (when each last fired, armed or not)
+	// survive a control-plane restart.
+	before, _ := n.c.Rules(ctx, team)
+	n.stop(syscall.SIGTERM)
+	n.start("--idle-window", "10s")
+	after, err := n.c.Rules(ctx, team)
+	if err != nil || len(after.Rules) != 1 || after.State["keep-two"] == nil || !after.State["keep-two"].Last.Equal(before.State["keep-two"].Last) {
+		t.Fatalf("rule state across a restart: before %+v, after %+v %v", before.State["keep-two"], after, err)
+	}
+	waitFor(t, "the team cal running again", 30*time.Second, func() bool {
+		c, err := n.c.Get(ctx, team)
+		return err == nil && c.State == "running"
 	})
 
 	// A preview runs a rule over the Cal's recorded metrics without acting.
@@ -160,7 +175,7 @@ func TestSpawnRules(t *testing.T) {
 	}
 
 	// The CLI shows them, and sets them from a YAML file.
-	if r := n.cli("rules", team); r.code != 0 || !strings.Contains(r.stdout, "keep-two") || !strings.Contains(r.stdout, "fired") {
+	if r := n.cli("rules", team); r.code != 0 || !strings.Contains(r.stdout, "trim") || !strings.Contains(r.stdout, "fired") {
 		t.Fatalf("calnet rules: %+v", r)
 	}
 	file := filepath.Join(t.TempDir(), "rules.yaml")
