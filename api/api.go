@@ -92,21 +92,24 @@ type SpawnRequest struct {
 
 // Spawn is a spawn request's record.
 type Spawn struct {
-	ID             string    `json:"id"`
-	IdempotencyKey string    `json:"idempotency_key,omitempty"`
-	Parent         string    `json:"parent"`
-	Name           string    `json:"name,omitempty"`
-	Permissions    []string  `json:"permissions"`
-	CPUMillis      int64     `json:"cpu_millis"`
-	MemoryBytes    int64     `json:"memory_bytes"`
-	State          string    `json:"state"`
-	Reason         string    `json:"reason,omitempty"`
-	Cal            string    `json:"cal,omitempty"`
-	Actor          string    `json:"actor"`
-	Attempts       int       `json:"attempts"`
-	RequestedAt    time.Time `json:"requested_at"`
-	UpdatedAt      time.Time `json:"updated_at"`
-	OperationalAt  time.Time `json:"operational_at,omitzero"`
+	ID             string   `json:"id"`
+	IdempotencyKey string   `json:"idempotency_key,omitempty"`
+	Parent         string   `json:"parent"`
+	Name           string   `json:"name,omitempty"`
+	Permissions    []string `json:"permissions"`
+	CPUMillis      int64    `json:"cpu_millis"`
+	MemoryBytes    int64    `json:"memory_bytes"`
+	State          string   `json:"state"`
+	Reason         string   `json:"reason,omitempty"`
+	Cal            string   `json:"cal,omitempty"`
+	Actor          string   `json:"actor"`
+	Attempts       int      `json:"attempts"`
+	// Placement says where the Cal runs and why (scores of the candidate
+	// hosts: free resources, spread across zones, affinity to the parent).
+	Placement     string    `json:"placement,omitempty"`
+	RequestedAt   time.Time `json:"requested_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	OperationalAt time.Time `json:"operational_at,omitzero"`
 }
 
 // Status summarises the network.

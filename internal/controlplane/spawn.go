@@ -95,6 +95,15 @@ func (s *Server) Spawn(ctx context.Context, p SpawnParams, actor string) (*Spawn
 		s.finishSpawn(ctx, rec, SpawnRejected, aerr.Msg)
 		return rec, aerr
 	}
+	if prec, err := s.getCal(ctx, p.Parent); err == nil {
+		pd := s.place(ctx, p, prec)
+		rec.Placement = pd.Reason()
+		if pd.Chosen == "" {
+			aerr := &APIError{Status: 429, Msg: "placement: " + rec.Placement, RetryAfter: 5 * time.Second}
+			s.finishSpawn(ctx, rec, SpawnRejected, aerr.Msg)
+			return rec, aerr
+		}
+	}
 	rec.State = SpawnAdmitted
 	s.putSpawn(ctx, rec)
 	s.bus.publish(Event{Type: "spawn.admitted", Spawn: rec.ID, Parent: p.Parent, State: SpawnAdmitted, Actor: actor})

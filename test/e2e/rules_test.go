@@ -223,6 +223,10 @@ func TestAdmissionPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatalf("depth 1 with admin: %v", err)
 	}
+	// Placement was decided and recorded on the spawn, with its reasons.
+	if !strings.Contains(team.Placement, "(zone local) score") || !strings.Contains(team.Placement, "the only candidate") || !strings.Contains(team.Placement, "memory") {
+		t.Fatalf("placement %q", team.Placement)
+	}
 	_, err = n.c.Spawn(ctx, client.SpawnRequest{Parent: team.Cal, Name: "deep", Permissions: []string{"admin"}}, true)
 	if err == nil || !strings.Contains(err.Error(), "policy admin-near-root: admin is granted only to the master's children") {
 		t.Fatalf("depth 2 with admin: %v", err)

@@ -1,0 +1,33 @@
+package controlplane
+
+import (
+	"context"
+	"os"
+	"runtime"
+
+	"github.com/soulfra/calnet/internal/placement"
+)
+
+// place decides where a spawn runs and returns the decision's account,
+// kept on the spawn record. This control plane drives one host, so there
+// is one candidate (labelled with the host's name and zone "local"): the
+// decision is trivial, but it is made the same way as on many hosts and
+// says why. CPU is not reserved (the kernel shares it; saturation is
+// refused at admission by the pressure check), so the host's CPU capacity
+// counts as free; memory is MemAvailable, and what must fit is what the
+// Cal needs to start (its quota is a limit, not a reservation).
+func (s *Server) place(ctx context.Context, p SpawnParams, parent *CalRecord) placement.Decision {
+	name, _ := os.Hostname()
+	if name == "" {
+		name = "local"
+	}
+	cpu := int64(runtime.NumCPU()) * 1000
+	mem := hostMemory()
+	free := availableMemory()
+	if free < 0 {
+		free = mem
+	}
+	c := placement.Candidate{Name: name, Zone: "local", CPUCapacity: cpu, CPUFree: cpu, MemCapacity: mem, MemFree: free, Healthy: true}
+	sib := map[string]int{"local": len(s.runningChildren(ctx, parent))}
+	return placement.Place([]placement.Candidate{c}, placement.Request{CPUMillis: p.CPUMillis, MemoryBytes: min(p.MemoryBytes, startFootprint), ParentHost: name, Siblings: sib}, placement.DefaultWeights)
+}

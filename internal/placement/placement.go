@@ -1,0 +1,149 @@
+// Package placement chooses where a new Cal runs (FR-4.2, FR-4.4): it
+// scores candidate hosts by the resources left after the Cal is placed,
+// by spread of the parent's children across failure domains (zones), and
+// by affinity to the parent's host, and says why it chose. On one host the
+// decision is trivial but still made and recorded; the scoring is tested
+// on simulated topologies.
+package placement
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Candidate is a host (or driver) a Cal may run on.
+type Candidate struct {
+	Name string
+	Zone string // failure domain
+	// Capacity and Free are millicores and bytes.
+	CPUCapacity, CPUFree int64
+	MemCapacity, MemFree int64
+	Healthy              bool
+	// RecentFailures counts spawns that failed on this host lately
+	// (learning from outcomes: a failing host scores lower).
+	RecentFailures int
+}
+
+// Request is what is placed.
+type Request struct {
+	CPUMillis, MemoryBytes int64
+	// ParentHost is where the parent runs ("" for none).
+	ParentHost string
+	// Siblings counts the parent's running children per zone.
+	Siblings map[string]int
+}
+
+// Weights of the three scores; they need not sum to one.
+type Weights struct {
+	Resources, Spread, Affinity, Failures float64
+}
+
+// DefaultWeights spread first (a zone failure should not take a whole
+// family), then resources, then closeness to the parent.
+var DefaultWeights = Weights{Resources: 0.4, Spread: 0.4, Affinity: 0.2, Failures: 0.1}
+
+// Score is one candidate's evaluation.
+type Score struct {
+	Candidate string   `json:"candidate"`
+	Zone      string   `json:"zone"`
+	Feasible  bool     `json:"feasible"`
+	Score     float64  `json:"score"`
+	Reasons   []string `json:"reasons"`
+}
+
+// Decision is the chosen candidate and every candidate's score, best first.
+type Decision struct {
+	Chosen string  `json:"chosen"`
+	Scores []Score `json:"scores"`
+}
+
+// Reason is a one-line account of the decision.
+func (d *Decision) Reason() string {
+	if d.Chosen == "" {
+		var why []string
+		for _, s := range d.Scores {
+			why = append(why, s.Candidate+": "+strings.Join(s.Reasons, ", "))
+		}
+		return "no feasible host (" + strings.Join(why, "; ") + ")"
+	}
+	best := d.Scores[0]
+	alt := ""
+	if len(d.Scores) == 1 {
+		alt = "; the only candidate"
+	} else {
+		alt = fmt.Sprintf("; %d candidates, next %s at %.2f", len(d.Scores), d.Scores[1].Candidate, d.Scores[1].Score)
+	}
+	return fmt.Sprintf("%s (zone %s) score %.2f: %s%s", best.Candidate, best.Zone, best.Score, strings.Join(best.Reasons, ", "), alt)
+}
+
+// Place scores every candidate and picks the best feasible one; ties go
+// to the name that sorts first, so the decision is deterministic.
+func Place(cands []Candidate, r Request, w Weights) Decision {
+	total := 0
+	for _, n := range r.Siblings {
+		total += n
+	}
+	var scores []Score
+	for _, c := range cands {
+		s := Score{Candidate: c.Name, Zone: c.Zone}
+		switch {
+		case !c.Healthy:
+			s.Reasons = append(s.Reasons, "unhealthy")
+		case c.CPUFree < r.CPUMillis:
+			s.Reasons = append(s.Reasons, fmt.Sprintf("cpu: %dm free, %dm asked", c.CPUFree, r.CPUMillis))
+		case c.MemFree < r.MemoryBytes:
+			s.Reasons = append(s.Reasons, fmt.Sprintf("memory: %d bytes free, %d asked", c.MemFree, r.MemoryBytes))
+		default:
+			s.Feasible = true
+		}
+		if s.Feasible {
+			cpuLeft := frac(c.CPUFree-r.CPUMillis, c.CPUCapacity)
+			memLeft := frac(c.MemFree-r.MemoryBytes, c.MemCapacity)
+			res := (cpuLeft + memLeft) / 2
+			spread := 1.0
+			if total > 0 {
+				spread = 1 - float64(r.Siblings[c.Zone])/float64(total)
+			}
+			aff := 0.0
+			if r.ParentHost != "" && r.ParentHost == c.Name {
+				aff = 1
+			}
+			fail := 1 / (1 + float64(c.RecentFailures))
+			s.Score = w.Resources*res + w.Spread*spread + w.Affinity*aff + w.Failures*fail
+			s.Reasons = append(s.Reasons, fmt.Sprintf("after placing: cpu %.0f%% free, memory %.0f%% free", cpuLeft*100, memLeft*100))
+			if total > 0 {
+				s.Reasons = append(s.Reasons, fmt.Sprintf("%d of %d siblings in zone %s", r.Siblings[c.Zone], total, c.Zone))
+			}
+			if aff == 1 {
+				s.Reasons = append(s.Reasons, "the parent's host")
+			}
+			if c.RecentFailures > 0 {
+				s.Reasons = append(s.Reasons, fmt.Sprintf("%d recent spawn failures", c.RecentFailures))
+			}
+		}
+		scores = append(scores, s)
+	}
+	sort.SliceStable(scores, func(i, j int) bool {
+		a, b := scores[i], scores[j]
+		if a.Feasible != b.Feasible {
+			return a.Feasible
+		}
+		if a.Score != b.Score {
+			return a.Score > b.Score
+		}
+		return a.Candidate < b.Candidate
+	})
+	d := Decision{Scores: scores}
+	if len(scores) > 0 && scores[0].Feasible {
+		d.Chosen = scores[0].Candidate
+	}
+	return d
+}
+
+func frac(a, b int64) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return max(0, min(1, float64(a)/float64(b)))
+}
