@@ -17,17 +17,23 @@ import (
 // counts as free; memory is MemAvailable, and what must fit is what the
 // Cal needs to start (its quota is a limit, not a reservation).
 func (s *Server) place(ctx context.Context, p SpawnParams, parent *CalRecord) placement.Decision {
-	name, _ := os.Hostname()
-	if name == "" {
-		name = "local"
-	}
+	name := hostName()
 	cpu := int64(runtime.NumCPU()) * 1000
 	mem := hostMemory()
 	free := availableMemory()
 	if free < 0 {
 		free = mem
 	}
-	c := placement.Candidate{Name: name, Zone: "local", CPUCapacity: cpu, CPUFree: cpu, MemCapacity: mem, MemFree: free, Healthy: true}
+	c := placement.Candidate{Name: name, Zone: "local", CPUCapacity: cpu, CPUFree: cpu, MemCapacity: mem, MemFree: free, Healthy: true,
+		RecentFailures: s.outcomes.Failures("host:" + name)}
 	sib := map[string]int{"local": len(s.runningChildren(ctx, parent))}
 	return placement.Place([]placement.Candidate{c}, placement.Request{CPUMillis: p.CPUMillis, MemoryBytes: min(p.MemoryBytes, startFootprint), ParentHost: name, Siblings: sib}, placement.DefaultWeights)
+}
+
+// hostName names this host among placement candidates.
+func hostName() string {
+	if name, _ := os.Hostname(); name != "" {
+		return name
+	}
+	return "local"
 }

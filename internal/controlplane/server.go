@@ -30,6 +30,7 @@ import (
 	"github.com/soulfra/calnet/internal/driver"
 	"github.com/soulfra/calnet/internal/metrics"
 	"github.com/soulfra/calnet/internal/netdir"
+	"github.com/soulfra/calnet/internal/placement"
 	"github.com/soulfra/calnet/internal/sandbox"
 	"github.com/soulfra/calnet/internal/store"
 	"github.com/soulfra/calnet/ledger"
@@ -120,6 +121,7 @@ type Server struct {
 	challenges challenges
 	metrics    metrics.Set
 	rules      ruleBook
+	outcomes   *placement.Outcomes // deploy outcomes per template and host
 	policies   atomic.Pointer[[]*rules.CompiledPolicy]
 	policyErr  atomic.Pointer[string]
 	health     healthHistory
@@ -175,6 +177,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, bus: newBus(), procs: map[string]*proc{}, chains: map[identity.ID]*trust.Chain{}, serials: map[identity.ID]int{},
 		deploySem: make(chan struct{}, 64)}
 	s.limiter = newLimiter(cfg.Limits)
+	s.outcomes = placement.NewOutcomes(s.now)
 	for _, d := range []string{cfg.DataDir, s.runDir(), filepath.Join(cfg.DataDir, "cals"), filepath.Join(cfg.DataDir, "logs"), s.programsDir(), s.templatesDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err

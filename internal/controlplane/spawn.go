@@ -22,6 +22,7 @@ import (
 	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/caltls"
+	"github.com/soulfra/calnet/internal/placement"
 	"github.com/soulfra/calnet/ledger"
 	"github.com/soulfra/calnet/trust"
 )
@@ -90,6 +91,12 @@ func (s *Server) Spawn(ctx context.Context, p SpawnParams, actor string) (*Spawn
 		return nil, err
 	}
 	s.bus.publish(Event{Type: "spawn.requested", Spawn: rec.ID, Parent: p.Parent, State: SpawnRequested, Actor: actor})
+	if until, n, backing := s.outcomes.BackOff("template:" + tmpl.Name); backing {
+		aerr := &APIError{Status: 429, RetryAfter: until.Sub(s.now()),
+			Msg: fmt.Sprintf("template %s: %d failed deploys in the last %v and none succeeded since; backing off until %s", tmpl.Name, n, placement.Window, until.UTC().Format(time.RFC3339))}
+		s.finishSpawn(ctx, rec, SpawnRejected, aerr.Msg)
+		return rec, aerr
+	}
 	parentBlessing, serial, aerr := s.admit(ctx, p, actor)
 	if aerr != nil {
 		s.finishSpawn(ctx, rec, SpawnRejected, aerr.Msg)
@@ -314,6 +321,7 @@ func (s *Server) deploy(ctx context.Context, rec *SpawnRecord, p SpawnParams, tm
 		if err == nil {
 			select {
 			case <-pr.registered:
+				s.learn(tmpl.Name, true)
 				return // the registration handler finished the spawn
 			case <-time.After(15 * time.Second):
 				err = errors.New("the cal did not register within 15s")
@@ -326,7 +334,15 @@ func (s *Server) deploy(ctx context.Context, rec *SpawnRecord, p SpawnParams, tm
 		s.log.Warn("deploy failed, retrying", "cal", childID, "attempt", attempt+1, "err", err)
 		time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
 	}
+	s.learn(tmpl.Name, false)
 	s.setState(ctx, childID, StateFailed, "deploy: driver: "+lastErr.Error())
+}
+
+// learn records a deploy outcome for the template and this host: failures
+// back the template off and lower the host's placement score.
+func (s *Server) learn(template string, ok bool) {
+	s.outcomes.Record("template:"+template, ok)
+	s.outcomes.Record("host:"+hostName(), ok)
 }
 
 func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnParams, tmpl *template.Template, parent *trust.Blessing, serial int) (string, error) {
