@@ -226,3 +226,23 @@ type PoliciesView struct {
 	Policies []rules.Policy `json:"policies"`
 	Vars     []rules.Var    `json:"vars"`
 }
+
+// Recommendation is a quota recommendation for one resource of a Cal,
+// from its observed usage: a high percentile plus headroom, and a flag
+// when the quota is far from it.
+type Recommendation struct {
+	Resource    string  `json:"resource"` // cpu_millis, memory_bytes
+	Samples     int     `json:"samples"`
+	Observed    float64 `json:"observed_p95"` // in the resource's unit
+	Quota       int64   `json:"quota"`
+	Recommended int64   `json:"recommended,omitempty"`
+	Flag        string  `json:"flag,omitempty"` // over-provisioned, under-provisioned
+	Reason      string  `json:"reason"`
+}
+
+// Recommendations is GET /v1/cals/{id}/recommendations.
+type Recommendations struct {
+	Cal       string           `json:"cal"`
+	Window    string           `json:"window"`
+	Resources []Recommendation `json:"resources"`
+}

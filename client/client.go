@@ -442,6 +442,13 @@ func (c *Client) SetRules(ctx context.Context, cal string, rs []Rule) error {
 	return c.do(ctx, http.MethodPut, "/v1/cals/"+url.PathEscape(cal)+"/rules", api.RulesDoc{Rules: rs}, nil)
 }
 
+// Recommendations returns quota recommendations for a Cal from its
+// observed usage over the last hour.
+func (c *Client) Recommendations(ctx context.Context, cal string) (*api.Recommendations, error) {
+	var out api.Recommendations
+	return &out, c.do(ctx, http.MethodGet, "/v1/cals/"+url.PathEscape(cal)+"/recommendations", nil, &out)
+}
+
 // Policies returns the network's admission policies.
 func (c *Client) Policies(ctx context.Context) (*PoliciesView, error) {
 	var out PoliciesView

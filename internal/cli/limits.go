@@ -57,3 +57,30 @@ func (a *app) limitsCmd() *cobra.Command {
 	f.IntVar(&parentBurst, "parent-spawn-burst", 0, "burst per parent")
 	return cmd
 }
+
+func (a *app) recommendCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "recommend CAL",
+		Short: "Recommend a Cal's CPU and memory quotas from its usage over the last hour, and flag over- or under-provisioning",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.apiClient()
+			if err != nil {
+				return err
+			}
+			r, err := c.Recommendations(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return a.print(r, func(w io.Writer) {
+				for _, x := range r.Resources {
+					flag := ""
+					if x.Flag != "" {
+						flag = " [" + x.Flag + "]"
+					}
+					fmt.Fprintf(w, "%-13s quota %d, recommended %d%s\n  %s\n", x.Resource, x.Quota, x.Recommended, flag, x.Reason)
+				}
+			})
+		},
+	}
+}

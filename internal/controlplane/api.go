@@ -184,6 +184,7 @@ func (s *Server) apiHandler() http.Handler {
 		s.bus.publish(Event{Type: "spawning.paused", State: strconv.FormatBool(req.Paused), Actor: "admin"})
 		writeJSON(w, 200, map[string]bool{"paused": req.Paused})
 	}))
+	mux.HandleFunc("GET /v1/cals/{id}/recommendations", anyone(s.handleRecommendations))
 	mux.HandleFunc("GET /v1/policies", anyone(s.handlePoliciesGet))
 	mux.HandleFunc("PUT /v1/policies", anyone(s.handlePoliciesPut))
 	mux.HandleFunc("GET /v1/limits", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { writeJSON(w, 200, s.limits()) }))

@@ -234,6 +234,15 @@ func TestAdmissionPolicies(t *testing.T) {
 	if _, err := n.c.Spawn(ctx, client.SpawnRequest{Parent: team.Cal, Name: "plain", Permissions: []string{"read"}}, true); err != nil {
 		t.Fatalf("depth 2 without admin: %v", err)
 	}
+	// Recommendations need an hour's worth of samples to say much; a new
+	// Cal gets the reason instead, from the API and the CLI.
+	recs, err := n.c.Recommendations(ctx, team.Cal)
+	if err != nil || len(recs.Resources) != 2 || recs.Resources[0].Resource != "cpu_millis" || !strings.Contains(recs.Resources[1].Reason, "a recommendation needs 60") {
+		t.Fatalf("recommendations %+v %v", recs, err)
+	}
+	if r := n.cli("recommend", team.Cal); r.code != 0 || !strings.Contains(r.stdout, "memory_bytes") {
+		t.Fatalf("calnet recommend: %+v", r)
+	}
 	if r := n.cli("policy", "--clear"); r.code != 0 || !strings.Contains(r.stdout, "no admission policies") {
 		t.Fatalf("calnet policy --clear: %+v", r)
 	}
