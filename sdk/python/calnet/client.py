@@ -64,6 +64,30 @@ class Calnet:
         """Revoke a Cal and its whole subtree."""
         return self._call("POST", "/v1/cals/" + urllib.parse.quote(cal, safe="") + "/revoke", {"reason": reason})
 
+    def rules(self, cal):
+        """A Cal's spawn criteria, their state and recent decisions."""
+        return self._call("GET", "/v1/cals/" + urllib.parse.quote(cal, safe="") + "/rules")
+
+    def set_rules(self, cal, rules):
+        """Replace a Cal's spawn criteria (a list of rule dicts, see docs/guide.md)."""
+        return self._call("PUT", "/v1/cals/" + urllib.parse.quote(cal, safe="") + "/rules", {"rules": list(rules)})
+
+    def preview_rule(self, cal, rule):
+        """Replay a rule over a Cal's recorded metrics without storing or acting on it."""
+        return self._call("POST", "/v1/cals/" + urllib.parse.quote(cal, safe="") + "/rules/preview", {"rule": rule})
+
+    def policies(self):
+        """The network's admission policies."""
+        return self._call("GET", "/v1/policies")
+
+    def set_policies(self, policies):
+        """Replace the admission policies (admin)."""
+        return self._call("PUT", "/v1/policies", {"policies": list(policies)})
+
+    def recommendations(self, cal):
+        """Quota recommendations from a Cal's usage over the last hour."""
+        return self._call("GET", "/v1/cals/" + urllib.parse.quote(cal, safe="") + "/recommendations")
+
     def watch(self, after=0, timeout=None):
         """Yield events from the WebSocket stream after sequence `after`."""
         u = urllib.parse.urlsplit(self.base)

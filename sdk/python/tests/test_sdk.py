@@ -74,6 +74,22 @@ class LiveNetwork(unittest.TestCase):
             with self.assertRaises(CalnetError) as cm:
                 c.spawn(permissions=["fly"])
             self.assertEqual(cm.exception.status, 400)
+            # Rules, policies and recommendations.
+            rule = {"name": "grow", "when": "children < 1", "cooldown": "1m", "action": {"kind": "spawn", "count": 1, "template": "default"}}
+            with self.assertRaises(CalnetError) as cm:
+                c.set_rules(sp["cal"], [dict(rule, when="kids < 1")])
+            self.assertIn("rules[0].when: 1:1: undeclared reference to 'kids'", str(cm.exception))
+            c.set_rules(sp["cal"], [rule])
+            self.assertEqual(c.rules(sp["cal"])["rules"][0]["name"], "grow")
+            self.assertIn("counts", c.preview_rule(sp["cal"], rule))
+            c.set_rules(sp["cal"], [])
+            with self.assertRaises(CalnetError) as cm:
+                c.set_policies([{"name": "all", "deny": "true", "message": "no"}])
+            self.assertIn("denies every request", str(cm.exception))
+            c.set_policies([{"name": "no-admin-deep", "deny": 'depth > 2 && "admin" in request_permissions', "message": "admin only near the root"}])
+            self.assertEqual(len(c.policies()["policies"]), 1)
+            c.set_policies([])
+            self.assertEqual(len(c.recommendations(sp["cal"])["resources"]), 2)
             rv = c.revoke(sp["cal"], "python test")
             self.assertEqual(rv["subtree"], [sp["cal"]])
             for _ in range(50):

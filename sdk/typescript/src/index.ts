@@ -22,6 +22,20 @@ export interface SpawnRequest {
 }
 export interface CalnetEvent { seq: number; time: string; type: string; cal?: string; parent?: string; spawn?: string; state?: string; actor?: string; reason?: string }
 
+/** A spawn criterion: a CEL condition over a Cal's metrics and an action (see docs/guide.md). */
+export interface Rule {
+  name: string; when: string; clear?: string; for?: string; cooldown: string; max_per_hour?: number;
+  action: { kind: 'spawn' | 'retire'; count: number; template?: string };
+}
+export interface RuleDecision { rule: string; at: string; outcome: string; reason?: string }
+export interface RulesView {
+  rules: Rule[]; state: Record<string, { since?: string; disarmed?: boolean; last?: string; firings?: string[]; error?: string }>;
+  decisions: RuleDecision[]; vars: { name: string; type: string; help: string }[];
+}
+/** An admission policy: spawns for which `deny` holds are refused with `message`. */
+export interface Policy { name: string; deny: string; message: string }
+export interface Recommendation { resource: string; samples: number; observed_p95: number; quota: number; recommended?: number; flag?: string; reason: string }
+
 /** A client of one control plane. */
 export class Calnet {
   private base: string;
@@ -52,6 +66,22 @@ export class Calnet {
   /** Revokes a Cal and its whole subtree. */
   revoke(id: string, reason = '') {
     return this.call<{ revoked: string; subtree: string[] }>('POST', `/v1/cals/${encodeURIComponent(id)}/revoke`, { reason });
+  }
+  /** A Cal's spawn criteria, their state and recent decisions. */
+  rules(id: string) { return this.call<RulesView>('GET', `/v1/cals/${encodeURIComponent(id)}/rules`); }
+  /** Replaces a Cal's spawn criteria; a rule that does not compile is refused with its field and CEL position. */
+  setRules(id: string, rules: Rule[]) { return this.call<{ rules: Rule[] }>('PUT', `/v1/cals/${encodeURIComponent(id)}/rules`, { rules }); }
+  /** Replays a rule over a Cal's recorded metrics without storing or acting on it. */
+  previewRule(id: string, rule: Rule) {
+    return this.call<{ samples: number; counts: Record<string, number>; decisions: RuleDecision[] }>('POST', `/v1/cals/${encodeURIComponent(id)}/rules/preview`, { rule });
+  }
+  /** The network's admission policies. */
+  policies() { return this.call<{ policies: Policy[]; vars: { name: string; type: string; help: string }[] }>('GET', '/v1/policies'); }
+  /** Replaces the admission policies (admin). */
+  setPolicies(policies: Policy[]) { return this.call<{ policies: Policy[] }>('PUT', '/v1/policies', { policies }); }
+  /** Quota recommendations from a Cal's usage over the last hour. */
+  recommendations(id: string) {
+    return this.call<{ cal: string; window: string; resources: Recommendation[] }>('GET', `/v1/cals/${encodeURIComponent(id)}/recommendations`);
   }
   /** Follows the event stream after `after`; returns a function that stops it. */
   watch(onEvent: (e: CalnetEvent) => void, after = 0, onError?: (err: Error) => void): () => void {

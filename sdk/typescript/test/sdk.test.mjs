@@ -62,6 +62,18 @@ test('live network: spawn, list, watch, revoke', { skip: !root && 'needs root fo
     const cals = await c.list();
     assert.ok(cals.some((x) => x.id === sp.cal && x.namespace === 'ts-child.master'));
     await assert.rejects(c.spawn({ permissions: ['fly'] }), (e) => e instanceof CalnetError && e.status === 400);
+    // Rules, policies and recommendations.
+    const rule = { name: 'grow', when: 'children < 1', cooldown: '1m', action: { kind: 'spawn', count: 1, template: 'default' } };
+    await assert.rejects(c.setRules(sp.cal, [{ ...rule, when: 'kids < 1' }]), (e) => e instanceof CalnetError && e.status === 400 && e.message.includes("rules[0].when: 1:1: undeclared reference to 'kids'"));
+    await c.setRules(sp.cal, [rule]);
+    assert.equal((await c.rules(sp.cal)).rules[0].name, 'grow');
+    assert.ok((await c.previewRule(sp.cal, rule)).counts);
+    await c.setRules(sp.cal, []);
+    await assert.rejects(c.setPolicies([{ name: 'all', deny: 'true', message: 'no' }]), (e) => e instanceof CalnetError && e.message.includes('denies every request'));
+    await c.setPolicies([{ name: 'no-admin-deep', deny: 'depth > 2 && "admin" in request_permissions', message: 'admin only near the root' }]);
+    assert.equal((await c.policies()).policies.length, 1);
+    await c.setPolicies([]);
+    assert.equal((await c.recommendations(sp.cal)).resources.length, 2);
     const rv = await c.revoke(sp.cal, 'ts test');
     assert.deepEqual(rv.subtree, [sp.cal]);
     for (let i = 0; i < 50 && !events.some((e) => e.type === 'cal.revoked'); i++) await new Promise((r) => setTimeout(r, 100));
