@@ -385,12 +385,13 @@ func (s *Server) act(ctx context.Context, rec *CalRecord, d rules.Decision, now 
 		for _, c := range idle[:min(len(idle), a.Count)] {
 			target, _ := identity.ParseID(c)
 			rev, err := trust.Revoke(s.auth, trust.RevokeRequest{Network: s.net.Info.Network, Target: target, Authority: true, Reason: "retired by rule " + d.Rule + ": idle", IssuedAt: s.now()})
-			if err == nil {
-				_, aerr := s.revoke(ctx, rev, actor)
-				if aerr != nil {
-					refusal = aerr.Msg
-					break
-				}
+			if err != nil {
+				refusal = "revocation could not be signed"
+				break
+			}
+			if _, aerr := s.revoke(ctx, rev, actor); aerr != nil {
+				refusal = aerr.Msg
+				break
 			}
 			done++
 		}
