@@ -19,6 +19,7 @@ import (
 
 	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/common/types"
+	"go.yaml.in/yaml/v3"
 )
 
 // Limits on a rule.
@@ -44,12 +45,28 @@ type Duration time.Duration
 // MarshalJSON implements json.Marshaler.
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
+// MarshalYAML implements yaml.Marshaler.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// UnmarshalYAML implements yaml.Unmarshaler (rules in templates).
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("duration: want a string such as \"30s\"")
+	}
+	return d.parse(s)
+}
+
 // UnmarshalJSON implements json.Unmarshaler.
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
 		return fmt.Errorf("duration: want a string such as \"30s\"")
 	}
+	return d.parse(s)
+}
+
+func (d *Duration) parse(s string) error {
 	v, err := time.ParseDuration(s)
 	if err != nil || v < 0 {
 		return fmt.Errorf("duration %q: want a non-negative duration such as \"30s\"", s)
@@ -60,28 +77,28 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 
 // Rule is one spawn criterion.
 type Rule struct {
-	Name string `json:"name"`
+	Name string `json:"name" yaml:"name"`
 	// When is the condition, a CEL expression over the metrics (Vars).
-	When string `json:"when"`
+	When string `json:"when" yaml:"when"`
 	// Clear re-arms the rule after it fired: until Clear holds the rule
 	// does not fire again (hysteresis: fire at cpu_percent > 80, re-arm at
 	// cpu_percent < 60). Empty means !When.
-	Clear string `json:"clear,omitempty"`
+	Clear string `json:"clear,omitempty" yaml:"clear,omitempty"`
 	// For is how long When must hold before the rule fires.
-	For Duration `json:"for,omitempty"`
+	For Duration `json:"for,omitempty" yaml:"for,omitempty"`
 	// Cooldown is the least time between two firings.
-	Cooldown Duration `json:"cooldown"`
+	Cooldown Duration `json:"cooldown" yaml:"cooldown"`
 	// MaxPerHour bounds firings in any sliding hour (0: no bound beyond
 	// the cooldown).
-	MaxPerHour int    `json:"max_per_hour,omitempty"`
-	Action     Action `json:"action"`
+	MaxPerHour int    `json:"max_per_hour,omitempty" yaml:"max_per_hour,omitempty"`
+	Action     Action `json:"action" yaml:"action"`
 }
 
 // Action is what a firing asks for.
 type Action struct {
-	Kind     string `json:"kind"`               // Spawn or Retire
-	Count    int    `json:"count"`              // children
-	Template string `json:"template,omitempty"` // for Spawn: a template name
+	Kind     string `json:"kind" yaml:"kind"`                             // Spawn or Retire
+	Count    int    `json:"count" yaml:"count"`                           // children
+	Template string `json:"template,omitempty" yaml:"template,omitempty"` // for Spawn: a template name
 }
 
 // Vars are the metrics a rule sees, with their CEL types. Workload gauges

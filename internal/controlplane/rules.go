@@ -223,6 +223,21 @@ func (s *Server) handleRulesPut(w http.ResponseWriter, r *http.Request, pr princ
 	writeJSON(w, 200, doc)
 }
 
+// attachRules gives a new Cal its template's rules (checked when the
+// template was parsed).
+func (s *Server) attachRules(ctx context.Context, id string, rs []rules.Rule) {
+	compiled, aerr := compileAll(RulesDoc{Rules: rs})
+	if aerr != nil {
+		s.log.Error("template rules refused", "cal", id, "err", aerr.Msg)
+		return
+	}
+	if err := s.store.Update(ctx, func(tx store.Tx) error { return store.PutJSON(tx, bucketRules, id, RulesDoc{Rules: rs}) }); err != nil {
+		s.log.Error("template rules not stored", "cal", id, "err", err)
+		return
+	}
+	s.setRules(id, compiled)
+}
+
 // ruleMetrics gathers what a Cal's rules see.
 func (s *Server) ruleMetrics(ctx context.Context, rec *CalRecord, now time.Time) *rules.Metrics {
 	last := func(subject, metric string) float64 {

@@ -411,6 +411,9 @@ func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnPar
 		s.releaseNamespace(crec.Namespace, id)
 		return "", err
 	}
+	if len(tmpl.Rules) > 0 {
+		s.attachRules(ctx, id, tmpl.Rules)
+	}
 	s.updateCal(ctx, parent.Child().String(), func(r *CalRecord) { r.Children = append(r.Children, id) })
 	return id, nil
 }

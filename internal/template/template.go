@@ -15,11 +15,15 @@ import (
 	"time"
 
 	yaml "go.yaml.in/yaml/v3"
+
+	"github.com/soulfra/calnet/rules"
 )
 
 // Limits on templates.
 const (
-	MaxSize          = 64 << 10
+	MaxSize = 64 << 10
+	// MaxRules bounds the spawn criteria of a template.
+	MaxRules         = 16
 	MaxComponents    = 16 // per tier
 	MaxArgs          = 64
 	MaxEnv           = 64
@@ -83,6 +87,8 @@ type Template struct {
 	Resources   Resources              `yaml:"resources,omitempty" json:"resources"`
 	Restart     string                 `yaml:"restart,omitempty" json:"restart,omitempty"`
 	Tiers       map[string][]Component `yaml:"tiers" json:"tiers"`
+	// Rules are spawn criteria every Cal of this template starts with.
+	Rules []rules.Rule `yaml:"rules,omitempty" json:"rules,omitempty"`
 }
 
 //go:embed default.yaml
@@ -219,6 +225,18 @@ func (t *Template) validate(root *yaml.Node) error {
 	}
 	if !validRestart(t.Restart) {
 		return fail("want always, on-failure or never", "restart")
+	}
+	if len(t.Rules) > MaxRules {
+		return fail(fmt.Sprintf("%d rules, over the limit of %d", len(t.Rules), MaxRules), "rules")
+	}
+	for i, r := range t.Rules {
+		if _, err := rules.Compile(r); err != nil {
+			var re *rules.Error
+			if errors.As(err, &re) {
+				return &Error{Line: lineOf(root, "rules", strconv.Itoa(i)), Field: "rules." + strconv.Itoa(i) + "." + re.Field, Msg: strings.TrimPrefix(re.Error(), re.Field+": ")}
+			}
+			return fail(err.Error(), "rules", strconv.Itoa(i))
+		}
 	}
 	if t.Resources.PIDs < 0 {
 		return fail("must not be negative", "resources", "pids")

@@ -1,8 +1,10 @@
 package template
 
 import (
+	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDefault(t *testing.T) {
@@ -67,4 +69,26 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, _ = Parse(data)
 	})
+}
+
+func TestTemplateRules(t *testing.T) {
+	const base = "name: scaler\ntiers:\n  \"-10\": [{name: identity, builtin: identity}]\n  \"-9\": [{name: vault, builtin: vault}]\n  \"0\": [{name: gateway, builtin: gateway}]\nrules:\n"
+	tm, err := Parse([]byte(base + "  - name: grow\n    when: children < 2\n    for: 10s\n    cooldown: 1m\n    action: {kind: spawn, count: 1, template: default}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tm.Rules) != 1 || tm.Rules[0].Name != "grow" || time.Duration(tm.Rules[0].Cooldown) != time.Minute {
+		t.Fatalf("rules %+v", tm.Rules)
+	}
+	for _, tt := range []struct{ yaml, field, msg string }{
+		{"  - name: grow\n    when: kids < 2\n    cooldown: 1m\n    action: {kind: spawn, count: 1, template: default}\n", "rules.0.when", "1:1: undeclared reference to 'kids'"},
+		{"  - name: grow\n    when: children < 2\n    action: {kind: spawn, count: 1, template: default}\n", "rules.0.cooldown", "needs a cooldown"},
+		{"  - name: grow\n    when: children < 2\n    cooldown: soon\n    action: {kind: retire, count: 1}\n", "template", "duration"},
+	} {
+		_, err := Parse([]byte(base + tt.yaml))
+		var e *Error
+		if !errors.As(err, &e) || e.Field != tt.field || !strings.Contains(e.Msg, tt.msg) {
+			t.Fatalf("%q: got %v, want %s %q", tt.yaml, err, tt.field, tt.msg)
+		}
+	}
 }

@@ -234,6 +234,17 @@ func TestAdmissionPolicies(t *testing.T) {
 	if _, err := n.c.Spawn(ctx, client.SpawnRequest{Parent: team.Cal, Name: "plain", Permissions: []string{"read"}}, true); err != nil {
 		t.Fatalf("depth 2 without admin: %v", err)
 	}
+	// A template's rules come with every Cal spawned from it.
+	tmpl := "name: watcher\ntiers:\n  \"-10\": [{name: identity, builtin: identity}]\n  \"-9\": [{name: vault, builtin: vault}]\n  \"0\": [{name: gateway, builtin: gateway}]\n" +
+		"rules:\n  - name: trim\n    when: idle_children > 100\n    cooldown: 5m\n    action: {kind: retire, count: 1}\n"
+	w, err := n.c.Spawn(ctx, client.SpawnRequest{Parent: team.Cal, Name: "watcher", Permissions: []string{"read"}, TemplateYAML: tmpl}, true)
+	if err != nil {
+		t.Fatalf("spawn from a template with rules: %v", err)
+	}
+	if v, err := n.c.Rules(ctx, w.Cal); err != nil || len(v.Rules) != 1 || v.Rules[0].Name != "trim" {
+		t.Fatalf("the template's rules on its Cal: %+v %v", v, err)
+	}
+
 	// Recommendations need an hour's worth of samples to say much; a new
 	// Cal gets the reason instead, from the API and the CLI.
 	recs, err := n.c.Recommendations(ctx, team.Cal)
