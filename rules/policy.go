@@ -52,15 +52,15 @@ var policyVars = []Var{
 
 // Request is what a policy is evaluated against.
 type Request struct {
-	Name, Template, Actor              string
-	Permissions                        []string
-	CPUMillis, MemoryBytes             int64
-	Depth                              int
-	ParentName                         string
-	ParentPermissions                  []string
-	ParentChildren                     int
-	ParentCPUPercent, ParentMemoryByte float64
-	NetworkCals                        int
+	Name, Template, Actor               string
+	Permissions                         []string
+	CPUMillis, MemoryBytes              int64
+	Depth                               int
+	ParentName                          string
+	ParentPermissions                   []string
+	ParentChildren                      int
+	ParentCPUPercent, ParentMemoryBytes float64
+	NetworkCals                         int
 }
 
 func (r *Request) activation() map[string]any {
@@ -75,7 +75,7 @@ func (r *Request) activation() map[string]any {
 		"request_cpu_millis": r.CPUMillis, "request_memory_bytes": r.MemoryBytes, "depth": int64(r.Depth),
 		"actor": r.Actor, "parent_name": r.ParentName, "parent_permissions": orEmpty(r.ParentPermissions),
 		"parent_children": int64(r.ParentChildren), "parent_cpu_percent": r.ParentCPUPercent,
-		"parent_memory_bytes": r.ParentMemoryByte, "network_cals": int64(r.NetworkCals),
+		"parent_memory_bytes": r.ParentMemoryBytes, "network_cals": int64(r.NetworkCals),
 	}
 }
 
@@ -102,8 +102,8 @@ type CompiledPolicy struct {
 // policy that denies them all denies everything.
 var probes = []Request{
 	{Template: "default", Depth: 1, NetworkCals: 1, ParentName: "master", ParentPermissions: []string{"spawn", "revoke", "read", "talk", "share", "admin"}, Actor: "admin"},
-	{Name: "worker", Template: "default", Permissions: []string{"read"}, CPUMillis: 250, MemoryBytes: 64 << 20, Depth: 2, NetworkCals: 10, ParentName: "team", ParentPermissions: []string{"spawn", "read"}, ParentChildren: 1, ParentCPUPercent: 5, ParentMemoryByte: 20 << 20, Actor: "token:t"},
-	{Name: "x", Template: "agent", Permissions: []string{"spawn", "read", "talk"}, CPUMillis: 1000, MemoryBytes: 512 << 20, Depth: 5, NetworkCals: 500, ParentName: "p", ParentPermissions: []string{"spawn", "read", "talk"}, ParentChildren: 20, ParentCPUPercent: 90, ParentMemoryByte: 400 << 20, Actor: "rule:r"},
+	{Name: "worker", Template: "default", Permissions: []string{"read"}, CPUMillis: 250, MemoryBytes: 64 << 20, Depth: 2, NetworkCals: 10, ParentName: "team", ParentPermissions: []string{"spawn", "read"}, ParentChildren: 1, ParentCPUPercent: 5, ParentMemoryBytes: 20 << 20, Actor: "token:t"},
+	{Name: "x", Template: "agent", Permissions: []string{"spawn", "read", "talk"}, CPUMillis: 1000, MemoryBytes: 512 << 20, Depth: 5, NetworkCals: 500, ParentName: "p", ParentPermissions: []string{"spawn", "read", "talk"}, ParentChildren: 20, ParentCPUPercent: 90, ParentMemoryBytes: 400 << 20, Actor: "rule:r"},
 }
 
 // CompilePolicies checks a policy set: names, messages, CEL (with the

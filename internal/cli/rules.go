@@ -13,7 +13,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/soulfra/calnet/api"
-	"github.com/soulfra/calnet/rules"
 )
 
 // maxRulesFile bounds a rules file.
@@ -42,21 +41,9 @@ func (a *app) rulesCmd() *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			switch {
-			case set != "" && clear:
-				return fmt.Errorf("--set and --clear: give one of them")
-			case set != "":
-				rs, err := readRules(set)
-				if err != nil {
-					return err
-				}
-				if err := c.SetRules(ctx, args[0], rs); err != nil {
-					return err
-				}
-			case clear:
-				if err := c.SetRules(ctx, args[0], nil); err != nil {
-					return err
-				}
+			var doc api.RulesDoc
+			if err := replaceDoc(set, clear, &doc, func() error { return c.SetRules(ctx, args[0], doc.Rules) }); err != nil {
+				return err
 			}
 			v, err := c.Rules(ctx, args[0])
 			if err != nil {
@@ -70,14 +57,20 @@ func (a *app) rulesCmd() *cobra.Command {
 	return cmd
 }
 
-// readRules reads a rules file: YAML (JSON is YAML) with a top-level
-// "rules" list, decoded strictly.
-func readRules(path string) ([]rules.Rule, error) {
-	var rd api.RulesDoc
-	if err := readDoc(path, &rd); err != nil {
-		return nil, err
+// replaceDoc carries out --set FILE (the file decoded into doc) or
+// --clear (doc left empty) through put; with neither it does nothing.
+func replaceDoc(set string, clear bool, doc any, put func() error) error {
+	switch {
+	case set != "" && clear:
+		return fmt.Errorf("--set and --clear: give one of them")
+	case set != "":
+		if err := readDoc(set, doc); err != nil {
+			return err
+		}
+	case !clear:
+		return nil
 	}
-	return rd.Rules, nil
+	return put()
 }
 
 // readDoc decodes a YAML (or JSON) file strictly into v, through JSON so
@@ -161,21 +154,9 @@ func (a *app) policyCmd() *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			switch {
-			case set != "" && clear:
-				return fmt.Errorf("--set and --clear: give one of them")
-			case set != "":
-				var doc api.PoliciesDoc
-				if err := readDoc(set, &doc); err != nil {
-					return err
-				}
-				if err := c.SetPolicies(ctx, doc.Policies); err != nil {
-					return err
-				}
-			case clear:
-				if err := c.SetPolicies(ctx, nil); err != nil {
-					return err
-				}
+			var doc api.PoliciesDoc
+			if err := replaceDoc(set, clear, &doc, func() error { return c.SetPolicies(ctx, doc.Policies) }); err != nil {
+				return err
 			}
 			v, err := c.Policies(ctx)
 			if err != nil {

@@ -95,8 +95,8 @@ func (s *Server) checkPolicies(ctx context.Context, p SpawnParams, parent *CalRe
 		Name: p.Name, Template: tmpl, Actor: actor, Permissions: p.Permissions, CPUMillis: p.CPUMillis, MemoryBytes: p.MemoryBytes,
 		Depth: depth, ParentName: parent.Name, ParentPermissions: parent.Permissions, NetworkCals: networkCals,
 	}
-	m := s.ruleMetrics(ctx, parent, s.now())
-	req.ParentChildren, req.ParentCPUPercent, req.ParentMemoryByte = m.Children, m.CPUPercent, m.MemoryBytes
+	req.ParentChildren = len(s.runningChildren(ctx, parent))
+	req.ParentCPUPercent, req.ParentMemoryBytes = s.last(parent.ID, "cpu_percent"), s.last(parent.ID, "memory_bytes")
 	for _, c := range *ps {
 		deny, err := c.Denies(req)
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/soulfra/calnet/api"
 	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/internal/calproto"
+	"github.com/soulfra/calnet/internal/metrics"
 	"github.com/soulfra/calnet/internal/store"
 	"github.com/soulfra/calnet/rules"
 	"github.com/soulfra/calnet/trust"
@@ -238,16 +239,19 @@ func (s *Server) attachRules(ctx context.Context, id string, rs []rules.Rule) {
 	s.setRules(id, compiled)
 }
 
+// last is a series' latest value (0 without samples).
+func (s *Server) last(subject, metric string) float64 {
+	if sr := s.metrics.Get(subject, metric); sr != nil {
+		if p, ok := sr.Last(); ok {
+			return p.V
+		}
+	}
+	return 0
+}
+
 // ruleMetrics gathers what a Cal's rules see.
 func (s *Server) ruleMetrics(ctx context.Context, rec *CalRecord, now time.Time) *rules.Metrics {
-	last := func(subject, metric string) float64 {
-		if sr := s.metrics.Get(subject, metric); sr != nil {
-			if p, ok := sr.Last(); ok {
-				return p.V
-			}
-		}
-		return 0
-	}
+	last := s.last
 	m := &rules.Metrics{
 		CPUPercent: last(rec.ID, "cpu_percent"), MemoryBytes: last(rec.ID, "memory_bytes"),
 		MemoryLimitBytes: float64(rec.Quota.MemoryBytes), Depth: rec.Depth, Healthy: rec.Healthy,
@@ -476,19 +480,29 @@ func (s *Server) handleRulePreview(w http.ResponseWriter, r *http.Request, pr pr
 		since = req.Since
 	}
 	base := s.ruleMetrics(r.Context(), rec, now)
+	// Each series is read once and walked along the CPU samples' clock.
+	type cursor struct {
+		pts []metrics.Point
+		i   int
+	}
+	cursors := map[string]*cursor{}
+	for _, name := range s.metrics.Metrics(rec.ID) {
+		if name == "memory_bytes" || strings.HasPrefix(name, "gauge:") {
+			cursors[name] = &cursor{pts: s.metrics.Get(rec.ID, name).Since(since)}
+		}
+	}
 	at := func(metric string, t time.Time) (float64, bool) {
-		sr := s.metrics.Get(rec.ID, metric)
-		if sr == nil {
+		cur := cursors[metric]
+		if cur == nil {
 			return 0, false
 		}
-		v, ok := 0.0, false
-		for _, p := range sr.Since(since) {
-			if p.T.After(t) {
-				break
-			}
-			v, ok = p.V, true
+		for cur.i < len(cur.pts) && !cur.pts[cur.i].T.After(t) {
+			cur.i++
 		}
-		return v, ok
+		if cur.i == 0 {
+			return 0, false
+		}
+		return cur.pts[cur.i-1].V, true
 	}
 	out := RulePreview{Decisions: []rules.Decision{}, Counts: map[string]int{}}
 	cpu := s.metrics.Get(rec.ID, "cpu_percent")
@@ -502,7 +516,7 @@ func (s *Server) handleRulePreview(w http.ResponseWriter, r *http.Request, pr pr
 		m.CPUPercent = p.V
 		m.MemoryBytes, _ = at("memory_bytes", p.T)
 		m.Gauges = map[string]float64{}
-		for _, name := range s.metrics.Metrics(rec.ID) {
+		for name := range cursors {
 			if g, ok := strings.CutPrefix(name, "gauge:"); ok {
 				if v, ok := at(name, p.T); ok {
 					m.Gauges[g] = v

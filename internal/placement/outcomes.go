@@ -12,11 +12,7 @@ import (
 type Outcomes struct {
 	mu  sync.Mutex
 	now func() time.Time
-	by  map[string]*history
-}
-
-type history struct {
-	fails []time.Time // within Window, since the last success
+	by  map[string][]time.Time // failures within Window since the last success
 }
 
 // Outcome tuning.
@@ -33,37 +29,35 @@ const (
 
 // NewOutcomes returns an empty record on the clock now.
 func NewOutcomes(now func() time.Time) *Outcomes {
-	return &Outcomes{now: now, by: map[string]*history{}}
+	return &Outcomes{now: now, by: map[string][]time.Time{}}
 }
 
 // Record notes one deploy outcome for key.
 func (o *Outcomes) Record(key string, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	h := o.by[key]
 	if ok {
 		delete(o.by, key) // a success clears the record
 		return
 	}
-	if h == nil {
-		if len(o.by) >= maxKeys {
-			return // bounded: a flood of keys is not remembered
-		}
-		h = &history{}
-		o.by[key] = h
+	if _, known := o.by[key]; !known && len(o.by) >= maxKeys {
+		return // bounded: a flood of keys is not remembered
 	}
-	h.fails = append(o.recent(h), o.now())
+	o.by[key] = append(o.recent(key), o.now())
 }
 
-// recent drops failures older than Window.
-func (o *Outcomes) recent(h *history) []time.Time {
+// recent drops key's failures older than Window and returns the rest.
+func (o *Outcomes) recent(key string) []time.Time {
 	cut := o.now().Add(-Window)
+	f := o.by[key]
 	i := 0
-	for i < len(h.fails) && h.fails[i].Before(cut) {
+	for i < len(f) && f[i].Before(cut) {
 		i++
 	}
-	h.fails = h.fails[i:]
-	return h.fails
+	if _, known := o.by[key]; known {
+		o.by[key] = f[i:]
+	}
+	return f[i:]
 }
 
 // Failures is the number of failures of key within Window since its last
@@ -71,10 +65,7 @@ func (o *Outcomes) recent(h *history) []time.Time {
 func (o *Outcomes) Failures(key string) int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if h := o.by[key]; h != nil {
-		return len(o.recent(h))
-	}
-	return 0
+	return len(o.recent(key))
 }
 
 // BackOff reports whether key is backed off, until when, and after how
@@ -82,11 +73,7 @@ func (o *Outcomes) Failures(key string) int {
 func (o *Outcomes) BackOff(key string) (until time.Time, fails int, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	h := o.by[key]
-	if h == nil {
-		return time.Time{}, 0, false
-	}
-	f := o.recent(h)
+	f := o.recent(key)
 	if len(f) < BackOffAfter {
 		return time.Time{}, len(f), false
 	}

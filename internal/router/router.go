@@ -51,8 +51,7 @@ type Router struct {
 
 // New returns a router for the DNS zone domain ("calnet.").
 func New(domain string, lookup Lookup) *Router {
-	d := "." + strings.Trim(strings.ToLower(domain), ".")
-	return &Router{domain: d, lookup: lookup, transports: map[string]*http.Transport{}, pinned: map[net.Conn]struct{}{}}
+	return &Router{domain: suffix(domain), lookup: lookup, transports: map[string]*http.Transport{}, pinned: map[net.Conn]struct{}{}}
 }
 
 // maxNamespace bounds a namespace (a DNS name).
@@ -95,6 +94,9 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rt.forward(w, r, t.Socket, ns, rest)
 }
+
+// suffix is a DNS zone ("calnet.") as a host-name suffix (".calnet").
+func suffix(domain string) string { return "." + strings.Trim(strings.ToLower(domain), ".") }
 
 // hostOnly is a Host header lowercased and without its port.
 func hostOnly(h string) string {
@@ -274,7 +276,7 @@ func Misdirected(namespace func() (ns, domain string), next http.Handler) http.H
 			if pinned != nil && r.Header.Get(PinnedHeader) != "" {
 				pinned.Store(true)
 			}
-			d := "." + strings.Trim(strings.ToLower(domain), ".")
+			d := suffix(domain)
 			host := hostOnly(r.Host)
 			other := strings.HasSuffix(host, d) && strings.TrimSuffix(host, d) != ns
 			if other || (pinned != nil && pinned.Load() && host != ns+d) {
