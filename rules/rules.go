@@ -19,6 +19,7 @@ import (
 
 	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/interpreter"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -135,18 +136,46 @@ type Metrics struct {
 	HostFreeCPUPercent, HostFreeMemoryBytes   float64
 }
 
-func (m *Metrics) activation() map[string]any {
-	g := m.Gauges
-	if g == nil {
-		g = map[string]float64{}
+// activation resolves the rule variables straight from m: no map is built
+// per evaluation (the engine runs for every Cal every few seconds, and the
+// simulator for 100,000 of them).
+func (m *Metrics) activation() interpreter.Activation { return metricsActivation{m} }
+
+type metricsActivation struct{ m *Metrics }
+
+var emptyGauges = types.NewStringInterfaceMap(types.DefaultTypeAdapter, map[string]any{})
+
+func (a metricsActivation) ResolveName(name string) (any, bool) {
+	m := a.m
+	switch name {
+	case "cpu_percent":
+		return types.Double(m.CPUPercent), true
+	case "memory_bytes":
+		return types.Double(m.MemoryBytes), true
+	case "memory_limit_bytes":
+		return types.Double(m.MemoryLimitBytes), true
+	case "children":
+		return types.Int(m.Children), true
+	case "idle_children":
+		return types.Int(m.IdleChildren), true
+	case "healthy":
+		return types.Bool(m.Healthy), true
+	case "depth":
+		return types.Int(m.Depth), true
+	case "gauges":
+		if m.Gauges == nil {
+			return emptyGauges, true
+		}
+		return m.Gauges, true
+	case "host_free_cpu_percent":
+		return types.Double(m.HostFreeCPUPercent), true
+	case "host_free_memory_bytes":
+		return types.Double(m.HostFreeMemoryBytes), true
 	}
-	return map[string]any{
-		"cpu_percent": m.CPUPercent, "memory_bytes": m.MemoryBytes, "memory_limit_bytes": m.MemoryLimitBytes,
-		"children": int64(m.Children), "idle_children": int64(m.IdleChildren), "healthy": m.Healthy,
-		"depth": int64(m.Depth), "gauges": g,
-		"host_free_cpu_percent": m.HostFreeCPUPercent, "host_free_memory_bytes": m.HostFreeMemoryBytes,
-	}
+	return nil, false
 }
+
+func (metricsActivation) Parent() interpreter.Activation { return nil }
 
 // env is built on first use: every Cal runs this binary, and only the
 // control plane and the simulator evaluate rules.
@@ -261,7 +290,7 @@ func compileBool(e *cel.Env, field, expr string) (cel.Program, error) {
 	return p, nil
 }
 
-func eval(p cel.Program, act map[string]any) (bool, error) {
+func eval(p cel.Program, act any) (bool, error) {
 	out, _, err := p.Eval(act)
 	if err != nil {
 		return false, err
@@ -294,14 +323,28 @@ type Decision struct {
 // State is a rule's memory for one Cal. Its zero value is a fresh, armed
 // rule; it is plain data so that it can be stored.
 type State struct {
-	Since    time.Time   `json:"since,omitzero"`     // when the condition began to hold
-	Disarmed bool        `json:"disarmed,omitempty"` // fired; waits for Clear
-	Last     time.Time   `json:"last,omitzero"`      // last firing
-	Firings  []time.Time `json:"firings,omitempty"`  // firings in the last hour
-	Error    string      `json:"error,omitempty"`    // set when the rule is disabled
+	Since time.Time `json:"since,omitzero"` // when the condition began to hold
+	// Firing: the rule fired and its condition has held ever since; it
+	// fires again each cooldown while the condition holds (sustained load
+	// keeps scaling).
+	Firing bool `json:"firing,omitempty"`
+	// Disarmed: the condition stopped holding after a firing, but the
+	// clear condition does not hold yet; the rule waits for it to re-arm
+	// (a metric jittering around the threshold fires once).
+	Disarmed bool        `json:"disarmed,omitempty"`
+	Last     time.Time   `json:"last,omitzero"`    // last firing
+	Firings  []time.Time `json:"firings,omitempty"` // firings in the last hour
+	Error    string      `json:"error,omitempty"`   // set when the rule is disabled
 }
 
 // Step evaluates the rule at now over m and advances st.
+//
+// An armed rule fires once its condition has held for For. While the
+// condition goes on holding it fires again after each cooldown. Once the
+// condition stops holding, the rule re-arms only when Clear holds: a
+// metric jittering around the threshold does not fire again, and the hold
+// time starts afresh after re-arming. Cooldown and MaxPerHour bound every
+// firing.
 func (c *Compiled) Step(st *State, now time.Time, m *Metrics) Decision {
 	d := Decision{Rule: c.Name, At: now}
 	if st.Error != "" {
@@ -314,16 +357,19 @@ func (c *Compiled) Step(st *State, now time.Time, m *Metrics) Decision {
 		d.Outcome, d.Reason = Disabled, st.Error
 		return d
 	}
+	held, err := eval(c.when, act)
+	if err != nil {
+		return fail("when", err)
+	}
+	if st.Firing && !held {
+		st.Firing, st.Disarmed = false, true
+	}
 	if st.Disarmed {
 		clear, err := eval(c.clear, act)
 		if err != nil {
 			return fail("clear", err)
 		}
 		if !clear {
-			held, err := eval(c.when, act)
-			if err != nil {
-				return fail("when", err)
-			}
 			if held {
 				d.Outcome, d.Reason = Suppressed, fmt.Sprintf("hysteresis: fired at %s; re-arms once the clear condition holds", st.Last.UTC().Format(time.RFC3339))
 			} else {
@@ -333,10 +379,6 @@ func (c *Compiled) Step(st *State, now time.Time, m *Metrics) Decision {
 		}
 		st.Disarmed, st.Since = false, time.Time{}
 	}
-	held, err := eval(c.when, act)
-	if err != nil {
-		return fail("when", err)
-	}
 	if !held {
 		st.Since = time.Time{}
 		d.Outcome = Idle
@@ -345,7 +387,7 @@ func (c *Compiled) Step(st *State, now time.Time, m *Metrics) Decision {
 	if st.Since.IsZero() {
 		st.Since = now
 	}
-	if h := now.Sub(st.Since); h < time.Duration(c.For) {
+	if h := now.Sub(st.Since); !st.Firing && h < time.Duration(c.For) {
 		d.Outcome, d.Reason = Pending, fmt.Sprintf("held for %v of %v", h, time.Duration(c.For))
 		return d
 	}
@@ -364,9 +406,9 @@ func (c *Compiled) Step(st *State, now time.Time, m *Metrics) Decision {
 		d.Outcome, d.Reason = Suppressed, fmt.Sprintf("rate: %d firings in the last hour, limit %d", len(st.Firings), c.MaxPerHour)
 		return d
 	}
-	st.Last, st.Firings, st.Disarmed, st.Since = now, append(st.Firings, now), true, time.Time{}
+	st.Last, st.Firings, st.Firing = now, append(st.Firings, now), true
 	a := c.Action
 	d.Outcome, d.Action = Fired, &a
-	d.Reason = fmt.Sprintf("%s held for %v", c.When, time.Duration(c.For))
+	d.Reason = fmt.Sprintf("%s held for %v", c.When, now.Sub(st.Since))
 	return d
 }

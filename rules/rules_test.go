@@ -107,6 +107,8 @@ func TestStep(t *testing.T) {
 		// Re-armed but within the cooldown of two minutes; fires again at
 		// 120 s.
 		{"cooldown", func() Rule { r := scaleUp(); r.For = 0; return r }(), []float64{90, 50, 90, 90, 90, 90, 90, 90, 90, 90, 90, 90, 90, 90}, "F.ssssssssssFs"},
+		// Sustained: fires again after each cooldown while it holds.
+		{"sustained", scaleUp(), []float64{90, 90, 90, 90, 90, 90, 90, 90, 90, 90, 90, 90, 90, 90, 90, 90, 90}, "pppFsssssssssssFs"},
 		// Three an hour at most.
 		{"rate", rate, []float64{90, 50, 90, 50, 90, 50, 90, 50, 90}, "F.F.F.s.s"},
 	}
@@ -176,7 +178,7 @@ func TestStateRoundTrip(t *testing.T) {
 	if err := json.Unmarshal(b, &back); err != nil {
 		t.Fatal(err)
 	}
-	if !back.Disarmed || !back.Last.Equal(st.Last) || len(back.Firings) != 1 {
+	if !back.Firing || !back.Since.Equal(st.Since) || !back.Last.Equal(st.Last) || len(back.Firings) != 1 {
 		t.Fatalf("round trip: %s -> %+v", b, back)
 	}
 }

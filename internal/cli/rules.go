@@ -116,6 +116,8 @@ func printRules(w io.Writer, v *api.RulesView) {
 			switch {
 			case st.Error != "":
 				state = "disabled: " + st.Error
+			case st.Firing:
+				state = "fired " + st.Last.Format(time.TimeOnly) + ", fires again each cooldown while it holds"
 			case st.Disarmed:
 				state = "fired " + st.Last.Format(time.TimeOnly) + ", waiting to re-arm"
 			}

@@ -2,6 +2,7 @@ package placement
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 )
@@ -83,5 +84,46 @@ func BenchmarkPlace100Hosts(b *testing.B) {
 	req := Request{CPUMillis: 250, MemoryBytes: 64 << 20, Siblings: map[string]int{"z1": 3, "z2": 1}}
 	for b.Loop() {
 		Place(cands, req, DefaultWeights)
+	}
+}
+
+// TestChooseAgreesWithPlace: the simulator's fast path makes the same
+// choice as Place on random topologies (ties, full and unhealthy hosts).
+func TestChooseAgreesWithPlace(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 2000 {
+		var cands []Candidate
+		for h := range 1 + rng.IntN(12) {
+			c := host(fmt.Sprintf("h%02d", h), fmt.Sprintf("z%d", rng.IntN(3)), int64(rng.IntN(4))*250, int64(rng.IntN(3)))
+			c.Healthy = rng.IntN(8) > 0
+			c.RecentFailures = rng.IntN(3) / 2
+			cands = append(cands, c)
+		}
+		req := Request{CPUMillis: 250, MemoryBytes: 64 << 20, Siblings: map[string]int{"z0": rng.IntN(3), "z1": rng.IntN(3)}}
+		if rng.IntN(2) == 0 {
+			req.ParentHost = cands[0].Name
+		}
+		d := Place(cands, req, DefaultWeights)
+		got := Choose(cands, req, DefaultWeights)
+		want := -1
+		for j, c := range cands {
+			if c.Name == d.Chosen {
+				want = j
+			}
+		}
+		if got != want {
+			t.Fatalf("case %d: Choose = %d, Place chose %q (index %d): %s", i, got, d.Chosen, want, d.Reason())
+		}
+	}
+}
+
+func BenchmarkChoose100Hosts(b *testing.B) {
+	var cands []Candidate
+	for i := range 100 {
+		cands = append(cands, host(fmt.Sprintf("h%03d", i), fmt.Sprintf("z%d", i%5), int64(1000+i*50), int64(2+i%10)))
+	}
+	req := Request{CPUMillis: 250, MemoryBytes: 64 << 20, Siblings: map[string]int{"z1": 3, "z2": 1}}
+	for b.Loop() {
+		Choose(cands, req, DefaultWeights)
 	}
 }

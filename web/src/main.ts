@@ -321,7 +321,7 @@ if (hasToken()) signIn(sessionStorage.getItem('calnet-token') ?? '');
 // chosen Cal's recorded metrics as it is typed, and enabled with PUT.
 interface Rule { name: string; when: string; clear?: string; for?: string; cooldown: string; max_per_hour?: number; action: { kind: string; count: number; template?: string } }
 interface Decision { rule: string; at: string; outcome: string; reason?: string }
-interface RulesView { rules: Rule[]; state: Record<string, { disarmed?: boolean; error?: string }>; decisions: Decision[]; vars: { name: string; type: string; help: string }[] }
+interface RulesView { rules: Rule[]; state: Record<string, { firing?: boolean; disarmed?: boolean; error?: string }>; decisions: Decision[]; vars: { name: string; type: string; help: string }[] }
 let ruleTimer = 0;
 
 function ruleFromForm(): Rule {
@@ -358,7 +358,7 @@ async function loadRules() {
     cell(tr, r.name); cell(tr, r.when);
     cell(tr, `${r.action.kind} ${r.action.count}${r.action.template ? ' ' + r.action.template : ''}`);
     const st = v.state[r.name];
-    cell(tr, st?.error ? 'disabled: ' + st.error : st?.disarmed ? 'fired, waiting to re-arm' : 'armed', st?.error ? 'failed' : '');
+    cell(tr, st?.error ? 'disabled: ' + st.error : st?.firing ? 'firing: again each cooldown while it holds' : st?.disarmed ? 'fired, waiting to re-arm' : 'armed', st?.error ? 'failed' : '');
     const b = document.createElement('button'); b.textContent = 'Remove'; b.type = 'button';
     b.onclick = async () => {
       try { await api('PUT', `/v1/cals/${cal}/rules`, { rules: v.rules.filter((x) => x.name !== r.name) }); await loadRules(); }

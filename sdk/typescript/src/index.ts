@@ -29,7 +29,7 @@ export interface Rule {
 }
 export interface RuleDecision { rule: string; at: string; outcome: string; reason?: string }
 export interface RulesView {
-  rules: Rule[]; state: Record<string, { since?: string; disarmed?: boolean; last?: string; firings?: string[]; error?: string }>;
+  rules: Rule[]; state: Record<string, { since?: string; firing?: boolean; disarmed?: boolean; last?: string; firings?: string[]; error?: string }>;
   decisions: RuleDecision[]; vars: { name: string; type: string; help: string }[];
 }
 /** An admission policy: spawns for which `deny` holds are refused with `message`. */
