@@ -332,7 +332,7 @@ type State struct {
 	// clear condition does not hold yet; the rule waits for it to re-arm
 	// (a metric jittering around the threshold fires once).
 	Disarmed bool        `json:"disarmed,omitempty"`
-	Last     time.Time   `json:"last,omitzero"`    // last firing
+	Last     time.Time   `json:"last,omitzero"`     // last firing
 	Firings  []time.Time `json:"firings,omitempty"` // firings in the last hour
 	Error    string      `json:"error,omitempty"`   // set when the rule is disabled
 }

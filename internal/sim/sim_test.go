@@ -217,7 +217,9 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{func(c *Config) { c.Zones = 100 }, "zones"},
 		{func(c *Config) { c.Headroom = -1 }, "headroom"},
 		{func(c *Config) { c.SpawnRate = 0 }, "rates"},
-		{func(c *Config) { c.Rules = []rules.Rule{{Name: "x", When: "nope > 1", Cooldown: rules.Duration(time.Minute), Action: rules.Action{Kind: "spawn", Count: 1, Template: "w"}}} }, "rules[0]: when"},
+		{func(c *Config) {
+			c.Rules = []rules.Rule{{Name: "x", When: "nope > 1", Cooldown: rules.Duration(time.Minute), Action: rules.Action{Kind: "spawn", Count: 1, Template: "w"}}}
+		}, "rules[0]: when"},
 	} {
 		c := small()
 		tt.mod(&c)
