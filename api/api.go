@@ -106,7 +106,10 @@ type Spawn struct {
 	Attempts       int      `json:"attempts"`
 	// Placement says where the Cal runs and why (scores of the candidate
 	// hosts: free resources, spread across zones, affinity to the parent).
-	Placement     string    `json:"placement,omitempty"`
+	Placement string `json:"placement,omitempty"`
+	// Approval is the approval request a require_approval policy opened
+	// for this spawn (state awaiting_approval until it is resolved).
+	Approval      string    `json:"approval,omitempty"`
 	RequestedAt   time.Time `json:"requested_at"`
 	UpdatedAt     time.Time `json:"updated_at"`
 	OperationalAt time.Time `json:"operational_at,omitzero"`
@@ -127,6 +130,59 @@ type Status struct {
 type Revoked struct {
 	Revoked string   `json:"revoked"`
 	Subtree []string `json:"subtree"`
+	// Approval is set instead (HTTP 202, Revoked empty) when a policy holds
+	// the revocation for administrators to approve.
+	Approval *Approval `json:"approval,omitempty"`
+}
+
+// Admin is a named administrator. The admin credential written by calnet
+// up is the administrator "admin"; others are added with calnet admin add
+// and approve requests under their own names.
+type Admin struct {
+	Name      string    `json:"name"`
+	Root      bool      `json:"root,omitempty"`
+	CreatedAt time.Time `json:"created_at,omitzero"`
+}
+
+// Approval states.
+const (
+	ApprovalPending  = "pending"
+	ApprovalApproved = "approved"
+	ApprovalRejected = "rejected"
+	ApprovalExpired  = "expired"
+)
+
+// Approval is a request held by a require_approval policy until Required
+// distinct administrators (not the requester) approve it, or one rejects
+// it, or it expires.
+type Approval struct {
+	ID        string `json:"id"`
+	Operation string `json:"operation"` // spawn or revoke
+	// Cal is the parent (spawn) or the Cal to revoke.
+	Cal     string        `json:"cal"`
+	Spawn   string        `json:"spawn,omitempty"`   // the waiting spawn record
+	Request *SpawnRequest `json:"request,omitempty"` // spawn: what was asked
+	// Reason is the revocation's reason; SubtreeCals how many Cals it stops.
+	Reason      string    `json:"reason,omitempty"`
+	SubtreeCals int       `json:"subtree_cals,omitempty"`
+	Actor       string    `json:"actor"`
+	Policy      string    `json:"policy"`
+	Message     string    `json:"message"`
+	Required    int       `json:"required"`
+	Approvals   []Vote    `json:"approvals"`
+	Rejection   *Vote     `json:"rejection,omitempty"`
+	State       string    `json:"state"`
+	Result      string    `json:"result,omitempty"` // what carrying it out gave
+	CreatedAt   time.Time `json:"created_at"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// Vote is one administrator's approval or rejection.
+type Vote struct {
+	Admin   string    `json:"admin"`
+	At      time.Time `json:"at"`
+	Comment string    `json:"comment,omitempty"`
 }
 
 // Event is one entry of the event stream.

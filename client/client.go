@@ -44,6 +44,9 @@ type (
 	RulesView    = api.RulesView
 	RulePreview  = api.RulePreview
 	PoliciesView = api.PoliciesView
+	Admin        = api.Admin
+	Approval     = api.Approval
+	Vote         = api.Vote
 	// Policy is an admission policy (package rules).
 	Policy = rules.Policy
 	// Rule is a spawn criterion (package rules).
@@ -468,4 +471,54 @@ func (c *Client) SetPolicies(ctx context.Context, ps []Policy) error {
 func (c *Client) SetLimits(ctx context.Context, l Limits) (*Limits, error) {
 	var out Limits
 	return &out, c.do(ctx, http.MethodPut, "/v1/limits", l, &out)
+}
+
+// Admins lists the administrators, the root ("admin") first.
+func (c *Client) Admins(ctx context.Context) ([]Admin, error) {
+	var out []Admin
+	return out, c.do(ctx, http.MethodGet, "/v1/admins", nil, &out)
+}
+
+// AddAdmin adds a named administrator (root only) and returns its
+// credential, shown this once.
+func (c *Client) AddAdmin(ctx context.Context, name string) (secret string, a *Admin, err error) {
+	var out struct {
+		Token string `json:"token"`
+		Admin Admin  `json:"admin"`
+	}
+	if err := c.do(ctx, http.MethodPost, "/v1/admins", map[string]string{"name": name}, &out); err != nil {
+		return "", nil, err
+	}
+	return out.Token, &out.Admin, nil
+}
+
+// RemoveAdmin removes a named administrator (root only).
+func (c *Client) RemoveAdmin(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/admins/"+url.PathEscape(name), nil, nil)
+}
+
+// Approvals lists approval requests (pending first); state filters them
+// ("pending", "approved", "rejected", "expired"; "" for all).
+func (c *Client) Approvals(ctx context.Context, state string) ([]Approval, error) {
+	var out []Approval
+	return out, c.do(ctx, http.MethodGet, "/v1/approvals?state="+url.QueryEscape(state), nil, &out)
+}
+
+// GetApproval returns one approval request.
+func (c *Client) GetApproval(ctx context.Context, id string) (*Approval, error) {
+	var out Approval
+	return &out, c.do(ctx, http.MethodGet, "/v1/approvals/"+url.PathEscape(id), nil, &out)
+}
+
+// Approve adds this administrator's approval; the one that reaches the
+// policy's count carries the operation out (the result is in Result).
+func (c *Client) Approve(ctx context.Context, id, comment string) (*Approval, error) {
+	var out Approval
+	return &out, c.do(ctx, http.MethodPost, "/v1/approvals/"+url.PathEscape(id)+"/approve", map[string]string{"comment": comment}, &out)
+}
+
+// Reject rejects a request; a held spawn is rejected with it.
+func (c *Client) Reject(ctx context.Context, id, comment string) (*Approval, error) {
+	var out Approval
+	return &out, c.do(ctx, http.MethodPost, "/v1/approvals/"+url.PathEscape(id)+"/reject", map[string]string{"comment": comment}, &out)
 }

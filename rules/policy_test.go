@@ -10,7 +10,7 @@ func TestPolicies(t *testing.T) {
 	ps, err := CompilePolicies([]Policy{
 		{Name: "no-admin-below-2", Deny: `depth > 1 && "admin" in request_permissions`, Message: "admin stays near the root"},
 		{Name: "big-tree", Deny: `network_cals >= 1000 && actor.startsWith("rule:")`, Message: "rules may not grow past 1,000 Cals"},
-	})
+	}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +28,7 @@ func TestPolicies(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for i, p := range ps {
-				got, err := p.Denies(&tt.r)
+				got, err := p.Matches(&tt.r)
 				if err != nil || got != tt.deny[i] {
 					t.Fatalf("policy %s: %v %v, want %v", p.Name, got, err, tt.deny[i])
 				}
@@ -50,14 +50,69 @@ func TestPolicyErrors(t *testing.T) {
 		{"no message", Policy{Name: "a", Deny: "depth > 3"}, "policies[0].message", "needs a message"},
 		{"not bool", Policy{Name: "a", Deny: "depth", Message: "m"}, "policies[0].deny", "want a bool"},
 		{"bad name", Policy{Name: "A B", Deny: "depth > 3", Message: "m"}, "policies[0].name", "lowercase"},
+		{"no condition", Policy{Name: "a", Message: "m"}, "policies[0].deny", "one condition"},
+		{"two conditions", Policy{Name: "a", Deny: "depth > 3", RequireApproval: "depth > 4", Message: "m"}, "policies[0].deny", "one condition"},
+		{"approvals on a deny", Policy{Name: "a", Deny: "depth > 3", Approvals: 2, Message: "m"}, "policies[0].approvals", "only a require_approval"},
+		{"more approvals than admins", Policy{Name: "a", RequireApproval: "depth > 3", Approvals: 3, Message: "m"}, "policies[0].approvals", "there are 2 administrators"},
+		{"too many approvals", Policy{Name: "a", RequireApproval: "depth > 3", Approvals: 10, Message: "m"}, "policies[0].approvals", "want 1 to 9"},
+		{"bad operation", Policy{Name: "a", On: "delete", Deny: "depth > 3", Message: "m"}, "policies[0].on", "want spawn or revoke"},
+		{"approval CEL", Policy{Name: "a", RequireApproval: "subtree > 3", Message: "m"}, "policies[0].require_approval", "undeclared reference to 'subtree'"},
+		{"revoke deny everything", Policy{Name: "a", On: "revoke", Deny: "subtree_cals >= 1", Message: "m"}, "policies[0].deny", "denies every request"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := CompilePolicies([]Policy{tt.p})
+			_, err := CompilePolicies([]Policy{tt.p}, 2)
 			var e *Error
 			if !errors.As(err, &e) || e.Field != tt.field || !strings.Contains(e.Msg, tt.msg) {
 				t.Fatalf("got %v, want %s: %q", err, tt.field, tt.msg)
 			}
 		})
+	}
+}
+
+// TestEvaluate: deny beats approval, the approval needing most approvals
+// wins, policies apply only to their operation, and a failing policy
+// denies.
+func TestEvaluate(t *testing.T) {
+	ps, err := CompilePolicies([]Policy{
+		{Name: "big-revoke", On: OpRevoke, RequireApproval: `subtree_cals >= 100`, Approvals: 2, Message: "two admins revoke big subtrees"},
+		{Name: "any-revoke-by-token", On: OpRevoke, RequireApproval: `actor.startsWith("token:")`, Message: "tokens revoke with an admin's approval"},
+		{Name: "grant-admin", RequireApproval: `"admin" in request_permissions`, Approvals: 3, Message: "granting admin takes three"},
+		{Name: "no-deep-admin", Deny: `depth > 2 && "admin" in request_permissions`, Message: "admin stays near the root"},
+		{Name: "fragile", Deny: `request_cpu_millis / (depth - 7) > 0`, Message: "divides by zero at depth 7"},
+	}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := func(c *CompiledPolicy) string {
+		if c == nil {
+			return ""
+		}
+		return c.Name
+	}
+	for _, tt := range []struct {
+		name, op         string
+		r                Request
+		denied, approval string
+		failed           bool
+	}{
+		{"small revoke by admin", OpRevoke, Request{SubtreeCals: 3, Actor: "admin"}, "", "", false},
+		{"big revoke by admin", OpRevoke, Request{SubtreeCals: 150, Actor: "admin"}, "", "big-revoke", false},
+		{"big revoke by a token: the larger M", OpRevoke, Request{SubtreeCals: 150, Actor: "token:x"}, "", "big-revoke", false},
+		{"small revoke by a token", OpRevoke, Request{SubtreeCals: 1, Actor: "token:x"}, "", "any-revoke-by-token", false},
+		{"grant admin shallow", OpSpawn, Request{Depth: 2, CPUMillis: 1, Permissions: []string{"admin"}}, "", "grant-admin", false},
+		{"grant admin deep: deny wins", OpSpawn, Request{Depth: 3, CPUMillis: 1, Permissions: []string{"admin"}}, "no-deep-admin", "", false},
+		{"spawn policies skip revokes", OpRevoke, Request{Depth: 7, CPUMillis: 1, SubtreeCals: 1, Actor: "admin"}, "", "", false},
+		{"fail closed", OpSpawn, Request{Depth: 7, CPUMillis: 1}, "fragile", "", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			v := Evaluate(ps, tt.op, &tt.r)
+			if name(v.Denied) != tt.denied || name(v.Approval) != tt.approval || (v.Err != nil) != tt.failed {
+				t.Fatalf("denied %q approval %q err %v; want %q %q failed=%v", name(v.Denied), name(v.Approval), v.Err, tt.denied, tt.approval, tt.failed)
+			}
+		})
+	}
+	if ps[1].Approvals != 1 {
+		t.Fatalf("approvals default: %d", ps[1].Approvals)
 	}
 }

@@ -96,6 +96,8 @@ func (a *app) spawnCmd() *cobra.Command {
 					fmt.Fprintf(w, "Spawned cal %s under %s in %v (spawn %s)\n", sp.Cal, short(sp.Parent), time.Since(start).Round(time.Millisecond), sp.ID)
 				case "failed", "rejected":
 					fmt.Fprintf(w, "Spawn %s %s: %s\n", sp.ID, sp.State, sp.Reason)
+				case "awaiting_approval":
+					fmt.Fprintf(w, "Spawn %s held: %s\nAdministrators approve it with: calnet approve %s\n", sp.ID, sp.Reason, sp.Approval)
 				default:
 					fmt.Fprintf(w, "Spawn %s %s (follow with `calnet show %s` or --wait)\n", sp.ID, sp.State, sp.Cal)
 				}
@@ -280,6 +282,10 @@ func (a *app) revokeOnline(ctx context.Context, id, reason string) error {
 		return err
 	}
 	return a.print(r, func(w io.Writer) {
+		if ap := r.Approval; ap != nil {
+			fmt.Fprintf(w, "Held for approval: policy %s: %s\n%d administrator approval(s) needed: calnet approve %s\n", ap.Policy, ap.Message, ap.Required, ap.ID)
+			return
+		}
 		fmt.Fprintf(w, "Revoked cal %s and %d descendant(s); their processes are stopped\n", r.Revoked, len(r.Subtree)-1)
 	})
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/internal/calproto"
+	"github.com/soulfra/calnet/rules"
 	"github.com/soulfra/calnet/trust"
 )
 
@@ -94,10 +95,10 @@ func (s *Server) apiHandler() http.Handler {
 	auth := func(h http.HandlerFunc) http.HandlerFunc {
 		return anyone(func(w http.ResponseWriter, r *http.Request, p principal) {
 			if !p.admin {
-				writeError(w, apiErr(403, "authorization: this operation needs the admin credential"))
+				writeError(w, apiErr(403, "authorization: this operation needs an administrator's credential"))
 				return
 			}
-			h(w, r)
+			h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 		})
 	}
 	mux.HandleFunc("GET /docs", s.handleDocs)
@@ -151,6 +152,13 @@ func (s *Server) apiHandler() http.Handler {
 		writeJSON(w, 200, ts)
 	}))
 	mux.HandleFunc("DELETE /v1/tokens/{id}", auth(s.handleTokenDelete))
+	mux.HandleFunc("GET /v1/admins", auth(s.handleAdminsList))
+	mux.HandleFunc("POST /v1/admins", anyone(s.handleAdminAdd))
+	mux.HandleFunc("DELETE /v1/admins/{name}", anyone(s.handleAdminRemove))
+	mux.HandleFunc("GET /v1/approvals", anyone(s.handleApprovalsList))
+	mux.HandleFunc("GET /v1/approvals/{id}", anyone(s.handleApprovalGet))
+	mux.HandleFunc("POST /v1/approvals/{id}/approve", anyone(s.handleApprovalVote(true)))
+	mux.HandleFunc("POST /v1/approvals/{id}/reject", anyone(s.handleApprovalVote(false)))
 	mux.HandleFunc("GET /v1/spawns", anyone(func(w http.ResponseWriter, r *http.Request, p principal) {
 		recs, err := s.listSpawns(r.Context())
 		if err != nil {
@@ -181,7 +189,7 @@ func (s *Server) apiHandler() http.Handler {
 			return
 		}
 		s.paused.Store(req.Paused)
-		s.bus.publish(Event{Type: "spawning.paused", State: strconv.FormatBool(req.Paused), Actor: "admin"})
+		s.bus.publish(Event{Type: "spawning.paused", State: strconv.FormatBool(req.Paused), Actor: actorOf(r)})
 		writeJSON(w, 200, map[string]bool{"paused": req.Paused})
 	}))
 	mux.HandleFunc("GET /v1/cals/{id}/recommendations", anyone(s.handleRecommendations))
@@ -341,6 +349,28 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, pr princip
 	}
 	if !pr.admin && (rec.ID == pr.token.Parent || !slices.Contains(pr.token.Permissions, "revoke")) {
 		writeError(w, apiErr(403, "token %s may revoke only descendants of cal %s, and needs revoke", pr.token.ID, pr.token.Parent))
+		return
+	}
+	if len(req.Reason) > maxComment {
+		writeError(w, apiErr(400, "reason: %d characters, over the limit of %d", len(req.Reason), maxComment))
+		return
+	}
+	aerr, hold := s.checkRevokePolicies(r.Context(), rec, pr.actor())
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	if hold != nil {
+		n := 0
+		if recs, err := s.listCals(r.Context()); err == nil {
+			n = len(subtreeOf(recs, rec.ID))
+		}
+		a := &api.Approval{Operation: rules.OpRevoke, Cal: rec.ID, Reason: req.Reason, SubtreeCals: n, Actor: pr.actor()}
+		if aerr := s.openApproval(r.Context(), a, hold); aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		writeJSON(w, 202, api.Revoked{Subtree: []string{}, Approval: a})
 		return
 	}
 	target, _ := identity.ParseID(rec.ID)
@@ -529,6 +559,6 @@ func (s *Server) handleSetLimits(w http.ResponseWriter, r *http.Request) {
 	s.limiter = newLimiter(s.cfg.Limits)
 	s.limMu.Unlock()
 	b, _ := json.Marshal(l)
-	s.bus.publish(Event{Type: "limits.changed", Actor: "admin", Reason: string(b)})
+	s.bus.publish(Event{Type: "limits.changed", Actor: actorOf(r), Reason: string(b)})
 	writeJSON(w, 200, l)
 }

@@ -160,6 +160,16 @@ func (s *Server) calHandler() http.Handler {
 			writeError(w, apiErr(403, "revocation: a cal may only submit revocations it signed"))
 			return
 		}
+		if target, err := s.getCal(r.Context(), rev.Target().String()); err == nil {
+			aerr, hold := s.checkRevokePolicies(r.Context(), target, "cal:"+id.String())
+			if aerr == nil && hold != nil {
+				aerr = apiErr(403, "policy %s: %s; a revocation that needs administrators' approval is asked for by an operator (calnet revoke), not by a Cal", hold.Name, hold.Message)
+			}
+			if aerr != nil {
+				writeError(w, aerr)
+				return
+			}
+		}
 		sub, aerr := s.revoke(r.Context(), rev, "cal:"+id.String())
 		if aerr != nil {
 			writeError(w, aerr)
@@ -398,7 +408,7 @@ func (s *Server) waitSpawn(ctx context.Context, id string, timeout time.Duration
 	defer deadline.Stop()
 	for {
 		rec, err := s.getSpawn(ctx, id)
-		if err != nil || rec.Terminal() {
+		if err != nil || rec.Terminal() || rec.State == SpawnAwaitingApproval {
 			return rec
 		}
 		select {

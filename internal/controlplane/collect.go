@@ -35,6 +35,7 @@ func (s *Server) collect() {
 			return
 		case <-t.C:
 		}
+		s.expireApprovals(s.ctx)
 		now := s.now()
 		s.procMu.Lock()
 		type target struct {

@@ -39,7 +39,7 @@ func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	ws := websocket.NetConn(ctx, c, websocket.MessageBinary)
-	s.bus.publish(Event{Type: "console.attached", Cal: rec.ID, Actor: "admin"})
+	s.bus.publish(Event{Type: "console.attached", Cal: rec.ID, Actor: actorOf(r)})
 	done := make(chan struct{}, 2)
 	go func() { io.Copy(cal, ws); done <- struct{}{} }()
 	go func() { io.Copy(ws, cal); done <- struct{}{} }()

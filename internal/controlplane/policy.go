@@ -28,7 +28,7 @@ func (s *Server) loadPolicies(ctx context.Context) error {
 	if err != nil {
 		return nil // none stored yet
 	}
-	ps, cerr := rules.CompilePolicies(doc.Policies)
+	ps, cerr := rules.CompilePolicies(doc.Policies, s.adminCount(ctx))
 	if cerr != nil {
 		// Fail closed: a stored set that no longer compiles stops spawning
 		// until an administrator replaces it.
@@ -52,7 +52,7 @@ func (s *Server) handlePoliciesGet(w http.ResponseWriter, r *http.Request, _ pri
 
 func (s *Server) handlePoliciesPut(w http.ResponseWriter, r *http.Request, pr principal) {
 	if !pr.admin {
-		writeError(w, apiErr(403, "only the administrator sets admission policies"))
+		writeError(w, apiErr(403, "only administrators set admission policies"))
 		return
 	}
 	var doc PoliciesDoc
@@ -62,7 +62,7 @@ func (s *Server) handlePoliciesPut(w http.ResponseWriter, r *http.Request, pr pr
 	if doc.Policies == nil {
 		doc.Policies = []rules.Policy{}
 	}
-	ps, err := rules.CompilePolicies(doc.Policies)
+	ps, err := rules.CompilePolicies(doc.Policies, s.adminCount(r.Context()))
 	if err != nil {
 		writeError(w, apiErr(400, "%v", err))
 		return
@@ -77,15 +77,17 @@ func (s *Server) handlePoliciesPut(w http.ResponseWriter, r *http.Request, pr pr
 	writeJSON(w, 200, doc)
 }
 
-// checkPolicies refuses a spawn that a policy denies. Policies fail
-// closed: one that errors on this request denies it.
-func (s *Server) checkPolicies(ctx context.Context, p SpawnParams, parent *CalRecord, depth, networkCals int, actor string) *APIError {
+// checkPolicies applies the spawn policies: it returns a refusal, or the
+// policy that holds the spawn for approval (unless approved, when the
+// spawn was approved already). Policies fail closed: one that errors on
+// this request denies it.
+func (s *Server) checkPolicies(ctx context.Context, p SpawnParams, parent *CalRecord, depth, networkCals int, actor string, approved bool) (*APIError, *rules.CompiledPolicy) {
 	if msg := s.policyErr.Load(); msg != nil {
-		return apiErr(403, "admission policies: the stored set does not compile (%s); an administrator must replace it", *msg)
+		return apiErr(403, "admission policies: the stored set does not compile (%s); an administrator must replace it", *msg), nil
 	}
 	ps := s.policies.Load()
 	if ps == nil || len(*ps) == 0 {
-		return nil
+		return nil, nil
 	}
 	tmpl := p.Template
 	if tmpl == "" {
@@ -97,14 +99,9 @@ func (s *Server) checkPolicies(ctx context.Context, p SpawnParams, parent *CalRe
 	}
 	req.ParentChildren = len(s.runningChildren(ctx, parent))
 	req.ParentCPUPercent, req.ParentMemoryBytes = s.last(parent.ID, "cpu_percent"), s.last(parent.ID, "memory_bytes")
-	for _, c := range *ps {
-		deny, err := c.Denies(req)
-		if err != nil {
-			return apiErr(403, "policy %s: could not be evaluated for this request (%v): denied", c.Name, err)
-		}
-		if deny {
-			return apiErr(403, "policy %s: %s", c.Name, c.Message)
-		}
+	aerr, pol := verdict(rules.Evaluate(*ps, rules.OpSpawn, req))
+	if approved {
+		pol = nil
 	}
-	return nil
+	return aerr, pol
 }

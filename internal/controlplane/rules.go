@@ -380,7 +380,12 @@ func (s *Server) act(ctx context.Context, rec *CalRecord, d rules.Decision, now 
 	switch a.Kind {
 	case rules.Spawn:
 		for range a.Count {
-			if _, err := s.Spawn(ctx, SpawnParams{Parent: rec.ID, Template: a.Template}, actor); err != nil {
+			sp, err := s.Spawn(ctx, SpawnParams{Parent: rec.ID, Template: a.Template}, actor)
+			if err == nil && sp.State == SpawnAwaitingApproval {
+				refusal = "held for approval (" + sp.Approval + ")"
+				break
+			}
+			if err != nil {
 				var ae *APIError
 				if errors.As(err, &ae) {
 					refusal = ae.Msg
@@ -402,6 +407,16 @@ func (s *Server) act(ctx context.Context, rec *CalRecord, d rules.Decision, now 
 			refusal = "no idle children to retire"
 		}
 		for _, c := range idle[:min(len(idle), a.Count)] {
+			if crec, err := s.getCal(ctx, c); err == nil {
+				aerr, hold := s.checkRevokePolicies(ctx, crec, actor)
+				if aerr == nil && hold != nil {
+					aerr = apiErr(403, "policy %s: %s (a rule does not open approval requests for retirements)", hold.Name, hold.Message)
+				}
+				if aerr != nil {
+					refusal = aerr.Msg
+					break
+				}
+			}
 			target, _ := identity.ParseID(c)
 			rev, err := trust.Revoke(s.auth, trust.RevokeRequest{Network: s.net.Info.Network, Target: target, Authority: true, Reason: "retired by rule " + d.Rule + ": idle", IssuedAt: s.now()})
 			if err != nil {

@@ -124,6 +124,7 @@ type Server struct {
 	outcomes   *placement.Outcomes // deploy outcomes per template and host
 	policies   atomic.Pointer[[]*rules.CompiledPolicy]
 	policyErr  atomic.Pointer[string]
+	approvalMu sync.Mutex // serialises votes on approval requests
 	health     healthHistory
 	routerAddr string
 	ns         nsIndex

@@ -24,6 +24,7 @@ import (
 	"github.com/soulfra/calnet/internal/caltls"
 	"github.com/soulfra/calnet/internal/placement"
 	"github.com/soulfra/calnet/ledger"
+	"github.com/soulfra/calnet/rules"
 	"github.com/soulfra/calnet/trust"
 )
 
@@ -70,37 +71,55 @@ func newID(prefix string) string {
 // background. A retried request with the same idempotency key returns the
 // first request's record and never creates a second Cal.
 func (s *Server) Spawn(ctx context.Context, p SpawnParams, actor string) (*SpawnRecord, error) {
+	return s.spawn(ctx, p, actor, nil)
+}
+
+// spawn is Spawn; held is the record of a spawn a policy held for
+// approval and administrators approved, which continues from admission.
+func (s *Server) spawn(ctx context.Context, p SpawnParams, actor string, held *SpawnRecord) (*SpawnRecord, error) {
+	asked := p
 	tmpl, terr := s.resolveTemplate(p.Template, p.TemplateYAML)
+	if terr == nil {
+		applyTemplate(&p, tmpl)
+		terr = validateParams(&p)
+	}
 	if terr != nil {
+		if held != nil {
+			s.finishSpawn(ctx, held, SpawnRejected, terr.Msg)
+		}
 		return nil, terr
 	}
-	applyTemplate(&p, tmpl)
-	if err := validateParams(&p); err != nil {
-		return nil, err
-	}
-	if p.IdempotencyKey != "" {
-		if rec, err := s.spawnByKey(ctx, p.Parent, p.IdempotencyKey); err == nil {
-			return rec, nil
+	rec := held
+	if rec != nil {
+		rec.Reason = ""
+	} else {
+		if p.IdempotencyKey != "" {
+			if rec, err := s.spawnByKey(ctx, p.Parent, p.IdempotencyKey); err == nil {
+				return rec, nil
+			}
 		}
+		rec = &SpawnRecord{
+			ID: newID("sp_"), IdempotencyKey: p.IdempotencyKey, Parent: p.Parent, Name: p.Name, Permissions: p.Permissions,
+			CPUMillis: p.CPUMillis, MemoryBytes: p.MemoryBytes, State: SpawnRequested, Actor: actor, RequestedAt: s.now(),
+		}
+		if err := s.putSpawn(ctx, rec); err != nil {
+			return nil, err
+		}
+		s.bus.publish(Event{Type: "spawn.requested", Spawn: rec.ID, Parent: p.Parent, State: SpawnRequested, Actor: actor})
 	}
-	rec := &SpawnRecord{
-		ID: newID("sp_"), IdempotencyKey: p.IdempotencyKey, Parent: p.Parent, Name: p.Name, Permissions: p.Permissions,
-		CPUMillis: p.CPUMillis, MemoryBytes: p.MemoryBytes, State: SpawnRequested, Actor: actor, RequestedAt: s.now(),
-	}
-	if err := s.putSpawn(ctx, rec); err != nil {
-		return nil, err
-	}
-	s.bus.publish(Event{Type: "spawn.requested", Spawn: rec.ID, Parent: p.Parent, State: SpawnRequested, Actor: actor})
 	if until, n, backing := s.outcomes.BackOff("template:" + tmpl.Name); backing {
 		aerr := &APIError{Status: 429, RetryAfter: until.Sub(s.now()),
 			Msg: fmt.Sprintf("template %s: %d failed deploys in the last %v and none succeeded since; backing off until %s", tmpl.Name, n, placement.Window, until.UTC().Format(time.RFC3339))}
 		s.finishSpawn(ctx, rec, SpawnRejected, aerr.Msg)
 		return rec, aerr
 	}
-	parentBlessing, serial, aerr := s.admit(ctx, p, actor)
+	parentBlessing, serial, hold, aerr := s.admit(ctx, p, actor, held != nil)
 	if aerr != nil {
 		s.finishSpawn(ctx, rec, SpawnRejected, aerr.Msg)
 		return rec, aerr
+	}
+	if hold != nil {
+		return s.holdSpawn(ctx, rec, asked, actor, hold)
 	}
 	if prec, err := s.getCal(ctx, p.Parent); err == nil {
 		pd := s.place(ctx, p, prec)
@@ -119,6 +138,19 @@ func (s *Server) Spawn(ctx context.Context, p SpawnParams, actor string) (*Spawn
 		defer s.wg.Done()
 		s.deploy(s.ctx, rec, p, tmpl, parentBlessing, serial)
 	}()
+	return rec, nil
+}
+
+// holdSpawn parks a spawn a policy holds for approval: an approval
+// request is opened and the spawn waits in state awaiting_approval.
+func (s *Server) holdSpawn(ctx context.Context, rec *SpawnRecord, asked SpawnParams, actor string, pol *rules.CompiledPolicy) (*SpawnRecord, error) {
+	a := &api.Approval{Operation: rules.OpSpawn, Cal: asked.Parent, Spawn: rec.ID, Request: &asked, Actor: actor}
+	if aerr := s.openApproval(ctx, a, pol); aerr != nil {
+		s.finishSpawn(ctx, rec, SpawnRejected, aerr.Msg)
+		return rec, aerr
+	}
+	rec.Approval = a.ID
+	s.finishSpawn(ctx, rec, SpawnAwaitingApproval, fmt.Sprintf("policy %s: %s; waiting for %d administrator approval(s) (%s)", pol.Name, pol.Message, pol.Approvals, a.ID))
 	return rec, nil
 }
 
@@ -172,64 +204,67 @@ func validateParams(p *SpawnParams) *APIError {
 
 // admit checks everything that can refuse a spawn before anything is
 // signed. It returns the parent's blessing and the child's serial.
-func (s *Server) admit(ctx context.Context, p SpawnParams, actor string) (*trust.Blessing, int, *APIError) {
+//
+// When a policy holds the spawn for approval (and it is not approved
+// already) admit returns that policy, and nothing is reserved.
+func (s *Server) admit(ctx context.Context, p SpawnParams, actor string, approved bool) (*trust.Blessing, int, *rules.CompiledPolicy, *APIError) {
 	if s.paused.Load() {
-		return nil, 0, apiErr(403, "spawning is paused by the kill switch (calnet spawning resume)")
+		return nil, 0, nil, apiErr(403, "spawning is paused by the kill switch (calnet spawning resume)")
 	}
 	pid, err := identity.ParseID(p.Parent)
 	if err != nil {
-		return nil, 0, apiErr(400, "parent: %v", err)
+		return nil, 0, nil, apiErr(400, "parent: %v", err)
 	}
 	prec, err := s.getCal(ctx, p.Parent)
 	if err != nil {
-		return nil, 0, apiErr(404, "parent: no cal %s", p.Parent)
+		return nil, 0, nil, apiErr(404, "parent: no cal %s", p.Parent)
 	}
 	if prec.State != StateRunning {
-		return nil, 0, apiErr(409, "parent: cal %s is %s, not running", p.Parent, prec.State)
+		return nil, 0, nil, apiErr(409, "parent: cal %s is %s, not running", p.Parent, prec.State)
 	}
 	chain, err := s.chainOf(pid)
 	if err != nil {
-		return nil, 0, apiErr(409, "parent: soul chain unreadable")
+		return nil, 0, nil, apiErr(409, "parent: soul chain unreadable")
 	}
 	s.trustMu.Lock()
 	v, verr := s.net.Verifier().Verify(chain, s.now(), s.state)
 	children := max(len(s.state.Children[pid]), s.serials[pid])
 	s.trustMu.Unlock()
 	if verr != nil {
-		return nil, 0, apiErr(403, "parent: soul chain does not verify: %v", verr)
+		return nil, 0, nil, apiErr(403, "parent: soul chain does not verify: %v", verr)
 	}
 	perms, _ := trust.ParsePermissions(p.Permissions)
 	if !v.Permissions.Has(trust.PermSpawn) {
-		return nil, 0, apiErr(403, "parent: cal %s does not hold spawn", p.Parent)
+		return nil, 0, nil, apiErr(403, "parent: cal %s does not hold spawn", p.Parent)
 	}
 	if extra := perms.Minus(v.Permissions); extra != 0 {
-		return nil, 0, apiErr(403, "permissions: %s not held by the parent (it holds %s)", extra, v.Permissions)
+		return nil, 0, nil, apiErr(403, "permissions: %s not held by the parent (it holds %s)", extra, v.Permissions)
 	}
 	c := v.Constraints
 	if v.Depth+1 > c.MaxDepth {
-		return nil, 0, apiErr(403, "limit max_depth: a child would sit at depth %d, the parent's max_depth is %d", v.Depth+1, c.MaxDepth)
+		return nil, 0, nil, apiErr(403, "limit max_depth: a child would sit at depth %d, the parent's max_depth is %d", v.Depth+1, c.MaxDepth)
 	}
 	if children >= c.MaxChildren {
-		return nil, 0, apiErr(403, "limit max_children: the parent has %d children, its max_children is %d", children, c.MaxChildren)
+		return nil, 0, nil, apiErr(403, "limit max_children: the parent has %d children, its max_children is %d", children, c.MaxChildren)
 	}
 	// Quotas add up down a subtree: a child's quota comes out of what its
 	// parent has not already given to live children.
 	usedCPU, usedMem, usedPIDs, live, err := s.childUsage(ctx, p.Parent)
 	if err != nil {
-		return nil, 0, apiErr(500, "registry unavailable")
+		return nil, 0, nil, apiErr(500, "registry unavailable")
 	}
 	switch {
 	case usedCPU+p.CPUMillis > c.Quota.CPUMillis:
-		return nil, 0, apiErr(403, "quota cpu_millis: %d asked, the parent has %d of %d left", p.CPUMillis, c.Quota.CPUMillis-usedCPU, c.Quota.CPUMillis)
+		return nil, 0, nil, apiErr(403, "quota cpu_millis: %d asked, the parent has %d of %d left", p.CPUMillis, c.Quota.CPUMillis-usedCPU, c.Quota.CPUMillis)
 	case usedMem+p.MemoryBytes > c.Quota.MemoryBytes:
-		return nil, 0, apiErr(403, "quota memory_bytes: %d asked, the parent has %d of %d left", p.MemoryBytes, c.Quota.MemoryBytes-usedMem, c.Quota.MemoryBytes)
+		return nil, 0, nil, apiErr(403, "quota memory_bytes: %d asked, the parent has %d of %d left", p.MemoryBytes, c.Quota.MemoryBytes-usedMem, c.Quota.MemoryBytes)
 	case usedPIDs+p.PIDs > c.Quota.PIDs:
-		return nil, 0, apiErr(403, "quota pids: %d asked, the parent has %d of %d left", p.PIDs, c.Quota.PIDs-usedPIDs, c.Quota.PIDs)
+		return nil, 0, nil, apiErr(403, "quota pids: %d asked, the parent has %d of %d left", p.PIDs, c.Quota.PIDs-usedPIDs, c.Quota.PIDs)
 	}
 	_ = live
 	if p.Name != "" {
 		if other, aerr := s.resolve(ctx, p.Name); aerr == nil && other.Name == p.Name {
-			return nil, 0, apiErr(409, "name: %q is taken by cal %s", p.Name, other.ID)
+			return nil, 0, nil, apiErr(409, "name: %q is taken by cal %s", p.Name, other.ID)
 		}
 	}
 	s.limMu.Lock()
@@ -237,24 +272,28 @@ func (s *Server) admit(ctx context.Context, p SpawnParams, actor string) (*trust
 	s.limMu.Unlock()
 	n, err := s.liveCount(ctx)
 	if err == nil && n >= maxCalsNow {
-		return nil, 0, apiErr(429, "limit max_cals: the network holds %d cals, the limit is %d", n, maxCalsNow)
+		return nil, 0, nil, apiErr(429, "limit max_cals: the network holds %d cals, the limit is %d", n, maxCalsNow)
 	}
-	if aerr := s.checkPolicies(ctx, p, prec, prec.Depth+1, n, actor); aerr != nil {
-		return nil, 0, aerr
+	aerr, hold := s.checkPolicies(ctx, p, prec, prec.Depth+1, n, actor, approved)
+	if aerr != nil {
+		return nil, 0, nil, aerr
+	}
+	if hold != nil {
+		return nil, 0, hold, nil
 	}
 	if busy, what := cpuSaturated(s.cfg.Limits.MaxCPUPressure); busy {
-		return nil, 0, &APIError{Status: 429, Msg: "host resources: CPU saturated (" + what + ")", RetryAfter: 10 * time.Second}
+		return nil, 0, nil, &APIError{Status: 429, Msg: "host resources: CPU saturated (" + what + ")", RetryAfter: 10 * time.Second}
 	}
 	// The quota caps what the Cal may use; to start it the host needs room
 	// for its start-up footprint (at most its quota) above the reserve.
 	if need := min(p.MemoryBytes, startFootprint) + s.cfg.Limits.MinFreeMemory; availableMemory() >= 0 && availableMemory() < need {
-		return nil, 0, &APIError{Status: 429, Msg: fmt.Sprintf("host resources: %d bytes of memory available, starting a cal needs %d", availableMemory(), need), RetryAfter: 5 * time.Second}
+		return nil, 0, nil, &APIError{Status: 429, Msg: fmt.Sprintf("host resources: %d bytes of memory available, starting a cal needs %d", availableMemory(), need), RetryAfter: 5 * time.Second}
 	}
 	s.limMu.Lock()
 	lim := s.limiter
 	s.limMu.Unlock()
 	if ok, which, retry := lim.allow(p.Parent, time.Now()); !ok {
-		return nil, 0, &APIError{Status: 429, Msg: "limit " + which + ": too many spawns, retry later", RetryAfter: retry}
+		return nil, 0, nil, &APIError{Status: 429, Msg: "limit " + which + ": too many spawns, retry later", RetryAfter: retry}
 	}
 	// Reserve the child's serial: concurrent spawns of one parent never
 	// share one. A spawn that fails later leaves its serial unused.
@@ -262,11 +301,11 @@ func (s *Server) admit(ctx context.Context, p SpawnParams, actor string) (*trust
 	serial := max(len(s.state.Children[pid]), s.serials[pid]) + 1
 	if serial > c.MaxChildren {
 		s.trustMu.Unlock()
-		return nil, 0, apiErr(403, "limit max_children: the parent has used %d of its %d child serials", serial-1, c.MaxChildren)
+		return nil, 0, nil, apiErr(403, "limit max_children: the parent has used %d of its %d child serials", serial-1, c.MaxChildren)
 	}
 	s.serials[pid] = serial
 	s.trustMu.Unlock()
-	return chain.Leaf(), serial, nil
+	return chain.Leaf(), serial, nil, nil
 }
 
 // childUsage sums the quotas of a parent's children that are not revoked,

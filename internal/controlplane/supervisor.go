@@ -345,8 +345,8 @@ func (s *Server) recover(ctx context.Context) error {
 		return err
 	}
 	for _, sp := range spawns {
-		if sp.Terminal() {
-			continue
+		if sp.Terminal() || sp.State == SpawnAwaitingApproval {
+			continue // a held spawn waits for its approval across restarts
 		}
 		if sp.Cal != "" {
 			if _, err := s.getCal(ctx, sp.Cal); err == nil {

@@ -18,20 +18,37 @@ import (
 // secret: the secret itself is shown once and never stored.
 type TokenRecord = api.Token
 
-// principal is who made an API request.
+// principal is who made an API request: an administrator (the root,
+// "admin", or a named one) or a developer token.
 type principal struct {
 	admin bool
+	name  string // the administrator's name
 	token *TokenRecord
 }
 
 func (p principal) actor() string {
-	if p.admin {
+	switch {
+	case p.admin && p.name == rootAdmin:
 		return "admin"
+	case p.admin:
+		return "admin:" + p.name
 	}
 	return "token:" + p.token.ID
 }
 
 const tokenPrefix = "calnet_dev_"
+
+// principalKey carries the administrator through the request context of
+// admin-only handlers.
+type principalKey struct{}
+
+// actorOf names who made an admin-only request, for events and audit.
+func actorOf(r *http.Request) string {
+	if p, ok := r.Context().Value(principalKey{}).(principal); ok {
+		return p.actor()
+	}
+	return "admin"
+}
 
 func tokenHash(secret string) string {
 	h := sha256.Sum256([]byte(secret))
@@ -41,12 +58,18 @@ func tokenHash(secret string) string {
 // who authenticates a request: the admin credential or a developer token.
 func (s *Server) who(r *http.Request) (principal, bool) {
 	if s.authorize(r) {
-		return principal{admin: true}, true
+		return principal{admin: true, name: rootAdmin}, true
 	}
 	h := r.Header.Get("Authorization")
 	tok, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok {
 		tok = r.URL.Query().Get("access_token")
+	}
+	if strings.HasPrefix(tok, adminPrefix) && len(tok) <= 128 {
+		if a, ok := s.adminByToken(r.Context(), tok); ok {
+			return principal{admin: true, name: a.Name}, true
+		}
+		return principal{}, false
 	}
 	if !strings.HasPrefix(tok, tokenPrefix) || len(tok) > 128 {
 		return principal{}, false
@@ -130,7 +153,7 @@ func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	s.bus.publish(Event{Type: "token.created", Cal: parent.ID, Actor: "admin", Reason: rec.ID})
+	s.bus.publish(Event{Type: "token.created", Cal: parent.ID, Actor: actorOf(r), Reason: rec.ID})
 	writeJSON(w, 201, map[string]any{"token": secret, "record": rec})
 }
 

@@ -237,7 +237,7 @@ func run(ctx context.Context, cfg Config, hook func(s *sim, now time.Duration)) 
 		s.compiled = append(s.compiled, c)
 	}
 	var err error
-	if s.policies, err = rules.CompilePolicies(cfg.Policies); err != nil {
+	if s.policies, err = rules.CompilePolicies(cfg.Policies, rules.MaxApprovals); err != nil {
 		return nil, err
 	}
 	s.clock = s.epoch
@@ -594,10 +594,12 @@ func (s *sim) admit(p *pool, f firing) string {
 			CPUMillis: s.cfg.ChildCPUMillis, MemoryBytes: s.cfg.ChildMemoryBytes, Depth: 3,
 			ParentName: fmt.Sprintf("pool-%d", p.idx), ParentPermissions: []string{"spawn", "read"}, ParentChildren: p.running,
 			NetworkCals: s.cals}
-		for _, pol := range s.policies {
-			if deny, err := pol.Denies(&r); err != nil || deny {
-				return "policy " + pol.Name
-			}
+		switch v := rules.Evaluate(s.policies, rules.OpSpawn, &r); {
+		case v.Denied != nil:
+			return "policy " + v.Denied.Name
+		case v.Approval != nil:
+			// A human would have to approve it: the rule cannot count on it.
+			return "approval required by policy " + v.Approval.Name
 		}
 	}
 	g := s.global.ReserveN(s.clock, 1)

@@ -108,8 +108,14 @@ func (n *network) stop(sig syscall.Signal) {
 
 func (n *network) cli(args ...string) result {
 	n.t.Helper()
+	return n.cliAs(readToken(n.t, n.data), args...)
+}
+
+// cliAs runs the CLI against the network with the credential tok.
+func (n *network) cliAs(tok string, args ...string) result {
+	n.t.Helper()
 	cmd := exec.Command(calnetBin, args...)
-	cmd.Env = append(os.Environ(), "CALNET_ADDR="+n.addr, "CALNET_TOKEN="+readToken(n.t, n.data))
+	cmd.Env = append(os.Environ(), "CALNET_ADDR="+n.addr, "CALNET_TOKEN="+tok)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
