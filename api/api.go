@@ -135,6 +135,16 @@ type Revoked struct {
 	Approval *Approval `json:"approval,omitempty"`
 }
 
+// WhoAmI is GET /v1/whoami: who the credential is, so that a client (the
+// dashboard) offers only what it may do.
+type WhoAmI struct {
+	Actor string `json:"actor"` // as in events: admin, admin:<name>, token:<id>
+	Admin bool   `json:"admin"`
+	Root  bool   `json:"root,omitempty"`
+	Name  string `json:"name,omitempty"` // the administrator's name
+	Token *Token `json:"token,omitempty"`
+}
+
 // Admin is a named administrator. The admin credential written by calnet
 // up is the administrator "admin"; others are added with calnet admin add
 // and approve requests under their own names.

@@ -45,6 +45,7 @@ type (
 	RulePreview  = api.RulePreview
 	PoliciesView = api.PoliciesView
 	Admin        = api.Admin
+	WhoAmI       = api.WhoAmI
 	Approval     = api.Approval
 	Vote         = api.Vote
 	// Policy is an admission policy (package rules).
@@ -521,4 +522,10 @@ func (c *Client) Approve(ctx context.Context, id, comment string) (*Approval, er
 func (c *Client) Reject(ctx context.Context, id, comment string) (*Approval, error) {
 	var out Approval
 	return &out, c.do(ctx, http.MethodPost, "/v1/approvals/"+url.PathEscape(id)+"/reject", map[string]string{"comment": comment}, &out)
+}
+
+// WhoAmI says who the client's credential is.
+func (c *Client) WhoAmI(ctx context.Context) (*WhoAmI, error) {
+	var out WhoAmI
+	return &out, c.do(ctx, http.MethodGet, "/v1/whoami", nil, &out)
 }

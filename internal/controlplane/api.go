@@ -152,6 +152,14 @@ func (s *Server) apiHandler() http.Handler {
 		writeJSON(w, 200, ts)
 	}))
 	mux.HandleFunc("DELETE /v1/tokens/{id}", auth(s.handleTokenDelete))
+	mux.HandleFunc("GET /v1/whoami", anyone(func(w http.ResponseWriter, r *http.Request, p principal) {
+		me := api.WhoAmI{Actor: p.actor(), Admin: p.admin, Name: p.name, Root: p.admin && p.name == rootAdmin}
+		if p.token != nil {
+			t := *p.token
+			me.Token = &t
+		}
+		writeJSON(w, 200, me)
+	}))
 	mux.HandleFunc("GET /v1/admins", auth(s.handleAdminsList))
 	mux.HandleFunc("POST /v1/admins", anyone(s.handleAdminAdd))
 	mux.HandleFunc("DELETE /v1/admins/{name}", anyone(s.handleAdminRemove))

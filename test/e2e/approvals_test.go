@@ -45,6 +45,12 @@ func TestApprovals(t *testing.T) {
 	}
 	alice := client.New(n.addr, aliceTok).WithHTTPClient(validatingClient(t))
 	bob := client.New(n.addr, bobTok).WithHTTPClient(validatingClient(t))
+	if me, err := alice.WhoAmI(ctx); err != nil || !me.Admin || me.Root || me.Name != "alice" || me.Actor != "admin:alice" {
+		t.Fatalf("whoami alice: %+v %v", me, err)
+	}
+	if me, err := n.c.WhoAmI(ctx); err != nil || !me.Root || me.Actor != "admin" {
+		t.Fatalf("whoami root: %+v %v", me, err)
+	}
 	if _, _, err := alice.AddAdmin(ctx, "mallory"); err == nil || !strings.Contains(err.Error(), "only the root administrator") {
 		t.Fatalf("a named administrator adding another: %v", err)
 	}

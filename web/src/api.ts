@@ -5,7 +5,13 @@ export class ApiError extends Error {
 }
 
 export interface Cal { id: string; name?: string; parent: string; depth: number; permissions: string[]; state: string; healthy: boolean; namespace: string }
-export interface Spawn { id: string; parent: string; state: string; cal?: string; reason?: string; actor: string; requested_at: string }
+export interface Spawn { id: string; parent: string; state: string; cal?: string; reason?: string; actor: string; requested_at: string; approval?: string }
+export interface WhoAmI { actor: string; admin: boolean; root?: boolean; name?: string; token?: { id: string; parent: string; permissions: string[] } }
+export interface Approval {
+  id: string; operation: string; cal: string; spawn?: string; actor: string; policy: string; message: string; required: number;
+  approvals: { admin: string; at: string; comment?: string }[]; rejection?: { admin: string; comment?: string }; state: string; result?: string;
+  subtree_cals?: number; expires_at: string;
+}
 export interface CalEvent { seq: number; type: string; cal?: string; state?: string; reason?: string }
 
 let token = sessionStorage.getItem('calnet-token') ?? '';

@@ -3,13 +3,14 @@
 // only ever inserted as text, never as HTML.
 import cytoscape from 'cytoscape';
 import './style.css';
-import { api, ApiError, clearToken, events, hasToken, setToken, type Cal, type Spawn } from './api';
+import { api, ApiError, clearToken, events, hasToken, setToken, type Approval, type Cal, type Spawn, type WhoAmI } from './api';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const PERMS = ['spawn', 'revoke', 'read', 'talk', 'share', 'admin'];
 const COLORS: Record<string, string> = { running: '#2da44e', deploying: '#bf8700', failed: '#cf222e', stopped: '#8c959f', revoked: '#57606a' };
 
 let cals: Cal[] = [];
+let me: WhoAmI | null = null;
 let selected = '';
 let paused = false;
 let stopEvents: (() => void) | null = null;
@@ -44,7 +45,7 @@ function select(id: string) {
     p.textContent = `${k}: ${v}`;
     box.append(p);
   }
-  $('revoke').hidden = c.state === 'revoked' || c.parent === 'genesis';
+  $('revoke').hidden = c.state === 'revoked' || c.parent === 'genesis' || !may('revoke');
   renderTable();
   showChain(c.id);
 }
@@ -154,6 +155,7 @@ async function refresh() {
       cell(tr, s.cal ?? ''); cell(tr, s.reason ?? ''); cell(tr, s.actor);
     }
     renderMetrics(spawns);
+    await renderApprovals();
     if (!$('view-heat').hidden) await renderHeat();
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) signOut('Your credential was refused; sign in again.');
@@ -204,9 +206,66 @@ async function loadLimits() {
   }
 }
 
+// may says whether the signed-in credential may do an operation: an
+// administrator may do everything, a developer token what its permissions
+// allow. The dashboard offers only that (the API checks it anyway).
+function may(op: 'spawn' | 'revoke' | 'admin'): boolean {
+  if (!me) return false;
+  if (me.admin) return true;
+  return op !== 'admin' && (me.token?.permissions ?? []).includes(op);
+}
+
+function applyRole() {
+  $('spawn-box').hidden = !may('spawn');
+  $('admin-box').hidden = !may('admin');
+  for (const cb of document.querySelectorAll<HTMLInputElement>('input[name=perm]')) {
+    const ok = me?.admin || (me?.token?.permissions ?? []).includes(cb.value);
+    cb.disabled = !ok; cb.parentElement!.hidden = !ok;
+    if (!ok) cb.checked = false;
+  }
+  text($('whoami'), me ? (me.admin ? `administrator ${me.name}` : `token ${me.token?.id}`) : '');
+}
+
+// renderApprovals lists the approval queue; administrators get Approve and
+// Reject on pending requests they did not make.
+async function renderApprovals() {
+  const list = await api<Approval[]>('GET', '/v1/approvals');
+  const pending = list.filter((a) => a.state === 'pending');
+  text($('approvals-badge'), pending.length ? String(pending.length) : '');
+  const tb = $<HTMLTableElement>('approvals').tBodies[0];
+  tb.replaceChildren();
+  for (const a of list.slice(0, 200)) {
+    const tr = tb.insertRow();
+    tr.dataset.approval = a.id; tr.dataset.state = a.state;
+    cell(tr, a.id); cell(tr, a.state, a.state === 'rejected' || a.state === 'expired' ? 'failed' : '');
+    cell(tr, a.operation + (a.subtree_cals ? ` (${a.subtree_cals} Cals)` : '')); cell(tr, short(a.cal)); cell(tr, a.actor);
+    cell(tr, `${a.policy}: ${a.message}`);
+    cell(tr, `${a.approvals.length} of ${a.required}` + (a.approvals.length ? ` (${a.approvals.map((v) => v.admin).join(', ')})` : ''));
+    cell(tr, a.state === 'pending' ? new Date(a.expires_at).toLocaleString() : (a.result ?? ''));
+    const td = tr.insertCell();
+    const mine = a.actor === me?.actor;
+    if (a.state === 'pending' && me?.admin && !mine) {
+      for (const [label, verb] of [['Approve', 'approve'], ['Reject', 'reject']]) {
+        const b = document.createElement('button');
+        b.textContent = label; b.dataset.verb = verb;
+        b.onclick = async () => {
+          text($('approval-error'), '');
+          b.disabled = true;
+          try { await api('POST', `/v1/approvals/${a.id}/${verb}`, { comment: $<HTMLInputElement>('approval-comment').value }); }
+          catch (err) { showError('approval-error', err); }
+          finally { scheduleRefresh(); }
+        };
+        td.append(b);
+      }
+    } else if (a.state === 'pending' && mine) td.textContent = 'yours: another administrator approves';
+  }
+}
+
 async function signIn(token: string) {
   setToken(token);
   try {
+    me = await api<WhoAmI>('GET', '/v1/whoami');
+    applyRole();
     const st = await api<{ network: string; spawning_paused: boolean }>('GET', '/v1/status');
     text($('network'), `network ${short(st.network)}`);
     paused = st.spawning_paused;
@@ -221,11 +280,11 @@ async function signIn(token: string) {
   cy.resize();
   stopEvents = events(() => scheduleRefresh(), (s) => text($('conn'), s));
   await refresh();
-  await loadLimits().catch((e) => showError('limits-error', e));
+  if (may('admin')) await loadLimits().catch((e) => showError('limits-error', e));
 }
 
 function signOut(msg = '') {
-  stopEvents?.(); clearToken();
+  stopEvents?.(); clearToken(); me = null;
   $('app').hidden = true; $('signin').hidden = false; $('signout').hidden = true;
   text($('signin-error'), msg);
 }
@@ -257,7 +316,8 @@ $('spawn-form').onsubmit = async (e) => {
       name: $<HTMLInputElement>('spawn-name').value || undefined, permissions: perms,
       cpu_millis: Number($<HTMLInputElement>('spawn-cpu').value), memory_bytes: Number($<HTMLInputElement>('spawn-mem').value) << 20,
     });
-    if (sp.state !== 'running') text($('spawn-error'), `${sp.state}: ${sp.reason ?? ''}`);
+    if (sp.state === 'awaiting_approval') text($('spawn-error'), `held for approval (${sp.approval}): ${sp.reason ?? ''}`);
+    else if (sp.state !== 'running') text($('spawn-error'), `${sp.state}: ${sp.reason ?? ''}`);
     else $<HTMLInputElement>('spawn-name').value = '';
   } catch (err) { showError('spawn-error', err); } finally { btn.disabled = false; scheduleRefresh(); }
 };
@@ -273,7 +333,10 @@ $('limits-form').onsubmit = async (e) => {
 $('revoke').onclick = async () => {
   text($('revoke-error'), '');
   if (!selected || !confirm(`Revoke ${short(selected)} and its whole subtree?`)) return;
-  try { await api('POST', `/v1/cals/${selected}/revoke`, { reason: 'revoked from the dashboard' }); } catch (err) { showError('revoke-error', err); }
+  try {
+    const r = await api<{ approval?: Approval }>('POST', `/v1/cals/${selected}/revoke`, { reason: 'revoked from the dashboard' });
+    if (r.approval) text($('revoke-error'), `held for approval (${r.approval.id}): ${r.approval.policy}: ${r.approval.message}`);
+  } catch (err) { showError('revoke-error', err); }
   scheduleRefresh();
 };
 $('pause').onclick = async () => {

@@ -29,7 +29,8 @@ test('dashboard in a real browser', { skip, timeout: 180_000 }, async () => {
   const bin = join(dir, 'calnet');
   execFileSync('go', ['build', '-o', bin, './cmd/calnet'], { cwd: repo, env: { ...process.env, CGO_ENABLED: '0' }, stdio: 'inherit' });
   const [api, router, dns] = [await freePort(), await freePort(), await freePort()];
-  const up = spawn(bin, ['up', '--data', join(dir, 'data'), '--addr', `127.0.0.1:${api}`, '--router', `127.0.0.1:${router}`, '--dns', `127.0.0.1:${dns}`], { stdio: 'ignore' });
+  const args = ['up', '--data', join(dir, 'data'), '--addr', `127.0.0.1:${api}`, '--router', `127.0.0.1:${router}`, '--dns', `127.0.0.1:${dns}`];
+  let up = spawn(bin, args, { stdio: 'ignore' });
   const base = `http://127.0.0.1:${api}`;
   let token = '';
   for (let i = 0; i < 300 && !token; i++) {
@@ -120,6 +121,61 @@ test('dashboard in a real browser', { skip, timeout: 180_000 }, async () => {
     const verdict = await page.textContent('#chain-verdict');
     assert.match(verdict, /INVALID at link 0: bad-signature/);
     await page.screenshot({ path: join(artifacts, '4-validator.png') });
+
+    // Approvals: a require_approval policy holds a spawn made from the UI;
+    // the root who asked cannot approve it, alice (a named administrator)
+    // approves it from her own session and the Cal starts.
+    const call = async (method, path, body, tok = token) => {
+      const r = await fetch(base + path, { method, headers: { authorization: `Bearer ${tok}`, 'content-type': 'application/json' }, body: body && JSON.stringify(body) });
+      assert.ok(r.ok, `${method} ${path}: ${r.status} ${await r.clone().text()}`);
+      return r.status === 204 ? null : r.json();
+    };
+    const alice = (await call('POST', '/v1/admins', { name: 'alice' })).token;
+    await call('PUT', '/v1/policies', { policies: [{ name: 'held-names', require_approval: 'request_name.startsWith("held")', message: 'held Cals need a second pair of eyes' }] });
+    await page.click('nav button[data-view="topology"]');
+    await page.fill('#spawn-name', 'held-one');
+    await page.click('#spawn-submit');
+    await page.waitForFunction(() => document.querySelector('#spawn-error').textContent.includes('held for approval'));
+    await page.waitForFunction(() => document.querySelector('#approvals-badge').textContent === '1');
+    await page.click('nav button[data-view="approvals"]');
+    await page.waitForFunction(() => document.querySelector('#approvals tbody tr[data-state="pending"]')?.textContent.includes('yours'));
+    await page.click('#signout');
+    await page.fill('#token', alice);
+    await page.click('#signin-form button');
+    await page.waitForFunction(() => document.querySelector('#whoami').textContent === 'administrator alice');
+    await page.click('nav button[data-view="approvals"]');
+    await page.fill('#approval-comment', 'looks fine');
+    await page.click('#approvals tbody tr[data-state="pending"] button[data-verb="approve"]');
+    await page.waitForSelector('#approvals tbody tr[data-state="approved"]');
+    await page.screenshot({ path: join(artifacts, '5-approvals.png') });
+    await page.click('nav button[data-view="topology"]');
+    await page.waitForFunction(() => [...document.querySelectorAll('#cals tbody tr')].some((tr) => tr.cells[1].textContent === 'held-one' && tr.dataset.state === 'running'), null, { timeout: 30_000 });
+
+    // A read-only developer token is not offered spawning, limits or the
+    // kill switch.
+    const dev = (await call('POST', '/v1/tokens', { name: 'viewer', permissions: ['read'] })).token;
+    await page.click('#signout');
+    await page.fill('#token', dev);
+    await page.click('#signin-form button');
+    await page.waitForFunction(() => document.querySelector('#whoami').textContent.startsWith('token '));
+    assert.ok(await page.isHidden('#spawn-box'));
+    assert.ok(await page.isHidden('#admin-box'));
+    await page.screenshot({ path: join(artifacts, '6-read-only-token.png') });
+
+    // The dashboard survives a restart of the control plane: it
+    // reconnects, resumes the stream and shows what happens next.
+    await page.click('#signout');
+    await page.fill('#token', token);
+    await page.click('#signin-form button');
+    await page.waitForFunction(() => document.querySelector('#conn').textContent === 'live');
+    up.kill('SIGTERM');
+    await new Promise((r) => up.on('exit', r));
+    await page.waitForFunction(() => document.querySelector('#conn').textContent.startsWith('reconnecting'));
+    up = spawn(bin, args, { stdio: 'ignore' });
+    await page.waitForFunction(() => document.querySelector('#conn').textContent === 'live', null, { timeout: 60_000 });
+    await call('POST', '/v1/cals?wait=true', { name: 'after-restart', permissions: ['read'] });
+    await page.waitForFunction(() => [...document.querySelectorAll('#cals tbody tr')].some((tr) => tr.cells[1].textContent === 'after-restart' && tr.dataset.state === 'running'), null, { timeout: 30_000 });
+    await page.screenshot({ path: join(artifacts, '7-after-restart.png') });
 
     // API data never becomes HTML: a name with markup is shown as text.
     const html = await page.evaluate(() => document.querySelector('#cals').innerHTML);
