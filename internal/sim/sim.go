@@ -479,9 +479,12 @@ func (s *sim) observe(p *pool, now time.Duration) {
 		util = 1000
 	}
 	h := &s.hosts[p.host]
+	if p.gauges == nil {
+		p.gauges = map[string]float64{}
+	}
+	p.gauges[GaugeLoad], p.gauges[GaugeCapacity], p.gauges[GaugeUtilization], p.gauges[GaugeQueue] = p.load, capacity, util, max(0, p.load-capacity)
 	m := rules.Metrics{
-		CPUPercent: math.Min(util, 100), Children: p.running, IdleChildren: idle, Depth: 2, Healthy: true,
-		Gauges:             map[string]float64{GaugeLoad: p.load, GaugeCapacity: capacity, GaugeUtilization: util, GaugeQueue: max(0, p.load-capacity)},
+		CPUPercent: math.Min(util, 100), Children: p.running, IdleChildren: idle, Depth: 2, Healthy: true, Gauges: p.gauges,
 		HostFreeCPUPercent: frac(h.CPUFree, h.CPUCapacity) * 100, HostFreeMemoryBytes: float64(h.MemFree),
 	}
 	p.due = p.due[:0]
