@@ -35,8 +35,12 @@ type Cal struct {
 	ActivatedAt   time.Time       `json:"activated_at,omitzero"`
 	Namespace     string          `json:"namespace"`
 	Template      string          `json:"template,omitempty"`
-	Degraded      string          `json:"degraded,omitempty"`
-	Tiers         []Tier          `json:"tiers,omitempty"`
+	// PermissionUse counts the uses of its permissions the control plane
+	// has seen (spawn, revoke, read, share, talk); least privilege is
+	// learned from it.
+	PermissionUse map[string]int64 `json:"permission_use,omitempty"`
+	Degraded      string           `json:"degraded,omitempty"`
+	Tiers         []Tier           `json:"tiers,omitempty"`
 }
 
 // Tier is one tier of a Cal's platform.
@@ -88,6 +92,10 @@ type SpawnRequest struct {
 	// Template names a template; TemplateYAML gives one inline instead.
 	Template     string `json:"template,omitempty"`
 	TemplateYAML string `json:"template_yaml,omitempty"`
+	// LeastPrivilege cuts Permissions to what the Cals of the same
+	// template have been seen to use (and keeps what cannot be observed);
+	// the spawn record says what was cut and why.
+	LeastPrivilege bool `json:"least_privilege,omitempty"`
 }
 
 // Spawn is a spawn request's record.
@@ -109,7 +117,10 @@ type Spawn struct {
 	Placement string `json:"placement,omitempty"`
 	// Approval is the approval request a require_approval policy opened
 	// for this spawn (state awaiting_approval until it is resolved).
-	Approval      string    `json:"approval,omitempty"`
+	Approval string `json:"approval,omitempty"`
+	// Privilege says how least privilege cut the permissions asked.
+	Privilege     string    `json:"privilege,omitempty"`
+	Template      string    `json:"template,omitempty"`
 	RequestedAt   time.Time `json:"requested_at"`
 	UpdatedAt     time.Time `json:"updated_at"`
 	OperationalAt time.Time `json:"operational_at,omitzero"`
@@ -308,7 +319,50 @@ type Recommendation struct {
 
 // Recommendations is GET /v1/cals/{id}/recommendations.
 type Recommendations struct {
-	Cal       string           `json:"cal"`
-	Window    string           `json:"window"`
-	Resources []Recommendation `json:"resources"`
+	Cal         string                    `json:"cal"`
+	Window      string                    `json:"window"`
+	Resources   []Recommendation          `json:"resources"`
+	Permissions *PermissionRecommendation `json:"permissions,omitempty"`
+}
+
+// PermissionRecommendation is least privilege learned from use: the
+// permissions held, those seen used, and what a new Cal doing the same
+// work needs.
+type PermissionRecommendation struct {
+	Held   []string `json:"held"`
+	Used   []string `json:"used"`
+	Unused []string `json:"unused"`
+	// NotObservable are held permissions whose use the control plane
+	// cannot see (admin); they are kept.
+	NotObservable []string `json:"not_observable,omitempty"`
+	Recommended   []string `json:"recommended"`
+	Observed      string   `json:"observed"` // how long, over how many Cals
+	Reason        string   `json:"reason"`
+}
+
+// TemplateRecommendations is GET /v1/templates/{name}/recommendations:
+// what the Cals spawned from a template used and how their spawns went
+// (FR-5.1, FR-5.4, FR-5.5).
+type TemplateRecommendations struct {
+	Template    string                    `json:"template"`
+	Cals        int                       `json:"cals"` // live Cals of the template observed
+	Resources   []Recommendation          `json:"resources"`
+	Permissions *PermissionRecommendation `json:"permissions,omitempty"`
+	Outcomes    TemplateOutcomes          `json:"outcomes"`
+}
+
+// TemplateOutcomes are a template's spawn outcomes.
+type TemplateOutcomes struct {
+	Spawns   int `json:"spawns"`
+	Running  int `json:"running"`
+	Failed   int `json:"failed"`
+	Rejected int `json:"rejected"`
+	// Time to operational of the spawns that got there, milliseconds.
+	OperationalP50 float64  `json:"operational_p50_ms,omitempty"`
+	OperationalP95 float64  `json:"operational_p95_ms,omitempty"`
+	LastFailures   []string `json:"last_failures,omitempty"`
+	// DeployTimeout is how long the control plane now waits for a Cal of
+	// this template to register (learned: 4x the p95, at least the base).
+	DeployTimeout string `json:"deploy_timeout"`
+	BackedOff     string `json:"backed_off_until,omitempty"`
 }

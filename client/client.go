@@ -453,6 +453,13 @@ func (c *Client) Recommendations(ctx context.Context, cal string) (*api.Recommen
 	return &out, c.do(ctx, http.MethodGet, "/v1/cals/"+url.PathEscape(cal)+"/recommendations", nil, &out)
 }
 
+// TemplateRecommendations returns what the Cals of a template used
+// (pooled quotas, least-privilege permissions) and how its spawns went.
+func (c *Client) TemplateRecommendations(ctx context.Context, template string) (*api.TemplateRecommendations, error) {
+	var out api.TemplateRecommendations
+	return &out, c.do(ctx, http.MethodGet, "/v1/templates/"+url.PathEscape(template)+"/recommendations", nil, &out)
+}
+
 // Policies returns the network's admission policies.
 func (c *Client) Policies(ctx context.Context) (*PoliciesView, error) {
 	var out PoliciesView

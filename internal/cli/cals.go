@@ -94,6 +94,9 @@ func (a *app) spawnCmd() *cobra.Command {
 				switch sp.State {
 				case "running":
 					fmt.Fprintf(w, "Spawned cal %s under %s in %v (spawn %s)\n", sp.Cal, short(sp.Parent), time.Since(start).Round(time.Millisecond), sp.ID)
+					if sp.Privilege != "" {
+						fmt.Fprintln(w, sp.Privilege)
+					}
 				case "failed", "rejected":
 					fmt.Fprintf(w, "Spawn %s %s: %s\n", sp.ID, sp.State, sp.Reason)
 				case "awaiting_approval":
@@ -113,6 +116,7 @@ func (a *app) spawnCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&req.Parent, "parent", "", "parent cal (ID, prefix or name; default the Master Cal)")
 	f.StringVar(&req.Name, "name", "", "name for the new cal (a-z, 0-9, -)")
+	f.BoolVar(&req.LeastPrivilege, "least-privilege", false, "cut the permissions to what the Cals of the same template have used (the spawn record says what was cut)")
 	f.StringSliceVar(&req.Permissions, "perm", nil, "permissions, a subset of the parent's (default: the template's)")
 	f.StringVar(&tmpl, "template", "", "template name, or a template YAML file (default: the built-in default template)")
 	f.StringVar(&cpu, "cpu", "", "CPU quota: 250m or 0.5 (default 250m)")

@@ -3,8 +3,11 @@ package cli
 import (
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/soulfra/calnet/api"
 )
 
 func (a *app) limitsCmd() *cobra.Command {
@@ -59,28 +62,59 @@ func (a *app) limitsCmd() *cobra.Command {
 }
 
 func (a *app) recommendCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "recommend CAL",
-		Short: "Recommend a Cal's CPU and memory quotas from its usage over the last hour, and flag over- or under-provisioning",
-		Args:  cobra.ExactArgs(1),
+	var tmpl string
+	cmd := &cobra.Command{
+		Use:   "recommend [CAL | --template NAME]",
+		Short: "Recommend quotas and least-privilege permissions from observed use, for a Cal or for the Cals of a template",
+		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.apiClient()
 			if err != nil {
 				return err
 			}
-			r, err := c.Recommendations(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return a.print(r, func(w io.Writer) {
-				for _, x := range r.Resources {
+			printRes := func(w io.Writer, rs []api.Recommendation, perms *api.PermissionRecommendation) {
+				for _, x := range rs {
 					flag := ""
 					if x.Flag != "" {
 						flag = " [" + x.Flag + "]"
 					}
 					fmt.Fprintf(w, "%-13s quota %d, recommended %d%s\n  %s\n", x.Resource, x.Quota, x.Recommended, flag, x.Reason)
 				}
-			})
+				if perms != nil {
+					fmt.Fprintf(w, "%-13s held %s, recommended %s\n  %s\n", "permissions", strings.Join(perms.Held, ","), strings.Join(perms.Recommended, ","), perms.Reason)
+				}
+			}
+			switch {
+			case tmpl != "" && len(args) == 1:
+				return fmt.Errorf("give a Cal or --template, not both")
+			case tmpl != "":
+				r, err := c.TemplateRecommendations(cmd.Context(), tmpl)
+				if err != nil {
+					return err
+				}
+				return a.print(r, func(w io.Writer) {
+					fmt.Fprintf(w, "template %s: %d live Cals\n", r.Template, r.Cals)
+					printRes(w, r.Resources, r.Permissions)
+					o := r.Outcomes
+					fmt.Fprintf(w, "%-13s %d spawns: %d running, %d failed, %d rejected; time to operational p50 %.1f ms, p95 %.1f ms; deploy timeout %s\n",
+						"outcomes", o.Spawns, o.Running, o.Failed, o.Rejected, o.OperationalP50, o.OperationalP95, o.DeployTimeout)
+					for _, f := range o.LastFailures {
+						fmt.Fprintf(w, "  failed: %s\n", f)
+					}
+					if o.BackedOff != "" {
+						fmt.Fprintf(w, "  backed off until %s\n", o.BackedOff)
+					}
+				})
+			case len(args) == 1:
+				r, err := c.Recommendations(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				return a.print(r, func(w io.Writer) { printRes(w, r.Resources, r.Permissions) })
+			}
+			return fmt.Errorf("give a Cal, or --template NAME")
 		},
 	}
+	cmd.Flags().StringVar(&tmpl, "template", "", "recommend for the Cals of this template")
+	return cmd
 }

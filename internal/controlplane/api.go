@@ -139,6 +139,7 @@ func (s *Server) apiHandler() http.Handler {
 	mux.HandleFunc("GET /v1/cals/{id}/chain", anyone(s.handleChain))
 	mux.HandleFunc("GET /v1/templates", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { s.handleTemplates(w, r) }))
 	mux.HandleFunc("GET /v1/templates/{name}", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { s.handleTemplate(w, r) }))
+	mux.HandleFunc("GET /v1/templates/{name}/recommendations", anyone(s.handleTemplateRecommendations))
 	mux.HandleFunc("GET /v1/cals/{id}/reflections", anyone(s.handleReflections))
 	mux.HandleFunc("POST /v1/cals/{id}/reflections", anyone(s.handleReflections))
 	mux.HandleFunc("POST /v1/cals/{id}/reflections/share", anyone(s.handleShare))

@@ -137,6 +137,7 @@ func (s *Server) calHandler() http.Handler {
 		writeJSON(w, 202, rec)
 	}))
 	mux.HandleFunc("GET "+calproto.PathChildren, with(func(w http.ResponseWriter, r *http.Request, id identity.ID) {
+		s.usePermission(r.Context(), id.String(), "read")
 		recs, _ := s.listCals(r.Context())
 		out := []*CalRecord{}
 		for _, c := range recs {
@@ -175,6 +176,7 @@ func (s *Server) calHandler() http.Handler {
 			writeError(w, aerr)
 			return
 		}
+		s.usePermission(r.Context(), id.String(), "revoke")
 		writeJSON(w, 200, map[string]any{"revoked": rev.Target().String(), "subtree": sub})
 	}))
 	return mux

@@ -36,5 +36,10 @@ func (s *Server) handleRecommendations(w http.ResponseWriter, r *http.Request, p
 		advisor.Recommend("cpu_millis", values("cpu_percent"), rec.Quota.CPUMillis),
 		advisor.Recommend("memory_bytes", values("memory_bytes"), rec.Quota.MemoryBytes),
 	}}
+	end := s.now()
+	if !isLive(rec.State) {
+		end = rec.UpdatedAt
+	}
+	out.Permissions = recommendPermissions(rec.Permissions, s.usesOf(rec), 1, max(0, end.Sub(rec.CreatedAt)), s.cfg.ObserveWindow)
 	writeJSON(w, 200, out)
 }

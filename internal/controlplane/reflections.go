@@ -128,6 +128,11 @@ func (s *Server) handleShare(w http.ResponseWriter, r *http.Request, pr principa
 		return
 	}
 	s.bus.publish(Event{Type: "reflections.shared", Cal: from.ID, Parent: to.ID, Actor: pr.actor(), Reason: "shared with " + to.ID})
+	s.usePermission(r.Context(), from.ID, "share")
+	if to.Parent != from.ID && from.Parent != to.ID {
+		s.usePermission(r.Context(), from.ID, "talk")
+		s.usePermission(r.Context(), to.ID, "talk")
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(201)
 	w.Write(out)

@@ -427,6 +427,7 @@ func (s *Server) act(ctx context.Context, rec *CalRecord, d rules.Decision, now 
 				refusal = aerr.Msg
 				break
 			}
+			s.usePermission(ctx, rec.ID, "revoke")
 			done++
 		}
 	}

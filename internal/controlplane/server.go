@@ -89,6 +89,10 @@ type Config struct {
 	// IdleWindow is how long a child must use under 1% of a core to count
 	// as idle for retire rules (default one minute).
 	IdleWindow time.Duration
+	// ObserveWindow is how long the Cals of a template (or a Cal) must
+	// have been observed before least privilege cuts a permission they
+	// never used.
+	ObserveWindow time.Duration
 	// MasterQuota overrides the Master Cal's quota when the network is
 	// created (default: this host's CPUs and memory).
 	MasterQuota *trust.Quota
@@ -125,6 +129,8 @@ type Server struct {
 	policies   atomic.Pointer[[]*rules.CompiledPolicy]
 	policyErr  atomic.Pointer[string]
 	approvalMu sync.Mutex // serialises votes on approval requests
+	useMu      sync.Mutex
+	uses       map[string]map[string]int64 // permission uses per Cal (privilege.go)
 	health     healthHistory
 	routerAddr string
 	ns         nsIndex
@@ -165,6 +171,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.Domain == "" {
 		cfg.Domain = "calnet."
+	}
+	if cfg.ObserveWindow <= 0 {
+		cfg.ObserveWindow = 10 * time.Minute
 	}
 	if cfg.IdleWindow <= 0 {
 		cfg.IdleWindow = time.Minute

@@ -40,6 +40,9 @@ const (
 	defaultChildCPU    = 250
 	// startFootprint is the memory a Cal needs to start, for the host check.
 	startFootprint = 32 << 20
+	// deployTimeout is the base wait for a new Cal to register; a template
+	// whose Cals are slower is given 4x its p95 (placement.Outcomes).
+	deployTimeout = 15 * time.Second
 	// defaultChildPIDs leaves room for the Go runtime threads of the Cal
 	// and a small workload.
 	defaultChildPIDs = 48
@@ -89,9 +92,14 @@ func (s *Server) spawn(ctx context.Context, p SpawnParams, actor string, held *S
 		}
 		return nil, terr
 	}
+	privilege := ""
+	if p.LeastPrivilege {
+		p.Permissions, privilege = s.leastPrivilege(ctx, tmpl.Name, p.Permissions)
+	}
 	rec := held
 	if rec != nil {
 		rec.Reason = ""
+		rec.Permissions, rec.Privilege = p.Permissions, privilege
 	} else {
 		if p.IdempotencyKey != "" {
 			if rec, err := s.spawnByKey(ctx, p.Parent, p.IdempotencyKey); err == nil {
@@ -101,6 +109,7 @@ func (s *Server) spawn(ctx context.Context, p SpawnParams, actor string, held *S
 		rec = &SpawnRecord{
 			ID: newID("sp_"), IdempotencyKey: p.IdempotencyKey, Parent: p.Parent, Name: p.Name, Permissions: p.Permissions,
 			CPUMillis: p.CPUMillis, MemoryBytes: p.MemoryBytes, State: SpawnRequested, Actor: actor, RequestedAt: s.now(),
+			Template: tmpl.Name, Privilege: privilege,
 		}
 		if err := s.putSpawn(ctx, rec); err != nil {
 			return nil, err
@@ -132,6 +141,7 @@ func (s *Server) spawn(ctx context.Context, p SpawnParams, actor string, held *S
 	}
 	rec.State = SpawnAdmitted
 	s.putSpawn(ctx, rec)
+	s.usePermission(ctx, p.Parent, "spawn")
 	s.bus.publish(Event{Type: "spawn.admitted", Spawn: rec.ID, Parent: p.Parent, State: SpawnAdmitted, Actor: actor})
 	s.wg.Add(1)
 	go func() {
@@ -356,14 +366,17 @@ func (s *Server) deploy(ctx context.Context, rec *SpawnRecord, p SpawnParams, tm
 			lastErr = err
 			break
 		}
+		t0 := time.Now()
+		timeout := s.outcomes.Timeout("template:"+tmpl.Name, deployTimeout)
 		pr, err := s.start(ctx, crec)
 		if err == nil {
 			select {
 			case <-pr.registered:
 				s.learn(tmpl.Name, true)
+				s.outcomes.Operational("template:"+tmpl.Name, time.Since(t0))
 				return // the registration handler finished the spawn
-			case <-time.After(15 * time.Second):
-				err = errors.New("the cal did not register within 15s")
+			case <-time.After(timeout):
+				err = fmt.Errorf("the cal did not register within %v", timeout)
 				s.stop(ctx, childID)
 			case <-ctx.Done():
 				return

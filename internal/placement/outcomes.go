@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
@@ -13,6 +14,9 @@ type Outcomes struct {
 	mu  sync.Mutex
 	now func() time.Time
 	by  map[string][]time.Time // failures within Window since the last success
+	// ready holds the last times to operational per key (a ring of
+	// keepReady): the deploy timeout of a template is learned from it.
+	ready map[string][]time.Duration
 }
 
 // Outcome tuning.
@@ -25,11 +29,15 @@ const (
 	BaseBackOff  = time.Minute
 	MaxBackOff   = 10 * time.Minute
 	maxKeys      = 4096
+	keepReady    = 64
+	// TimeoutFactor: the learned deploy timeout is this many times the
+	// p95 time to operational, never under the base.
+	TimeoutFactor = 4
 )
 
 // NewOutcomes returns an empty record on the clock now.
 func NewOutcomes(now func() time.Time) *Outcomes {
-	return &Outcomes{now: now, by: map[string][]time.Time{}}
+	return &Outcomes{now: now, by: map[string][]time.Time{}, ready: map[string][]time.Duration{}}
 }
 
 // Record notes one deploy outcome for key.
@@ -80,4 +88,43 @@ func (o *Outcomes) BackOff(key string) (until time.Time, fails int, ok bool) {
 	d := BaseBackOff << min(len(f)-BackOffAfter, 4)
 	until = f[len(f)-1].Add(min(d, MaxBackOff))
 	return until, len(f), o.now().Before(until)
+}
+
+// Operational notes how long a deploy for key took to become operational.
+func (o *Outcomes) Operational(key string, d time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	r, known := o.ready[key]
+	if !known && len(o.ready) >= maxKeys {
+		return
+	}
+	if len(r) >= keepReady {
+		r = r[1:]
+	}
+	o.ready[key] = append(r, d)
+}
+
+// ReadyP95 is the p95 of key's recent times to operational, and how many
+// there were.
+func (o *Outcomes) ReadyP95(key string) (time.Duration, int) {
+	o.mu.Lock()
+	r := slices.Clone(o.ready[key])
+	o.mu.Unlock()
+	if len(r) == 0 {
+		return 0, 0
+	}
+	slices.Sort(r)
+	return r[min(len(r)-1, (len(r)*95+99)/100-1)], len(r)
+}
+
+// Timeout is how long to wait for a deploy of key: TimeoutFactor times its
+// p95 time to operational, at least base (a template whose Cals are slow
+// to start is given the time they need instead of being failed and
+// retried; a fast one keeps the base).
+func (o *Outcomes) Timeout(key string, base time.Duration) time.Duration {
+	p, n := o.ReadyP95(key)
+	if n < 3 {
+		return base
+	}
+	return max(base, TimeoutFactor*p)
 }

@@ -54,3 +54,29 @@ func TestOutcomes(t *testing.T) {
 		t.Fatal("unrelated key has failures")
 	}
 }
+
+// TestLearnedTimeout: the deploy timeout follows the p95 time to
+// operational once there are three samples, and never drops under the
+// base.
+func TestLearnedTimeout(t *testing.T) {
+	o := NewOutcomes(time.Now)
+	base := 15 * time.Second
+	if got := o.Timeout("template:t", base); got != base {
+		t.Fatalf("no samples: %v", got)
+	}
+	for _, d := range []time.Duration{2, 3, 9} {
+		o.Operational("template:t", d*time.Second)
+	}
+	if got := o.Timeout("template:t", base); got != 36*time.Second {
+		t.Fatalf("p95 9s: timeout %v, want 36s", got)
+	}
+	for range 100 {
+		o.Operational("template:fast", 40*time.Millisecond)
+	}
+	if got := o.Timeout("template:fast", base); got != base {
+		t.Fatalf("fast template: %v", got)
+	}
+	if p, n := o.ReadyP95("template:fast"); n != keepReady || p != 40*time.Millisecond {
+		t.Fatalf("ring: %v %d", p, n)
+	}
+}
