@@ -337,6 +337,13 @@ type State struct {
 	Error    string      `json:"error,omitempty"`   // set when the rule is disabled
 }
 
+// Equal reports whether two states are the same memory (the control
+// plane stores a state only when a step changed it).
+func (s *State) Equal(o *State) bool {
+	return s.Since.Equal(o.Since) && s.Firing == o.Firing && s.Disarmed == o.Disarmed && s.Last.Equal(o.Last) &&
+		s.Error == o.Error && slices.EqualFunc(s.Firings, o.Firings, time.Time.Equal)
+}
+
 // Step evaluates the rule at now over m and advances st.
 //
 // An armed rule fires once its condition has held for For. While the

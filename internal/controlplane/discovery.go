@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -37,15 +38,39 @@ func (s *Server) routerURL(ns string) string {
 type nsIndex struct {
 	mu   sync.RWMutex
 	byNS map[string]discovery.Record
+	// byID is what the rule engine reads of every Cal on each cycle,
+	// kept here so that a cycle does not decode the registry.
+	byID map[string]calLite
+}
+
+// calLite is the part of a registry record the rule engine reads.
+type calLite struct {
+	State       string
+	Healthy     bool
+	Depth       int
+	Children    []string
+	MemoryQuota int64
+}
+
+// lite returns the indexed summary of a Cal.
+func (s *Server) lite(id string) (calLite, bool) {
+	s.ns.mu.RLock()
+	defer s.ns.mu.RUnlock()
+	c, ok := s.ns.byID[id]
+	return c, ok
 }
 
 // index records r's namespace (called after every registry write).
 func (s *Server) index(r *CalRecord) {
+	s.ns.mu.Lock()
+	defer s.ns.mu.Unlock()
+	if s.ns.byID == nil {
+		s.ns.byID = map[string]calLite{}
+	}
+	s.ns.byID[r.ID] = calLite{State: r.State, Healthy: r.Healthy, Depth: r.Depth, Children: slices.Clone(r.Children), MemoryQuota: r.Quota.MemoryBytes}
 	if r.Namespace == "" {
 		return
 	}
-	s.ns.mu.Lock()
-	defer s.ns.mu.Unlock()
 	if s.ns.byNS == nil {
 		s.ns.byNS = map[string]discovery.Record{}
 	}

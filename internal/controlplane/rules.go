@@ -1,7 +1,6 @@
 package controlplane
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -151,8 +150,24 @@ func (s *Server) loadRules(ctx context.Context) error {
 // firings, errors) so that cooldowns, rates and hysteresis survive a
 // control-plane restart.
 func (s *Server) saveRuleState(ctx context.Context, id string, b []byte) {
-	if err := s.store.Update(ctx, func(tx store.Tx) error { return tx.Put(bucketRuleState, id, b) }); err != nil {
-		s.log.Warn("rule state not stored", "cal", id, "err", err)
+	s.saveRuleStates(ctx, map[string][]byte{id: b})
+}
+
+// saveRuleStates stores the rule memory of many Cals in one transaction
+// (one fsync per evaluation cycle, not one per Cal).
+func (s *Server) saveRuleStates(ctx context.Context, states map[string][]byte) {
+	if len(states) == 0 {
+		return
+	}
+	if err := s.store.Update(ctx, func(tx store.Tx) error {
+		for id, b := range states {
+			if err := tx.Put(bucketRuleState, id, b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		s.log.Warn("rule state not stored", "cals", len(states), "err", err)
 	}
 }
 
@@ -249,24 +264,28 @@ func (s *Server) last(subject, metric string) float64 {
 	return 0
 }
 
-// ruleMetrics gathers what a Cal's rules see.
-func (s *Server) ruleMetrics(ctx context.Context, rec *CalRecord, now time.Time) *rules.Metrics {
+// ruleMetrics gathers what a Cal's rules see, from the registry index and
+// the metric series (no registry decoding: this runs for every Cal with
+// rules on every cycle).
+func (s *Server) ruleMetrics(id string, c calLite, now time.Time) *rules.Metrics {
 	last := s.last
 	m := &rules.Metrics{
-		CPUPercent: last(rec.ID, "cpu_percent"), MemoryBytes: last(rec.ID, "memory_bytes"),
-		MemoryLimitBytes: float64(rec.Quota.MemoryBytes), Depth: rec.Depth, Healthy: rec.Healthy,
+		CPUPercent: last(id, "cpu_percent"), MemoryBytes: last(id, "memory_bytes"),
+		MemoryLimitBytes: float64(c.MemoryQuota), Depth: c.Depth, Healthy: c.Healthy,
 		HostFreeCPUPercent: last(hostSubject, "free_cpu_percent"), HostFreeMemoryBytes: last(hostSubject, "free_memory_bytes"),
 		Gauges: map[string]float64{},
 	}
-	for _, name := range s.metrics.Metrics(rec.ID) {
+	for _, name := range s.metrics.Metrics(id) {
 		if g, ok := strings.CutPrefix(name, "gauge:"); ok {
-			m.Gauges[g] = last(rec.ID, name)
+			m.Gauges[g] = last(id, name)
 		}
 	}
-	for _, c := range s.runningChildren(ctx, rec) {
-		m.Children++
-		if s.idle(c, now) {
-			m.IdleChildren++
+	for _, k := range c.Children {
+		if kc, ok := s.lite(k); ok && kc.State == StateRunning {
+			m.Children++
+			if s.idle(k, now) {
+				m.IdleChildren++
+			}
 		}
 	}
 	return m
@@ -312,12 +331,14 @@ func (s *Server) evalRules(ctx context.Context, now time.Time) {
 	}
 	s.rules.mu.Unlock()
 	sort.Strings(ids)
+	changed := map[string][]byte{}
+	defer func() { s.saveRuleStates(ctx, changed) }()
 	for _, id := range ids {
-		rec, err := s.getCal(ctx, id)
-		if err != nil || rec.State != StateRunning {
+		lc, ok := s.lite(id)
+		if !ok || lc.State != StateRunning {
 			continue // rules act only for running Cals
 		}
-		m := s.ruleMetrics(ctx, rec, now)
+		m := s.ruleMetrics(id, lc, now)
 		var fired []rules.Decision
 		s.rules.mu.Lock()
 		cr := s.rules.byCal[id]
@@ -326,34 +347,42 @@ func (s *Server) evalRules(ctx context.Context, now time.Time) {
 			continue
 		}
 		var noted []rules.Decision
-		before, _ := json.Marshal(cr.state)
+		dirty := false
 		for _, c := range cr.rules {
 			st := cr.state[c.Name]
 			if st == nil {
 				st = &rules.State{}
 				cr.state[c.Name] = st
 			}
-			was := st.Error
+			was := *st
+			was.Firings = slices.Clone(st.Firings)
 			d := c.Step(st, now, m)
+			dirty = dirty || !st.Equal(&was)
 			switch {
 			case d.Outcome == rules.Fired:
 				fired = append(fired, d)
-			case d.Outcome == rules.Suppressed, d.Outcome == rules.Disabled && was == "":
+			case d.Outcome == rules.Suppressed, d.Outcome == rules.Disabled && was.Error == "":
 				noted = append(noted, d)
 			}
 		}
 		if len(fired) > 0 {
 			cr.inFlight = true
 		}
-		after, _ := json.Marshal(cr.state)
-		s.rules.mu.Unlock()
-		if !bytes.Equal(before, after) {
-			s.saveRuleState(ctx, id, after)
+		if dirty {
+			changed[id], _ = json.Marshal(cr.state)
 		}
+		s.rules.mu.Unlock()
 		for _, d := range noted {
 			s.noteDecision(ctx, id, d)
 		}
 		if len(fired) == 0 {
+			continue
+		}
+		rec, err := s.getCal(ctx, id)
+		if err != nil {
+			s.rules.mu.Lock()
+			cr.inFlight = false
+			s.rules.mu.Unlock()
 			continue
 		}
 		s.wg.Add(1)
@@ -495,7 +524,7 @@ func (s *Server) handleRulePreview(w http.ResponseWriter, r *http.Request, pr pr
 	if !req.Since.IsZero() {
 		since = req.Since
 	}
-	base := s.ruleMetrics(r.Context(), rec, now)
+	base := s.ruleMetrics(rec.ID, calLite{State: rec.State, Healthy: rec.Healthy, Depth: rec.Depth, Children: rec.Children, MemoryQuota: rec.Quota.MemoryBytes}, now)
 	// Each series is read once and walked along the CPU samples' clock.
 	type cursor struct {
 		pts []metrics.Point
