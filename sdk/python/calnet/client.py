@@ -84,6 +84,30 @@ class Calnet:
         """Replace the admission policies (admin)."""
         return self._call("PUT", "/v1/policies", {"policies": list(policies)})
 
+    def whoami(self):
+        """Who this client's credential is."""
+        return self._call("GET", "/v1/whoami")
+
+    def add_admin(self, name):
+        """Add a named administrator (root only); its credential is returned once."""
+        return self._call("POST", "/v1/admins", {"name": name})
+
+    def approvals(self, state=""):
+        """Approval requests held by require_approval policies, pending first."""
+        return self._call("GET", "/v1/approvals?state=" + urllib.parse.quote(state))
+
+    def approve(self, approval, comment=""):
+        """Approve a held request as this administrator."""
+        return self._call("POST", "/v1/approvals/" + urllib.parse.quote(approval, safe="") + "/approve", {"comment": comment})
+
+    def reject(self, approval, comment=""):
+        """Reject a held request (a held spawn is rejected with it)."""
+        return self._call("POST", "/v1/approvals/" + urllib.parse.quote(approval, safe="") + "/reject", {"comment": comment})
+
+    def template_recommendations(self, template):
+        """What the Cals of a template used and how its spawns went."""
+        return self._call("GET", "/v1/templates/" + urllib.parse.quote(template, safe="") + "/recommendations")
+
     def recommendations(self, cal):
         """Quota recommendations from a Cal's usage over the last hour."""
         return self._call("GET", "/v1/cals/" + urllib.parse.quote(cal, safe="") + "/recommendations")

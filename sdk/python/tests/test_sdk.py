@@ -90,6 +90,20 @@ class LiveNetwork(unittest.TestCase):
             self.assertEqual(len(c.policies()["policies"]), 1)
             c.set_policies([])
             self.assertEqual(len(c.recommendations(sp["cal"])["resources"]), 2)
+            self.assertEqual(c.template_recommendations("default")["template"], "default")
+            # Approvals: a second administrator approves what the root asked.
+            self.assertTrue(c.whoami()["root"])
+            alice = Calnet(f"127.0.0.1:{api}", c.add_admin("py-alice")["token"])
+            self.assertEqual(alice.whoami()["name"], "py-alice")
+            c.set_policies([{"name": "held", "require_approval": 'request_name == "py-held"', "message": "held for the test"}])
+            held = c.spawn(permissions=["read"], name="py-held")
+            self.assertEqual(held["state"], "awaiting_approval")
+            self.assertEqual(len(alice.approvals("pending")), 1)
+            with self.assertRaises(CalnetError) as cm:
+                c.approve(held["approval"])
+            self.assertEqual(cm.exception.status, 403)
+            self.assertEqual(alice.approve(held["approval"], "ok")["state"], "approved")
+            c.set_policies([])
             rv = c.revoke(sp["cal"], "python test")
             self.assertEqual(rv["subtree"], [sp["cal"]])
             for _ in range(50):

@@ -33,7 +33,16 @@ export interface RulesView {
   decisions: RuleDecision[]; vars: { name: string; type: string; help: string }[];
 }
 /** An admission policy: spawns for which `deny` holds are refused with `message`. */
-export interface Policy { name: string; deny: string; message: string }
+/** An admission policy: deny, or require_approval by `approvals` distinct administrators; on spawn (default) or revoke. */
+export interface Policy { name: string; on?: 'spawn' | 'revoke'; deny?: string; require_approval?: string; approvals?: number; message: string }
+export interface Vote { admin: string; at: string; comment?: string }
+/** A request held by a require_approval policy. */
+export interface Approval {
+  id: string; operation: 'spawn' | 'revoke'; cal: string; spawn?: string; actor: string; policy: string; message: string; required: number;
+  approvals: Vote[]; rejection?: Vote; state: 'pending' | 'approved' | 'rejected' | 'expired'; result?: string; subtree_cals?: number;
+  created_at: string; expires_at: string; [k: string]: unknown;
+}
+export interface WhoAmI { actor: string; admin: boolean; root?: boolean; name?: string; token?: { id: string; parent: string; permissions: string[] } }
 export interface Recommendation { resource: string; samples: number; observed_p95: number; quota: number; recommended?: number; flag?: string; reason: string }
 
 /** A client of one control plane. */
@@ -65,8 +74,20 @@ export class Calnet {
   spawn(req: SpawnRequest, wait = true) { return this.call<Spawn>('POST', `/v1/cals${wait ? '?wait=true' : ''}`, req); }
   /** Revokes a Cal and its whole subtree. */
   revoke(id: string, reason = '') {
-    return this.call<{ revoked: string; subtree: string[] }>('POST', `/v1/cals/${encodeURIComponent(id)}/revoke`, { reason });
+    return this.call<{ revoked: string; subtree: string[]; approval?: Approval }>('POST', `/v1/cals/${encodeURIComponent(id)}/revoke`, { reason });
   }
+  /** Who this client's credential is. */
+  whoami() { return this.call<WhoAmI>('GET', '/v1/whoami'); }
+  /** Adds a named administrator (root only); its credential is returned once. */
+  addAdmin(name: string) { return this.call<{ token: string; admin: { name: string } }>('POST', '/v1/admins', { name }); }
+  /** Approval requests, pending first; state filters them. */
+  approvals(state = '') { return this.call<Approval[]>('GET', `/v1/approvals?state=${encodeURIComponent(state)}`); }
+  /** Approves a held request as this administrator. */
+  approve(id: string, comment = '') { return this.call<Approval>('POST', `/v1/approvals/${encodeURIComponent(id)}/approve`, { comment }); }
+  /** Rejects a held request (a held spawn is rejected with it). */
+  reject(id: string, comment = '') { return this.call<Approval>('POST', `/v1/approvals/${encodeURIComponent(id)}/reject`, { comment }); }
+  /** What the Cals of a template used (quotas, least-privilege permissions) and how its spawns went. */
+  templateRecommendations(name: string) { return this.call<Record<string, unknown>>('GET', `/v1/templates/${encodeURIComponent(name)}/recommendations`); }
   /** A Cal's spawn criteria, their state and recent decisions. */
   rules(id: string) { return this.call<RulesView>('GET', `/v1/cals/${encodeURIComponent(id)}/rules`); }
   /** Replaces a Cal's spawn criteria; a rule that does not compile is refused with its field and CEL position. */

@@ -74,6 +74,19 @@ test('live network: spawn, list, watch, revoke', { skip: !root && 'needs root fo
     assert.equal((await c.policies()).policies.length, 1);
     await c.setPolicies([]);
     assert.equal((await c.recommendations(sp.cal)).resources.length, 2);
+    assert.equal((await c.templateRecommendations('default')).template, 'default');
+    // Approvals: a second administrator approves what the root asked.
+    assert.equal((await c.whoami()).root, true);
+    const alice = new Calnet(`127.0.0.1:${api}`, (await c.addAdmin('ts-alice')).token);
+    assert.equal((await alice.whoami()).name, 'ts-alice');
+    await c.setPolicies([{ name: 'held', require_approval: 'request_name == "ts-held"', message: 'held for the test' }]);
+    const held = await c.spawn({ name: 'ts-held', permissions: ['read'] });
+    assert.equal(held.state, 'awaiting_approval');
+    assert.equal((await alice.approvals('pending')).length, 1);
+    await assert.rejects(c.approve(held.approval), (e) => e instanceof CalnetError && e.status === 403);
+    const ap = await alice.approve(held.approval, 'ok');
+    assert.equal(ap.state, 'approved');
+    await c.setPolicies([]);
     const rv = await c.revoke(sp.cal, 'ts test');
     assert.deepEqual(rv.subtree, [sp.cal]);
     for (let i = 0; i < 50 && !events.some((e) => e.type === 'cal.revoked'); i++) await new Promise((r) => setTimeout(r, 100));
