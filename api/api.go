@@ -156,6 +156,23 @@ type WhoAmI struct {
 	Token *Token `json:"token,omitempty"`
 }
 
+// LogEntry is one line of a Cal's log.
+type LogEntry struct {
+	Cal   string    `json:"cal"`
+	Name  string    `json:"name,omitempty"`
+	Time  time.Time `json:"time,omitzero"`
+	Level string    `json:"level,omitempty"`
+	Text  string    `json:"text"`
+}
+
+// LogPage is GET /v1/logs: the matching lines of every Cal in scope,
+// oldest first, and a cursor that returns only newer lines (follow).
+type LogPage struct {
+	Entries   []LogEntry `json:"entries"`
+	Truncated int        `json:"truncated,omitempty"` // older matching lines left out
+	Cursor    string     `json:"cursor"`
+}
+
 // Admin is a named administrator. The admin credential written by calnet
 // up is the administrator "admin"; others are added with calnet admin add
 // and approve requests under their own names.

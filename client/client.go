@@ -46,6 +46,8 @@ type (
 	PoliciesView = api.PoliciesView
 	Admin        = api.Admin
 	WhoAmI       = api.WhoAmI
+	LogPage      = api.LogPage
+	LogEntry     = api.LogEntry
 	Approval     = api.Approval
 	Vote         = api.Vote
 	// Policy is an admission policy (package rules).
@@ -529,6 +531,31 @@ func (c *Client) Approve(ctx context.Context, id, comment string) (*Approval, er
 func (c *Client) Reject(ctx context.Context, id, comment string) (*Approval, error) {
 	var out Approval
 	return &out, c.do(ctx, http.MethodPost, "/v1/approvals/"+url.PathEscape(id)+"/reject", map[string]string{"comment": comment}, &out)
+}
+
+// LogQuery selects lines of the aggregated log.
+type LogQuery struct {
+	Text   string   // substring, case-insensitive
+	Level  string   // debug, info, warn, error: this level and above
+	Cals   []string // IDs, prefixes or names; none: every Cal in scope
+	Lines  int      // the most recent lines (default 200, at most 2,000)
+	Cursor string   // from a previous page: only newer lines
+}
+
+// LogsAll returns the merged logs of the Cals in scope; pass the page's
+// Cursor back to follow.
+func (c *Client) LogsAll(ctx context.Context, q LogQuery) (*api.LogPage, error) {
+	v := url.Values{}
+	for k, x := range map[string]string{"q": q.Text, "level": q.Level, "cals": strings.Join(q.Cals, ","), "cursor": q.Cursor} {
+		if x != "" {
+			v.Set(k, x)
+		}
+	}
+	if q.Lines > 0 {
+		v.Set("lines", strconv.Itoa(q.Lines))
+	}
+	var out api.LogPage
+	return &out, c.do(ctx, http.MethodGet, "/v1/logs?"+v.Encode(), nil, &out)
 }
 
 // WhoAmI says who the client's credential is.

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -236,19 +237,60 @@ func (a *app) showCmd() *cobra.Command {
 
 func (a *app) logsCmd() *cobra.Command {
 	var follow bool
+	var q client.LogQuery
 	cmd := &cobra.Command{
-		Use:   "logs ID",
-		Short: "Print a Cal's log (-f to follow)",
-		Args:  cobra.ExactArgs(1),
+		Use:   "logs [ID]",
+		Short: "Print a Cal's log, or with no ID (or --cal, --grep, --level) the logs of every Cal merged by time (-f to follow)",
+		Example: `  calnet logs -f helper
+  calnet logs --grep "revoked" --level warn -f
+  calnet logs --cal worker --cal helper -n 50`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.apiClient()
 			if err != nil {
 				return err
 			}
-			return c.Logs(cmd.Context(), args[0], follow, a.env.Stdout)
+			if len(args) == 1 && q.Text == "" && q.Level == "" && len(q.Cals) == 0 {
+				return c.Logs(cmd.Context(), args[0], follow, a.env.Stdout)
+			}
+			q.Cals = append(q.Cals, args...)
+			ctx := cmd.Context()
+			for {
+				page, err := c.LogsAll(ctx, q)
+				if err != nil {
+					return err
+				}
+				if a.json() {
+					enc := json.NewEncoder(a.env.Stdout)
+					for _, e := range page.Entries {
+						enc.Encode(e)
+					}
+				} else {
+					for _, e := range page.Entries {
+						who := e.Name
+						if who == "" {
+							who = short(e.Cal)
+						}
+						fmt.Fprintf(a.env.Stdout, "%-12s %s\n", who, e.Text)
+					}
+				}
+				if !follow {
+					return nil
+				}
+				q.Cursor = page.Cursor
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(time.Second):
+				}
+			}
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "follow the log")
+	cmd.Flags().StringVar(&q.Text, "grep", "", "only lines containing this text (case-insensitive)")
+	cmd.Flags().StringVar(&q.Level, "level", "", "only lines at this level or above: debug, info, warn, error")
+	cmd.Flags().StringSliceVar(&q.Cals, "cal", nil, "only these Cals (repeatable)")
+	cmd.Flags().IntVarP(&q.Lines, "lines", "n", 0, "the most recent lines to show first (default 200)")
 	return cmd
 }
 

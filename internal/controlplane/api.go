@@ -126,6 +126,7 @@ func (s *Server) apiHandler() http.Handler {
 	mux.HandleFunc("POST /v1/cals", anyone(s.handleSpawn))
 	mux.HandleFunc("POST /v1/cals/{id}/revoke", anyone(s.handleRevoke))
 	mux.HandleFunc("GET /v1/cals/{id}/logs", anyone(s.handleLogs))
+	mux.HandleFunc("GET /v1/logs", anyone(s.handleLogsAll))
 	mux.HandleFunc("GET /v1/cals/{id}/metrics", anyone(s.handleMetrics))
 	mux.HandleFunc("GET /v1/cals/{id}/card", anyone(s.handleCard))
 	mux.HandleFunc("GET /v1/cals/{id}/health", anyone(s.handleHealth))
