@@ -353,7 +353,31 @@ func (c *Client) Card(ctx context.Context, id string) (*Card, error) {
 
 // CardQR returns a Cal's address card as a QR code image, format png or svg.
 func (c *Client) CardQR(ctx context.Context, id, format string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/cals/"+url.PathEscape(id)+"/card?format="+url.QueryEscape(format), nil)
+	return c.getBytes(ctx, "/v1/cals/"+url.PathEscape(id)+"/card?format="+url.QueryEscape(format), 1<<20)
+}
+
+// Profile returns a runtime profile of a Cal's process (cal "" for the
+// control plane's own): heap, goroutine, allocs, block, mutex,
+// threadcreate, or profile (CPU, for seconds). debug 0 is the binary
+// format go tool pprof reads; 1 and 2 are text.
+func (c *Client) Profile(ctx context.Context, cal, name string, seconds, debug int) ([]byte, error) {
+	path := "/v1/debug/pprof/" + url.PathEscape(name)
+	if cal != "" {
+		path = "/v1/cals/" + url.PathEscape(cal) + "/pprof/" + url.PathEscape(name)
+	}
+	v := url.Values{}
+	if seconds > 0 {
+		v.Set("seconds", strconv.Itoa(seconds))
+	}
+	if debug > 0 {
+		v.Set("debug", strconv.Itoa(debug))
+	}
+	return c.getBytes(ctx, path+"?"+v.Encode(), 64<<20)
+}
+
+// getBytes GETs a non-JSON answer of at most limit bytes.
+func (c *Client) getBytes(ctx context.Context, path string, limit int64) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -363,7 +387,7 @@ func (c *Client) CardQR(ctx context.Context, id, format string) ([]byte, error) 
 		return nil, err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
 	if err != nil {
 		return nil, err
 	}

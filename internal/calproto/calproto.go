@@ -35,6 +35,8 @@ const (
 	PathTiers       = "/v1/tiers"
 	PathShare       = "/v1/reflections/share"
 	PathInbox       = "/v1/reflections/inbox"
+	// PathPprof prefixes the Cal's runtime profiles (heap, goroutine, allocs, block, mutex, threadcreate; profile is CPU).
+	PathPprof = "/debug/pprof/"
 )
 
 // Files inside a Cal's sandbox (/data).

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	httppprof "net/http/pprof"
 	"runtime"
 	"time"
 
@@ -72,6 +73,12 @@ func (rt *Runtime) apiHandler() http.Handler {
 	mux.HandleFunc("POST "+calproto.PathReflections, rt.appendReflection)
 	mux.HandleFunc("POST "+calproto.PathShare, rt.share)
 	mux.HandleFunc("POST "+calproto.PathInbox, rt.inbox)
+	// Profiles of this Cal's process, for the operator (through the
+	// control plane, which alone reaches this API).
+	mux.HandleFunc("GET "+calproto.PathPprof+"profile", httppprof.Profile)
+	mux.HandleFunc("GET "+calproto.PathPprof+"{name}", func(w http.ResponseWriter, r *http.Request) {
+		httppprof.Handler(r.PathValue("name")).ServeHTTP(w, r)
+	})
 	return mux
 }
 

@@ -136,6 +136,8 @@ func (s *Server) apiHandler() http.Handler {
 	mux.HandleFunc("PUT /v1/cals/{id}/rules", anyone(s.handleRulesPut))
 	mux.HandleFunc("POST /v1/cals/{id}/rules/preview", anyone(s.handleRulePreview))
 	mux.HandleFunc("GET /v1/cals/{id}/console", auth(s.handleConsole))
+	mux.HandleFunc("GET /v1/cals/{id}/pprof/{profile}", auth(s.handleCalProfile))
+	mux.HandleFunc("GET /v1/debug/pprof/{profile}", auth(s.handleOwnProfile))
 	mux.HandleFunc("POST /v1/verify", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { s.handleVerify(w, r) }))
 	mux.HandleFunc("GET /v1/cals/{id}/chain", anyone(s.handleChain))
 	mux.HandleFunc("GET /v1/templates", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { s.handleTemplates(w, r) }))
