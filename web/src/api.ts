@@ -6,6 +6,8 @@ export class ApiError extends Error {
 
 export interface Cal { id: string; name?: string; parent: string; depth: number; permissions: string[]; state: string; healthy: boolean; namespace: string }
 export interface Spawn { id: string; parent: string; state: string; cal?: string; reason?: string; actor: string; requested_at: string; approval?: string }
+export interface LogEntry { cal: string; name?: string; time?: string; level?: string; text: string }
+export interface LogPage { entries: LogEntry[]; truncated?: number; cursor: string }
 export interface WhoAmI { actor: string; admin: boolean; root?: boolean; name?: string; token?: { id: string; parent: string; permissions: string[] } }
 export interface Approval {
   id: string; operation: string; cal: string; spawn?: string; actor: string; policy: string; message: string; required: number;
@@ -19,6 +21,24 @@ let token = sessionStorage.getItem('calnet-token') ?? '';
 export function setToken(t: string) { token = t; sessionStorage.setItem('calnet-token', t); }
 export function clearToken() { token = ''; sessionStorage.removeItem('calnet-token'); }
 export function hasToken() { return token !== ''; }
+
+// authFetch GETs a non-JSON answer (a profile) with the credential.
+export async function authFetch(path: string): Promise<Response> {
+  const res = await fetch(path, { headers: { authorization: `Bearer ${token}` } });
+  if (!res.ok) {
+    let msg = `${res.status} ${res.statusText}`;
+    try { msg = JSON.parse(await res.text()).error ?? msg; } catch { /* not JSON */ }
+    throw new ApiError(res.status, msg);
+  }
+  return res;
+}
+
+// wsURL is a WebSocket address on this origin; browsers cannot set headers
+// on WebSocket requests, so the credential travels as access_token.
+export function wsURL(path: string): string {
+  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+  return `${proto}://${location.host}${path}${path.includes('?') ? '&' : '?'}access_token=${encodeURIComponent(token)}`;
+}
 
 export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
   const res = await fetch(path, {

@@ -2,8 +2,10 @@
 // revoking through the API, and the trust chain validator. API data is
 // only ever inserted as text, never as HTML.
 import cytoscape from 'cytoscape';
+import uPlot from 'uplot';
+import 'uplot/dist/uPlot.min.css';
 import './style.css';
-import { api, ApiError, clearToken, events, hasToken, setToken, type Approval, type Cal, type Spawn, type WhoAmI } from './api';
+import { api, ApiError, authFetch, clearToken, events, hasToken, setToken, wsURL, type Approval, type Cal, type LogPage, type Spawn, type WhoAmI } from './api';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const PERMS = ['spawn', 'revoke', 'read', 'talk', 'share', 'admin'];
@@ -27,6 +29,7 @@ const cy = cytoscape({
     { selector: 'node', style: { 'background-color': 'data(color)', label: 'data(label)', 'font-size': 10, width: 18, height: 18 } },
     { selector: 'node:selected', style: { 'border-width': 3, 'border-color': '#0969da' } },
     { selector: 'edge', style: { width: 1, 'line-color': '#afb8c1', 'target-arrow-shape': 'triangle', 'target-arrow-color': '#afb8c1', 'curve-style': 'bezier', label: 'data(label)', 'font-size': 7, color: '#57606a' } },
+    { selector: 'edge.lineage', style: { width: 3, 'line-color': '#0969da', 'target-arrow-color': '#0969da', color: '#0969da', 'font-size': 9 } },
   ],
   wheelSensitivity: 0.3,
   maxZoom: 1.5,
@@ -46,8 +49,33 @@ function select(id: string) {
     box.append(p);
   }
   $('revoke').hidden = c.state === 'revoked' || c.parent === 'genesis' || !may('revoke');
+  $('sel-profiles').hidden = !may('admin') || c.state !== 'running';
+  // The lineage: the blessings from the Master Cal down to this one, with
+  // the permissions granted on each edge.
+  cy.edges().removeClass('lineage');
+  for (let cur: Cal | undefined = c; cur && cur.parent !== 'genesis'; cur = cals.find((x) => x.id === cur!.parent)) {
+    cy.getElementById(`e-${cur.id}`).addClass('lineage');
+  }
   renderTable();
   showChain(c.id);
+  showCharts(c.id).catch(() => {});
+}
+
+// showCharts draws the selected Cal's CPU and memory over the last 15
+// minutes (uPlot).
+let charts: uPlot[] = [];
+async function showCharts(id: string) {
+  const r = await api<{ series: Record<string, { t: string; v: number }[]> }>('GET', `/v1/cals/${id}/series`);
+  if (selected !== id) return;
+  for (const ch of charts) ch.destroy();
+  charts = [];
+  const specs: [string, string, string, number][] = [['cpu_percent', 'chart-cpu', 'CPU (% of a core)', 1], ['memory_bytes', 'chart-mem', 'Memory (MiB)', 1 / 1048576]];
+  for (const [metric, el, label, scale] of specs) {
+    const pts = r.series[metric] ?? [];
+    $(el).dataset.points = String(pts.length);
+    const data: uPlot.AlignedData = [pts.map((p) => Date.parse(p.t) / 1000), pts.map((p) => p.v * scale)];
+    charts.push(new uPlot({ width: 300, height: 120, title: label, legend: { show: false }, series: [{}, { label, stroke: '#0969da', width: 1.5 }], axes: [{}, { size: 44 }] }, data, $(el)));
+  }
 }
 
 // showChain verifies the selected Cal's soul chain now and shows it link by
@@ -125,6 +153,12 @@ function render() {
     const o = document.createElement('option'); o.value = c.id; o.textContent = c.name || short(c.id); return o;
   }));
   if (keep) sel.value = keep;
+  const csel = $<HTMLSelectElement>('console-cal');
+  const ckeep = csel.value;
+  csel.replaceChildren(...cals.filter((c) => c.state === 'running').map((c) => {
+    const o = document.createElement('option'); o.value = c.id; o.textContent = c.name || short(c.id); return o;
+  }));
+  if (ckeep) csel.value = ckeep;
   renderTable();
 }
 
@@ -218,6 +252,7 @@ function may(op: 'spawn' | 'revoke' | 'admin'): boolean {
 function applyRole() {
   $('spawn-box').hidden = !may('spawn');
   $('admin-box').hidden = !may('admin');
+  document.querySelector<HTMLElement>('nav button[data-view="console"]')!.hidden = !may('admin');
   for (const cb of document.querySelectorAll<HTMLInputElement>('input[name=perm]')) {
     const ok = me?.admin || (me?.token?.permissions ?? []).includes(cb.value);
     cb.disabled = !ok; cb.parentElement!.hidden = !ok;
@@ -353,6 +388,7 @@ for (const b of document.querySelectorAll<HTMLButtonElement>('nav button')) {
     if (b.dataset.view === 'topology') cy.resize();
     if (b.dataset.view === 'heat') renderHeat().catch(() => {});
     if (b.dataset.view === 'rules') openRules();
+    if (b.dataset.view === 'logs') loadLogs(true);
   };
 }
 $<HTMLSelectElement>('heat-metric').onchange = () => { renderHeat().catch(() => {}); };
@@ -471,4 +507,91 @@ $<HTMLFormElement>('rule-form').onsubmit = async (e) => {
     text($('rule-error'), '');
     await loadRules();
   } catch (err) { showError('rule-error', err); }
+};
+
+// Profiles of the selected Cal (administrators): text dumps are shown,
+// binary profiles are downloaded for go tool pprof.
+for (const b of document.querySelectorAll<HTMLButtonElement>('#sel-profiles button')) {
+  b.onclick = async () => {
+    const id = selected, name = b.dataset.profile!, debug = b.dataset.debug ?? '';
+    const status = $('profile-status'), pre = $('profile-text');
+    text(status, `fetching ${name}${name === 'profile' ? ' (5 s)' : ''}…`);
+    try {
+      const res = await authFetch(`/v1/cals/${id}/pprof/${name}${debug ? `?debug=${debug}` : ''}`);
+      if (debug) {
+        pre.textContent = await res.text(); pre.hidden = false;
+        text(status, `${name}: ${pre.textContent.length} characters`);
+        return;
+      }
+      const blob = await res.blob();
+      const a = document.createElement('a');
+      a.href = URL.createObjectURL(blob);
+      a.download = `${short(id)}-${name}.pb.gz`;
+      a.click();
+      URL.revokeObjectURL(a.href);
+      text(status, `${name}: ${blob.size} bytes downloaded as ${a.download} (go tool pprof ${a.download})`);
+    } catch (err) { showError('profile-status', err); }
+  };
+}
+
+// The aggregated log (UX-4.1): every Cal's log merged by time, filtered by
+// text, level and Cal, and followed with the cursor the API returns.
+let logCursor = '';
+const MAX_LOG_ROWS = 2000;
+async function loadLogs(reset: boolean) {
+  const p = new URLSearchParams({ lines: '500' });
+  const q = $<HTMLInputElement>('logs-q').value.trim(), level = $<HTMLSelectElement>('logs-level').value, only = $<HTMLInputElement>('logs-cals').value.trim();
+  if (q) p.set('q', q);
+  if (level) p.set('level', level);
+  if (only) p.set('cals', only.split(',').map((x) => x.trim()).filter(Boolean).join(','));
+  if (!reset && logCursor) p.set('cursor', logCursor);
+  const tb = $<HTMLTableElement>('logs').tBodies[0];
+  try {
+    const page = await api<LogPage>('GET', `/v1/logs?${p}`);
+    text($('logs-error'), '');
+    if (reset) tb.replaceChildren();
+    for (const e of page.entries) {
+      const tr = tb.insertRow();
+      tr.dataset.level = e.level ?? ''; tr.dataset.cal = e.cal;
+      cell(tr, e.name || short(e.cal)); cell(tr, e.time ? new Date(e.time).toLocaleTimeString() : ''); cell(tr, e.level ?? ''); cell(tr, e.text);
+    }
+    while (tb.rows.length > MAX_LOG_ROWS) tb.deleteRow(0);
+    logCursor = page.cursor;
+    if (page.entries.length && $<HTMLInputElement>('logs-follow').checked) tb.rows[tb.rows.length - 1]?.scrollIntoView({ block: 'nearest' });
+  } catch (err) { showError('logs-error', err); }
+}
+$('logs-form').onsubmit = (e) => { e.preventDefault(); logCursor = ''; loadLogs(true); };
+setInterval(() => {
+  if (!$('app').hidden && !$('view-logs').hidden && $<HTMLInputElement>('logs-follow').checked && logCursor) loadLogs(false);
+}, 1500);
+
+// The debugging console (UX-4.5): the Cal's console (tier -2) over a
+// WebSocket, as calnet console gives it in a terminal.
+let consoleWS: WebSocket | null = null;
+const consoleOut = (s: string) => { const o = $('console-out'); o.textContent += s; o.scrollTop = o.scrollHeight; };
+$('console-form').onsubmit = (e) => {
+  e.preventDefault();
+  consoleWS?.close();
+  text($('console-error'), ''); text($('console-out'), '');
+  const id = $<HTMLSelectElement>('console-cal').value;
+  if (!id) return;
+  const ws = new WebSocket(wsURL(`/v1/cals/${id}/console`));
+  ws.binaryType = 'arraybuffer';
+  const dec = new TextDecoder();
+  ws.onopen = () => { $<HTMLInputElement>('console-input').disabled = false; $<HTMLButtonElement>('console-detach').disabled = false; $('console-input').focus(); };
+  ws.onmessage = (m) => consoleOut(typeof m.data === 'string' ? m.data : dec.decode(m.data as ArrayBuffer, { stream: true }));
+  ws.onclose = () => {
+    $<HTMLInputElement>('console-input').disabled = true; $<HTMLButtonElement>('console-detach').disabled = true;
+    if (consoleWS === ws) consoleOut('\n[detached]\n');
+  };
+  ws.onerror = () => text($('console-error'), `console of ${short(id)} not answering (is the Cal running and its tier -2 up?)`);
+  consoleWS = ws;
+};
+$('console-detach').onclick = () => consoleWS?.close();
+$('console-input-form').onsubmit = (e) => {
+  e.preventDefault();
+  const inp = $<HTMLInputElement>('console-input');
+  if (!consoleWS || consoleWS.readyState !== WebSocket.OPEN) return;
+  consoleWS.send(new TextEncoder().encode(inp.value + '\n'));
+  inp.value = '';
 };

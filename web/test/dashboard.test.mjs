@@ -64,13 +64,46 @@ test('dashboard in a real browser', { skip, timeout: 180_000 }, async () => {
     await page.click('#cals tbody tr:has(td:text-is("ui-child"))');
     await page.waitForFunction(() => document.querySelectorAll('#sel-chain tbody tr[data-status="ok"]').length === 2);
 
+    // The selected Cal's lineage is highlighted with the permissions on
+    // each edge; its CPU and memory are charted; administrators get its
+    // runtime profiles.
+    await page.waitForSelector('#chart-cpu .uplot');
+    await page.waitForSelector('#chart-mem .uplot');
+    await page.click('#sel-profiles button[data-profile="goroutine"]');
+    await page.waitForFunction(() => document.querySelector('#profile-text').textContent.includes('goroutine profile:'), null, { timeout: 20_000 });
+    await page.screenshot({ path: join(artifacts, '2a-selected.png') });
+
+    // Logs of every Cal, merged, searched and followed.
+    await page.click('nav button[data-view="logs"]');
+    await page.fill('#logs-q', 'blessed a child');
+    await page.click('#logs-form button[type="submit"]');
+    await page.waitForFunction(() => {
+      const rows = [...document.querySelectorAll('#logs tbody tr')];
+      return rows.length >= 1 && rows.every((tr) => tr.cells[3].textContent.includes('blessed a child'));
+    });
+    const before = await page.$$eval('#logs tbody tr', (rs) => rs.length);
+    await fetch(`${base}/v1/cals?wait=true`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'log-follow', permissions: ['read'] }) });
+    await page.waitForFunction((n) => document.querySelectorAll('#logs tbody tr').length > n, before, { timeout: 15_000 });
+    await page.screenshot({ path: join(artifacts, '2e-logs.png') });
+
+    // The debugging console of a Cal in the browser.
+    await page.click('nav button[data-view="console"]');
+    await page.selectOption('#console-cal', { label: 'ui-child' });
+    await page.click('#console-attach');
+    await page.waitForFunction(() => document.querySelector('#console-out').textContent.includes('(type help)'));
+    await page.fill('#console-input', 'help');
+    await page.press('#console-input', 'Enter');
+    await page.waitForFunction(() => document.querySelector('#console-out').textContent.includes('this text'));
+    await page.screenshot({ path: join(artifacts, '2f-console.png') });
+    await page.click('#console-detach');
+
     // The performance view shows the spawn latency percentiles.
     await page.click('nav button[data-view="metrics"]');
     await page.waitForFunction(() => /\d+ ms/.test(document.querySelector('#m-p50').textContent));
     await page.screenshot({ path: join(artifacts, '2b-performance.png') });
     // The resource heat map lists every running Cal.
     await page.click('nav button[data-view="heat"]');
-    await page.waitForFunction(() => document.querySelectorAll('#heat text').length === 2);
+    await page.waitForFunction(() => document.querySelectorAll('#heat text').length === 3);
     await page.screenshot({ path: join(artifacts, '2c-heat.png') });
     // The rule builder: a CEL error with its position as you type, a
     // preview over the Cal's recorded metrics, then enable and remove.
@@ -160,6 +193,7 @@ test('dashboard in a real browser', { skip, timeout: 180_000 }, async () => {
     await page.waitForFunction(() => document.querySelector('#whoami').textContent.startsWith('token '));
     assert.ok(await page.isHidden('#spawn-box'));
     assert.ok(await page.isHidden('#admin-box'));
+    assert.ok(await page.isHidden('nav button[data-view="console"]'));
     await page.screenshot({ path: join(artifacts, '6-read-only-token.png') });
 
     // The dashboard survives a restart of the control plane: it
