@@ -173,6 +173,25 @@ type LogPage struct {
 	Cursor    string     `json:"cursor"`
 }
 
+// TrafficPair is the traffic from one endpoint (a Cal, or outside,
+// operator, authority) to a Cal, of one kind (http, spawn, share, revoke,
+// retire, console, profile).
+type TrafficPair struct {
+	From     string    `json:"from"`
+	FromName string    `json:"from_name,omitempty"`
+	To       string    `json:"to"`
+	ToName   string    `json:"to_name,omitempty"`
+	Kind     string    `json:"kind"`
+	Count    int64     `json:"count"`
+	Bytes    int64     `json:"bytes,omitempty"`
+	Last     time.Time `json:"last"`
+}
+
+// Traffic is GET /v1/traffic, busiest pairs first.
+type Traffic struct {
+	Pairs []TrafficPair `json:"pairs"`
+}
+
 // Admin is a named administrator. The admin credential written by calnet
 // up is the administrator "admin"; others are added with calnet admin add
 // and approve requests under their own names.

@@ -582,6 +582,12 @@ func (c *Client) LogsAll(ctx context.Context, q LogQuery) (*api.LogPage, error) 
 	return &out, c.do(ctx, http.MethodGet, "/v1/logs?"+v.Encode(), nil, &out)
 }
 
+// Traffic returns the traffic matrix, busiest pairs first.
+func (c *Client) Traffic(ctx context.Context) (*api.Traffic, error) {
+	var out api.Traffic
+	return &out, c.do(ctx, http.MethodGet, "/v1/traffic", nil, &out)
+}
+
 // WhoAmI says who the client's credential is.
 func (c *Client) WhoAmI(ctx context.Context) (*WhoAmI, error) {
 	var out WhoAmI

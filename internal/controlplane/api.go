@@ -127,6 +127,7 @@ func (s *Server) apiHandler() http.Handler {
 	mux.HandleFunc("POST /v1/cals/{id}/revoke", anyone(s.handleRevoke))
 	mux.HandleFunc("GET /v1/cals/{id}/logs", anyone(s.handleLogs))
 	mux.HandleFunc("GET /v1/logs", anyone(s.handleLogsAll))
+	mux.HandleFunc("GET /v1/traffic", anyone(s.handleTraffic))
 	mux.HandleFunc("GET /v1/cals/{id}/metrics", anyone(s.handleMetrics))
 	mux.HandleFunc("GET /v1/cals/{id}/card", anyone(s.handleCard))
 	mux.HandleFunc("GET /v1/cals/{id}/health", anyone(s.handleHealth))
@@ -396,6 +397,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, pr princip
 		writeError(w, aerr)
 		return
 	}
+	s.note(fromAuthority, rec.ID, "revoke", 0)
 	writeJSON(w, 200, map[string]any{"revoked": rec.ID, "subtree": sub})
 }
 

@@ -177,6 +177,7 @@ func (s *Server) calHandler() http.Handler {
 			return
 		}
 		s.usePermission(r.Context(), id.String(), "revoke")
+		s.note(id.String(), rev.Target().String(), "revoke", 0)
 		writeJSON(w, 200, map[string]any{"revoked": rev.Target().String(), "subtree": sub})
 	}))
 	return mux

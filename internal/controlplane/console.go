@@ -40,6 +40,7 @@ func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	ws := websocket.NetConn(ctx, c, websocket.MessageBinary)
 	s.bus.publish(Event{Type: "console.attached", Cal: rec.ID, Actor: actorOf(r)})
+	s.note(fromOperator, rec.ID, "console", 0)
 	done := make(chan struct{}, 2)
 	go func() { io.Copy(cal, ws); done <- struct{}{} }()
 	go func() { io.Copy(ws, cal); done <- struct{}{} }()

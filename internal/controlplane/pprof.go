@@ -103,6 +103,7 @@ func (s *Server) handleCalProfile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.bus.publish(Event{Type: "cal.profiled", Cal: rec.ID, Actor: actorOf(r), Reason: name})
+	s.note(fromOperator, rec.ID, "profile", 0)
 	setProfileHeaders(w, rec.Name+"-"+name, q.Get("debug"))
 	io.Copy(w, io.LimitReader(resp.Body, 64<<20))
 }

@@ -129,6 +129,7 @@ func (s *Server) handleShare(w http.ResponseWriter, r *http.Request, pr principa
 	}
 	s.bus.publish(Event{Type: "reflections.shared", Cal: from.ID, Parent: to.ID, Actor: pr.actor(), Reason: "shared with " + to.ID})
 	s.usePermission(r.Context(), from.ID, "share")
+	s.note(from.ID, to.ID, "share", len(reply.Bundle))
 	if to.Parent != from.ID && from.Parent != to.ID {
 		s.usePermission(r.Context(), from.ID, "talk")
 		s.usePermission(r.Context(), to.ID, "talk")

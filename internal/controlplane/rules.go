@@ -457,6 +457,7 @@ func (s *Server) act(ctx context.Context, rec *CalRecord, d rules.Decision, now 
 				break
 			}
 			s.usePermission(ctx, rec.ID, "revoke")
+			s.note(rec.ID, c, "retire", 0)
 			done++
 		}
 	}

@@ -129,6 +129,8 @@ type Server struct {
 	policies   atomic.Pointer[[]*rules.CompiledPolicy]
 	policyErr  atomic.Pointer[string]
 	approvalMu sync.Mutex // serialises votes on approval requests
+	trafficMu  sync.Mutex
+	traffic    trafficBook // the traffic matrix (traffic.go)
 	useMu      sync.Mutex
 	uses       map[string]map[string]int64 // permission uses per Cal (privilege.go)
 	health     healthHistory
@@ -302,6 +304,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.routerAddr = routerLn.Addr().String()
 	rtr := s.router()
+	rtr.Observe(func(cal string, _ bool) { s.note(fromOutside, cal, "http", 0) })
 	routerSrv := &http.Server{Handler: rtr, ReadHeaderTimeout: 10 * time.Second}
 	go routerSrv.Serve(routerLn)
 	defer rtr.Close() // pinned connections are hijacked: the server does not track them

@@ -474,6 +474,7 @@ func (s *Server) finishSpawn(ctx context.Context, rec *SpawnRecord, state, reaso
 	rec.State, rec.Reason = state, reason
 	if state == SpawnRunning && rec.OperationalAt.IsZero() {
 		rec.OperationalAt = s.now()
+		s.note(rec.Parent, rec.Cal, "spawn", 0)
 	}
 	s.putSpawn(ctx, rec)
 	s.bus.publish(Event{Type: "spawn." + state, Spawn: rec.ID, Cal: rec.Cal, Parent: rec.Parent, State: state, Reason: reason, Actor: rec.Actor})

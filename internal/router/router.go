@@ -43,6 +43,11 @@ type Router struct {
 	domain string // ".calnet" form, lowercase, no trailing dot
 	lookup Lookup
 
+	// observe, when set, is told of every routed request (path routing)
+	// or connection (Host routing: later requests on the handed-over
+	// connection do not pass the router).
+	observe func(cal string, byHost bool)
+
 	mu         sync.Mutex
 	transports map[string]*http.Transport // by socket
 	pinned     map[net.Conn]struct{}      // client connections spliced to a gateway
@@ -53,6 +58,10 @@ type Router struct {
 func New(domain string, lookup Lookup) *Router {
 	return &Router{domain: suffix(domain), lookup: lookup, transports: map[string]*http.Transport{}, pinned: map[net.Conn]struct{}{}}
 }
+
+// Observe sets a function told of each routed request or connection (for
+// the traffic matrix). Call it before serving.
+func (rt *Router) Observe(fn func(cal string, byHost bool)) { rt.observe = fn }
 
 // maxNamespace bounds a namespace (a DNS name).
 const maxNamespace = 253
@@ -88,6 +97,9 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		jsonErr(w, http.StatusNotFound, "namespace %q: no such cal", ns)
 		return
+	}
+	if rt.observe != nil {
+		rt.observe(t.Cal, byHost)
 	}
 	if byHost && pinnable(r) && rt.pin(w, r, t, ns) {
 		return

@@ -389,6 +389,7 @@ for (const b of document.querySelectorAll<HTMLButtonElement>('nav button')) {
     if (b.dataset.view === 'heat') renderHeat().catch(() => {});
     if (b.dataset.view === 'rules') openRules();
     if (b.dataset.view === 'logs') loadLogs(true);
+    if (b.dataset.view === 'traffic') renderTraffic().catch(() => {});
   };
 }
 $<HTMLSelectElement>('heat-metric').onchange = () => { renderHeat().catch(() => {}); };
@@ -595,3 +596,49 @@ $('console-input-form').onsubmit = (e) => {
   consoleWS.send(new TextEncoder().encode(inp.value + '\n'));
   inp.value = '';
 };
+
+// The traffic matrix (UX-4.3): rows send, columns receive; the 30 busiest
+// endpoints, each cell the exchanges between them, shaded by volume.
+interface TrafficPair { from: string; from_name?: string; to: string; to_name?: string; kind: string; count: number; bytes?: number }
+async function renderTraffic() {
+  const r = await api<{ pairs: TrafficPair[] }>('GET', '/v1/traffic');
+  const label = new Map<string, string>();
+  const volume = new Map<string, number>();
+  const cellOf = new Map<string, { n: number; kinds: string[] }>();
+  for (const p of r.pairs) {
+    label.set(p.from, p.from_name || (p.from.length === 32 ? short(p.from) : p.from));
+    label.set(p.to, p.to_name || short(p.to));
+    volume.set(p.from, (volume.get(p.from) ?? 0) + p.count);
+    volume.set(p.to, (volume.get(p.to) ?? 0) + p.count);
+    const k = `${p.from}|${p.to}`;
+    const c = cellOf.get(k) ?? { n: 0, kinds: [] };
+    c.n += p.count; c.kinds.push(`${p.kind} ${p.count}${p.bytes ? ` (${p.bytes} bytes)` : ''}`);
+    cellOf.set(k, c);
+  }
+  const top = [...volume.entries()].sort((a, b) => b[1] - a[1]).slice(0, 30).map(([id]) => id);
+  const froms = top.filter((id) => r.pairs.some((p) => p.from === id));
+  const tos = top.filter((id) => r.pairs.some((p) => p.to === id));
+  const max = Math.max(1, ...[...cellOf.values()].map((c) => c.n));
+  const table = $<HTMLTableElement>('traffic-matrix');
+  const head = document.createElement('tr');
+  head.append(document.createElement('th'));
+  for (const id of tos) { const th = document.createElement('th'); th.textContent = label.get(id) ?? id; head.append(th); }
+  table.tHead!.replaceChildren(head);
+  const tb = table.tBodies[0];
+  tb.replaceChildren();
+  for (const from of froms) {
+    const tr = tb.insertRow();
+    tr.dataset.from = label.get(from) ?? from;
+    const th = document.createElement('th'); th.textContent = label.get(from) ?? from; tr.append(th);
+    for (const to of tos) {
+      const c = cellOf.get(`${from}|${to}`);
+      const td = cell(tr, c ? String(c.n) : '', 'cell');
+      if (c) {
+        td.title = c.kinds.join(', ');
+        td.dataset.to = label.get(to) ?? to;
+        td.style.background = `rgba(9,105,218,${0.1 + 0.6 * (c.n / max)})`;
+      }
+    }
+  }
+}
+setInterval(() => { if (!$('app').hidden && !$('view-traffic').hidden) renderTraffic().catch(() => {}); }, 5000);

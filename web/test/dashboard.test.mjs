@@ -86,6 +86,11 @@ test('dashboard in a real browser', { skip, timeout: 180_000 }, async () => {
     await page.waitForFunction((n) => document.querySelectorAll('#logs tbody tr').length > n, before, { timeout: 15_000 });
     await page.screenshot({ path: join(artifacts, '2e-logs.png') });
 
+    // The traffic matrix shows the spawns from the Master Cal.
+    await page.click('nav button[data-view="traffic"]');
+    await page.waitForFunction(() => [...document.querySelectorAll('#traffic-matrix tbody tr[data-from="master"] td[data-to="ui-child"]')].some((td) => td.title.includes('spawn 1')));
+    await page.screenshot({ path: join(artifacts, '2g-traffic.png') });
+
     // The debugging console of a Cal in the browser.
     await page.click('nav button[data-view="console"]');
     await page.selectOption('#console-cal', { label: 'ui-child' });
