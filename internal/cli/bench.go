@@ -68,6 +68,8 @@ type benchNet struct {
 	done   chan error
 	dir    string
 	master string
+	addr   string
+	token  string // the admin credential (printed by bench idle --hold)
 }
 
 func startBenchNet(ctx context.Context, quota trust.Quota) (*benchNet, error) {
@@ -100,10 +102,10 @@ func startBenchNet(ctx context.Context, quota trust.Quota) (*benchNet, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	b := &benchNet{cancel: cancel, done: make(chan error, 1), dir: dir}
+	b := &benchNet{cancel: cancel, done: make(chan error, 1), dir: dir, addr: addr}
 	go func() { b.done <- srv.Run(ctx) }()
 	tok, _ := client.ReadTokenFile(controlplane.TokenFile(dir))
-	b.c = client.New(addr, tok)
+	b.c, b.token = client.New(addr, tok), tok
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		st, err := b.c.Status(ctx)
@@ -287,6 +289,7 @@ func memOf(pid int) (rss, pss int64) {
 
 func (a *app) benchIdleCmd() *cobra.Command {
 	var cals, seconds, parallel int
+	var hold bool
 	cmd := &cobra.Command{
 		Use:   "idle",
 		Short: "Run many idle Cals: RSS and PSS per Cal, and their total CPU while idle",
@@ -337,9 +340,15 @@ func (a *app) benchIdleCmd() *cobra.Command {
 			fmt.Fprintf(out, "idle cals measured: %d\n", len(pids))
 			fmt.Fprintf(out, "RSS per cal: %.1f MB   PSS per cal: %.1f MB\n", float64(rss)/k/1e6, float64(pss)/k/1e6)
 			fmt.Fprintf(out, "CPU of all idle cals over %ds: %.2f%% of one core\n", seconds, cpu)
+			if hold {
+				// Keep serving (the dashboard at 1,000 Cals: web/bench/thousand.mjs) until stopped.
+				fmt.Fprintf(out, "serving http://%s token %s\n", bn.addr, bn.token)
+				<-ctx.Done()
+			}
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&hold, "hold", false, "after measuring, keep the network serving (API and dashboard) until interrupted")
 	cmd.Flags().IntVar(&cals, "cals", 1000, "idle cals to run")
 	cmd.Flags().IntVar(&seconds, "seconds", 60, "idle period to measure CPU over")
 	cmd.Flags().IntVar(&parallel, "parallel", 16, "spawns in flight while filling the network")

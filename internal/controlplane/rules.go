@@ -146,15 +146,10 @@ func (s *Server) loadRules(ctx context.Context) error {
 	return err
 }
 
-// saveRuleState stores a Cal's rule memory (hold start, armed, last
-// firings, errors) so that cooldowns, rates and hysteresis survive a
-// control-plane restart.
-func (s *Server) saveRuleState(ctx context.Context, id string, b []byte) {
-	s.saveRuleStates(ctx, map[string][]byte{id: b})
-}
-
-// saveRuleStates stores the rule memory of many Cals in one transaction
-// (one fsync per evaluation cycle, not one per Cal).
+// saveRuleStates stores the rule memory (hold start, armed, last firings,
+// errors) of the Cals whose rules changed it, so that cooldowns, rates and
+// hysteresis survive a control-plane restart: one transaction (one fsync)
+// per evaluation cycle, not one per Cal.
 func (s *Server) saveRuleStates(ctx context.Context, states map[string][]byte) {
 	if len(states) == 0 {
 		return
