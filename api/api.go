@@ -192,6 +192,40 @@ type Traffic struct {
 	Pairs []TrafficPair `json:"pairs"`
 }
 
+// PermissionMatrix is GET /v1/cals/{id}/matrix: every live Cal of a
+// subtree, the permissions it holds (fixed by its blessing), how often it
+// used each, and what it may grant to new children.
+type PermissionMatrix struct {
+	Root        string      `json:"root"`
+	Permissions []string    `json:"permissions"` // the vocabulary, the matrix's columns
+	Rows        []MatrixRow `json:"rows"`
+}
+
+// MatrixRow is one Cal of the matrix.
+type MatrixRow struct {
+	Cal    string           `json:"cal"`
+	Name   string           `json:"name,omitempty"`
+	Parent string           `json:"parent"`
+	Depth  int              `json:"depth"`
+	Held   []string         `json:"held"`
+	Used   map[string]int64 `json:"used"`
+	// Grantable is what the Cal may grant to new children; absent (null):
+	// whatever it holds.
+	Grantable []string `json:"grantable"`
+}
+
+// MatrixUpdate is PUT /v1/cals/{id}/matrix: rows to change; a row with
+// grantable null lifts the Cal's limit.
+type MatrixUpdate struct {
+	Rows []MatrixChange `json:"rows"`
+}
+
+// MatrixChange sets what one Cal may grant.
+type MatrixChange struct {
+	Cal       string   `json:"cal"`
+	Grantable []string `json:"grantable"`
+}
+
 // Admin is a named administrator. The admin credential written by calnet
 // up is the administrator "admin"; others are added with calnet admin add
 // and approve requests under their own names.

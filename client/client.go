@@ -47,6 +47,7 @@ type (
 	Admin        = api.Admin
 	WhoAmI       = api.WhoAmI
 	LogPage      = api.LogPage
+	MatrixChange = api.MatrixChange
 	LogEntry     = api.LogEntry
 	Approval     = api.Approval
 	Vote         = api.Vote
@@ -580,6 +581,22 @@ func (c *Client) LogsAll(ctx context.Context, q LogQuery) (*api.LogPage, error) 
 	}
 	var out api.LogPage
 	return &out, c.do(ctx, http.MethodGet, "/v1/logs?"+v.Encode(), nil, &out)
+}
+
+// Matrix returns the permission matrix of the subtree rooted at cal.
+func (c *Client) Matrix(ctx context.Context, cal string) (*api.PermissionMatrix, error) {
+	var out api.PermissionMatrix
+	return &out, c.do(ctx, http.MethodGet, "/v1/cals/"+url.PathEscape(cal)+"/matrix", nil, &out)
+}
+
+// SetMatrix sets what Cals of the subtree may grant to new children
+// (admin); a change with Grantable nil lifts the Cal's limit.
+func (c *Client) SetMatrix(ctx context.Context, cal string, rows []api.MatrixChange) (*api.PermissionMatrix, error) {
+	var out api.PermissionMatrix
+	if rows == nil {
+		rows = []api.MatrixChange{}
+	}
+	return &out, c.do(ctx, http.MethodPut, "/v1/cals/"+url.PathEscape(cal)+"/matrix", api.MatrixUpdate{Rows: rows}, &out)
 }
 
 // Traffic returns the traffic matrix, busiest pairs first.

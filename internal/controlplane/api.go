@@ -128,6 +128,8 @@ func (s *Server) apiHandler() http.Handler {
 	mux.HandleFunc("GET /v1/cals/{id}/logs", anyone(s.handleLogs))
 	mux.HandleFunc("GET /v1/logs", anyone(s.handleLogsAll))
 	mux.HandleFunc("GET /v1/traffic", anyone(s.handleTraffic))
+	mux.HandleFunc("GET /v1/cals/{id}/matrix", anyone(s.handleMatrixGet))
+	mux.HandleFunc("PUT /v1/cals/{id}/matrix", anyone(s.handleMatrixPut))
 	mux.HandleFunc("GET /v1/cals/{id}/metrics", anyone(s.handleMetrics))
 	mux.HandleFunc("GET /v1/cals/{id}/card", anyone(s.handleCard))
 	mux.HandleFunc("GET /v1/cals/{id}/health", anyone(s.handleHealth))

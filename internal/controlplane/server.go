@@ -129,6 +129,8 @@ type Server struct {
 	policies   atomic.Pointer[[]*rules.CompiledPolicy]
 	policyErr  atomic.Pointer[string]
 	approvalMu sync.Mutex // serialises votes on approval requests
+	grantMu    sync.RWMutex
+	grants     map[string][]string // what each Cal may grant (matrix.go)
 	trafficMu  sync.Mutex
 	traffic    trafficBook // the traffic matrix (traffic.go)
 	useMu      sync.Mutex
@@ -318,6 +320,9 @@ func (s *Server) Run(ctx context.Context) error {
 
 	if err := s.rebuildIndex(ctx); err != nil {
 		s.log.Error("namespace index", "err", err)
+	}
+	if err := s.loadGrants(ctx); err != nil {
+		s.log.Error("loading the permission matrix", "err", err)
 	}
 	if err := s.loadPolicies(ctx); err != nil {
 		s.log.Error("loading admission policies", "err", err)

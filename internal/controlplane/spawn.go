@@ -250,6 +250,9 @@ func (s *Server) admit(ctx context.Context, p SpawnParams, actor string, approve
 	if extra := perms.Minus(v.Permissions); extra != 0 {
 		return nil, 0, nil, apiErr(403, "permissions: %s not held by the parent (it holds %s)", extra, v.Permissions)
 	}
+	if aerr := s.checkGrant(p.Parent, perms); aerr != nil {
+		return nil, 0, nil, aerr
+	}
 	c := v.Constraints
 	if v.Depth+1 > c.MaxDepth {
 		return nil, 0, nil, apiErr(403, "limit max_depth: a child would sit at depth %d, the parent's max_depth is %d", v.Depth+1, c.MaxDepth)

@@ -159,6 +159,12 @@ function render() {
     const o = document.createElement('option'); o.value = c.id; o.textContent = c.name || short(c.id); return o;
   }));
   if (ckeep) csel.value = ckeep;
+  const msel = $<HTMLSelectElement>('matrix-root');
+  const mkeep = msel.value;
+  msel.replaceChildren(...cals.filter((c) => c.state === 'running').map((c) => {
+    const o = document.createElement('option'); o.value = c.id; o.textContent = c.name || short(c.id); return o;
+  }));
+  if (mkeep) msel.value = mkeep;
   renderTable();
 }
 
@@ -390,6 +396,7 @@ for (const b of document.querySelectorAll<HTMLButtonElement>('nav button')) {
     if (b.dataset.view === 'rules') openRules();
     if (b.dataset.view === 'logs') loadLogs(true);
     if (b.dataset.view === 'traffic') renderTraffic().catch(() => {});
+    if (b.dataset.view === 'matrix') renderMatrix().catch((e) => showError('matrix-error', e));
   };
 }
 $<HTMLSelectElement>('heat-metric').onchange = () => { renderHeat().catch(() => {}); };
@@ -642,3 +649,56 @@ async function renderTraffic() {
   }
 }
 setInterval(() => { if (!$('app').hidden && !$('view-traffic').hidden) renderTraffic().catch(() => {}); }, 5000);
+
+// The permission matrix editor (UX-2.2): rows are the live Cals of a
+// subtree, columns the permissions; a held permission has a checkbox for
+// "may grant it to new children" and the uses seen.
+interface MatrixRow { cal: string; name?: string; depth: number; held: string[]; used: Record<string, number>; grantable: string[] | null }
+let matrixRows: MatrixRow[] = [];
+async function renderMatrix() {
+  const root = $<HTMLSelectElement>('matrix-root').value;
+  if (!root) return;
+  const m = await api<{ permissions: string[]; rows: MatrixRow[] }>('GET', `/v1/cals/${root}/matrix`);
+  matrixRows = m.rows;
+  const table = $<HTMLTableElement>('matrix');
+  const head = document.createElement('tr');
+  for (const h of ['Cal', 'Depth', ...m.permissions]) { const th = document.createElement('th'); th.textContent = h; head.append(th); }
+  table.tHead!.replaceChildren(head);
+  const tb = table.tBodies[0];
+  tb.replaceChildren();
+  const admin = may('admin');
+  $('matrix-apply').hidden = !admin;
+  for (const r of m.rows) {
+    const tr = tb.insertRow();
+    tr.dataset.cal = r.name || r.cal;
+    cell(tr, `${'  '.repeat(Math.max(0, r.depth - 1))}${r.name || short(r.cal)}`); cell(tr, String(r.depth));
+    for (const p of m.permissions) {
+      const td = cell(tr, '', 'perm');
+      if (!r.held.includes(p)) { td.textContent = '–'; continue; }
+      const cb = document.createElement('input');
+      cb.type = 'checkbox'; cb.dataset.perm = p; cb.disabled = !admin;
+      cb.checked = r.grantable === null || r.grantable.includes(p);
+      cb.title = `${r.name || short(r.cal)} may grant ${p} to new children`;
+      const used = document.createElement('small');
+      used.textContent = `used ${r.used[p] ?? 0}`;
+      td.append(cb, used);
+    }
+  }
+}
+$('matrix-root').onchange = () => { text($('matrix-error'), ''); renderMatrix().catch((e) => showError('matrix-error', e)); };
+$('matrix-form').onsubmit = async (e) => {
+  e.preventDefault();
+  text($('matrix-error'), '');
+  const rows: { cal: string; grantable: string[] | null }[] = [];
+  for (const r of matrixRows) {
+    const tr = document.querySelector<HTMLTableRowElement>(`#matrix tbody tr[data-cal="${CSS.escape(r.name || r.cal)}"]`);
+    if (!tr) continue;
+    const checked = [...tr.querySelectorAll<HTMLInputElement>('input[data-perm]')].filter((x) => x.checked).map((x) => x.dataset.perm!);
+    const next = checked.length === r.held.length ? null : checked;
+    const was = r.grantable === null ? null : [...r.grantable].sort().join(',');
+    if ((next === null ? null : [...next].sort().join(',')) !== was) rows.push({ cal: r.cal, grantable: next });
+  }
+  if (!rows.length) { text($('matrix-error'), 'nothing changed'); return; }
+  try { await api('PUT', `/v1/cals/${$<HTMLSelectElement>('matrix-root').value}/matrix`, { rows }); await renderMatrix(); text($('matrix-error'), `${rows.length} Cal(s) updated`); }
+  catch (err) { showError('matrix-error', err); }
+};

@@ -91,6 +91,25 @@ test('dashboard in a real browser', { skip, timeout: 180_000 }, async () => {
     await page.waitForFunction(() => [...document.querySelectorAll('#traffic-matrix tbody tr[data-from="master"] td[data-to="ui-child"]')].some((td) => td.title.includes('spawn 1')));
     await page.screenshot({ path: join(artifacts, '2g-traffic.png') });
 
+    // The permission matrix: master may no longer grant read; the spawn
+    // form's request is refused with the matrix's reason; then restored.
+    await page.click('nav button[data-view="matrix"]');
+    await page.selectOption('#matrix-root', { label: 'master' });
+    await page.waitForSelector('#matrix tbody tr[data-cal="master"] input[data-perm="read"]');
+    await page.uncheck('#matrix tbody tr[data-cal="master"] input[data-perm="read"]');
+    await page.click('#matrix-apply');
+    await page.waitForFunction(() => document.querySelector('#matrix-error').textContent.includes('1 Cal(s) updated'));
+    await page.screenshot({ path: join(artifacts, '2h-matrix.png') });
+    await page.click('nav button[data-view="topology"]');
+    await page.fill('#spawn-name', 'not-granted');
+    await page.click('#spawn-submit');
+    await page.waitForFunction(() => document.querySelector('#spawn-error').textContent.includes('permission matrix'));
+    await page.fill('#spawn-name', '');
+    await page.click('nav button[data-view="matrix"]');
+    await page.check('#matrix tbody tr[data-cal="master"] input[data-perm="read"]');
+    await page.click('#matrix-apply');
+    await page.waitForFunction(() => document.querySelector('#matrix-error').textContent.includes('1 Cal(s) updated'));
+
     // The debugging console of a Cal in the browser.
     await page.click('nav button[data-view="console"]');
     await page.selectOption('#console-cal', { label: 'ui-child' });
