@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/soulfra/calnet/client"
 )
@@ -46,6 +47,10 @@ func TestPermissionMatrix(t *testing.T) {
 	// The limit survives a restart of the control plane.
 	n.stop(syscall.SIGTERM)
 	n.start()
+	waitFor(t, "mteam running again", 30*time.Second, func() bool {
+		c, err := n.c.Get(ctx, "mteam")
+		return err == nil && c.State == "running"
+	})
 	if _, err := n.c.Spawn(ctx, client.SpawnRequest{Parent: "mteam", Permissions: []string{"spawn"}}, false); err == nil || !strings.Contains(err.Error(), "permission matrix") {
 		t.Fatalf("after a restart: %v", err)
 	}

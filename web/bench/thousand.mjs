@@ -62,6 +62,7 @@ try {
   await page.click('#cals tbody tr:nth-child(250)');
   await page.waitForFunction(() => document.querySelectorAll('#sel-chain tbody tr[data-status="ok"]').length >= 2, null, { timeout: 30_000 });
   const click = Date.now() - t2;
+  await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: join(repo, 'web/test-artifacts/bench-1000.png') });
 
   const sum = (a) => a.reduce((x, y) => x + y, 0);
