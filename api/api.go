@@ -226,6 +226,70 @@ type MatrixChange struct {
 	Grantable []string `json:"grantable"`
 }
 
+// SimQuality is decision quality against the oracle.
+type SimQuality struct {
+	Decisions int64 `json:"decisions"`
+	// OptimalPercent is the share of decisions that left the pool within
+	// the oracle's band; Short and Over count the others.
+	OptimalPercent float64 `json:"optimal_percent"`
+	Short          int64   `json:"short"`
+	Over           int64   `json:"over"`
+	// CalHours are the running children's hours; OracleCalHours the
+	// oracle's; OverOraclePercent how many more the rules used.
+	CalHours          float64 `json:"cal_hours"`
+	OracleCalHours    float64 `json:"oracle_cal_hours"`
+	OverOraclePercent float64 `json:"over_oracle_percent"`
+	// UnderCapacityPercent is the share of pool-time in which the running
+	// children could not serve the load.
+	UnderCapacityPercent float64 `json:"under_capacity_percent"`
+	Oscillations         int     `json:"oscillations"`
+	LimitHits            int     `json:"limit_hits"`
+	Spawns               int     `json:"spawns"`
+	Retires              int     `json:"retires"`
+	DeployFailures       int     `json:"deploy_failures"`
+	Lost                 int     `json:"lost"` // children lost to breakage and the host outage
+}
+
+// SimRuleStats are one rule's evaluations over the run.
+type SimRuleStats struct {
+	Rule        string `json:"rule"`
+	Evaluations int64  `json:"evaluations"`
+	Fired       int64  `json:"fired"`
+	Suppressed  int64  `json:"suppressed"`
+	Disabled    int64  `json:"disabled,omitempty"` // evaluations while disabled
+	Error       string `json:"error,omitempty"`    // the first pool's reason
+}
+
+// SimReport is a simulation's outcome (calnet sim, POST /v1/sim).
+type SimReport struct {
+	Pools          int                   `json:"pools"`
+	Duration       string                `json:"duration"`
+	Tick           string                `json:"tick"`
+	Seed           uint64                `json:"seed"`
+	Hosts          int                   `json:"hosts"`
+	Zones          int                   `json:"zones"`
+	Ticks          int                   `json:"ticks"`
+	CalsSimulated  int                   `json:"cals_simulated"` // every Cal that existed: parents and children
+	PeakCals       int                   `json:"peak_cals"`      // most alive at once
+	RuleEvals      int64                 `json:"rule_evaluations"`
+	WallSeconds    float64               `json:"wall_seconds"`
+	Total          SimQuality            `json:"total"`
+	Workloads      map[string]SimQuality `json:"workloads"`
+	Rules          []SimRuleStats        `json:"rules"`
+	LimitHits      map[string]int        `json:"limit_hits"`
+	ChildrenByZone map[string]int        `json:"children_by_zone"` // at the end
+}
+
+// SimRequest is POST /v1/sim: a rule set simulated on synthetic
+// workloads before it is enabled (bounded: the control plane runs it).
+type SimRequest struct {
+	Rules     []rules.Rule `json:"rules"`
+	Workloads []string     `json:"workloads,omitempty"` // default: every shape
+	Pools     int          `json:"pools,omitempty"`     // default 10, at most 50
+	Duration  string       `json:"duration,omitempty"`  // default 24h, at most 24h
+	Seed      uint64       `json:"seed,omitempty"`
+}
+
 // Admin is a named administrator. The admin credential written by calnet
 // up is the administrator "admin"; others are added with calnet admin add
 // and approve requests under their own names.

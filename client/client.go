@@ -599,6 +599,13 @@ func (c *Client) SetMatrix(ctx context.Context, cal string, rows []api.MatrixCha
 	return &out, c.do(ctx, http.MethodPut, "/v1/cals/"+url.PathEscape(cal)+"/matrix", api.MatrixUpdate{Rows: rows}, &out)
 }
 
+// Simulate previews a rule set in the control plane's simulator (under
+// the network's admission policies): at most 50 pools for at most a day.
+func (c *Client) Simulate(ctx context.Context, req api.SimRequest) (*api.SimReport, error) {
+	var out api.SimReport
+	return &out, c.do(ctx, http.MethodPost, "/v1/sim", req, &out)
+}
+
 // Traffic returns the traffic matrix, busiest pairs first.
 func (c *Client) Traffic(ctx context.Context) (*api.Traffic, error) {
 	var out api.Traffic

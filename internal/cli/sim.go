@@ -64,7 +64,7 @@ Preview a rule set before enabling it:  calnet sim --rules rules.yaml --pools 50
 				Met           bool    `json:"target_met"`
 			}{r, cfg.Rules, target, r.Total.OptimalPercent >= target}
 			if err := a.print(out, func(w io.Writer) {
-				r.Print(w)
+				sim.Print(w, r)
 				verdict := "met"
 				if !out.Met {
 					verdict = "NOT met"

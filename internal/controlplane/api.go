@@ -128,6 +128,7 @@ func (s *Server) apiHandler() http.Handler {
 	mux.HandleFunc("GET /v1/cals/{id}/logs", anyone(s.handleLogs))
 	mux.HandleFunc("GET /v1/logs", anyone(s.handleLogsAll))
 	mux.HandleFunc("GET /v1/traffic", anyone(s.handleTraffic))
+	mux.HandleFunc("POST /v1/sim", anyone(s.handleSim))
 	mux.HandleFunc("GET /v1/cals/{id}/matrix", anyone(s.handleMatrixGet))
 	mux.HandleFunc("PUT /v1/cals/{id}/matrix", anyone(s.handleMatrixPut))
 	mux.HandleFunc("GET /v1/cals/{id}/metrics", anyone(s.handleMetrics))

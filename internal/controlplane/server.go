@@ -129,6 +129,7 @@ type Server struct {
 	policies   atomic.Pointer[[]*rules.CompiledPolicy]
 	policyErr  atomic.Pointer[string]
 	approvalMu sync.Mutex // serialises votes on approval requests
+	simSem     chan struct{} // one simulation at a time (simapi.go)
 	grantMu    sync.RWMutex
 	grants     map[string][]string // what each Cal may grant (matrix.go)
 	trafficMu  sync.Mutex
@@ -192,6 +193,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		deploySem: make(chan struct{}, 64)}
 	s.limiter = newLimiter(cfg.Limits)
 	s.outcomes = placement.NewOutcomes(s.now)
+	s.simSem = make(chan struct{}, 1)
 	for _, d := range []string{cfg.DataDir, s.runDir(), filepath.Join(cfg.DataDir, "cals"), filepath.Join(cfg.DataDir, "logs"), s.programsDir(), s.templatesDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err

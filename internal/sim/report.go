@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"github.com/soulfra/calnet/api"
 	"io"
 	"maps"
 	"slices"
@@ -19,29 +20,12 @@ type tally struct {
 	oscillations, limitHits         int
 }
 
-// Quality is decision quality against the oracle.
-type Quality struct {
-	Decisions int64 `json:"decisions"`
-	// OptimalPercent is the share of decisions that left the pool within
-	// the oracle's band; Short and Over count the others.
-	OptimalPercent float64 `json:"optimal_percent"`
-	Short          int64   `json:"short"`
-	Over           int64   `json:"over"`
-	// CalHours are the running children's hours; OracleCalHours the
-	// oracle's; OverOraclePercent how many more the rules used.
-	CalHours          float64 `json:"cal_hours"`
-	OracleCalHours    float64 `json:"oracle_cal_hours"`
-	OverOraclePercent float64 `json:"over_oracle_percent"`
-	// UnderCapacityPercent is the share of pool-time in which the running
-	// children could not serve the load.
-	UnderCapacityPercent float64 `json:"under_capacity_percent"`
-	Oscillations         int     `json:"oscillations"`
-	LimitHits            int     `json:"limit_hits"`
-	Spawns               int     `json:"spawns"`
-	Retires              int     `json:"retires"`
-	DeployFailures       int     `json:"deploy_failures"`
-	Lost                 int     `json:"lost"` // children lost to breakage and the host outage
-}
+// Report, Quality and RuleStats are the API's wire types (POST /v1/sim).
+type (
+	Report    = api.SimReport
+	Quality   = api.SimQuality
+	RuleStats = api.SimRuleStats
+)
 
 func (t *tally) quality(tick time.Duration) Quality {
 	pct := func(a, b int64) float64 {
@@ -59,36 +43,6 @@ func (t *tally) quality(tick time.Duration) Quality {
 		q.OverOraclePercent = pct(t.calTicks-t.oracleTicks, t.oracleTicks)
 	}
 	return q
-}
-
-// RuleStats are one rule's evaluations over the run.
-type RuleStats struct {
-	Rule        string `json:"rule"`
-	Evaluations int64  `json:"evaluations"`
-	Fired       int64  `json:"fired"`
-	Suppressed  int64  `json:"suppressed"`
-	Disabled    int64  `json:"disabled,omitempty"` // evaluations while disabled
-	Error       string `json:"error,omitempty"`    // the first pool's reason
-}
-
-// Report is a simulation's outcome.
-type Report struct {
-	Pools          int                `json:"pools"`
-	Duration       string             `json:"duration"`
-	Tick           string             `json:"tick"`
-	Seed           uint64             `json:"seed"`
-	Hosts          int                `json:"hosts"`
-	Zones          int                `json:"zones"`
-	Ticks          int                `json:"ticks"`
-	CalsSimulated  int                `json:"cals_simulated"` // every Cal that existed: parents and children
-	PeakCals       int                `json:"peak_cals"`      // most alive at once
-	RuleEvals      int64              `json:"rule_evaluations"`
-	WallSeconds    float64            `json:"wall_seconds"`
-	Total          Quality            `json:"total"`
-	Workloads      map[string]Quality `json:"workloads"`
-	Rules          []RuleStats        `json:"rules"`
-	LimitHits      map[string]int     `json:"limit_hits"`
-	ChildrenByZone map[string]int     `json:"children_by_zone"` // at the end
 }
 
 func (s *sim) report(wall time.Duration, ticks int) *Report {
@@ -124,7 +78,7 @@ func (s *sim) report(wall time.Duration, ticks int) *Report {
 }
 
 // Print writes the report for a terminal.
-func (r *Report) Print(w io.Writer) {
+func Print(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "simulated %d pools for %s in %d ticks of %s (seed %d) on %d hosts in %d zones: %d Cals, at most %d at once; %d rule evaluations in %.1f s\n",
 		r.Pools, r.Duration, r.Ticks, r.Tick, r.Seed, r.Hosts, r.Zones, r.CalsSimulated, r.PeakCals, r.RuleEvals, r.WallSeconds)
 	fmt.Fprintf(w, "\n%-10s %9s %8s %8s %10s %8s %6s %7s %7s %7s %6s %6s\n", "workload", "decisions", "optimal", "short", "over", "cal-h+", "under", "spawns", "retires", "osc", "limit", "lost")

@@ -1,10 +1,15 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/soulfra/calnet/api"
+	"github.com/soulfra/calnet/rules"
 )
 
 // TestSimPreviewsRules: calnet sim previews a rule file the way calnet
@@ -70,6 +75,48 @@ func TestSimPreviewsRules(t *testing.T) {
 		r := calnet(t, dir, append([]string{"sim"}, tt.args...)...)
 		if r.code == 0 || !strings.Contains(r.stderr, tt.want) {
 			t.Errorf("sim %v: exit %d, stderr %q, want %q", tt.args, r.code, r.stderr, tt.want)
+		}
+	}
+}
+
+// TestSimAPI: the control plane previews a rule set in the simulator under
+// the network's admission policies, with bounds that name the field.
+func TestSimAPI(t *testing.T) {
+	needRoot(t)
+	n := up(t, filepath.Join(t.TempDir(), "data"))
+	ctx := context.Background()
+	up := rules.Rule{Name: "up", When: "gauges.utilization > 93.0", For: rules.Duration(5 * time.Second), Cooldown: rules.Duration(10 * time.Second),
+		Action: rules.Action{Kind: rules.Spawn, Count: 1, Template: "default"}}
+	surge := rules.Rule{Name: "surge", When: "gauges.utilization > 110.0", Cooldown: rules.Duration(10 * time.Second),
+		Action: rules.Action{Kind: rules.Spawn, Count: 10, Template: "default"}}
+	down := rules.Rule{Name: "down", When: "idle_children > 0 && gauges.utilization < 82.0", For: rules.Duration(10 * time.Second), Cooldown: rules.Duration(10 * time.Second),
+		Action: rules.Action{Kind: rules.Retire, Count: 1}}
+	rep, err := n.c.Simulate(ctx, api.SimRequest{Rules: []rules.Rule{up, surge, down}, Workloads: []string{"step"}, Pools: 4, Duration: "6h"})
+	if err != nil || rep.Pools != 4 || rep.Total.Decisions != 4*4320 || rep.Rules[0].Fired == 0 || rep.Total.OptimalPercent < 90 {
+		t.Fatalf("simulate: %+v %v", rep, err)
+	}
+	// The network's policies apply in the simulation too.
+	if err := n.c.SetPolicies(ctx, []rules.Policy{{Name: "no-surge", Deny: `actor == "rule:surge"`, Message: "no surges"}}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = n.c.Simulate(ctx, api.SimRequest{Rules: []rules.Rule{up, surge, down}, Workloads: []string{"step"}, Pools: 4, Duration: "6h"})
+	if err != nil || rep.LimitHits["policy no-surge"] == 0 {
+		t.Fatalf("simulate under a policy: %+v %v", rep.LimitHits, err)
+	}
+	bad := up
+	bad.When = "cpu > 1.0"
+	for _, tt := range []struct {
+		req  api.SimRequest
+		want string
+	}{
+		{api.SimRequest{Rules: []rules.Rule{up}, Pools: 500}, "pools: 500"},
+		{api.SimRequest{Rules: []rules.Rule{up}, Duration: "48h"}, "duration:"},
+		{api.SimRequest{Rules: []rules.Rule{up}, Workloads: []string{"weekly"}}, "workloads:"},
+		{api.SimRequest{}, "rules:"},
+		{api.SimRequest{Rules: []rules.Rule{bad}}, "rules[0]: when: 1:1"},
+	} {
+		if _, err := n.c.Simulate(ctx, tt.req); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%+v: %v, want %q", tt.req, err, tt.want)
 		}
 	}
 }

@@ -702,3 +702,24 @@ $('matrix-form').onsubmit = async (e) => {
   try { await api('PUT', `/v1/cals/${$<HTMLSelectElement>('matrix-root').value}/matrix`, { rows }); await renderMatrix(); text($('matrix-error'), `${rows.length} Cal(s) updated`); }
   catch (err) { showError('matrix-error', err); }
 };
+
+// Simulate (calnet sim, POST /v1/sim): the rule being written, with the
+// Cal's other rules, on simulated pools for a day under the network's
+// policies, scored against the oracle (the fewest Cals that meet the load).
+interface SimQuality { optimal_percent: number; over_oracle_percent: number; under_capacity_percent: number; oscillations: number; spawns: number; retires: number; limit_hits: number }
+$('rule-simulate').onclick = async () => {
+  const out = $('rule-sim');
+  text(out, 'simulating a day of 10 pools…');
+  try {
+    const cal = $<HTMLSelectElement>('rule-cal').value;
+    const rule = ruleFromForm();
+    const others = cal ? (await api<RulesView>('GET', `/v1/cals/${cal}/rules`)).rules.filter((r) => r.name !== rule.name) : [];
+    const wl = $<HTMLSelectElement>('rule-sim-workload').value;
+    const r = await api<{ total: SimQuality; rules: { rule: string; fired: number; error?: string }[]; wall_seconds: number }>('POST', '/v1/sim', { rules: [...others, rule], pools: 10, duration: '24h', ...(wl ? { workloads: [wl] } : {}) });
+    const t = r.total;
+    const mine = r.rules.find((x) => x.rule === rule.name);
+    text(out, `Simulated (10 pools, 24 h${wl ? `, ${wl}` : ''}): ${t.optimal_percent.toFixed(1)}% of decisions optimal, ${t.over_oracle_percent.toFixed(1)}% Cal-hours over the oracle, `
+      + `${t.under_capacity_percent.toFixed(2)}% of the time under capacity, ${t.oscillations} oscillations, ${t.limit_hits} refused spawns; ${rule.name} fired ${mine?.fired ?? 0} times`
+      + (mine?.error ? ` and was disabled: ${mine.error}` : '') + '. The simulated workload reports the gauges load, capacity, utilization and queue_depth.');
+  } catch (err) { showError('rule-sim', err); }
+};

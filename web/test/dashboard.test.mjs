@@ -137,6 +137,8 @@ test('dashboard in a real browser', { skip, timeout: 180_000 }, async () => {
     await page.waitForFunction(() => document.querySelector('#rule-error').textContent.includes("1:1: undeclared reference to 'cpu'"));
     await page.fill('#rule-when', 'cpu_percent >= 0.0');
     await page.waitForFunction(() => /^(Over \d+ samples|The rule compiles)/.test(document.querySelector('#rule-summary').textContent) && document.querySelector('#rule-error').textContent === '');
+    await page.click('#rule-simulate');
+    await page.waitForFunction(() => /Simulated \(10 pools, 24 h\): [\d.]+% of decisions optimal/.test(document.querySelector('#rule-sim').textContent), null, { timeout: 30_000 });
     await page.click('#rule-enable');
     await page.waitForSelector('#rules-list tbody tr[data-rule="scale-up"]');
     assert.ok((await page.textContent('#rule-vars')).includes('idle_children'));
