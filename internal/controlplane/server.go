@@ -128,7 +128,7 @@ type Server struct {
 	outcomes   *placement.Outcomes // deploy outcomes per template and host
 	policies   atomic.Pointer[[]*rules.CompiledPolicy]
 	policyErr  atomic.Pointer[string]
-	approvalMu sync.Mutex // serialises votes on approval requests
+	approvalMu sync.Mutex    // serialises votes on approval requests
 	simSem     chan struct{} // one simulation at a time (simapi.go)
 	grantMu    sync.RWMutex
 	grants     map[string][]string // what each Cal may grant (matrix.go)
