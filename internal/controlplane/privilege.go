@@ -206,7 +206,7 @@ func (s *Server) handleTemplateRecommendations(w http.ResponseWriter, r *http.Re
 
 // templateOutcomes summarises the spawns of a template.
 func (s *Server) templateOutcomes(ctx context.Context, tmpl string) api.TemplateOutcomes {
-	o := api.TemplateOutcomes{DeployTimeout: s.outcomes.Timeout("template:"+tmpl, deployTimeout).String()}
+	o := api.TemplateOutcomes{DeployTimeout: s.outcomes.Timeout("template:"+tmpl, s.cfg.DeployTimeout).String()}
 	sps, _ := s.listSpawns(ctx)
 	var ready []float64
 	for _, sp := range sps {

@@ -93,6 +93,9 @@ type Config struct {
 	// have been observed before least privilege cuts a permission they
 	// never used.
 	ObserveWindow time.Duration
+	// DeployTimeout is the base wait for a new Cal to register (default
+	// 15 s); a template whose Cals are slower is given more (learned).
+	DeployTimeout time.Duration
 	// MasterQuota overrides the Master Cal's quota when the network is
 	// created (default: this host's CPUs and memory).
 	MasterQuota *trust.Quota
@@ -176,6 +179,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.Domain == "" {
 		cfg.Domain = "calnet."
+	}
+	if cfg.DeployTimeout <= 0 {
+		cfg.DeployTimeout = deployTimeout
 	}
 	if cfg.ObserveWindow <= 0 {
 		cfg.ObserveWindow = 10 * time.Minute

@@ -364,13 +364,14 @@ func (s *Server) deploy(ctx context.Context, rec *SpawnRecord, p SpawnParams, tm
 	var lastErr error
 	for attempt := range 3 {
 		rec.Attempts = attempt + 1
+		s.putSpawn(ctx, rec) // the attempt count is on the record whatever ends it
 		crec, err := s.getCal(ctx, childID)
 		if err != nil {
 			lastErr = err
 			break
 		}
 		t0 := time.Now()
-		timeout := s.outcomes.Timeout("template:"+tmpl.Name, deployTimeout)
+		timeout := s.outcomes.Timeout("template:"+tmpl.Name, s.cfg.DeployTimeout)
 		pr, err := s.start(ctx, crec)
 		if err == nil {
 			select {

@@ -1,0 +1,42 @@
+package e2e
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/soulfra/calnet/client"
+)
+
+// TestTemplateBackOff (FR-5.5, learning from outcomes): a template whose
+// Cals never register fails its deploys; after three failed spawns the
+// spawn engine backs it off with 429 and Retry-After, the template's
+// outcomes say why, and other templates are unaffected.
+func TestTemplateBackOff(t *testing.T) {
+	needRoot(t)
+	n := up(t, filepath.Join(t.TempDir(), "data"), "--deploy-timeout", "1s")
+	ctx := context.Background()
+	// Its workload takes 60 s to report ready: the Cal cannot register in 1 s.
+	slow := strings.Replace(agentTemplate, "health: {exec: [/bin/true], interval: 200ms}", "health: {exec: [/bin/false], interval: 200ms, ready: 60s}", 1)
+	slow = strings.Replace(slow, "name: agent", "name: stuck", 1)
+	for i := range 3 {
+		sp, err := n.c.Spawn(ctx, client.SpawnRequest{TemplateYAML: slow, CPUMillis: 100}, true)
+		if err != nil || sp.State != "failed" || sp.Attempts != 3 || !strings.Contains(sp.Reason, "did not register within 1s") {
+			t.Fatalf("spawn %d of the stuck template: %+v %v", i, sp, err)
+		}
+	}
+	_, err := n.c.Spawn(ctx, client.SpawnRequest{TemplateYAML: slow, CPUMillis: 100}, false)
+	var ae *client.Error
+	if !asAPIError(err, &ae) || ae.Status != 429 || !strings.Contains(ae.Message, "template stuck: 3 failed deploys") {
+		t.Fatalf("a fourth spawn: %v", err)
+	}
+	tr, err := n.c.TemplateRecommendations(ctx, "stuck")
+	if err != nil || tr.Outcomes.Failed != 3 || tr.Outcomes.Rejected != 1 || tr.Outcomes.BackedOff == "" || len(tr.Outcomes.LastFailures) != 3 {
+		t.Fatalf("outcomes: %+v %v", tr.Outcomes, err)
+	}
+	// Other templates spawn as before.
+	if sp, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "fine", CPUMillis: 100}, true); err != nil || sp.State != "running" {
+		t.Fatalf("default template: %+v %v", sp, err)
+	}
+}
