@@ -318,7 +318,10 @@ type Approval struct {
 	Spawn   string        `json:"spawn,omitempty"`   // the waiting spawn record
 	Request *SpawnRequest `json:"request,omitempty"` // spawn: what was asked
 	// Reason is the revocation's reason; SubtreeCals how many Cals it stops.
-	Reason      string    `json:"reason,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// Revocation is the revocation a Cal signed and submitted, carried out
+	// as signed once approved (absent: the network authority signs).
+	Revocation  json.RawMessage `json:"revocation,omitempty"`
 	SubtreeCals int       `json:"subtree_cals,omitempty"`
 	Actor       string    `json:"actor"`
 	Policy      string    `json:"policy"`

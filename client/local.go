@@ -72,9 +72,26 @@ func (l *Local) Children(ctx context.Context) ([]Cal, error) {
 	return out, l.do(ctx, http.MethodGet, "/v1/children", nil, &out)
 }
 
-// Revoke revokes a descendant (needs the revoke permission).
+// Revoke revokes a descendant (needs the revoke permission). When an
+// admission policy holds the revocation for administrators' approval it
+// has not happened yet: Revoke returns a *HeldError with the request.
 func (l *Local) Revoke(ctx context.Context, id, reason string) error {
-	return l.do(ctx, http.MethodDelete, "/v1/children/"+url.PathEscape(id)+"?reason="+url.QueryEscape(reason), nil, nil)
+	var out Revoked
+	if err := l.do(ctx, http.MethodDelete, "/v1/children/"+url.PathEscape(id)+"?reason="+url.QueryEscape(reason), nil, &out); err != nil {
+		return err
+	}
+	if out.Approval != nil {
+		return &HeldError{Approval: out.Approval}
+	}
+	return nil
+}
+
+// HeldError says a request was held by a require_approval policy: it is
+// carried out once administrators approve it.
+type HeldError struct{ Approval *Approval }
+
+func (e *HeldError) Error() string {
+	return fmt.Sprintf("held for approval %s: policy %s: %s (%d administrator approval(s) needed)", e.Approval.ID, e.Approval.Policy, e.Approval.Message, e.Approval.Required)
 }
 
 // Reflect appends to this Cal's reflection log.

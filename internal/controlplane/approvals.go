@@ -272,6 +272,21 @@ func (s *Server) carryOut(ctx context.Context, a *api.Approval) string {
 		}
 		return fmt.Sprintf("spawn %s %s", rec.ID, rec.State)
 	case rules.OpRevoke:
+		if len(a.Revocation) > 0 { // signed by the Cal that asked
+			rev, err := trust.ParseRevocation(a.Revocation)
+			if err != nil {
+				return "the held revocation no longer parses: " + err.Error()
+			}
+			sub, aerr := s.revoke(ctx, rev, a.Actor)
+			if aerr != nil {
+				return "revocation refused: " + aerr.Msg
+			}
+			if iss, ok := rev.Issuer(); ok {
+				s.usePermission(ctx, iss.String(), "revoke")
+				s.note(iss.String(), rev.Target().String(), "revoke", 0)
+			}
+			return fmt.Sprintf("revoked %s and %d descendants (as signed by %s)", a.Cal, max(len(sub)-1, 0), strings.TrimPrefix(a.Actor, "cal:"))
+		}
 		target, err := identity.ParseID(a.Cal)
 		if err != nil {
 			return "bad cal id"

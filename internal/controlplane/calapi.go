@@ -15,11 +15,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/soulfra/calnet/api"
 	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/caltls"
 	"github.com/soulfra/calnet/internal/store"
 	"github.com/soulfra/calnet/ledger"
+	"github.com/soulfra/calnet/rules"
 	"github.com/soulfra/calnet/trust"
 )
 
@@ -162,12 +164,21 @@ func (s *Server) calHandler() http.Handler {
 			return
 		}
 		if target, err := s.getCal(r.Context(), rev.Target().String()); err == nil {
-			aerr, hold := s.checkRevokePolicies(r.Context(), target, "cal:"+id.String())
-			if aerr == nil && hold != nil {
-				aerr = apiErr(403, "policy %s: %s; a revocation that needs administrators' approval is asked for by an operator (calnet revoke), not by a Cal", hold.Name, hold.Message)
-			}
+			actor := "cal:" + id.String()
+			aerr, hold := s.checkRevokePolicies(r.Context(), target, actor)
 			if aerr != nil {
 				writeError(w, aerr)
+				return
+			}
+			if hold != nil { // held: carried out as the Cal signed it once approved
+				recs, _ := s.listCals(r.Context())
+				a := &api.Approval{Operation: rules.OpRevoke, Cal: target.ID, Reason: rev.Reason(), SubtreeCals: len(subtreeOf(recs, target.ID)),
+					Actor: actor, Revocation: req.Revocation}
+				if aerr := s.openApproval(r.Context(), a, hold); aerr != nil {
+					writeError(w, aerr)
+					return
+				}
+				writeJSON(w, 202, api.Revoked{Subtree: []string{}, Approval: a})
 				return
 			}
 		}

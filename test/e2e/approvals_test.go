@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -164,10 +165,43 @@ func TestApprovals(t *testing.T) {
 		t.Fatalf("denied revocation: %v", err)
 	}
 
+	// A Cal revoking its own child is held too, and carried out as the
+	// Cal signed it once approved.
+	calRevoke := rules.Policy{Name: "cal-revokes", On: rules.OpRevoke, RequireApproval: `actor.startsWith("cal:")`, Message: "Cals revoke with an administrator's approval"}
+	if err := n.c.SetPolicies(ctx, []rules.Policy{grant, bigRevoke, keep, calRevoke}); err != nil {
+		t.Fatal(err)
+	}
+	lead, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "lead", Permissions: []string{"spawn", "revoke", "read"}, CPUMillis: 500, MemoryBytes: 256 << 20, PIDs: 150}, true)
+	if err != nil || lead.State != "running" {
+		t.Fatalf("lead: %+v %v", lead, err)
+	}
+	kid, err := n.c.Spawn(ctx, client.SpawnRequest{Parent: lead.Cal, Name: "kid", Permissions: []string{"read"}}, true)
+	if err != nil || kid.State != "running" {
+		t.Fatalf("kid: %+v %v", kid, err)
+	}
+	status, body := n.local(lead.Cal, http.MethodDelete, "/v1/children/"+kid.Cal+"?reason=cleanup", nil)
+	heldRev, _ := body["approval"].(map[string]any)
+	if status != 200 || heldRev == nil || heldRev["actor"] != "cal:"+lead.Cal || heldRev["revocation"] == nil {
+		t.Fatalf("a Cal's revocation: %d %v", status, body)
+	}
+	if k, _ := n.c.Get(ctx, kid.Cal); k.State != "running" {
+		t.Fatalf("kid revoked before approval: %s", k.State)
+	}
+	ap, err = bob.Approve(ctx, heldRev["id"].(string), "")
+	if err != nil || !strings.Contains(ap.Result, "as signed by "+lead.Cal) {
+		t.Fatalf("approving the Cal's revocation: %+v %v", ap, err)
+	}
+	if k, _ := n.c.Get(ctx, kid.Cal); k.State != "revoked" {
+		t.Fatalf("kid after approval: %s", k.State)
+	}
+	if err := n.c.SetPolicies(ctx, []rules.Policy{grant, bigRevoke, keep}); err != nil {
+		t.Fatal(err)
+	}
+
 	// The CLI lists everything as JSON; events carry each step.
 	var all []client.Approval
 	r = n.cli("-o", "json", "approvals")
-	if err := json.Unmarshal([]byte(r.stdout), &all); err != nil || len(all) != 3 {
+	if err := json.Unmarshal([]byte(r.stdout), &all); err != nil || len(all) != 4 {
 		t.Fatalf("approvals -o json: %v %s", err, r.stdout)
 	}
 	n.stop(syscall.SIGTERM) // flushes the audit trail
