@@ -322,18 +322,18 @@ type Approval struct {
 	// Revocation is the revocation a Cal signed and submitted, carried out
 	// as signed once approved (absent: the network authority signs).
 	Revocation  json.RawMessage `json:"revocation,omitempty"`
-	SubtreeCals int       `json:"subtree_cals,omitempty"`
-	Actor       string    `json:"actor"`
-	Policy      string    `json:"policy"`
-	Message     string    `json:"message"`
-	Required    int       `json:"required"`
-	Approvals   []Vote    `json:"approvals"`
-	Rejection   *Vote     `json:"rejection,omitempty"`
-	State       string    `json:"state"`
-	Result      string    `json:"result,omitempty"` // what carrying it out gave
-	CreatedAt   time.Time `json:"created_at"`
-	ExpiresAt   time.Time `json:"expires_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
+	SubtreeCals int             `json:"subtree_cals,omitempty"`
+	Actor       string          `json:"actor"`
+	Policy      string          `json:"policy"`
+	Message     string          `json:"message"`
+	Required    int             `json:"required"`
+	Approvals   []Vote          `json:"approvals"`
+	Rejection   *Vote           `json:"rejection,omitempty"`
+	State       string          `json:"state"`
+	Result      string          `json:"result,omitempty"` // what carrying it out gave
+	CreatedAt   time.Time       `json:"created_at"`
+	ExpiresAt   time.Time       `json:"expires_at"`
+	UpdatedAt   time.Time       `json:"updated_at"`
 }
 
 // Vote is one administrator's approval or rejection.
