@@ -13,7 +13,7 @@ import (
 
 func (a *app) simCmd() *cobra.Command {
 	cfg := sim.DefaultConfig()
-	var workloads, rulesFile, policiesFile string
+	var workloads, rulesFile, policiesFile, fromCal string
 	var target float64
 	cmd := &cobra.Command{
 		Use:   "sim",
@@ -35,6 +35,23 @@ Preview a rule set before enabling it:  calnet sim --rules rules.yaml --pools 50
 			var err error
 			if cfg.Workloads, err = sim.ParseShapes(workloads); err != nil {
 				return fmt.Errorf("--workload: %w", err)
+			}
+			if rulesFile != "" && fromCal != "" {
+				return fmt.Errorf("--rules and --cal: give one of them")
+			}
+			if fromCal != "" {
+				c, err := a.apiClient()
+				if err != nil {
+					return err
+				}
+				v, err := c.Rules(cmd.Context(), fromCal)
+				if err != nil {
+					return fmt.Errorf("--cal: %w", err)
+				}
+				if len(v.Rules) == 0 {
+					return fmt.Errorf("--cal %s: the Cal has no rules", fromCal)
+				}
+				cfg.Rules = v.Rules
 			}
 			if rulesFile != "" {
 				var doc api.RulesDoc
@@ -87,6 +104,7 @@ Preview a rule set before enabling it:  calnet sim --rules rules.yaml --pools 50
 	f.IntVar(&cfg.PeakChildren, "peak", cfg.PeakChildren, "a pool's mean peak demand, in children")
 	f.Float64Var(&cfg.Headroom, "headroom", cfg.Headroom, "the oracle's tolerance above the fewest children that meet the load (0.25: 25%)")
 	f.StringVar(&rulesFile, "rules", "", "the rules to simulate (YAML or JSON, as for calnet rules --set); default: the built-in set")
+	f.StringVar(&fromCal, "cal", "", "simulate the rules a Cal of the running network has now (needs the API)")
 	f.StringVar(&policiesFile, "policies", "", "admission policies to apply (YAML or JSON, as for calnet policy --set)")
 	f.IntVar(&cfg.Hosts, "hosts", cfg.Hosts, "simulated hosts")
 	f.IntVar(&cfg.Zones, "zones", cfg.Zones, "failure domains the hosts are spread over")

@@ -31,6 +31,9 @@ const (
 	SpawnAwaitingApproval = "awaiting_approval"
 	maxComment            = 500
 	maxApprovalsListed    = 500
+	// keepResolved is how long resolved requests stay listed; the audit
+	// trail keeps every step for good.
+	keepResolved = 30 * 24 * time.Hour
 )
 
 // requesterAdmin names the administrator behind an actor, if any.
@@ -131,10 +134,30 @@ func (s *Server) endHeldSpawn(ctx context.Context, a *api.Approval, reason strin
 	}
 }
 
-// expireApprovals sweeps pending requests past their time (every
-// collection).
+// expireApprovals sweeps pending requests past their time and forgets
+// requests resolved more than keepResolved ago (every collection).
 func (s *Server) expireApprovals(ctx context.Context) {
-	s.listApprovals(ctx)
+	as, err := s.listApprovals(ctx)
+	if err != nil {
+		return
+	}
+	var old []string
+	for _, a := range as {
+		if a.State != api.ApprovalPending && s.now().Sub(a.UpdatedAt) > keepResolved {
+			old = append(old, a.ID)
+		}
+	}
+	if len(old) == 0 {
+		return
+	}
+	s.store.Update(ctx, func(tx store.Tx) error {
+		for _, id := range old {
+			if err := tx.Delete(bucketApprovals, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // mayView: administrators see every request, a token the ones it made.

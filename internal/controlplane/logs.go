@@ -24,6 +24,10 @@ import (
 const (
 	logTail       = 256 << 10 // bytes read back from the end of each log without a cursor
 	logFollowMax  = 1 << 20   // bytes read from a cursor onwards per Cal and request
+	// logBudget bounds the bytes one request reads over all Cals: with
+	// many Cals each gets a smaller share (at least logMinShare).
+	logBudget   = 32 << 20
+	logMinShare = 8 << 10
 	maxLogLines   = 2000
 	defLogLines   = 200
 	maxLogQuery   = 200
@@ -50,7 +54,7 @@ func parseLogLine(line string) (t time.Time, level string) {
 
 // readLog returns the complete lines of path from offset (or its tail when
 // offset < 0), and the offset after the last complete line.
-func readLog(path string, offset int64) ([]string, int64, error) {
+func readLog(path string, offset, limit int64) ([]string, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, offset, err
@@ -64,7 +68,7 @@ func readLog(path string, offset int64) ([]string, int64, error) {
 	start, skipPartial := offset, false
 	switch {
 	case offset < 0:
-		start = max(0, size-logTail)
+		start = max(0, size-min(logTail, limit))
 		skipPartial = start > 0
 	case offset > size: // the log was replaced: start again
 		start = 0
@@ -72,7 +76,7 @@ func readLog(path string, offset int64) ([]string, int64, error) {
 	if _, err := f.Seek(start, io.SeekStart); err != nil {
 		return nil, offset, err
 	}
-	b, err := io.ReadAll(io.LimitReader(f, logFollowMax))
+	b, err := io.ReadAll(io.LimitReader(f, min(logFollowMax, limit)))
 	if err != nil {
 		return nil, offset, err
 	}
@@ -175,10 +179,17 @@ func (s *Server) aggregateLogs(ctx context.Context, pr principal, only map[strin
 	needle := strings.ToLower(text)
 	page := &api.LogPage{Entries: []api.LogEntry{}}
 	next := map[string]int64{}
+	var picked []*CalRecord
 	for _, rec := range recs {
-		if (only != nil && !only[rec.ID]) || !s.inScope(ctx, pr, rec.ID) {
-			continue
+		if (only == nil || only[rec.ID]) && s.inScope(ctx, pr, rec.ID) {
+			picked = append(picked, rec)
 		}
+	}
+	share := int64(logBudget)
+	if len(picked) > 0 {
+		share = max(logMinShare, int64(logBudget)/int64(len(picked)))
+	}
+	for _, rec := range picked {
 		off, ok := cursor[rec.ID]
 		if !ok {
 			off = -1
@@ -186,7 +197,7 @@ func (s *Server) aggregateLogs(ctx context.Context, pr principal, only map[strin
 				off = 0
 			}
 		}
-		ls, end, err := readLog(s.logPath(rec.ID), off)
+		ls, end, err := readLog(s.logPath(rec.ID), off, share)
 		if err != nil {
 			continue // no log yet
 		}

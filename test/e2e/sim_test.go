@@ -103,6 +103,14 @@ func TestSimAPI(t *testing.T) {
 	if err != nil || rep.LimitHits["policy no-surge"] == 0 {
 		t.Fatalf("simulate under a policy: %+v %v", rep.LimitHits, err)
 	}
+	// calnet sim --cal simulates the rules a Cal has now.
+	idle := rules.Rule{Name: "never", When: "children > 1000", Cooldown: rules.Duration(time.Minute), Action: rules.Action{Kind: rules.Spawn, Count: 1, Template: "default"}}
+	if err := n.c.SetRules(ctx, n.master(), []rules.Rule{idle}); err != nil {
+		t.Fatal(err)
+	}
+	if r := n.cli("-o", "json", "sim", "--cal", "master", "--pools", "2", "--duration", "1h", "--target", "0"); r.code != 0 || !strings.Contains(r.stdout, `"rule": "never"`) {
+		t.Fatalf("sim --cal: %+v", r)
+	}
 	bad := up
 	bad.When = "cpu > 1.0"
 	for _, tt := range []struct {
