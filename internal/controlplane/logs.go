@@ -22,12 +22,12 @@ import (
 // cursor (the byte offset reached in each Cal's log).
 
 const (
-	logTail       = 256 << 10 // bytes read back from the end of each log without a cursor
-	logFollowMax  = 1 << 20   // bytes read from a cursor onwards per Cal and request
+	logTail      = 256 << 10 // bytes read back from the end of each log without a cursor
+	logFollowMax = 1 << 20   // bytes read from a cursor onwards per Cal and request
 	// logBudget bounds the bytes one request reads over all Cals: with
 	// many Cals each gets a smaller share (at least logMinShare).
-	logBudget   = 32 << 20
-	logMinShare = 8 << 10
+	logBudget     = 32 << 20
+	logMinShare   = 8 << 10
 	maxLogLines   = 2000
 	defLogLines   = 200
 	maxLogQuery   = 200
