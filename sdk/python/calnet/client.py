@@ -104,6 +104,28 @@ class Calnet:
         """Reject a held request (a held spawn is rejected with it)."""
         return self._call("POST", "/v1/approvals/" + urllib.parse.quote(approval, safe="") + "/reject", {"comment": comment})
 
+    def logs(self, q="", level="", cals=(), lines=0, cursor=""):
+        """Every Cal's log merged by time, filtered; pass the returned cursor back to follow."""
+        params = {k: v for k, v in dict(q=q, level=level, cals=",".join(cals), lines=lines or "", cursor=cursor).items() if v}
+        return self._call("GET", "/v1/logs?" + urllib.parse.urlencode(params))
+
+    def traffic(self):
+        """The traffic matrix, busiest pairs first."""
+        return self._call("GET", "/v1/traffic")
+
+    def matrix(self, cal):
+        """The permission matrix of the subtree rooted at cal."""
+        return self._call("GET", "/v1/cals/" + urllib.parse.quote(cal, safe="") + "/matrix")
+
+    def set_matrix(self, cal, rows):
+        """Set what Cals of the subtree may grant to new children (admin); grantable None lifts the limit."""
+        return self._call("PUT", "/v1/cals/" + urllib.parse.quote(cal, safe="") + "/matrix", {"rows": list(rows)})
+
+    def simulate(self, rules, workloads=None, pools=0, duration="", seed=0):
+        """Preview a rule set in the control plane's simulator (at most 50 pools for a day)."""
+        body = {k: v for k, v in dict(rules=list(rules), workloads=workloads, pools=pools, duration=duration, seed=seed).items() if v}
+        return self._call("POST", "/v1/sim", body)
+
     def template_recommendations(self, template):
         """What the Cals of a template used and how its spawns went."""
         return self._call("GET", "/v1/templates/" + urllib.parse.quote(template, safe="") + "/recommendations")

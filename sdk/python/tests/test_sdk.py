@@ -104,6 +104,16 @@ class LiveNetwork(unittest.TestCase):
             self.assertEqual(cm.exception.status, 403)
             self.assertEqual(alice.approve(held["approval"], "ok")["state"], "approved")
             c.set_policies([])
+            # Logs, traffic, the permission matrix, the simulator.
+            logs = c.logs(q="blessed a child", lines=50)
+            self.assertTrue(logs["entries"] and logs["cursor"])
+            self.assertTrue(any(p["kind"] == "spawn" and p["to"] == sp["cal"] for p in c.traffic()["pairs"]))
+            self.assertEqual(c.matrix(sp["cal"])["rows"][0]["cal"], sp["cal"])
+            with self.assertRaises(CalnetError) as cm:
+                c.set_matrix(sp["cal"], [{"cal": sp["cal"], "grantable": ["admin"]}])
+            self.assertIn("rows[0].grantable", str(cm.exception))
+            sim = c.simulate([{"name": "up", "when": "gauges.utilization > 93.0", "cooldown": "10s", "action": {"kind": "spawn", "count": 1, "template": "default"}}], pools=2, duration="1h")
+            self.assertEqual(sim["total"]["decisions"], 2 * 720)
             rv = c.revoke(sp["cal"], "python test")
             self.assertEqual(rv["subtree"], [sp["cal"]])
             for _ in range(50):

@@ -86,6 +86,26 @@ export class Calnet {
   approve(id: string, comment = '') { return this.call<Approval>('POST', `/v1/approvals/${encodeURIComponent(id)}/approve`, { comment }); }
   /** Rejects a held request (a held spawn is rejected with it). */
   reject(id: string, comment = '') { return this.call<Approval>('POST', `/v1/approvals/${encodeURIComponent(id)}/reject`, { comment }); }
+  /** Every Cal's log merged by time, filtered; pass `cursor` back to follow. */
+  logs(q: { q?: string; level?: string; cals?: string[]; lines?: number; cursor?: string } = {}) {
+    const p = new URLSearchParams();
+    if (q.q) p.set('q', q.q);
+    if (q.level) p.set('level', q.level);
+    if (q.cals?.length) p.set('cals', q.cals.join(','));
+    if (q.lines) p.set('lines', String(q.lines));
+    if (q.cursor) p.set('cursor', q.cursor);
+    return this.call<{ entries: { cal: string; name?: string; time?: string; level?: string; text: string }[]; truncated?: number; cursor: string }>('GET', `/v1/logs?${p}`);
+  }
+  /** The traffic matrix, busiest pairs first. */
+  traffic() { return this.call<{ pairs: { from: string; to: string; kind: string; count: number; bytes?: number; last: string }[] }>('GET', '/v1/traffic'); }
+  /** The permission matrix of the subtree rooted at `id`. */
+  matrix(id: string) { return this.call<{ root: string; permissions: string[]; rows: { cal: string; name?: string; held: string[]; used: Record<string, number>; grantable: string[] | null }[] }>('GET', `/v1/cals/${encodeURIComponent(id)}/matrix`); }
+  /** Sets what Cals of the subtree may grant to new children (admin); grantable null lifts the limit. */
+  setMatrix(id: string, rows: { cal: string; grantable: string[] | null }[]) { return this.call<Record<string, unknown>>('PUT', `/v1/cals/${encodeURIComponent(id)}/matrix`, { rows }); }
+  /** Previews a rule set in the control plane's simulator (at most 50 pools for a day). */
+  simulate(req: { rules: Rule[]; workloads?: string[]; pools?: number; duration?: string; seed?: number }) {
+    return this.call<{ total: { decisions: number; optimal_percent: number; over_oracle_percent: number; under_capacity_percent: number; oscillations: number }; rules: { rule: string; fired: number }[]; [k: string]: unknown }>('POST', '/v1/sim', req);
+  }
   /** What the Cals of a template used (quotas, least-privilege permissions) and how its spawns went. */
   templateRecommendations(name: string) { return this.call<Record<string, unknown>>('GET', `/v1/templates/${encodeURIComponent(name)}/recommendations`); }
   /** A Cal's spawn criteria, their state and recent decisions. */

@@ -87,6 +87,15 @@ test('live network: spawn, list, watch, revoke', { skip: !root && 'needs root fo
     const ap = await alice.approve(held.approval, 'ok');
     assert.equal(ap.state, 'approved');
     await c.setPolicies([]);
+    // Logs, traffic, the permission matrix, the simulator.
+    const logs = await c.logs({ q: 'blessed a child', lines: 50 });
+    assert.ok(logs.entries.length >= 1 && logs.cursor);
+    assert.ok((await c.traffic()).pairs.some((p) => p.kind === 'spawn' && p.to === sp.cal));
+    const m = await c.matrix(sp.cal);
+    assert.equal(m.rows[0].cal, sp.cal);
+    await assert.rejects(c.setMatrix(sp.cal, [{ cal: sp.cal, grantable: ['admin'] }]), (e) => e instanceof CalnetError && e.status === 400 && e.message.includes('rows[0].grantable'));
+    const sim = await c.simulate({ rules: [{ name: 'up', when: 'gauges.utilization > 93.0', cooldown: '10s', action: { kind: 'spawn', count: 1, template: 'default' } }], pools: 2, duration: '1h' });
+    assert.equal(sim.total.decisions, 2 * 720);
     const rv = await c.revoke(sp.cal, 'ts test');
     assert.deepEqual(rv.subtree, [sp.cal]);
     for (let i = 0; i < 50 && !events.some((e) => e.type === 'cal.revoked'); i++) await new Promise((r) => setTimeout(r, 100));
