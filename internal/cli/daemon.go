@@ -38,7 +38,7 @@ func (a *app) apiClient() (*client.Client, error) {
 }
 
 func (a *app) upCmd() *cobra.Command {
-	var data, without, dnsAddr, domain, routerAddr string
+	var data, without, dnsAddr, domain, routerAddr, zone string
 	var idleWindow, observeWindow, deployTimeout time.Duration
 	lim := controlplane.DefaultLimits
 	cmd := &cobra.Command{
@@ -75,7 +75,7 @@ from starting unless you lower it explicitly with --without.`,
 			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			srv, err := controlplane.Open(ctx, controlplane.Config{DataDir: data, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim, DNSAddr: dnsAddr, Domain: domain, RouterAddr: routerAddr, IdleWindow: idleWindow, ObserveWindow: observeWindow, DeployTimeout: deployTimeout})
+			srv, err := controlplane.Open(ctx, controlplane.Config{DataDir: data, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim, DNSAddr: dnsAddr, Domain: domain, RouterAddr: routerAddr, IdleWindow: idleWindow, ObserveWindow: observeWindow, DeployTimeout: deployTimeout, Zone: zone})
 			if err != nil {
 				return err
 			}
@@ -88,6 +88,7 @@ from starting unless you lower it explicitly with --without.`,
 	}
 	cmd.Flags().StringVar(&data, "data", defaultData, "data directory")
 	cmd.Flags().DurationVar(&idleWindow, "idle-window", time.Minute, "how long a child must use under 1% of a core to count as idle for retire rules")
+	cmd.Flags().StringVar(&zone, "zone", "local", "this host's failure domain (its topology label in placement decisions)")
 	cmd.Flags().DurationVar(&deployTimeout, "deploy-timeout", 15*time.Second, "how long a new Cal has to register before its deploy attempt fails (templates whose Cals are slower get 4x their p95)")
 	cmd.Flags().DurationVar(&observeWindow, "observe-window", 10*time.Minute, "how long the Cals of a template must be observed before least privilege cuts a permission they never used")
 	cmd.Flags().StringVar(&routerAddr, "router", "127.0.0.1:7080", "Infinity Router address: /<namespace>/... and Host <namespace>.<domain>")

@@ -10,7 +10,7 @@ import (
 
 // place decides where a spawn runs and returns the decision's account,
 // kept on the spawn record. This control plane drives one host, so there
-// is one candidate (labelled with the host's name and zone "local"): the
+// is one candidate (labelled with the host's name and its zone, Config.Zone): the
 // decision is trivial, but it is made the same way as on many hosts and
 // says why. CPU is not reserved (the kernel shares it; saturation is
 // refused at admission by the pressure check), so the host's CPU capacity
@@ -24,9 +24,9 @@ func (s *Server) place(ctx context.Context, p SpawnParams, parent *CalRecord) pl
 	if free < 0 {
 		free = mem
 	}
-	c := placement.Candidate{Name: name, Zone: "local", CPUCapacity: cpu, CPUFree: cpu, MemCapacity: mem, MemFree: free, Healthy: true,
+	c := placement.Candidate{Name: name, Zone: s.cfg.Zone, CPUCapacity: cpu, CPUFree: cpu, MemCapacity: mem, MemFree: free, Healthy: true,
 		RecentFailures: s.outcomes.Failures("host:" + name)}
-	sib := map[string]int{"local": len(s.runningChildren(ctx, parent))}
+	sib := map[string]int{s.cfg.Zone: len(s.runningChildren(ctx, parent))}
 	return placement.Place([]placement.Candidate{c}, placement.Request{CPUMillis: p.CPUMillis, MemoryBytes: min(p.MemoryBytes, startFootprint), ParentHost: name, Siblings: sib}, placement.DefaultWeights)
 }
 

@@ -93,6 +93,9 @@ type Config struct {
 	// have been observed before least privilege cuts a permission they
 	// never used.
 	ObserveWindow time.Duration
+	// Zone is this host's failure domain, its topology label in placement
+	// (default "local").
+	Zone string
 	// DeployTimeout is the base wait for a new Cal to register (default
 	// 15 s); a template whose Cals are slower is given more (learned).
 	DeployTimeout time.Duration
@@ -179,6 +182,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.Domain == "" {
 		cfg.Domain = "calnet."
+	}
+	if cfg.Zone == "" {
+		cfg.Zone = "local"
 	}
 	if cfg.DeployTimeout <= 0 {
 		cfg.DeployTimeout = deployTimeout

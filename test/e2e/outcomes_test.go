@@ -15,7 +15,7 @@ import (
 // outcomes say why, and other templates are unaffected.
 func TestTemplateBackOff(t *testing.T) {
 	needRoot(t)
-	n := up(t, filepath.Join(t.TempDir(), "data"), "--deploy-timeout", "1s")
+	n := up(t, filepath.Join(t.TempDir(), "data"), "--deploy-timeout", "1s", "--zone", "rack-a")
 	ctx := context.Background()
 	// Its workload takes 60 s to report ready: the Cal cannot register in 1 s.
 	slow := strings.Replace(agentTemplate, "health: {exec: [/bin/true], interval: 200ms}", "health: {exec: [/bin/false], interval: 200ms, ready: 60s}", 1)
@@ -35,8 +35,9 @@ func TestTemplateBackOff(t *testing.T) {
 	if err != nil || tr.Outcomes.Failed != 3 || tr.Outcomes.Rejected != 1 || tr.Outcomes.BackedOff == "" || len(tr.Outcomes.LastFailures) != 3 {
 		t.Fatalf("outcomes: %+v %v", tr.Outcomes, err)
 	}
-	// Other templates spawn as before.
-	if sp, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "fine", CPUMillis: 100}, true); err != nil || sp.State != "running" {
+	// Other templates spawn as before; placement labels the host with
+	// its zone.
+	if sp, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "fine", CPUMillis: 100}, true); err != nil || sp.State != "running" || !strings.Contains(sp.Placement, "(zone rack-a)") {
 		t.Fatalf("default template: %+v %v", sp, err)
 	}
 }

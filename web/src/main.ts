@@ -688,6 +688,7 @@ async function renderMatrix() {
 $('matrix-root').onchange = () => { text($('matrix-error'), ''); renderMatrix().catch((e) => showError('matrix-error', e)); };
 $('matrix-form').onsubmit = async (e) => {
   e.preventDefault();
+  $('matrix-error').className = 'error';
   text($('matrix-error'), '');
   const rows: { cal: string; grantable: string[] | null }[] = [];
   for (const r of matrixRows) {
@@ -699,8 +700,9 @@ $('matrix-form').onsubmit = async (e) => {
     if ((next === null ? null : [...next].sort().join(',')) !== was) rows.push({ cal: r.cal, grantable: next });
   }
   if (!rows.length) { text($('matrix-error'), 'nothing changed'); return; }
-  try { await api('PUT', `/v1/cals/${$<HTMLSelectElement>('matrix-root').value}/matrix`, { rows }); await renderMatrix(); text($('matrix-error'), `${rows.length} Cal(s) updated`); }
-  catch (err) { showError('matrix-error', err); }
+  const status = $('matrix-error');
+  try { await api('PUT', `/v1/cals/${$<HTMLSelectElement>('matrix-root').value}/matrix`, { rows }); await renderMatrix(); status.className = 'ok'; text(status, `${rows.length} Cal(s) updated`); }
+  catch (err) { status.className = 'error'; showError('matrix-error', err); }
 };
 
 // Simulate (calnet sim, POST /v1/sim): the rule being written, with the
