@@ -155,29 +155,32 @@ func (s *Server) handleTemplateRecommendations(w http.ResponseWriter, r *http.Re
 	name := r.PathValue("name")
 	ctx := r.Context()
 	used, cals, observed, live := s.templateUse(ctx, name)
+	// What the template gives, and what its Cals were given (a spawn may
+	// ask for other permissions and quotas, and an inline template exists
+	// only through its Cals).
 	var p SpawnParams
 	tmpl, aerr := s.resolveTemplate(name, "")
 	switch {
 	case aerr == nil:
 		applyTemplate(&p, tmpl)
 		validateParams(&p)
-	case cals > 0:
-		// A template given inline at spawn time: what its Cals were given.
-		recs, _ := s.listCals(ctx)
-		for _, c := range recs {
-			if c.Template != name {
-				continue
-			}
-			for _, perm := range c.Permissions {
-				if !slices.Contains(p.Permissions, perm) {
-					p.Permissions = append(p.Permissions, perm)
-				}
-			}
-			p.CPUMillis, p.MemoryBytes = max(p.CPUMillis, c.Quota.CPUMillis), max(p.MemoryBytes, c.Quota.MemoryBytes)
-		}
-	default:
+	case cals == 0:
 		writeError(w, aerr)
 		return
+	}
+	recs, _ := s.listCals(ctx)
+	for _, c := range recs {
+		if c.Template != name {
+			continue
+		}
+		for _, perm := range c.Permissions {
+			if !slices.Contains(p.Permissions, perm) {
+				p.Permissions = append(p.Permissions, perm)
+			}
+		}
+		if aerr != nil {
+			p.CPUMillis, p.MemoryBytes = max(p.CPUMillis, c.Quota.CPUMillis), max(p.MemoryBytes, c.Quota.MemoryBytes)
+		}
 	}
 	since := s.now().Add(-time.Hour)
 	pooled := func(metric string) []float64 {
