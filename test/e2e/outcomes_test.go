@@ -15,14 +15,14 @@ import (
 // outcomes say why, and other templates are unaffected.
 func TestTemplateBackOff(t *testing.T) {
 	needRoot(t)
-	n := up(t, filepath.Join(t.TempDir(), "data"), "--deploy-timeout", "1s", "--zone", "rack-a")
+	n := up(t, filepath.Join(t.TempDir(), "data"), "--deploy-timeout", "2s", "--zone", "rack-a")
 	ctx := context.Background()
-	// Its workload takes 60 s to report ready: the Cal cannot register in 1 s.
+	// Its workload takes 60 s to report ready: the Cal cannot register in 2 s.
 	slow := strings.Replace(agentTemplate, "health: {exec: [/bin/true], interval: 200ms}", "health: {exec: [/bin/false], interval: 200ms, ready: 60s}", 1)
 	slow = strings.Replace(slow, "name: agent", "name: stuck", 1)
 	for i := range 3 {
 		sp, err := n.c.Spawn(ctx, client.SpawnRequest{TemplateYAML: slow, CPUMillis: 100}, true)
-		if err != nil || sp.State != "failed" || sp.Attempts != 3 || !strings.Contains(sp.Reason, "did not register within 1s") {
+		if err != nil || sp.State != "failed" || sp.Attempts != 3 || !strings.Contains(sp.Reason, "did not register within 2s") {
 			t.Fatalf("spawn %d of the stuck template: %+v %v", i, sp, err)
 		}
 	}
