@@ -375,13 +375,20 @@ func TestKillSwitchAndBurst(t *testing.T) {
 				if ae.Status == 429 && ae.RetryAfter <= 0 {
 					t.Errorf("429 without Retry-After")
 				}
+				// On a slow machine the burst lasts long enough for the
+				// token bucket to admit more than the Master Cal's CPU
+				// quota holds (200 children of 10m): those are refused
+				// by the quota, which is a limit doing its job too.
+				if ae.Status == 403 && !strings.Contains(ae.Message, "quota cpu_millis") {
+					t.Errorf("request %d: %v", i, err)
+				}
 				return
 			}
 			t.Errorf("request %d: %v", i, err)
 		})
 	}
 	wg.Wait()
-	if counts[202] == 0 || counts[429] == 0 || counts[202]+counts[429] != 1000 {
+	if counts[202] == 0 || counts[429] == 0 || counts[202]+counts[429]+counts[403] != 1000 {
 		t.Fatalf("status counts %v", counts)
 	}
 	t.Logf("burst of 1000: %v", counts)
