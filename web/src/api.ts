@@ -67,7 +67,9 @@ export function events(onEvent: (e: CalEvent) => void, onState: (s: string) => v
     ws = new WebSocket(`${proto}://${location.host}/v1/events?after=0&access_token=${encodeURIComponent(token)}`);
     ws.onopen = () => { backoff = 250; onState("live"); onEvent({ seq: 0, type: "connected" }); };
     ws.onmessage = (m) => { try { const e = JSON.parse(m.data); last = Math.max(last, e.seq); onEvent(e); } catch { /* ignore */ } };
-    ws.onclose = () => { onState('reconnecting…'); if (!stopped) setTimeout(connect, backoff = Math.min(backoff * 2, 5000)); };
+    // A stream stopped on sign-out may close after the next sign-in's
+    // stream opened: it must not report anything then.
+    ws.onclose = () => { if (stopped) return; onState('reconnecting…'); setTimeout(connect, backoff = Math.min(backoff * 2, 5000)); };
   };
   connect();
   return () => { stopped = true; ws?.close(); };

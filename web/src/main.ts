@@ -325,7 +325,8 @@ async function signIn(token: string) {
 }
 
 function signOut(msg = '') {
-  stopEvents?.(); clearToken(); me = null;
+  stopEvents?.(); stopEvents = null; clearToken(); me = null;
+  text($('conn'), ''); text($('whoami'), '');
   $('app').hidden = true; $('signin').hidden = false; $('signout').hidden = true;
   text($('signin-error'), msg);
 }

@@ -4,7 +4,7 @@
 // a tampered chain. Screenshots are kept in web/test-artifacts/.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, existsSync, openSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
@@ -30,7 +30,11 @@ test('dashboard in a real browser', { skip, timeout: 180_000 }, async () => {
   execFileSync('go', ['build', '-o', bin, './cmd/calnet'], { cwd: repo, env: { ...process.env, CGO_ENABLED: '0' }, stdio: 'inherit' });
   const [api, router, dns] = [await freePort(), await freePort(), await freePort()];
   const args = ['up', '--data', join(dir, 'data'), '--addr', `127.0.0.1:${api}`, '--router', `127.0.0.1:${router}`, '--dns', `127.0.0.1:${dns}`];
-  let up = spawn(bin, args, { stdio: 'ignore' });
+  // The control plane's output goes to a file, shown if the test fails.
+  const upLog = join(dir, 'up.log');
+  const startUp = () => { const fd = openSync(upLog, 'a'); return spawn(bin, args, { stdio: ['ignore', fd, fd] }); };
+  const exited = (p) => (p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise((r) => p.on('exit', r)));
+  let up = startUp();
   const base = `http://127.0.0.1:${api}`;
   let token = '';
   for (let i = 0; i < 300 && !token; i++) {
@@ -229,9 +233,9 @@ test('dashboard in a real browser', { skip, timeout: 180_000 }, async () => {
     await page.click('#signin-form button');
     await page.waitForFunction(() => document.querySelector('#conn').textContent === 'live');
     up.kill('SIGTERM');
-    await new Promise((r) => up.on('exit', r));
+    await exited(up);
     await page.waitForFunction(() => document.querySelector('#conn').textContent.startsWith('reconnecting'));
-    up = spawn(bin, args, { stdio: 'ignore' });
+    up = startUp();
     await page.waitForFunction(() => document.querySelector('#conn').textContent === 'live', null, { timeout: 60_000 });
     await call('POST', '/v1/cals?wait=true', { name: 'after-restart', permissions: ['read'] });
     await page.waitForFunction(() => [...document.querySelectorAll('#cals tbody tr')].some((tr) => tr.cells[1].textContent === 'after-restart' && tr.dataset.state === 'running'), null, { timeout: 30_000 });
@@ -240,9 +244,13 @@ test('dashboard in a real browser', { skip, timeout: 180_000 }, async () => {
     // API data never becomes HTML: a name with markup is shown as text.
     const html = await page.evaluate(() => document.querySelector('#cals').innerHTML);
     assert.ok(!html.includes('<script'));
+  } catch (err) {
+    await browser.contexts()[0]?.pages()[0]?.screenshot({ path: join(artifacts, 'failure.png') }).catch(() => {});
+    console.error(`control plane output:\n${readFileSync(upLog, 'utf8').split('\n').slice(-60).join('\n')}`);
+    throw err;
   } finally {
     await browser.close();
     up.kill('SIGTERM');
-    await new Promise((r) => up.on('exit', r));
+    await exited(up);
   }
 });
