@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -115,4 +116,36 @@ func TestEvaluate(t *testing.T) {
 	if ps[1].Approvals != 1 {
 		t.Fatalf("approvals default: %d", ps[1].Approvals)
 	}
+}
+
+// FuzzCompilePolicies: any policy document (PUT /v1/policies is untrusted
+// input) is either compiled or refused with an *Error naming the field,
+// never a panic; a compiled set evaluates without panicking, failing
+// closed on errors.
+func FuzzCompilePolicies(f *testing.F) {
+	f.Add([]byte(`[{"name":"a","deny":"depth > 2 && \"admin\" in request_permissions","message":"m"}]`))
+	f.Add([]byte(`[{"name":"b","on":"revoke","require_approval":"subtree_cals >= 100","approvals":2,"message":"m"}]`))
+	f.Add([]byte(`[{"name":"c","deny":"request_cpu_millis / (depth - 7) > 0","message":"m"},{"name":"c","deny":"true","message":"m"}]`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var ps []Policy
+		if json.Unmarshal(data, &ps) != nil {
+			return
+		}
+		cs, err := CompilePolicies(ps, 3)
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) || e.Field == "" {
+				t.Fatalf("%v is not an *Error with a field", err)
+			}
+			return
+		}
+		for _, op := range []string{OpSpawn, OpRevoke} {
+			for _, r := range probes[op] {
+				v := Evaluate(cs, op, &r)
+				if v.Err != nil && v.Denied == nil {
+					t.Fatalf("an evaluation error without the policy that failed")
+				}
+			}
+		}
+	})
 }
