@@ -20,7 +20,6 @@ import (
 
 	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/internal/calproto"
-	"github.com/soulfra/calnet/rules"
 	"github.com/soulfra/calnet/trust"
 )
 
@@ -377,16 +376,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, pr princip
 		return
 	}
 	if hold != nil {
-		n := 0
-		if recs, err := s.listCals(r.Context()); err == nil {
-			n = len(subtreeOf(recs, rec.ID))
-		}
-		a := &api.Approval{Operation: rules.OpRevoke, Cal: rec.ID, Reason: req.Reason, SubtreeCals: n, Actor: pr.actor()}
-		if aerr := s.openApproval(r.Context(), a, hold); aerr != nil {
-			writeError(w, aerr)
-			return
-		}
-		writeJSON(w, 202, api.Revoked{Subtree: []string{}, Approval: a})
+		s.holdRevocation(w, r, hold, &api.Approval{Cal: rec.ID, Reason: req.Reason, Actor: pr.actor()})
 		return
 	}
 	target, _ := identity.ParseID(rec.ID)

@@ -333,9 +333,15 @@ func (s *Server) carryOut(ctx context.Context, a *api.Approval) string {
 	return "unknown operation"
 }
 
+// revokeHold is a revocation a require_approval policy holds.
+type revokeHold struct {
+	policy  *rules.CompiledPolicy
+	subtree int // live Cals the revocation would stop
+}
+
 // checkRevokePolicies applies the revoke policies to revoking rec. It
-// returns a refusal, or the policy that holds the revocation for approval.
-func (s *Server) checkRevokePolicies(ctx context.Context, rec *CalRecord, actor string) (*APIError, *rules.CompiledPolicy) {
+// returns a refusal, or the hold when a policy requires approval.
+func (s *Server) checkRevokePolicies(ctx context.Context, rec *CalRecord, actor string) (*APIError, *revokeHold) {
 	if msg := s.policyErr.Load(); msg != nil {
 		return apiErr(403, "admission policies: the stored set does not compile (%s); an administrator must replace it", *msg), nil
 	}
@@ -362,7 +368,23 @@ func (s *Server) checkRevokePolicies(ctx context.Context, rec *CalRecord, actor 
 		req.ParentChildren = len(s.runningChildren(ctx, p))
 		req.ParentCPUPercent, req.ParentMemoryBytes = s.last(p.ID, "cpu_percent"), s.last(p.ID, "memory_bytes")
 	}
-	return verdict(rules.Evaluate(*ps, rules.OpRevoke, req))
+	aerr, pol := verdict(rules.Evaluate(*ps, rules.OpRevoke, req))
+	if pol == nil {
+		return aerr, nil
+	}
+	return nil, &revokeHold{policy: pol, subtree: subtree}
+}
+
+// holdRevocation opens the approval request for a held revocation (a
+// carries who asks, the Cal, the reason and, from a Cal, its signed
+// revocation) and answers 202 with it.
+func (s *Server) holdRevocation(w http.ResponseWriter, r *http.Request, h *revokeHold, a *api.Approval) {
+	a.Operation, a.SubtreeCals = rules.OpRevoke, h.subtree
+	if aerr := s.openApproval(r.Context(), a, h.policy); aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	writeJSON(w, 202, api.Revoked{Subtree: []string{}, Approval: a})
 }
 
 // subtreeOf lists the live Cals of the subtree rooted at id (id included).

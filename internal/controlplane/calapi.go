@@ -21,7 +21,6 @@ import (
 	"github.com/soulfra/calnet/internal/caltls"
 	"github.com/soulfra/calnet/internal/store"
 	"github.com/soulfra/calnet/ledger"
-	"github.com/soulfra/calnet/rules"
 	"github.com/soulfra/calnet/trust"
 )
 
@@ -171,14 +170,7 @@ func (s *Server) calHandler() http.Handler {
 				return
 			}
 			if hold != nil { // held: carried out as the Cal signed it once approved
-				recs, _ := s.listCals(r.Context())
-				a := &api.Approval{Operation: rules.OpRevoke, Cal: target.ID, Reason: rev.Reason(), SubtreeCals: len(subtreeOf(recs, target.ID)),
-					Actor: actor, Revocation: req.Revocation}
-				if aerr := s.openApproval(r.Context(), a, hold); aerr != nil {
-					writeError(w, aerr)
-					return
-				}
-				writeJSON(w, 202, api.Revoked{Subtree: []string{}, Approval: a})
+				s.holdRevocation(w, r, hold, &api.Approval{Cal: target.ID, Reason: rev.Reason(), Actor: actor, Revocation: req.Revocation})
 				return
 			}
 		}

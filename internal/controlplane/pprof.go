@@ -4,17 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	httppprof "net/http/pprof"
 	"net/url"
-	"path/filepath"
 	"strconv"
 	"time"
 
-	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/internal/calproto"
-	"github.com/soulfra/calnet/internal/caltls"
 )
 
 // Profiling (UX-4.2): the runtime profiles of a Cal's process, relayed
@@ -56,13 +52,9 @@ func profileQuery(r *http.Request) (name string, q url.Values, aerr *APIError) {
 
 // handleCalProfile is GET /v1/cals/{id}/pprof/{profile}.
 func (s *Server) handleCalProfile(w http.ResponseWriter, r *http.Request) {
-	rec, aerr := s.resolve(r.Context(), r.PathValue("id"))
+	rec, id, aerr := s.runningCal(r, principal{admin: true}, r.PathValue("id")) // admin-only route
 	if aerr != nil {
 		writeError(w, aerr)
-		return
-	}
-	if rec.State != StateRunning {
-		writeError(w, apiErr(409, "cal %s is %s", rec.ID, rec.State))
 		return
 	}
 	name, q, aerr := profileQuery(r)
@@ -70,20 +62,7 @@ func (s *Server) handleCalProfile(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr)
 		return
 	}
-	id, _ := identity.ParseID(rec.ID)
-	expect := func(p *caltls.Peer) error {
-		if p.Cal != id {
-			return fmt.Errorf("peer is %s, want %s", p.Cal, id)
-		}
-		return s.resolveCal(p)
-	}
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", filepath.Join(s.calDir(rec.ID), calproto.APISocket))
-		},
-		TLSClientConfig: caltlsConfig(s, expect),
-	}
+	tr := s.calTransport(id)
 	defer tr.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(r.Context(), (maxProfileSeconds+10)*time.Second)
 	defer cancel()

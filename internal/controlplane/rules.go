@@ -434,7 +434,7 @@ func (s *Server) act(ctx context.Context, rec *CalRecord, d rules.Decision, now 
 			if crec, err := s.getCal(ctx, c); err == nil {
 				aerr, hold := s.checkRevokePolicies(ctx, crec, actor)
 				if aerr == nil && hold != nil {
-					aerr = apiErr(403, "policy %s: %s (a rule does not open approval requests for retirements)", hold.Name, hold.Message)
+					aerr = apiErr(403, "policy %s: %s (a rule does not open approval requests for retirements)", hold.policy.Name, hold.policy.Message)
 				}
 				if aerr != nil {
 					refusal = aerr.Msg

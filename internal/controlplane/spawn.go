@@ -495,21 +495,27 @@ func (s *Server) callCal(ctx context.Context, id identity.ID, method, path strin
 	return json.Unmarshal(body, out)
 }
 
-// callCalRaw is callCal without JSON decoding.
-func (s *Server) callCalRaw(ctx context.Context, id identity.ID, method, path string, in []byte) ([]byte, error) {
+// calTransport reaches a Cal's own API: mutual TLS on its unix socket,
+// the peer checked to be that Cal. Close its idle connections when done.
+func (s *Server) calTransport(id identity.ID) *http.Transport {
 	expect := func(p *caltls.Peer) error {
 		if p.Cal != id {
 			return fmt.Errorf("peer is %s, want %s", p.Cal, id)
 		}
 		return s.resolveCal(p)
 	}
-	tr := &http.Transport{
+	return &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", filepath.Join(s.calDir(id.String()), calproto.APISocket))
 		},
 		TLSClientConfig: caltlsConfig(s, expect),
 	}
+}
+
+// callCalRaw is callCal without JSON decoding.
+func (s *Server) callCalRaw(ctx context.Context, id identity.ID, method, path string, in []byte) ([]byte, error) {
+	tr := s.calTransport(id)
 	defer tr.CloseIdleConnections()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

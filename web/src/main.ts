@@ -147,25 +147,22 @@ function render() {
     }
     if (added) cy.layout(big ? { name: 'grid' } : { name: 'breadthfirst', directed: true, spacingFactor: 1.1 }).run();
   });
-  const sel = $<HTMLSelectElement>('spawn-parent');
-  const keep = sel.value;
-  sel.replaceChildren(...cals.filter((c) => c.state === 'running' && c.permissions.includes('spawn')).map((c) => {
-    const o = document.createElement('option'); o.value = c.id; o.textContent = c.name || short(c.id); return o;
-  }));
-  if (keep) sel.value = keep;
-  const csel = $<HTMLSelectElement>('console-cal');
-  const ckeep = csel.value;
-  csel.replaceChildren(...cals.filter((c) => c.state === 'running').map((c) => {
-    const o = document.createElement('option'); o.value = c.id; o.textContent = c.name || short(c.id); return o;
-  }));
-  if (ckeep) csel.value = ckeep;
-  const msel = $<HTMLSelectElement>('matrix-root');
-  const mkeep = msel.value;
-  msel.replaceChildren(...cals.filter((c) => c.state === 'running').map((c) => {
-    const o = document.createElement('option'); o.value = c.id; o.textContent = c.name || short(c.id); return o;
-  }));
-  if (mkeep) msel.value = mkeep;
+  fillCals('spawn-parent', (c) => c.permissions.includes('spawn'));
+  fillCals('console-cal');
+  fillCals('matrix-root');
   renderTable();
+}
+
+// fillCals lists the running Cals (that pass only) in a select, keeping
+// its choice (or prefer) when that Cal is still listed.
+function fillCals(id: string, only: (c: Cal) => boolean = () => true, prefer = '') {
+  const sel = $<HTMLSelectElement>(id);
+  const keep = sel.value || prefer;
+  const list = cals.filter((c) => c.state === 'running' && only(c));
+  sel.replaceChildren(...list.map((c) => {
+    const o = document.createElement('option'); o.value = c.id; o.textContent = c.name || short(c.id); return o;
+  }));
+  if (keep && list.some((c) => c.id === keep)) sel.value = keep;
 }
 
 function renderTable() {
@@ -444,12 +441,7 @@ function ruleFromForm(): Rule {
 }
 
 function openRules() {
-  const sel = $<HTMLSelectElement>('rule-cal');
-  const keep = sel.value || selected;
-  sel.replaceChildren(...cals.filter((c) => c.state === 'running').map((c) => {
-    const o = document.createElement('option'); o.value = c.id; o.textContent = c.name || short(c.id); return o;
-  }));
-  if (keep && cals.some((c) => c.id === keep && c.state === 'running')) sel.value = keep;
+  fillCals('rule-cal', undefined, selected);
   loadRules().catch((e) => showError('rule-error', e));
   previewRule();
 }
