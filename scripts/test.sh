@@ -40,6 +40,13 @@ staticcheck ./...
 echo "== go test -race"
 go test -race -count=1 ./...
 
+echo "== the README's main command as a newcomer runs it (./scripts/up.sh on a fresh copy)"
+if [ "$(id -u)" = 0 ]; then
+  ./scripts/newcomer.sh
+else
+  echo "skipped: isolated Cals need root" >&2
+fi
+
 echo "== Python SDK (unittest, standard library only)"
 python3 -m unittest discover -s sdk/python/tests -v
 

@@ -73,6 +73,9 @@ from starting unless you lower it explicitly with --without.`,
 			if err != nil {
 				return err
 			}
+			if data, err = filepath.Abs(data); err != nil {
+				return fmt.Errorf("--data: %w", err)
+			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
 			srv, err := controlplane.Open(ctx, controlplane.Config{DataDir: data, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim, DNSAddr: dnsAddr, Domain: domain, RouterAddr: routerAddr, IdleWindow: idleWindow, ObserveWindow: observeWindow, DeployTimeout: deployTimeout, Zone: zone})
@@ -80,7 +83,7 @@ from starting unless you lower it explicitly with --without.`,
 				return err
 			}
 			srv.SetShutdown(cancel)
-			abs, _ := filepath.Abs(controlplane.TokenFile(data))
+			abs := controlplane.TokenFile(data)
 			fmt.Fprintf(a.env.Stdout, "calnet is up: network %s\n  API        http://%s/v1 (events: ws://%s/v1/events)\n  router     http://%s/<namespace>/\n  DNS        %s (zone %s)\n  credential %s (0600)\n  master cal %s\nStop with Ctrl-C or `calnet down`.\n",
 				srv.Network().Network, srv.Addr(), srv.Addr(), routerAddr, dnsAddr, domain, abs, srv.Network().Master)
 			return srv.Run(ctx)

@@ -174,6 +174,13 @@ func TokenFile(dataDir string) string { return filepath.Join(dataDir, "admin.tok
 // the network (genesis, ledger, Master Cal) and the admin credential; on
 // later runs it reopens them.
 func Open(ctx context.Context, cfg Config) (*Server, error) {
+	// Every path handed to a driver is used from another working directory
+	// (a Cal starts in "/"), so the data directory must be absolute: the
+	// CLI resolves it once, at the edge.
+	if !filepath.IsAbs(cfg.DataDir) {
+		return nil, fmt.Errorf("data directory %q: must be an absolute path", cfg.DataDir)
+	}
+	cfg.DataDir = filepath.Clean(cfg.DataDir)
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:7070"
 	}

@@ -99,6 +99,12 @@ func ReadConfig() (*Config, error) {
 	if err := json.Unmarshal(b, &c); err != nil {
 		return nil, fmt.Errorf("sandbox: config: %w", err)
 	}
+	// The process starts in "/": a relative path would name another place.
+	for field, p := range map[string]string{"dir": c.Dir, "run_dir": c.RunDir, "programs_dir": c.ProgramsDir} {
+		if p != "" && !filepath.IsAbs(p) {
+			return nil, fmt.Errorf("sandbox: config: %s %q must be an absolute path", field, p)
+		}
+	}
 	return &c, nil
 }
 
