@@ -9,7 +9,6 @@ package calrt
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,7 +41,7 @@ type Runtime struct {
 	network   identity.NetworkID
 	chain     *trust.Chain
 	verifier  *trust.Verifier
-	cert      tls.Certificate
+	certs     *caltls.Source // the Cal's TLS certificate, renewed as it ages
 	cp        *http.Client
 	kek       *age.HybridIdentity
 	card      atomicCard
@@ -116,11 +115,11 @@ func Open(dir, runDir, secret string, log *slog.Logger) (*Runtime, error) {
 		return nil, fmt.Errorf("cal: refusing to start: the chain blesses %s but my key is %s", got.Cal, key.Public().ID())
 	}
 	d := chain.Leaf().Digest()
-	cert, err := caltls.Certificate(key, v.Network(), "/cal/"+got.Cal.String(), d[:], 7*24*time.Hour, time.Now())
+	certs, err := caltls.NewSource(key, v.Network(), "/cal/"+got.Cal.String(), d[:], 7*24*time.Hour, nil)
 	if err != nil {
 		return nil, err
 	}
-	rt := &Runtime{log: log, dir: dir, runDir: runDir, key: key, root: &root, network: v.Network(), chain: chain, verifier: v, cert: cert, kek: kek, logs: ring}
+	rt := &Runtime{log: log, dir: dir, runDir: runDir, key: key, root: &root, network: v.Network(), chain: chain, verifier: v, certs: certs, kek: kek, logs: ring}
 	rt.vault, rt.vaultErr = vault.Open(filepath.Join(dir, "vault"), kek, key, nil)
 	if rt.vaultErr != nil {
 		log.Error("vault failed verification; reflections are unavailable", "err", rt.vaultErr)
@@ -130,7 +129,7 @@ func Open(dir, runDir, secret string, log *slog.Logger) (*Runtime, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", filepath.Join(runDir, calproto.ControlSock))
 		},
-		TLSClientConfig: caltls.Config(cert, v.Network(), rt.isControlPlane, false),
+		TLSClientConfig: caltls.Config(certs, rt.isControlPlane, false),
 		MaxIdleConns:    2,
 	}}
 	return rt, nil

@@ -240,7 +240,7 @@ func (rt *Runtime) serve(tier int, sock string, mode os.FileMode, h http.Handler
 	// connections end with them.
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ConnContext: router.ConnContext}
 	if mtls {
-		srv.TLSConfig = caltls.Config(rt.cert, rt.network, rt.isControlPlane, true)
+		srv.TLSConfig = caltls.Config(rt.certs, rt.isControlPlane, true)
 		go srv.ServeTLS(ln, "", "")
 	} else {
 		go srv.Serve(ln)

@@ -18,6 +18,7 @@ import (
 	"math/big"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/soulfra/calnet/identity"
@@ -88,6 +89,11 @@ type Peer struct {
 // one SPIFFE ID in network) and returns who it claims to be. The caller
 // must still check that Key belongs to that identity (Resolver).
 func ParsePeer(rawCerts [][]byte, network identity.NetworkID, now time.Time) (*Peer, error) {
+	return parsePeer(rawCerts, network, &now)
+}
+
+// parsePeer is ParsePeer; a nil now skips the validity check.
+func parsePeer(rawCerts [][]byte, network identity.NetworkID, now *time.Time) (*Peer, error) {
 	if len(rawCerts) != 1 {
 		return nil, fmt.Errorf("caltls: want exactly one certificate, got %d", len(rawCerts))
 	}
@@ -98,7 +104,7 @@ func ParsePeer(rawCerts [][]byte, network identity.NetworkID, now time.Time) (*P
 	if err := c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature); err != nil {
 		return nil, fmt.Errorf("caltls: certificate is not self-signed by its key: %w", err)
 	}
-	if now.Before(c.NotBefore) || now.After(c.NotAfter) {
+	if now != nil && (now.Before(c.NotBefore) || now.After(c.NotAfter)) {
 		return nil, errors.New("caltls: certificate outside its validity")
 	}
 	pub, ok := c.PublicKey.(ed25519.PublicKey)
@@ -133,20 +139,23 @@ func ParsePeer(rawCerts [][]byte, network identity.NetworkID, now time.Time) (*P
 // network authority).
 type Resolver func(p *Peer) error
 
-// Config returns a TLS 1.3 config presenting cert and accepting exactly
-// the peers resolve accepts. For a server it requires a client
-// certificate.
-func Config(cert tls.Certificate, network identity.NetworkID, resolve Resolver, server bool) *tls.Config {
+// Config returns a TLS 1.3 config presenting src's current certificate
+// (renewed as it ages, so a long-running server or client never presents
+// an expired one) and accepting exactly the peers resolve accepts. For a
+// server it requires a client certificate. Peer certificates are checked
+// against src's clock.
+func Config(src *Source, resolve Resolver, server bool) *tls.Config {
 	verify := func(cs tls.ConnectionState) error {
-		p, err := ParsePeer(rawOf(cs), network, time.Now())
+		p, err := ParsePeer(rawOf(cs), src.network, src.now())
 		if err != nil {
 			return err
 		}
 		return resolve(p)
 	}
 	cfg := &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
+		MinVersion:           tls.VersionTLS13,
+		GetCertificate:       func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return src.Get() },
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return src.Get() },
 		// Chains are checked by VerifyConnection against calnet's trust
 		// model, not the Web PKI.
 		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection
@@ -159,6 +168,64 @@ func Config(cert tls.Certificate, network identity.NetworkID, resolve Resolver, 
 	return cfg
 }
 
+// Source hands out the TLS certificate of one identity and renews it
+// before it expires: once two thirds of its validity have passed, the
+// next Get signs a new one (same key, SPIFFE ID and blessing digest).
+// Connections already established keep their session; new handshakes get
+// the new certificate. It is safe for concurrent use.
+type Source struct {
+	key      *identity.PrivateKey
+	network  identity.NetworkID
+	path     string
+	digest   []byte
+	validity time.Duration
+	now      func() time.Time
+
+	mu  sync.Mutex
+	cur *tls.Certificate
+}
+
+// NewSource makes the first certificate for key, naming spiffePath under
+// network, valid for validity; now is the clock (nil: time.Now).
+func NewSource(key *identity.PrivateKey, network identity.NetworkID, spiffePath string, blessingDigest []byte, validity time.Duration, now func() time.Time) (*Source, error) {
+	if now == nil {
+		now = time.Now
+	}
+	if validity < 3*time.Minute {
+		return nil, fmt.Errorf("caltls: certificate validity %v is below the minimum of 3m", validity)
+	}
+	s := &Source{key: key, network: network, path: spiffePath, digest: blessingDigest, validity: validity, now: now}
+	if _, err := s.Get(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Get returns the current certificate, renewing it first when it is due.
+func (s *Source) Get() (*tls.Certificate, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	if s.cur != nil && now.Before(s.renewAt()) {
+		return s.cur, nil
+	}
+	c, err := Certificate(s.key, s.network, s.path, s.digest, s.validity, now)
+	if err != nil {
+		if s.cur != nil && now.Before(s.cur.Leaf.NotAfter) {
+			return s.cur, nil // still valid: try again at the next handshake
+		}
+		return nil, fmt.Errorf("caltls: renew certificate: %w", err)
+	}
+	s.cur = &c
+	return s.cur, nil
+}
+
+// renewAt is when the current certificate is due for renewal (s.mu held).
+func (s *Source) renewAt() time.Time {
+	nb, na := s.cur.Leaf.NotBefore.Add(time.Minute), s.cur.Leaf.NotAfter
+	return nb.Add(na.Sub(nb) * 2 / 3)
+}
+
 func rawOf(cs tls.ConnectionState) [][]byte {
 	out := make([][]byte, len(cs.PeerCertificates))
 	for i, c := range cs.PeerCertificates {
@@ -167,11 +234,13 @@ func rawOf(cs tls.ConnectionState) [][]byte {
 	return out
 }
 
-// PeerOf returns the authenticated peer of a connection state (after the
-// handshake verified it).
+// PeerOf returns the authenticated peer of a connection state. The
+// handshake verified the certificate, its validity included; a connection
+// outlives its peer's certificate (renewal gives new handshakes a new
+// one), so the time is not checked again here.
 func PeerOf(cs *tls.ConnectionState, network identity.NetworkID) (*Peer, error) {
 	if cs == nil {
 		return nil, errors.New("caltls: not a TLS connection")
 	}
-	return ParsePeer(rawOf(*cs), network, time.Now())
+	return parsePeer(rawOf(*cs), network, nil)
 }

@@ -24,8 +24,10 @@ func key(t *testing.T, b byte) *identity.PrivateKey {
 func TestMutualTLS(t *testing.T) {
 	net1 := key(t, 1).Public().NetworkID()
 	srvKey, cliKey, stranger := key(t, 2), key(t, 3), key(t, 4)
-	now := time.Now()
-	srvCert, _ := Certificate(srvKey, net1, "/cal/"+srvKey.Public().ID().String(), []byte("digest"), time.Hour, now)
+	srvSrc, err := NewSource(srvKey, net1, "/cal/"+srvKey.Public().ID().String(), []byte("digest"), time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	known := map[identity.ID]ed25519.PublicKey{srvKey.Public().ID(): srvKey.Public().Ed25519(), cliKey.Public().ID(): cliKey.Public().Ed25519()}
 	resolve := func(p *Peer) error {
 		k, ok := known[p.Cal]
@@ -46,10 +48,13 @@ func TestMutualTLS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cliCert, _ := Certificate(tt.client, tt.network, "/cal/"+tt.client.Public().ID().String(), nil, time.Hour, now)
+			cliSrc, err := NewSource(tt.client, tt.network, "/cal/"+tt.client.Public().ID().String(), nil, time.Hour, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
 			a, b := socketPair(t)
-			srv := tls.Server(a, Config(srvCert, net1, resolve, true))
-			cli := tls.Client(b, Config(cliCert, net1, resolve, false))
+			srv := tls.Server(a, Config(srvSrc, resolve, true))
+			cli := tls.Client(b, Config(cliSrc, resolve, false))
 			errc := make(chan error, 1)
 			go func() { errc <- srv.Handshake(); a.Close() }()
 			cerr := cli.Handshake()

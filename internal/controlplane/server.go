@@ -8,7 +8,6 @@ package controlplane
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -112,7 +111,7 @@ type Server struct {
 	store store.Store
 	lg    *ledger.Log
 	auth  *identity.PrivateKey // network authority (genesis) key
-	cert  tls.Certificate
+	certs *caltls.Source // the control plane's TLS certificate, renewed as it ages
 	token string
 	bus   *bus
 
@@ -246,7 +245,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if s.auth, err = n.LoadKey(filepath.Join(s.networkDir(), "genesis")); err != nil {
 		return nil, fmt.Errorf("network authority key: %w", err)
 	}
-	if s.cert, err = caltls.Certificate(s.auth, n.Info.Network, caltls.ControlPlanePath, nil, 30*24*time.Hour, s.now()); err != nil {
+	if s.certs, err = caltls.NewSource(s.auth, n.Info.Network, caltls.ControlPlanePath, nil, 30*24*time.Hour, s.now); err != nil {
 		return nil, err
 	}
 	if s.lg, err = n.OpenLedger(true); err != nil {
@@ -332,7 +331,7 @@ func (s *Server) Run(ctx context.Context) error {
 	go routerSrv.Serve(routerLn)
 	defer rtr.Close() // pinned connections are hijacked: the server does not track them
 	defer routerSrv.Close()
-	calSrv := &http.Server{Handler: s.calHandler(), TLSConfig: caltls.Config(s.cert, s.net.Info.Network, s.resolveCal, true), ReadHeaderTimeout: 10 * time.Second}
+	calSrv := &http.Server{Handler: s.calHandler(), TLSConfig: caltls.Config(s.certs, s.resolveCal, true), ReadHeaderTimeout: 10 * time.Second}
 	apiSrv := &http.Server{Handler: s.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- calSrv.ServeTLS(calLn, "", "") }()

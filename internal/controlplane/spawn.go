@@ -538,7 +538,7 @@ func (s *Server) callCalRaw(ctx context.Context, id identity.ID, method, path st
 }
 
 func caltlsConfig(s *Server, resolve caltls.Resolver) *tlsConfig {
-	return caltls.Config(s.cert, s.net.Info.Network, resolve, false)
+	return caltls.Config(s.certs, resolve, false)
 }
 
 // calError is an error answer of a Cal's own API.
