@@ -111,7 +111,7 @@ type Server struct {
 	store store.Store
 	lg    *ledger.Log
 	auth  *identity.PrivateKey // network authority (genesis) key
-	certs *caltls.Source // the control plane's TLS certificate, renewed as it ages
+	certs *caltls.Source       // the control plane's TLS certificate, renewed as it ages
 	token string
 	bus   *bus
 
