@@ -356,6 +356,12 @@ type Event struct {
 	Reason string    `json:"reason,omitempty"`
 }
 
+// MinCredentialLen is the shortest credential (admin.token, a named
+// administrator's or a developer token) a server accepts and a client
+// sends: an empty or truncated credential file is refused, never taken
+// for "no credential".
+const MinCredentialLen = 32
+
 // Token is a developer token's record (the secret is returned only once).
 type Token struct {
 	ID          string    `json:"id"`

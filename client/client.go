@@ -81,13 +81,19 @@ func (c *Client) WithHTTPClient(hc *http.Client) *Client {
 	return c
 }
 
-// ReadTokenFile reads a credential file such as <data>/admin.token.
+// ReadTokenFile reads a credential file such as <data>/admin.token. It
+// refuses a file holding less than api.MinCredentialLen characters (empty
+// or truncated), which would otherwise be sent as no credential at all.
 func ReadTokenFile(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", err
 	}
-	return strings.TrimSpace(string(b)), nil
+	tok := strings.TrimSpace(string(b))
+	if len(tok) < api.MinCredentialLen {
+		return "", fmt.Errorf("credential file %s: %d characters, at least %d expected: the file is empty or truncated", path, len(tok), api.MinCredentialLen)
+	}
+	return tok, nil
 }
 
 // Error is an error answer of the API.

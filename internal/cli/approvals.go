@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/soulfra/calnet/client"
+	"github.com/soulfra/calnet/internal/atomicfile"
 )
 
 func (a *app) adminCmd() *cobra.Command {
@@ -30,16 +30,8 @@ func (a *app) adminCmd() *cobra.Command {
 				return err
 			}
 			if out != "" {
-				f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-				if err != nil {
+				if err := atomicfile.WriteNew(out, []byte(secret+"\n"), 0o600); err != nil {
 					return fmt.Errorf("--out: %w (the administrator %s exists now; remove it with calnet admin rm and add it again)", err, ad.Name)
-				}
-				if _, err := f.WriteString(secret + "\n"); err != nil {
-					f.Close()
-					return fmt.Errorf("--out: %w", err)
-				}
-				if err := f.Close(); err != nil {
-					return fmt.Errorf("--out: %w", err)
 				}
 				return a.print(ad, func(w io.Writer) {
 					fmt.Fprintf(w, "administrator %s added; its credential is in %s (use it with --token-file)\n", ad.Name, out)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/soulfra/calnet/api"
 	"github.com/soulfra/calnet/client"
 	"github.com/soulfra/calnet/internal/calrt"
 	"github.com/soulfra/calnet/internal/controlplane"
@@ -27,6 +28,9 @@ const defaultData = "calnet-data"
 // CALNET_TOKEN / --token-file.
 func (a *app) apiClient() (*client.Client, error) {
 	tok := a.env.Getenv("CALNET_TOKEN")
+	if tok != "" && len(strings.TrimSpace(tok)) < api.MinCredentialLen {
+		return nil, fmt.Errorf("CALNET_TOKEN: %d characters, at least %d expected (an empty or truncated credential)", len(strings.TrimSpace(tok)), api.MinCredentialLen)
+	}
 	if tok == "" {
 		var err error
 		tok, err = client.ReadTokenFile(a.tokenFile)

@@ -18,11 +18,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/soulfra/calnet/api"
 	"github.com/soulfra/calnet/identity"
+	"github.com/soulfra/calnet/internal/atomicfile"
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/caltls"
 	"github.com/soulfra/calnet/internal/discovery"
@@ -225,6 +228,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	os.Chmod(cfg.DataDir, 0o711)
 	os.Chmod(filepath.Join(cfg.DataDir, "cals"), 0o711)
+	// The root credential first: a short one must stop the start before
+	// anything is served.
+	var err error
+	if s.token, err = loadOrCreateToken(TokenFile(cfg.DataDir)); err != nil {
+		return nil, err
+	}
 	first := false
 	n, err := netdir.Load(s.networkDir(), netdir.Options{Logger: cfg.Logger})
 	if err != nil {
@@ -257,9 +266,6 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if s.store, err = store.OpenBolt(filepath.Join(cfg.DataDir, "state.db")); err != nil {
 		return nil, err
 	}
-	if s.token, err = loadOrCreateToken(TokenFile(cfg.DataDir)); err != nil {
-		return nil, err
-	}
 	if err := s.openAudit(); err != nil {
 		return nil, err
 	}
@@ -280,17 +286,30 @@ func masterConstraints(now time.Time) trust.Constraints {
 	}
 }
 
+// loadOrCreateToken reads the root credential, or creates it on the first
+// start (atomically: a crash leaves no file or a whole one). A credential
+// shorter than api.MinCredentialLen refuses the start: an empty file must
+// never mean "no credential needed".
 func loadOrCreateToken(path string) (string, error) {
-	if b, err := os.ReadFile(path); err == nil {
-		return string(trimSpace(b)), nil
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		tok := strings.TrimSpace(string(b))
+		if len(tok) < api.MinCredentialLen {
+			return "", fmt.Errorf("admin credential %s: %d characters, the minimum is at least %d (is the file empty or truncated, e.g. by a crash while it was written?): remove it and start again to get a new one (the network and its Cals are kept; credentials of named administrators and developer tokens stay valid), or write a credential of at least %d characters into it",
+				path, len(tok), api.MinCredentialLen, api.MinCredentialLen)
+		}
+		return tok, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return "", fmt.Errorf("admin credential: %w", err)
 	}
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
 		return "", err
 	}
 	tok := "calnet_admin_" + hex.EncodeToString(raw)
-	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
-		return "", err
+	if err := atomicfile.Write(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("admin credential: %w", err)
 	}
 	return tok, nil
 }

@@ -60,10 +60,9 @@ func (s *Server) who(r *http.Request) (principal, bool) {
 	if s.authorize(r) {
 		return principal{admin: true, name: rootAdmin}, true
 	}
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok {
-		tok = r.URL.Query().Get("access_token")
+	tok := bearer(r)
+	if len(tok) < api.MinCredentialLen {
+		return principal{}, false
 	}
 	if strings.HasPrefix(tok, adminPrefix) && len(tok) <= 128 {
 		if a, ok := s.adminByToken(r.Context(), tok); ok {
