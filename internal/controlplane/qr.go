@@ -45,26 +45,42 @@ func (s *Server) handleCard(w http.ResponseWriter, r *http.Request, pr principal
 		writeJSON(w, 200, c)
 		return
 	}
-	text, _ := jsonMarshal(c)
+	if format != "png" && format != "svg" {
+		writeError(w, apiErr(400, "format: %q, want json, png or svg", format))
+		return
+	}
+	body, ctype, err := CardQR(c, format)
+	if err != nil {
+		writeError(w, apiErr(500, "%v", err))
+		return
+	}
+	w.Header().Set("Content-Type", ctype)
+	w.Write(body)
+}
+
+// CardQR renders an address card as a QR code: format "png" (320 pixels
+// square, with the standard 4-module quiet zone) or "svg". It returns the
+// image and its media type.
+func CardQR(c *calproto.Card, format string) ([]byte, string, error) {
+	text, err := jsonMarshal(c)
+	if err != nil {
+		return nil, "", fmt.Errorf("qr: %w", err)
+	}
 	q, err := qrcode.New(string(text), qrcode.Medium)
 	if err != nil {
-		writeError(w, apiErr(500, "qr: %v", err))
-		return
+		return nil, "", fmt.Errorf("qr: %w", err)
 	}
 	switch format {
 	case "png":
 		png, err := q.PNG(320)
 		if err != nil {
-			writeError(w, apiErr(500, "qr: %v", err))
-			return
+			return nil, "", fmt.Errorf("qr: %w", err)
 		}
-		w.Header().Set("Content-Type", "image/png")
-		w.Write(png)
+		return png, "image/png", nil
 	case "svg":
-		w.Header().Set("Content-Type", "image/svg+xml")
-		w.Write([]byte(qrSVG(q.Bitmap())))
+		return []byte(qrSVG(q.Bitmap())), "image/svg+xml", nil
 	default:
-		writeError(w, apiErr(400, "format: %q, want json, png or svg", format))
+		return nil, "", fmt.Errorf("format: %q, want json, png or svg", format)
 	}
 }
 
