@@ -13,7 +13,8 @@ import (
 
 // Local talks to a Cal's local API from inside the Cal: its workload finds
 // the socket in $CALNET_LOCAL_API. Spawned children are blessed by this
-// Cal; revocations are signed by it.
+// Cal; revocations are signed by it. An error answer is an *Error; a 429
+// or 503 carries the control plane's Retry-After in Error.RetryAfter.
 type Local struct {
 	hc *http.Client
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	httppprof "net/http/pprof"
 	"runtime"
+	"strconv"
 	"time"
 
 	"filippo.io/age"
@@ -188,6 +189,9 @@ func (rt *Runtime) localHandler() http.Handler {
 func (rt *Runtime) forward(w http.ResponseWriter, r *http.Request, status int, method, path string, in any, out *json.RawMessage) {
 	if err := rt.call(r.Context(), method, path, in, out); err != nil {
 		if ce, ok := err.(*CPError); ok {
+			if ce.RetryAfter > 0 {
+				w.Header().Set("Retry-After", strconv.Itoa(int(ce.RetryAfter/time.Second)))
+			}
 			writeErr(w, ce.Status, "%s", ce.Msg)
 			return
 		}

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -322,7 +323,11 @@ func (rt *Runtime) call(ctx context.Context, method, path string, in, out any) e
 		if e.Error == "" {
 			e.Error = resp.Status
 		}
-		return &CPError{Status: resp.StatusCode, Msg: e.Error}
+		ce := &CPError{Status: resp.StatusCode, Msg: e.Error}
+		if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && ra >= 0 {
+			ce.RetryAfter = time.Duration(ra) * time.Second
+		}
+		return ce
 	}
 	if out != nil {
 		return json.Unmarshal(b, out)
@@ -334,6 +339,9 @@ func (rt *Runtime) call(ctx context.Context, method, path string, in, out any) e
 type CPError struct {
 	Status int
 	Msg    string
+	// RetryAfter is the control plane's Retry-After (a 429 or 503), zero
+	// when it sent none; the local API passes it on to the workload.
+	RetryAfter time.Duration
 }
 
 func (e *CPError) Error() string { return fmt.Sprintf("control plane: %d: %s", e.Status, e.Msg) }
