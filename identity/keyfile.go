@@ -10,6 +10,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/soulfra/calnet/internal/atomicfile"
+	"github.com/soulfra/calnet/internal/limitedfile"
 )
 
 // keyFileMagic starts the plaintext of a sealed key, inside the age envelope.
@@ -84,10 +85,7 @@ func LoadKeyFile(path string, identities ...age.Identity) (*PrivateKey, error) {
 	if st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("load key %s: mode %v is readable by others, want 0600", path, st.Mode().Perm())
 	}
-	if st.Size() > MaxKeyFileSize {
-		return nil, fmt.Errorf("load key %s: %d bytes, over the limit of %d", path, st.Size(), MaxKeyFileSize)
-	}
-	b, err := os.ReadFile(path)
+	b, err := limitedfile.Read(path, MaxKeyFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("load key: %w", err)
 	}

@@ -12,8 +12,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 
 	"github.com/soulfra/calnet/identity"
+	"github.com/soulfra/calnet/internal/limitedfile"
 )
 
 const (
@@ -90,7 +92,14 @@ func Open(cfg Config) (*Log, error) {
 			return nil
 		}
 		var f *os.File
-		f, err = os.OpenFile(filepath.Join(cfg.Dir, name), flag, 0o600)
+		p := filepath.Join(cfg.Dir, name)
+		if f, err = os.OpenFile(p, flag|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0o600); err == nil {
+			// A device or a FIFO would be scanned for ever.
+			if _, err = limitedfile.Regular(f, p); err != nil {
+				f.Close()
+				f = nil
+			}
+		}
 		return f
 	}
 	l.entries, l.index, l.cps = open(entriesFile), open(indexFile), open(checkpointsFile)

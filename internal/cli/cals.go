@@ -14,6 +14,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/soulfra/calnet/client"
+	"github.com/soulfra/calnet/internal/limitedfile"
+	"github.com/soulfra/calnet/internal/template"
 )
 
 func (a *app) statusCmd() *cobra.Command {
@@ -56,10 +58,13 @@ func (a *app) spawnCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
 			if tmpl != "" {
-				if b, ferr := os.ReadFile(tmpl); ferr == nil {
+				switch b, ferr := limitedfile.Read(tmpl, template.MaxSize); {
+				case ferr == nil:
 					req.TemplateYAML = string(b)
-				} else {
-					req.Template = tmpl
+				case errors.Is(ferr, os.ErrNotExist):
+					req.Template = tmpl // a template's name
+				default:
+					return fmt.Errorf("--template: %w", ferr)
 				}
 			}
 			if cpu != "" {

@@ -9,12 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/soulfra/calnet/internal/limitedfile"
 	"github.com/soulfra/calnet/internal/netdir"
 )
 
@@ -53,12 +53,15 @@ func (a *app) print(v any, text func(w io.Writer)) error {
 	return nil
 }
 
+// maxPassphraseFile bounds --passphrase-file.
+const maxPassphraseFile = 4 << 10
+
 // options builds the netdir options from flags and environment.
 func (a *app) options() (netdir.Options, error) {
 	var o netdir.Options
 	o.Passphrase = a.env.Getenv("CALNET_PASSPHRASE")
 	if a.passphraseFile != "" {
-		b, err := os.ReadFile(a.passphraseFile)
+		b, err := limitedfile.Read(a.passphraseFile, maxPassphraseFile)
 		if err != nil {
 			return o, fmt.Errorf("--passphrase-file: %w", err)
 		}

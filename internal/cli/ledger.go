@@ -4,12 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/soulfra/calnet/internal/limitedfile"
 	"github.com/soulfra/calnet/ledger"
 )
 
@@ -239,17 +239,5 @@ using only the network's public keys.`,
 }
 
 func readSmall(path string, limit int) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > limit {
-		return nil, fmt.Errorf("%s: over the limit of %d bytes", path, limit)
-	}
-	return b, nil
+	return limitedfile.Read(path, int64(limit))
 }

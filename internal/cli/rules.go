@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"text/tabwriter"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/soulfra/calnet/api"
+	"github.com/soulfra/calnet/internal/limitedfile"
 )
 
 // maxRulesFile bounds a rules file.
@@ -76,17 +76,9 @@ func replaceDoc(set string, clear bool, doc any, put func() error) error {
 // readDoc decodes a YAML (or JSON) file strictly into v, through JSON so
 // that v's JSON decoding rules (durations, unknown fields) apply.
 func readDoc(path string, v any) error {
-	f, err := os.Open(path)
+	b, err := limitedfile.Read(path, maxRulesFile)
 	if err != nil {
 		return err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxRulesFile+1))
-	if err != nil {
-		return err
-	}
-	if len(b) > maxRulesFile {
-		return fmt.Errorf("%s: over the limit of %d bytes", path, maxRulesFile)
 	}
 	var doc any
 	if err := yaml.Unmarshal(b, &doc); err != nil {

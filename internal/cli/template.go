@@ -4,10 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/spf13/cobra"
 
+	"github.com/soulfra/calnet/internal/limitedfile"
 	"github.com/soulfra/calnet/internal/template"
 )
 
@@ -63,7 +63,7 @@ func (a *app) templateCmd() *cobra.Command {
 		Short: "Check a template file offline; errors name the line and field",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			b, err := os.ReadFile(args[0])
+			b, err := limitedfile.Read(args[0], template.MaxSize)
 			if err != nil {
 				return err
 			}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/internal/atomicfile"
+	"github.com/soulfra/calnet/internal/limitedfile"
 	"github.com/soulfra/calnet/internal/strictjson"
 )
 
@@ -74,7 +75,7 @@ func newProtector(dir, mode, pass string, create bool, scryptWork int) (*protect
 		if st.Mode().Perm()&0o077 != 0 {
 			return nil, fmt.Errorf("%s: mode %v is readable by others, want 0600", path, st.Mode().Perm())
 		}
-		b, err := os.ReadFile(path)
+		b, err := limitedfile.Read(path, maxKEKFile)
 		if err != nil {
 			return nil, err
 		}
@@ -115,7 +116,7 @@ func (p *protector) loadKey(dir string) (*identity.PrivateKey, error) {
 // ReadPublic reads identity.pub of an identity directory and checks that
 // its ID matches its keys.
 func ReadPublic(dir string) (*identity.PublicKey, error) {
-	b, err := os.ReadFile(filepath.Join(dir, PublicFile))
+	b, err := limitedfile.Read(filepath.Join(dir, PublicFile), identity.MaxPublicKeyJSON)
 	if err != nil {
 		return nil, err
 	}

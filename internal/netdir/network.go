@@ -13,6 +13,7 @@ import (
 
 	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/internal/atomicfile"
+	"github.com/soulfra/calnet/internal/limitedfile"
 	"github.com/soulfra/calnet/internal/strictjson"
 	"github.com/soulfra/calnet/ledger"
 	"github.com/soulfra/calnet/trust"
@@ -194,7 +195,7 @@ func Init(ctx context.Context, dir string, g MasterGrant, opts Options) (n *Netw
 
 // Load opens an existing network directory.
 func Load(dir string, opts Options) (*Network, error) {
-	b, err := os.ReadFile(filepath.Join(dir, infoFile))
+	b, err := limitedfile.Read(filepath.Join(dir, infoFile), maxInfoFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%s is not a calnet network directory (no %s); create one with `calnet init --dir %s`", dir, infoFile, dir)
 	}
@@ -202,7 +203,7 @@ func Load(dir string, opts Options) (*Network, error) {
 		return nil, err
 	}
 	var info Info
-	if err := strictjson.Unmarshal(b, 64<<10, &info); err != nil {
+	if err := strictjson.Unmarshal(b, maxInfoFile, &info); err != nil {
 		return nil, fmt.Errorf("%s: %w", infoFile, err)
 	}
 	if info.Version != 1 || info.RootKeys == nil || info.LogKey == nil {

@@ -1,17 +1,16 @@
 package netdir
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/soulfra/calnet/identity"
+	"github.com/soulfra/calnet/internal/limitedfile"
 	"github.com/soulfra/calnet/ledger"
 	"github.com/soulfra/calnet/trust"
 )
@@ -42,27 +41,14 @@ func ReadChain(path string) (*trust.Chain, error) {
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		path = filepath.Join(path, SoulChainFile)
 	}
-	f, err := os.Open(path)
+	b, err := limitedfile.Read(path, trust.MaxChainJSON)
+	if errors.Is(err, limitedfile.ErrNotRegular) || errors.Is(err, limitedfile.ErrTooLarge) {
+		return nil, &trust.ChainError{Reason: trust.ReasonMalformed, Detail: err.Error()}
+	}
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	b, err := readLimited(f, trust.MaxChainJSON)
-	if err != nil {
-		return nil, &trust.ChainError{Reason: trust.ReasonMalformed, Detail: fmt.Sprintf("%s: %v", filepath.Base(path), err)}
 	}
 	return trust.ParseChain(b)
-}
-
-func readLimited(f *os.File, limit int) ([]byte, error) {
-	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(io.LimitReader(f, int64(limit)+1)); err != nil {
-		return nil, err
-	}
-	if buf.Len() > limit {
-		return nil, fmt.Errorf("file is over the limit of %d bytes", limit)
-	}
-	return buf.Bytes(), nil
 }
 
 // BlessRequest describes a blessing to issue from the Cal in ParentDir to
@@ -313,7 +299,11 @@ func (n *Network) VerifyPath(ctx context.Context, path string, at time.Time) (*V
 
 func checkIdentityDir(dir string, chain *trust.Chain) error {
 	leaf := chain.Leaf()
-	if b, err := os.ReadFile(filepath.Join(dir, BlessingFile)); err == nil {
+	b, err := limitedfile.Read(filepath.Join(dir, BlessingFile), trust.MaxBlessingJSON)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err == nil {
 		bl, err := trust.ParseBlessing(b)
 		if err != nil {
 			return fmt.Errorf("%s: %w", BlessingFile, err)
