@@ -58,12 +58,13 @@ func (a *app) spawnCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
 			if tmpl != "" {
-				switch b, ferr := limitedfile.Read(tmpl, template.MaxSize); {
-				case ferr == nil:
+				// A path to a file is sent inline; anything else is a
+				// template's name.
+				if st, serr := os.Stat(tmpl); serr != nil || st.IsDir() {
+					req.Template = tmpl
+				} else if b, ferr := limitedfile.Read(tmpl, template.MaxSize); ferr == nil {
 					req.TemplateYAML = string(b)
-				case errors.Is(ferr, os.ErrNotExist):
-					req.Template = tmpl // a template's name
-				default:
+				} else {
 					return fmt.Errorf("--template: %w", ferr)
 				}
 			}
