@@ -53,7 +53,7 @@ func PolicyVars() []Var { return slices.Clone(policyVars) }
 
 var policyVars = []Var{
 	{"request_name", "string", "the child's name (may be empty); revoke: the revoked Cal's name"},
-	{"request_template", "string", "the template's name (default: default); revoke: empty"},
+	{"request_template", "string", "the template's name (default: default; an inline template_yaml is inline:NAME); revoke: empty"},
 	{"request_permissions", "list(string)", "permissions asked for the child; revoke: the revoked Cal's"},
 	{"request_cpu_millis", "int", "CPU quota asked, millicores; revoke: the revoked Cal's"},
 	{"request_memory_bytes", "int", "memory quota asked, bytes; revoke: the revoked Cal's"},

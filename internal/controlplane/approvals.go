@@ -289,7 +289,12 @@ func (s *Server) carryOut(ctx context.Context, a *api.Approval) string {
 		if err != nil || a.Request == nil {
 			return "the held spawn record is gone"
 		}
-		rec, serr := s.spawn(ctx, *a.Request, a.Actor, sp)
+		who, err := s.requesterOfActor(ctx, a.Actor, a.Request.Parent)
+		if err != nil {
+			s.finishSpawn(ctx, sp, SpawnRejected, "the requester: "+err.Error())
+			return fmt.Sprintf("spawn %s rejected: the requester: %v", sp.ID, err)
+		}
+		rec, serr := s.spawn(ctx, *a.Request, who, sp)
 		if serr != nil {
 			return fmt.Sprintf("spawn %s rejected at admission: %v", sp.ID, serr)
 		}

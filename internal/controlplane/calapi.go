@@ -127,7 +127,7 @@ func (s *Server) calHandler() http.Handler {
 			return
 		}
 		rec, err := s.Spawn(r.Context(), SpawnParams{Parent: id.String(), Name: req.Name, Permissions: req.Permissions,
-			CPUMillis: req.CPUMillis, MemoryBytes: req.MemoryBytes, IdempotencyKey: req.IdempotencyKey}, "cal:"+id.String())
+			CPUMillis: req.CPUMillis, MemoryBytes: req.MemoryBytes, IdempotencyKey: req.IdempotencyKey}, calRequester(id.String()))
 		if err != nil {
 			writeError(w, err)
 			return

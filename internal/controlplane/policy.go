@@ -89,12 +89,8 @@ func (s *Server) checkPolicies(ctx context.Context, p SpawnParams, parent *CalRe
 	if ps == nil || len(*ps) == 0 {
 		return nil, nil
 	}
-	tmpl := p.Template
-	if tmpl == "" {
-		tmpl = "default"
-	}
 	req := &rules.Request{
-		Name: p.Name, Template: tmpl, Actor: actor, Permissions: p.Permissions, CPUMillis: p.CPUMillis, MemoryBytes: p.MemoryBytes,
+		Name: p.Name, Template: p.Template, Actor: actor, Permissions: p.Permissions, CPUMillis: p.CPUMillis, MemoryBytes: p.MemoryBytes,
 		Depth: depth, ParentName: parent.Name, ParentPermissions: parent.Permissions, NetworkCals: networkCals,
 	}
 	req.ParentChildren = len(s.runningChildren(ctx, parent))

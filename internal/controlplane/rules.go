@@ -224,6 +224,9 @@ func (s *Server) handleRulesPut(w http.ResponseWriter, r *http.Request, pr princ
 				return err
 			}
 		}
+		if err := setRuleAuthor(tx, rec.ID, pr.requester().bound); err != nil {
+			return err
+		}
 		return store.PutJSON(tx, bucketRules, rec.ID, doc)
 	}); err != nil {
 		writeError(w, err)
@@ -236,13 +239,18 @@ func (s *Server) handleRulesPut(w http.ResponseWriter, r *http.Request, pr princ
 
 // attachRules gives a new Cal its template's rules (checked when the
 // template was parsed).
-func (s *Server) attachRules(ctx context.Context, id string, rs []rules.Rule) {
+func (s *Server) attachRules(ctx context.Context, id string, rs []rules.Rule, author string) {
 	compiled, aerr := compileAll(RulesDoc{Rules: rs})
 	if aerr != nil {
 		s.log.Error("template rules refused", "cal", id, "err", aerr.Msg)
 		return
 	}
-	if err := s.store.Update(ctx, func(tx store.Tx) error { return store.PutJSON(tx, bucketRules, id, RulesDoc{Rules: rs}) }); err != nil {
+	if err := s.store.Update(ctx, func(tx store.Tx) error {
+		if err := setRuleAuthor(tx, id, author); err != nil {
+			return err
+		}
+		return store.PutJSON(tx, bucketRules, id, RulesDoc{Rules: rs})
+	}); err != nil {
 		s.log.Error("template rules not stored", "cal", id, "err", err)
 		return
 	}
@@ -403,8 +411,13 @@ func (s *Server) act(ctx context.Context, rec *CalRecord, d rules.Decision, now 
 	var refusal string
 	switch a.Kind {
 	case rules.Spawn:
+		who, err := s.ruleRequester(ctx, rec.ID, d.Rule)
+		if err != nil {
+			refusal = err.Error()
+			break
+		}
 		for range a.Count {
-			sp, err := s.Spawn(ctx, SpawnParams{Parent: rec.ID, Template: a.Template}, actor)
+			sp, err := s.Spawn(ctx, SpawnParams{Parent: rec.ID, Template: a.Template}, who)
 			if err == nil && sp.State == SpawnAwaitingApproval {
 				refusal = "held for approval (" + sp.Approval + ")"
 				break

@@ -68,33 +68,50 @@ func newID(prefix string) string {
 	return prefix + hex.EncodeToString(b)
 }
 
-// Spawn runs the spawn pipeline: requested -> admitted (chain, permission,
-// policy, quota, rate limit, resources) -> deploying -> running, or
-// rejected / failed. Admission is synchronous; deployment continues in the
+// Spawn runs the spawn pipeline: requested -> authorized (the requester's
+// bounds, on the expanded request) -> admitted (chain, permission, policy,
+// quota, rate limit, resources) -> deploying -> running, or rejected /
+// failed. Admission is synchronous; deployment continues in the
 // background. A retried request with the same idempotency key returns the
 // first request's record and never creates a second Cal.
-func (s *Server) Spawn(ctx context.Context, p SpawnParams, actor string) (*SpawnRecord, error) {
-	return s.spawn(ctx, p, actor, nil)
+func (s *Server) Spawn(ctx context.Context, p SpawnParams, who requester) (*SpawnRecord, error) {
+	return s.spawn(ctx, p, who, nil)
 }
 
 // spawn is Spawn; held is the record of a spawn a policy held for
 // approval and administrators approved, which continues from admission.
-func (s *Server) spawn(ctx context.Context, p SpawnParams, actor string, held *SpawnRecord) (*SpawnRecord, error) {
+func (s *Server) spawn(ctx context.Context, p SpawnParams, who requester, held *SpawnRecord) (*SpawnRecord, error) {
 	asked := p
+	actor := who.actor
+	reject := func(aerr *APIError) (*SpawnRecord, error) {
+		if held != nil {
+			s.finishSpawn(ctx, held, SpawnRejected, aerr.Msg)
+			return held, aerr
+		}
+		return nil, aerr
+	}
 	tmpl, terr := s.resolveTemplate(p.Template, p.TemplateYAML)
 	if terr == nil {
 		applyTemplate(&p, tmpl)
 		terr = validateParams(&p)
 	}
 	if terr != nil {
-		if held != nil {
-			s.finishSpawn(ctx, held, SpawnRejected, terr.Msg)
-		}
-		return nil, terr
+		return reject(terr)
+	}
+	// Policies see the template as resolved: an inline one is named as
+	// such and cannot pass for a stored template of the same name.
+	p.Template = tmpl.Name
+	if p.TemplateYAML != "" {
+		p.Template = "inline:" + tmpl.Name
 	}
 	privilege := ""
 	if p.LeastPrivilege {
 		p.Permissions, privilege = s.leastPrivilege(ctx, tmpl.Name, p.Permissions)
+	}
+	// The one authorization decision, on the request as it will be
+	// granted: nothing a template or a default adds escapes it.
+	if aerr := s.authorizeSpawn(ctx, who, &p); aerr != nil {
+		return reject(aerr)
 	}
 	rec := held
 	if rec != nil {
@@ -146,7 +163,7 @@ func (s *Server) spawn(ctx context.Context, p SpawnParams, actor string, held *S
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.deploy(s.ctx, rec, p, tmpl, parentBlessing, serial)
+		s.deploy(s.ctx, rec, p, tmpl, parentBlessing, serial, who.bound)
 	}()
 	return rec, nil
 }
@@ -350,10 +367,10 @@ func (s *Server) liveCount(ctx context.Context) (int, error) {
 // deploy has the parent's SpawnController sign, records the blessing in
 // the ledger, writes the sandbox and starts the Cal, retrying deployment
 // failures with backoff.
-func (s *Server) deploy(ctx context.Context, rec *SpawnRecord, p SpawnParams, tmpl *template.Template, parent *trust.Blessing, serial int) {
+func (s *Server) deploy(ctx context.Context, rec *SpawnRecord, p SpawnParams, tmpl *template.Template, parent *trust.Blessing, serial int, bound string) {
 	s.deploySem <- struct{}{}
 	defer func() { <-s.deploySem }()
-	childID, err := s.signAndRecord(ctx, rec, p, tmpl, parent, serial)
+	childID, err := s.signAndRecord(ctx, rec, p, tmpl, parent, serial, bound)
 	if err != nil {
 		s.finishSpawn(ctx, rec, SpawnFailed, err.Error())
 		return
@@ -401,7 +418,7 @@ func (s *Server) learn(template string, ok bool) {
 	s.outcomes.Record("host:"+hostName(), ok)
 }
 
-func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnParams, tmpl *template.Template, parent *trust.Blessing, serial int) (string, error) {
+func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnParams, tmpl *template.Template, parent *trust.Blessing, serial int, bound string) (string, error) {
 	childKEKID := newID("pending_")
 	kek, err := s.newKEK(ctx, childKEKID)
 	if err != nil {
@@ -468,7 +485,7 @@ func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnPar
 		return "", err
 	}
 	if len(tmpl.Rules) > 0 {
-		s.attachRules(ctx, id, tmpl.Rules)
+		s.attachRules(ctx, id, tmpl.Rules, bound)
 	}
 	s.updateCal(ctx, parent.Child().String(), func(r *CalRecord) { r.Children = append(r.Children, id) })
 	return id, nil

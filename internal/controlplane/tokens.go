@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"github.com/soulfra/calnet/api"
 	"net/http"
-	"slices"
 	"strings"
 
 	"github.com/soulfra/calnet/internal/store"
@@ -97,19 +96,6 @@ func (s *Server) inScope(ctx context.Context, p principal, cal string) bool {
 		cur = rec.Parent
 	}
 	return false
-}
-
-// mayGrant reports whether the principal may ask for perms.
-func (p principal) mayGrant(perms []string) bool {
-	if p.admin {
-		return true
-	}
-	for _, x := range perms {
-		if !slices.Contains(p.token.Permissions, x) {
-			return false
-		}
-	}
-	return true
 }
 
 func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
