@@ -2,11 +2,8 @@ package controlplane
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"github.com/soulfra/calnet/api"
 	"sort"
-	"strconv"
 
 	"github.com/soulfra/calnet/internal/store"
 )
@@ -159,26 +156,3 @@ func (s *Server) listSpawns(ctx context.Context) ([]*SpawnRecord, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].RequestedAt.Before(out[j].RequestedAt) })
 	return out, err
 }
-
-// nextUID allocates an unprivileged uid for a new Cal.
-func (s *Server) nextUID(ctx context.Context) (int, error) {
-	uid := 0
-	err := s.store.Update(ctx, func(tx store.Tx) error {
-		b, err := tx.Get(bucketMeta, "next_uid")
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			uid = firstUID
-		case err != nil:
-			return err
-		default:
-			if uid, err = strconv.Atoi(string(b)); err != nil {
-				return fmt.Errorf("meta/next_uid: %w", err)
-			}
-		}
-		return tx.Put(bucketMeta, "next_uid", []byte(strconv.Itoa(uid+1)))
-	})
-	return uid, err
-}
-
-// firstUID starts the range of Cal uids, far from system and user ids.
-const firstUID = 200000

@@ -30,6 +30,7 @@ import (
 	"github.com/soulfra/calnet/internal/caltls"
 	"github.com/soulfra/calnet/internal/discovery"
 	"github.com/soulfra/calnet/internal/driver"
+	"github.com/soulfra/calnet/internal/hostuid"
 	"github.com/soulfra/calnet/internal/metrics"
 	"github.com/soulfra/calnet/internal/netdir"
 	"github.com/soulfra/calnet/internal/placement"
@@ -104,6 +105,9 @@ type Config struct {
 	// MasterQuota overrides the Master Cal's quota when the network is
 	// created (default: this host's CPUs and memory).
 	MasterQuota *trust.Quota
+	// UIDs allocates this network's uid blocks host-wide (default: the
+	// allocation file in hostuid.DefaultDir).
+	UIDs *hostuid.Host
 }
 
 // Server is a running control plane. Create it with Open, run it with Run.
@@ -151,6 +155,7 @@ type Server struct {
 	audit      *auditLog
 	deploySem  chan struct{}
 	onShutdown func()
+	uidHost    *hostuid.Host
 	wg         sync.WaitGroup
 	ctx        context.Context
 }
@@ -212,6 +217,10 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, bus: newBus(), procs: map[string]*proc{}, chains: map[identity.ID]*trust.Chain{}, serials: map[identity.ID]int{},
 		deploySem: make(chan struct{}, 64)}
+	s.uidHost = cfg.UIDs
+	if s.uidHost == nil {
+		s.uidHost = hostuid.New("")
+	}
 	s.limiter = newLimiter(cfg.Limits)
 	s.outcomes = placement.NewOutcomes(s.now)
 	s.simSem = make(chan struct{}, 1)
@@ -267,6 +276,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if err := s.openAudit(); err != nil {
+		return nil, err
+	}
+	if err := s.claimUIDs(ctx); err != nil {
 		return nil, err
 	}
 	if first {
