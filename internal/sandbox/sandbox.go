@@ -138,6 +138,9 @@ func Enter(c *Config) error {
 		_ = loopbackUp()
 	}
 	if c.Has(OwnUID) {
+		if err := dropCapabilities(); err != nil {
+			return fmt.Errorf("sandbox: %w", err)
+		}
 		if err := unix.Setgroups([]int{}); err != nil {
 			return fmt.Errorf("sandbox: setgroups: %w", err)
 		}
@@ -147,6 +150,9 @@ func Enter(c *Config) error {
 		if err := unix.Setresuid(c.UID, c.UID, c.UID); err != nil {
 			return fmt.Errorf("sandbox: setuid: %w", err)
 		}
+		if err := clearInheritable(); err != nil {
+			return fmt.Errorf("sandbox: %w", err)
+		}
 	}
 	if c.Has(NoNewPrivs) || c.Has(Seccomp) {
 		if err := seccomp.SetNoNewPrivs(); err != nil {
@@ -154,33 +160,11 @@ func Enter(c *Config) error {
 		}
 	}
 	if c.Has(Seccomp) {
-		if err := seccomp.LoadFilter(seccomp.Filter{NoNewPrivs: true, Flag: seccomp.FilterFlagTSync, Policy: Policy()}); err != nil {
+		if err := loadFilter(); err != nil {
 			return fmt.Errorf("sandbox: seccomp: %w", err)
 		}
 	}
 	return nil
-}
-
-// Policy is the seccomp filter: everything a Go server and ordinary
-// workloads need stays allowed; calls that change the system, escape the
-// namespaces or attack the kernel fail with EPERM.
-func Policy() seccomp.Policy {
-	return seccomp.Policy{
-		DefaultAction: seccomp.ActionAllow,
-		Syscalls: []seccomp.SyscallGroup{{
-			Action: seccomp.ActionErrno,
-			Names: []string{
-				"mount", "umount2", "pivot_root", "chroot", "unshare", "setns",
-				"ptrace", "process_vm_readv", "process_vm_writev", "kcmp",
-				"init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
-				"reboot", "swapon", "swapoff", "acct", "settimeofday", "clock_settime", "adjtimex",
-				"sethostname", "setdomainname", "iopl", "ioperm",
-				"bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key",
-				"open_by_handle_at", "name_to_handle_at", "quotactl", "lookup_dcookie",
-				"fsopen", "fsmount", "fsconfig", "move_mount", "open_tree", "fspick",
-			},
-		}},
-	}
 }
 
 func bindRO(src, dst string) error {

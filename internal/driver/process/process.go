@@ -276,18 +276,24 @@ func (i *instance) Isolation() (map[sandbox.Feature]bool, error) {
 	if err != nil {
 		return nil, err
 	}
+	// own-uid holds when no uid is root's and no capability is left in
+	// any set, the bounding set included.
+	ownUID, capsHeld := false, false
 	for _, line := range strings.Split(string(status), "\n") {
 		k, v, _ := strings.Cut(line, ":")
 		fields := strings.Fields(v)
 		switch k {
 		case "Uid":
-			out[sandbox.OwnUID] = len(fields) == 4 && !slices.Contains(fields, "0")
+			ownUID = len(fields) == 4 && !slices.Contains(fields, "0")
+		case "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb":
+			capsHeld = capsHeld || len(fields) != 1 || strings.Trim(fields[0], "0") != ""
 		case "NoNewPrivs":
 			out[sandbox.NoNewPrivs] = len(fields) == 1 && fields[0] == "1"
 		case "Seccomp":
 			out[sandbox.Seccomp] = len(fields) == 1 && fields[0] == "2"
 		}
 	}
+	out[sandbox.OwnUID] = ownUID && !capsHeld
 	if mi, err := os.ReadFile("/proc/" + pid + "/mountinfo"); err == nil {
 		for _, line := range strings.Split(string(mi), "\n") {
 			f := strings.Fields(line)
