@@ -113,6 +113,8 @@ func (s *Server) apiHandler() http.Handler {
 		})
 	}
 	mux.HandleFunc("GET /docs", s.handleDocs)
+	mux.HandleFunc("GET /healthz", s.handleHealthz)
+	mux.Handle("GET /metrics", auth(s.handlePrometheus().ServeHTTP))
 	mux.Handle("GET /", dashboard.Handler())
 	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -223,7 +223,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request, id ident
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			if _, err := s.lg.Append(context.Background(), ledger.Entry{Type: ledger.TypeActivation, Time: s.now(), Subject: rec.ID, Actor: "cal:" + rec.ID, Data: data}); err != nil {
+			if _, err := s.ledgerAppend(context.Background(), ledger.Entry{Type: ledger.TypeActivation, Time: s.now(), Subject: rec.ID, Actor: "cal:" + rec.ID, Data: data}); err != nil {
 				s.log.Error("ledger: activation", "cal", rec.ID, "err", err)
 			}
 		}()
@@ -440,7 +440,7 @@ func (s *Server) revoke(ctx context.Context, rev *trust.Revocation, actor string
 		return nil, apiErr(403, "revocation: %v", err)
 	}
 	rj, _ := rev.MarshalJSON()
-	if _, err := s.lg.Append(ctx, ledger.Entry{Type: ledger.TypeRevocation, Time: s.now(), Subject: rev.Target().String(), Actor: actor, Data: rj}); err != nil {
+	if _, err := s.ledgerAppend(ctx, ledger.Entry{Type: ledger.TypeRevocation, Time: s.now(), Subject: rev.Target().String(), Actor: actor, Data: rj}); err != nil {
 		s.trustMu.Unlock()
 		return nil, apiErr(500, "ledger unavailable")
 	}

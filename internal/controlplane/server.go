@@ -153,6 +153,7 @@ type Server struct {
 	ns         nsIndex
 	watchers   watchers
 	audit      *auditLog
+	prom       *promMetrics
 	deploySem  chan struct{}
 	onShutdown func()
 	uidHost    *hostuid.Host
@@ -224,6 +225,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.limiter = newLimiter(cfg.Limits)
 	s.outcomes = placement.NewOutcomes(s.now)
 	s.simSem = make(chan struct{}, 1)
+	s.prom = newPromMetrics(s)
 	for _, d := range []string{cfg.DataDir, s.runDir(), filepath.Join(cfg.DataDir, "cals"), filepath.Join(cfg.DataDir, "logs"), s.programsDir(), s.templatesDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
@@ -381,6 +383,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.loadRules(ctx); err != nil {
 		s.log.Error("loading rules", "err", err)
 	}
+	if err := s.loadLearned(); err != nil {
+		s.log.Error("restoring what the control plane learned (that part starts empty)", "err", err)
+	}
 	if s.cfg.DNSAddr != "" {
 		target, _ := net.ResolveTCPAddr("tcp", s.routerAddr)
 		d := discovery.New(discovery.Config{Domain: s.cfg.Domain, Addr: s.cfg.DNSAddr, Target: target, Lookup: s.lookupNS, Logger: s.log})
@@ -398,6 +403,8 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.collect() }()
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.keepLearned(ctx) }()
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -410,6 +417,9 @@ func (s *Server) Run(ctx context.Context) error {
 	apiSrv.Shutdown(shutdownCtx)
 	calSrv.Close()
 	s.wg.Wait()
+	if err := s.saveLearned(); err != nil {
+		s.log.Error("saving what the control plane learned", "err", err)
+	}
 	s.lg.Close()
 	s.store.Close()
 	s.closeAudit()

@@ -457,7 +457,7 @@ func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnPar
 		return "", fmt.Errorf("the parent signed serial %d, not the reserved %d", leaf.Serial(), serial)
 	}
 	bj, _ := leaf.MarshalJSON()
-	if _, err := s.lg.Append(ctx, ledger.Entry{Type: ledger.TypeBlessing, Time: s.now(), Subject: leaf.Child().String(), Actor: parent.Child().String(), Data: bj}); err != nil {
+	if _, err := s.ledgerAppend(ctx, ledger.Entry{Type: ledger.TypeBlessing, Time: s.now(), Subject: leaf.Child().String(), Actor: parent.Child().String(), Data: bj}); err != nil {
 		return "", fmt.Errorf("ledger: %w", err)
 	}
 	s.state.Blessings[leaf.Child()] = leaf
@@ -498,6 +498,7 @@ func (s *Server) finishSpawn(ctx context.Context, rec *SpawnRecord, state, reaso
 		s.note(rec.Parent, rec.Cal, "spawn", 0)
 	}
 	s.putSpawn(ctx, rec)
+	s.prom.observeSpawn(state, rec.RequestedAt, rec.OperationalAt)
 	s.bus.publish(Event{Type: "spawn." + state, Spawn: rec.ID, Cal: rec.Cal, Parent: rec.Parent, State: state, Reason: reason, Actor: rec.Actor})
 }
 

@@ -245,6 +245,7 @@ func (s *Server) monitor(p *proc, inst driver.Instance) {
 		return
 	case <-time.After(backoff):
 	}
+	s.prom.restarts.Inc()
 	rec, err = s.updateCal(ctx, p.id, func(r *CalRecord) { r.Restarts++ })
 	if err != nil {
 		return

@@ -128,3 +128,49 @@ func (o *Outcomes) Timeout(key string, base time.Duration) time.Duration {
 	}
 	return max(base, TimeoutFactor*p)
 }
+
+// OutcomesSnapshot is what an Outcomes has learned, in a form to store
+// and restore across restarts of the control plane.
+type OutcomesSnapshot struct {
+	// Failures are each key's deploy failures within Window since its
+	// last success.
+	Failures map[string][]time.Time `json:"failures"`
+	// Ready are each key's last times to operational.
+	Ready map[string][]time.Duration `json:"ready"`
+}
+
+// Snapshot returns a copy of what o has learned.
+func (o *Outcomes) Snapshot() OutcomesSnapshot {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	s := OutcomesSnapshot{Failures: map[string][]time.Time{}, Ready: map[string][]time.Duration{}}
+	for k := range o.by {
+		if f := o.recent(k); len(f) > 0 {
+			s.Failures[k] = slices.Clone(f)
+		}
+	}
+	for k, r := range o.ready {
+		s.Ready[k] = slices.Clone(r)
+	}
+	return s
+}
+
+// Restore replaces what o has learned with s, within o's bounds (keys,
+// samples per key); failures older than Window are forgotten as usual.
+func (o *Outcomes) Restore(s OutcomesSnapshot) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.by, o.ready = map[string][]time.Time{}, map[string][]time.Duration{}
+	for k, f := range s.Failures {
+		if len(o.by) >= maxKeys {
+			break
+		}
+		o.by[k] = slices.Clone(f[max(0, len(f)-keepReady):])
+	}
+	for k, r := range s.Ready {
+		if len(o.ready) >= maxKeys {
+			break
+		}
+		o.ready[k] = slices.Clone(r[max(0, len(r)-keepReady):])
+	}
+}

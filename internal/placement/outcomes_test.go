@@ -80,3 +80,28 @@ func TestLearnedTimeout(t *testing.T) {
 		t.Fatalf("ring: %v %d", p, n)
 	}
 }
+
+func TestOutcomesSnapshotRestore(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	o := NewOutcomes(clock)
+	for range BackOffAfter {
+		o.Record("template:flaky", false)
+	}
+	for i := range 5 {
+		o.Operational("template:default", time.Duration(40+i)*time.Millisecond)
+	}
+	restored := NewOutcomes(clock)
+	restored.Restore(o.Snapshot())
+	if _, n, backing := restored.BackOff("template:flaky"); !backing || n != BackOffAfter {
+		t.Fatalf("restored back-off: backing %v after %d failures, want the back-off of %d", backing, n, BackOffAfter)
+	}
+	if p, n := restored.ReadyP95("template:default"); n != 5 || p != 44*time.Millisecond {
+		t.Fatalf("restored p95 %v of %d samples, want 44ms of 5", p, n)
+	}
+	// Failures older than the window are forgotten after a restore too.
+	now = now.Add(Window + time.Second)
+	if _, _, backing := restored.BackOff("template:flaky"); backing {
+		t.Fatal("a back-off outlived its window after a restore")
+	}
+}
