@@ -79,8 +79,7 @@ func (a *app) adminCmd() *cobra.Command {
 			if err := c.RemoveAdmin(cmd.Context(), args[0]); err != nil {
 				return err
 			}
-			fmt.Fprintf(a.env.Stdout, "administrator %s removed\n", args[0])
-			return nil
+			return a.print(map[string]string{"removed": args[0]}, func(w io.Writer) { fmt.Fprintf(w, "administrator %s removed\n", args[0]) })
 		},
 	}
 	cmd.AddCommand(add, ls, rm)

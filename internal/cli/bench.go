@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -174,6 +175,73 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	return s[i]
 }
 
+// machine describes where a benchmark ran.
+func machine() string {
+	return fmt.Sprintf("%d CPUs, %s/%s, %s, %s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), time.Now().UTC().Format(time.RFC3339))
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// latency is the p50 and p99 of a sample, in milliseconds.
+type latency struct {
+	N     int     `json:"n"`
+	P50MS float64 `json:"p50_ms"`
+	P99MS float64 `json:"p99_ms"`
+}
+
+func quantiles(ds []time.Duration) latency {
+	return latency{N: len(ds), P50MS: ms(percentile(ds, .5)), P99MS: ms(percentile(ds, .99))}
+}
+
+func (l latency) String() string { return fmt.Sprintf("p50 %.1f ms  p99 %.1f ms", l.P50MS, l.P99MS) }
+
+// benchSpawnResult is what `calnet bench spawn` measured.
+type benchSpawnResult struct {
+	Machine          string  `json:"machine"`
+	N                int     `json:"n"`
+	Parallel         int     `json:"parallel"`
+	ForkExec         latency `json:"fork_exec"`
+	Sequential       latency `json:"sequential"`
+	SequentialServer latency `json:"sequential_server"`
+	AtOnce           latency `json:"at_once"`
+	AtOnceWallMS     float64 `json:"at_once_wall_ms"`
+	Failed           int     `json:"failed"`
+	Ratio            float64 `json:"ratio_sequential_to_fork_exec"`
+}
+
+// benchIdleResult is what `calnet bench idle` measured.
+type benchIdleResult struct {
+	Machine             string  `json:"machine"`
+	Cals                int     `json:"cals"`
+	Parallel            int     `json:"parallel"`
+	FillMS              float64 `json:"fill_ms"`
+	Measured            int     `json:"measured"`
+	RSSPerCalMB         float64 `json:"rss_per_cal_mb"`
+	PSSPerCalMB         float64 `json:"pss_per_cal_mb"`
+	Seconds             int     `json:"seconds"`
+	CPUPercentOfOneCore float64 `json:"cpu_percent_of_one_core"`
+	Serving             string  `json:"serving,omitempty"`
+	Token               string  `json:"token,omitempty"`
+}
+
+// benchHealResult is what `calnet bench heal` measured.
+type benchHealResult struct {
+	Machine string  `json:"machine"`
+	N       int     `json:"n"`
+	Healed  latency `json:"sigkill_to_operational"`
+}
+
+// benchRevokeResult is what `calnet bench revoke` measured.
+type benchRevokeResult struct {
+	Machine    string  `json:"machine"`
+	Cals       int     `json:"cals"`
+	APIMS      float64 `json:"api_ms"`
+	Told       int     `json:"told"`
+	ToldP50MS  float64 `json:"told_p50_ms"`
+	ToldLastMS float64 `json:"told_last_ms"`
+	GoneMS     float64 `json:"gone_ms"`
+}
+
 func fmtDur(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
 
 func (a *app) benchSpawnCmd() *cobra.Command {
@@ -184,7 +252,6 @@ func (a *app) benchSpawnCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			out := a.env.Stdout
 			// Baseline: fork/exec of the same binary until it has printed.
 			bin, _ := os.Executable()
 			var base []time.Duration
@@ -231,12 +298,19 @@ func (a *app) benchSpawnCmd() *cobra.Command {
 			}
 			wg.Wait()
 			wall := time.Since(start)
-			fmt.Fprintf(out, "machine: %d CPUs, %s/%s, %s\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, time.Now().UTC().Format(time.RFC3339))
-			fmt.Fprintf(out, "baseline fork/exec of calnet to exit (n=%d):      p50 %s  p99 %s\n", n, fmtDur(percentile(base, .5)), fmtDur(percentile(base, .99)))
-			fmt.Fprintf(out, "spawn -> operational, sequential, client (n=%d): p50 %s  p99 %s\n", n, fmtDur(percentile(seq, .5)), fmtDur(percentile(seq, .99)))
-			fmt.Fprintf(out, "spawn -> operational, sequential, server (n=%d): p50 %s  p99 %s\n", n, fmtDur(percentile(seqServer, .5)), fmtDur(percentile(seqServer, .99)))
-			fmt.Fprintf(out, "spawn -> operational, %d at once:               p50 %s  p99 %s  all done in %s, %d failed\n", parallel, fmtDur(percentile(par, .5)), fmtDur(percentile(par, .99)), fmtDur(wall), failed)
-			fmt.Fprintf(out, "ratio sequential p50 / fork-exec p50: %.1fx\n", float64(percentile(seq, .5))/float64(percentile(base, .5)))
+			r := benchSpawnResult{Machine: machine(), N: n, Parallel: parallel,
+				ForkExec: quantiles(base), Sequential: quantiles(seq), SequentialServer: quantiles(seqServer), AtOnce: quantiles(par),
+				AtOnceWallMS: ms(wall), Failed: failed, Ratio: float64(percentile(seq, .5)) / float64(percentile(base, .5))}
+			if err := a.print(r, func(w io.Writer) {
+				fmt.Fprintf(w, "machine: %s\n", r.Machine)
+				fmt.Fprintf(w, "baseline fork/exec of calnet to exit (n=%d):      %s\n", n, r.ForkExec)
+				fmt.Fprintf(w, "spawn -> operational, sequential, client (n=%d): %s\n", n, r.Sequential)
+				fmt.Fprintf(w, "spawn -> operational, sequential, server (n=%d): %s\n", n, r.SequentialServer)
+				fmt.Fprintf(w, "spawn -> operational, %d at once:               %s  all done in %s, %d failed\n", parallel, r.AtOnce, fmtDur(wall), failed)
+				fmt.Fprintf(w, "ratio sequential p50 / fork-exec p50: %.1fx\n", r.Ratio)
+			}); err != nil {
+				return err
+			}
 			if failed > 0 {
 				return &exitError{code: 1}
 			}
@@ -296,7 +370,6 @@ func (a *app) benchIdleCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			out := a.env.Stdout
 			bn, err := startBenchNet(ctx, trust.Quota{CPUMillis: 1 << 19, MemoryBytes: 1 << 45, PIDs: 1 << 21})
 			if err != nil {
 				return err
@@ -307,7 +380,7 @@ func (a *app) benchIdleCmd() *cobra.Command {
 			if err := bn.fill(ctx, cals, parallel, func(int) client.SpawnRequest { return req }); err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "spawned %d cals in %s (%d at a time)\n", cals, time.Since(t0).Round(time.Millisecond), parallel)
+			fill := time.Since(t0)
 			time.Sleep(5 * time.Second) // let start-up settle
 			list, err := bn.c.List(ctx)
 			if err != nil {
@@ -336,13 +409,29 @@ func (a *app) benchIdleCmd() *cobra.Command {
 			}
 			hz := 100.0 // USER_HZ on Linux
 			cpu := float64(ticks) / hz / float64(seconds) * 100
-			k := float64(len(pids))
-			fmt.Fprintf(out, "idle cals measured: %d\n", len(pids))
-			fmt.Fprintf(out, "RSS per cal: %.1f MB   PSS per cal: %.1f MB\n", float64(rss)/k/1e6, float64(pss)/k/1e6)
-			fmt.Fprintf(out, "CPU of all idle cals over %ds: %.2f%% of one core\n", seconds, cpu)
+			k := float64(max(len(pids), 1))
+			r := benchIdleResult{Machine: machine(), Cals: cals, Parallel: parallel, FillMS: ms(fill), Measured: len(pids),
+				RSSPerCalMB: float64(rss) / k / 1e6, PSSPerCalMB: float64(pss) / k / 1e6, Seconds: seconds, CPUPercentOfOneCore: cpu}
+			if hold {
+				r.Serving, r.Token = "http://"+bn.addr, bn.token
+			}
+			if err := a.print(r, func(w io.Writer) {
+				fmt.Fprintf(w, "machine: %s\n", r.Machine)
+				fmt.Fprintf(w, "spawned %d cals in %s (%d at a time)\n", cals, fill.Round(time.Millisecond), parallel)
+				fmt.Fprintf(w, "idle cals measured: %d\n", r.Measured)
+				fmt.Fprintf(w, "RSS per cal: %.1f MB   PSS per cal: %.1f MB\n", r.RSSPerCalMB, r.PSSPerCalMB)
+				fmt.Fprintf(w, "CPU of all idle cals over %ds: %.2f%% of one core\n", seconds, cpu)
+				if hold {
+					fmt.Fprintf(w, "serving %s token %s\n", r.Serving, r.Token)
+				}
+			}); err != nil {
+				return err
+			}
+			if len(pids) < cals {
+				return fmt.Errorf("only %d of %d idle cals were running to measure", len(pids), cals)
+			}
 			if hold {
 				// Keep serving (the dashboard at 1,000 Cals: web/bench/thousand.mjs) until stopped.
-				fmt.Fprintf(out, "serving http://%s token %s\n", bn.addr, bn.token)
 				<-ctx.Done()
 			}
 			return nil
@@ -394,8 +483,11 @@ func (a *app) benchHealCmd() *cobra.Command {
 				}
 				ds = append(ds, time.Since(t0))
 			}
-			fmt.Fprintf(a.env.Stdout, "SIGKILL -> operational again (n=%d): p50 %s  p99 %s\n", n, fmtDur(percentile(ds, .5)), fmtDur(percentile(ds, .99)))
-			return nil
+			r := benchHealResult{Machine: machine(), N: n, Healed: quantiles(ds)}
+			return a.print(r, func(w io.Writer) {
+				fmt.Fprintf(w, "machine: %s\n", r.Machine)
+				fmt.Fprintf(w, "SIGKILL -> operational again (n=%d): %s\n", n, r.Healed)
+			})
 		},
 	}
 	cmd.Flags().IntVar(&n, "n", 20, "kills")
@@ -492,8 +584,15 @@ func (a *app) benchRevokeCmd() *cobra.Command {
 					}
 				}
 			}
-			fmt.Fprintf(a.env.Stdout, "revoked a subtree of %d cals: API answered in %s; %d cals logged being told, the last %s after the request (p50 %s); every process gone after %s\n",
-				len(pids), fmtDur(api), len(told), fmtDur(percentile(told, 1)), fmtDur(percentile(told, .5)), fmtDur(gone))
+			r := benchRevokeResult{Machine: machine(), Cals: len(pids), APIMS: ms(api), Told: len(told), ToldP50MS: ms(percentile(told, .5)),
+				ToldLastMS: ms(percentile(told, 1)), GoneMS: ms(gone)}
+			if err := a.print(r, func(w io.Writer) {
+				fmt.Fprintf(w, "machine: %s\n", r.Machine)
+				fmt.Fprintf(w, "revoked a subtree of %d cals: API answered in %s; %d cals logged being told, the last %s after the request (p50 %s); every process gone after %s\n",
+					len(pids), fmtDur(api), len(told), fmtDur(percentile(told, 1)), fmtDur(percentile(told, .5)), fmtDur(gone))
+			}); err != nil {
+				return err
+			}
 			return nil
 		},
 	}

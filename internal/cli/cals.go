@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -151,38 +150,29 @@ func (a *app) lsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if tree {
+				roots := calTrees(cals)
+				return a.print(roots, func(w io.Writer) { printTrees(w, roots, "") })
+			}
 			return a.print(cals, func(w io.Writer) {
-				if !tree {
-					fmt.Fprintf(w, "%-32s  %-12s  %-9s  %5s  %-8s  %s\n", "ID", "NAME", "STATE", "DEPTH", "RESTARTS", "PERMISSIONS")
-					for _, c := range cals {
-						fmt.Fprintf(w, "%-32s  %-12s  %-9s  %5d  %8d  %s\n", c.ID, c.Name, c.State, c.Depth, c.Restarts, strings.Join(c.Permissions, ","))
-					}
-					return
-				}
-				byParent := map[string][]client.Cal{}
+				fmt.Fprintf(w, "%-32s  %-12s  %-9s  %5s  %-8s  %s\n", "ID", "NAME", "STATE", "DEPTH", "RESTARTS", "PERMISSIONS")
 				for _, c := range cals {
-					byParent[c.Parent] = append(byParent[c.Parent], c)
+					fmt.Fprintf(w, "%-32s  %-12s  %-9s  %5d  %8d  %s\n", c.ID, c.Name, c.State, c.Depth, c.Restarts, strings.Join(c.Permissions, ","))
 				}
-				var walk func(parent, indent string)
-				walk = func(parent, indent string) {
-					for _, c := range byParent[parent] {
-						fmt.Fprintf(w, "%s%s %s [%s] %s\n", indent, short(c.ID), c.Name, c.State, strings.Join(c.Permissions, ","))
-						walk(c.ID, indent+"  ")
-					}
-				}
-				walk("genesis", "")
 			})
 		},
 	}
-	cmd.Flags().BoolVar(&tree, "tree", false, "show the lineage as a tree")
+	cmd.Flags().BoolVar(&tree, "tree", false, "show the lineage as a tree, rooted at each listed Cal whose parent is not listed (the Master Cal; for a developer token, its Cal); -o json nests each Cal's subtree")
 	return cmd
 }
 
 func (a *app) showCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "show ID",
+		Use:   "show ID|NAME",
 		Short: "Show a Cal, with the isolation features measured in force for it",
-		Args:  cobra.ExactArgs(1),
+		Long: `Show a Cal by ID, ID prefix or name. A name is the live Cal that holds it;
+when none does, the most recent revoked Cal that had it (its state says so).`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.apiClient()
 			if err != nil {
@@ -192,52 +182,64 @@ func (a *app) showCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.print(cal, func(w io.Writer) {
-				fmt.Fprintf(w, "cal          %s (%s)\nname         %s\nstate        %s (healthy %v, %d restarts)\nparent       %s\ndepth        %d\npermissions  %s\nquota        cpu %dm, memory %d, pids %d\nuid / pid    %d / %d\nchildren     %d\n",
-					cal.ID, short(cal.ID), cal.Name, cal.State, cal.Healthy, cal.Restarts, cal.Parent, cal.Depth, strings.Join(cal.Permissions, ","),
-					cal.Quota.CPUMillis, cal.Quota.MemoryBytes, cal.Quota.PIDs, cal.UID, cal.PID, len(cal.Children))
-				if cal.LastError != "" {
-					fmt.Fprintf(w, "last error   %s\n", cal.LastError)
-				}
-				fmt.Fprintf(w, "namespace    %s\ntemplate     %s\n", cal.Namespace, cal.Template)
-				if cal.Degraded != "" {
-					fmt.Fprintf(w, "DEGRADED     %s\n", cal.Degraded)
-				}
-				if len(cal.Tiers) > 0 {
-					fmt.Fprintf(w, "tiers:\n")
-					for _, t := range cal.Tiers {
-						for _, c := range t.Components {
-							extra := c.Note
-							if c.Error != "" {
-								extra = c.Error
-							}
-							if c.PID > 0 {
-								extra = fmt.Sprintf("pid %d, %d restarts %s", c.PID, c.Restarts, extra)
-							}
-							fmt.Fprintf(w, "  %4d  %-10s %-8s %-8s %s\n", t.Tier, c.Name, c.Kind, c.State, extra)
-						}
-						if len(t.Components) == 0 {
-							fmt.Fprintf(w, "  %4d  (empty)\n", t.Tier)
-						}
-					}
-				}
-				if len(cal.Isolation) > 0 {
-					fmt.Fprintf(w, "isolation (measured):\n")
-					var names []string
-					for f := range cal.Isolation {
-						names = append(names, f)
-					}
-					sort.Strings(names)
-					for _, f := range names {
-						mark := "on "
-						if !cal.Isolation[f] {
-							mark = "OFF"
-						}
-						fmt.Fprintf(w, "  %s %s\n", mark, f)
-					}
-				}
-			})
+			note := ""
+			if args[0] == cal.Name && cal.State == "revoked" {
+				note = fmt.Sprintf("no live cal is named %s: this is the revoked one", cal.Name)
+			}
+			return a.print(cal, func(w io.Writer) { printCal(w, cal, note) })
 		},
+	}
+}
+
+// printCal is the text of `calnet show`; note, when set, says which Cal a
+// name resolved to.
+func printCal(w io.Writer, cal *client.Cal, note string) {
+	fmt.Fprintf(w, "cal          %s (%s)\nname         %s\n", cal.ID, short(cal.ID), cal.Name)
+	if note != "" {
+		fmt.Fprintf(w, "note         %s\n", note)
+	}
+	fmt.Fprintf(w, "state        %s (healthy %v, %d restarts)\nparent       %s\ndepth        %d\npermissions  %s\nquota        cpu %dm, memory %d, pids %d\nuid / pid    %d / %d\nchildren     %d\n",
+		cal.State, cal.Healthy, cal.Restarts, cal.Parent, cal.Depth, strings.Join(cal.Permissions, ","),
+		cal.Quota.CPUMillis, cal.Quota.MemoryBytes, cal.Quota.PIDs, cal.UID, cal.PID, len(cal.Children))
+	if cal.LastError != "" {
+		fmt.Fprintf(w, "last error   %s\n", cal.LastError)
+	}
+	fmt.Fprintf(w, "namespace    %s\ntemplate     %s\n", cal.Namespace, cal.Template)
+	if cal.Degraded != "" {
+		fmt.Fprintf(w, "DEGRADED     %s\n", cal.Degraded)
+	}
+	if len(cal.Tiers) > 0 {
+		fmt.Fprintf(w, "tiers:\n")
+		for _, t := range cal.Tiers {
+			for _, c := range t.Components {
+				extra := c.Note
+				if c.Error != "" {
+					extra = c.Error
+				}
+				if c.PID > 0 {
+					extra = fmt.Sprintf("pid %d, %d restarts %s", c.PID, c.Restarts, extra)
+				}
+				fmt.Fprintf(w, "  %4d  %-10s %-8s %-8s %s\n", t.Tier, c.Name, c.Kind, c.State, extra)
+			}
+			if len(t.Components) == 0 {
+				fmt.Fprintf(w, "  %4d  (empty)\n", t.Tier)
+			}
+		}
+	}
+	if len(cal.Isolation) > 0 {
+		fmt.Fprintf(w, "isolation (measured):\n")
+		var names []string
+		for f := range cal.Isolation {
+			names = append(names, f)
+		}
+		sort.Strings(names)
+		for _, f := range names {
+			mark := "on "
+			if !cal.Isolation[f] {
+				mark = "OFF"
+			}
+			fmt.Fprintf(w, "  %s %s\n", mark, f)
+		}
 	}
 }
 
@@ -247,6 +249,11 @@ func (a *app) logsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "logs [ID]",
 		Short: "Print a Cal's log, or with no ID (or --cal, --grep, --level) the logs of every Cal merged by time (-f to follow)",
+		Long: `Print a Cal's log file, or with no ID (or with --cal, --grep, --level) the
+logs of every Cal in scope merged by time; -f follows. With -o json every
+form prints JSON Lines, one object per log line (cal, name, time, level,
+text), of the most recent -n lines (default 200) and then, with -f, of
+each new one.`,
 		Example: `  calnet logs -f helper
   calnet logs --grep "revoked" --level warn -f
   calnet logs --cal worker --cal helper -n 50`,
@@ -256,8 +263,12 @@ func (a *app) logsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if len(args) == 1 && q.Text == "" && q.Level == "" && len(q.Cals) == 0 {
-				return c.Logs(cmd.Context(), args[0], follow, a.env.Stdout)
+			if len(args) == 1 && q.Text == "" && q.Level == "" && len(q.Cals) == 0 && !a.json() {
+				out, err := a.textStream()
+				if err != nil {
+					return err
+				}
+				return c.Logs(cmd.Context(), args[0], follow, out) // the log file as it is
 			}
 			q.Cals = append(q.Cals, args...)
 			ctx := cmd.Context()
@@ -266,18 +277,15 @@ func (a *app) logsCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if a.json() {
-					enc := json.NewEncoder(a.env.Stdout)
-					for _, e := range page.Entries {
-						enc.Encode(e)
-					}
-				} else {
-					for _, e := range page.Entries {
+				for _, e := range page.Entries {
+					if err := a.emit(e, func(w io.Writer) {
 						who := e.Name
 						if who == "" {
 							who = short(e.Cal)
 						}
-						fmt.Fprintf(a.env.Stdout, "%-12s %s\n", who, e.Text)
+						fmt.Fprintf(w, "%-12s %s\n", who, e.Text)
+					}); err != nil {
+						return err
 					}
 				}
 				if !follow {
@@ -347,7 +355,7 @@ func (a *app) eventsCmd() *cobra.Command {
 	var follow bool
 	cmd := &cobra.Command{
 		Use:   "events",
-		Short: "Print the event stream (spawn transitions, state changes, revocations)",
+		Short: "Print the event stream (spawn transitions, state changes, revocations); -o json prints JSON Lines",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.apiClient()
@@ -360,11 +368,15 @@ func (a *app) eventsCmd() *cobra.Command {
 				ctx, cancel = context.WithTimeout(ctx, 500*time.Millisecond)
 				defer cancel()
 			}
-			return c.Watch(ctx, after, func(e client.Event) {
-				a.print(e, func(w io.Writer) {
-					fmt.Fprintf(w, "%6d %s %-18s %-9s %-9s %s %s\n", e.Seq, e.Time.Format("15:04:05.000"), e.Type, short(e.Cal), e.State, e.Actor, e.Reason)
-				})
+			var werr error
+			err = c.Watch(ctx, after, func(e client.Event) {
+				if werr == nil {
+					werr = a.emit(e, func(w io.Writer) {
+						fmt.Fprintf(w, "%6d %s %-18s %-9s %-9s %s %s\n", e.Seq, e.Time.Format("15:04:05.000"), e.Type, short(e.Cal), e.State, e.Actor, e.Reason)
+					})
+				}
 			})
+			return errors.Join(err, werr)
 		},
 	}
 	cmd.Flags().Uint64Var(&after, "after", 0, "start after this sequence number")

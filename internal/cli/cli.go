@@ -33,6 +33,7 @@ func (e *exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 // app holds the global flags and output settings.
 type app struct {
 	env            Env
+	root           *cobra.Command
 	dir            string
 	output         string
 	passphraseFile string
@@ -42,7 +43,13 @@ type app struct {
 
 func (a *app) json() bool { return a.output == "json" }
 
-// print writes v as JSON in -o json mode, and text otherwise.
+// Every command writes its standard output through print (one result),
+// emit (a stream of items) or textStream (raw text, only in text mode), so
+// that -o json is never ignored; TestStdoutOnlyThroughPrinters holds the
+// package to it.
+
+// print writes a command's one result: v as an indented JSON document in
+// -o json mode, text otherwise.
 func (a *app) print(v any, text func(w io.Writer)) error {
 	if a.json() {
 		enc := json.NewEncoder(a.env.Stdout)
@@ -51,6 +58,26 @@ func (a *app) print(v any, text func(w io.Writer)) error {
 	}
 	text(a.env.Stdout)
 	return nil
+}
+
+// emit writes one item of a stream (events, log lines, reflections): in
+// -o json mode one compact JSON object per line (JSON Lines), text
+// otherwise.
+func (a *app) emit(v any, text func(w io.Writer)) error {
+	if a.json() {
+		return json.NewEncoder(a.env.Stdout).Encode(v)
+	}
+	text(a.env.Stdout)
+	return nil
+}
+
+// textStream is standard output for a raw text stream (a Cal's log file,
+// an interactive console). Callers handle -o json before they ask for it.
+func (a *app) textStream() (io.Writer, error) {
+	if a.json() {
+		return nil, errors.New("internal error: a raw text stream in -o json mode")
+	}
+	return a.env.Stdout, nil
 }
 
 // maxPassphraseFile bounds --passphrase-file.
@@ -133,7 +160,8 @@ recorded in a tamper-evident Merkle ledger.`,
 		defAddr = "127.0.0.1:7070"
 	}
 	pf.StringVar(&a.addr, "addr", defAddr, "calnet API address (env CALNET_ADDR)")
-	pf.StringVar(&a.tokenFile, "token-file", filepath.Join(defaultData, "admin.token"), "credential file (or env CALNET_TOKEN)")
+	pf.StringVar(&a.tokenFile, "token-file", filepath.Join(defaultData, "admin.token"), "credential file; given, it wins over env CALNET_TOKEN, which wins over the default file")
+	a.root = root
 	root.AddCommand(a.initCmd(), a.keygenCmd(), a.blessCmd(), a.verifyCmd(), a.revokeCmd(), a.ledgerCmd(), a.versionCmd(),
 		a.upCmd(), a.calCmd(), a.downCmd(), a.statusCmd(), a.spawnCmd(), a.lsCmd(), a.showCmd(), a.logsCmd(), a.spawningCmd(), a.benchCmd(), a.tokenCmd(), a.eventsCmd(),
 		a.reflectCmd(), a.reflectionsCmd(), a.shareCmd(), a.qrCmd(), a.templateCmd(), a.consoleCmd(), a.limitsCmd(), a.rulesCmd(), a.policyCmd(), a.recommendCmd(), a.simCmd(),

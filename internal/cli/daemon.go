@@ -24,21 +24,37 @@ import (
 
 const defaultData = "calnet-data"
 
-// apiClient builds the SDK client from --addr / CALNET_ADDR and
-// CALNET_TOKEN / --token-file.
+// apiClient builds the SDK client from --addr / CALNET_ADDR and the
+// credential.
 func (a *app) apiClient() (*client.Client, error) {
-	tok := a.env.Getenv("CALNET_TOKEN")
-	if tok != "" && len(strings.TrimSpace(tok)) < api.MinCredentialLen {
-		return nil, fmt.Errorf("CALNET_TOKEN: %d characters, at least %d expected (an empty or truncated credential)", len(strings.TrimSpace(tok)), api.MinCredentialLen)
-	}
-	if tok == "" {
-		var err error
-		tok, err = client.ReadTokenFile(a.tokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("no credential: set CALNET_TOKEN or --token-file (default %s, written by `calnet up`): %w", filepath.Join(defaultData, "admin.token"), err)
-		}
+	tok, err := a.credential()
+	if err != nil {
+		return nil, err
 	}
 	return client.New(a.addr, tok), nil
+}
+
+// credential picks the API credential: a --token-file given on the command
+// line, else CALNET_TOKEN, else the default token file that `calnet up`
+// writes. A flag given is the most specific choice and always wins.
+func (a *app) credential() (string, error) {
+	given := a.root != nil && a.root.PersistentFlags().Changed("token-file")
+	if !given {
+		if tok := a.env.Getenv("CALNET_TOKEN"); tok != "" {
+			if n := len(strings.TrimSpace(tok)); n < api.MinCredentialLen {
+				return "", fmt.Errorf("CALNET_TOKEN: %d characters, at least %d expected (an empty or truncated credential)", n, api.MinCredentialLen)
+			}
+			return tok, nil
+		}
+	}
+	tok, err := client.ReadTokenFile(a.tokenFile)
+	if err != nil {
+		if given {
+			return "", fmt.Errorf("--token-file: %w", err)
+		}
+		return "", fmt.Errorf("no credential: set CALNET_TOKEN or --token-file (default %s, written by `calnet up`): %w", filepath.Join(defaultData, "admin.token"), err)
+	}
+	return tok, nil
 }
 
 func (a *app) upCmd() *cobra.Command {
@@ -87,9 +103,14 @@ from starting unless you lower it explicitly with --without.`,
 				return err
 			}
 			srv.SetShutdown(cancel)
-			abs := controlplane.TokenFile(data)
-			fmt.Fprintf(a.env.Stdout, "calnet is up: network %s\n  API        http://%s/v1 (events: ws://%s/v1/events)\n  router     http://%s/<namespace>/\n  DNS        %s (zone %s)\n  credential %s (0600)\n  master cal %s\nStop with Ctrl-C or `calnet down`.\n",
-				srv.Network().Network, srv.Addr(), srv.Addr(), routerAddr, dnsAddr, domain, abs, srv.Network().Master)
+			info := upInfo{Network: srv.Network().Network.String(), API: "http://" + srv.Addr() + "/v1", Events: "ws://" + srv.Addr() + "/v1/events",
+				Router: "http://" + routerAddr + "/<namespace>/", DNS: dnsAddr, Zone: domain, Credential: controlplane.TokenFile(data), Master: srv.Network().Master.String()}
+			if err := a.print(info, func(w io.Writer) {
+				fmt.Fprintf(w, "calnet is up: network %s\n  API        %s (events: %s)\n  router     %s\n  DNS        %s (zone %s)\n  credential %s (0600)\n  master cal %s\nStop with Ctrl-C or `calnet down`.\n",
+					info.Network, info.API, info.Events, info.Router, info.DNS, info.Zone, info.Credential, info.Master)
+			}); err != nil {
+				return err
+			}
 			return srv.Run(ctx)
 		},
 	}
@@ -108,6 +129,18 @@ from starting unless you lower it explicitly with --without.`,
 	cmd.Flags().IntVar(&lim.ParentBurst, "parent-spawn-burst", lim.ParentBurst, "spawn burst per parent")
 	cmd.Flags().StringVar(&without, "without", "", "isolation features to lower explicitly, comma-separated (e.g. seccomp,net-namespace)")
 	return cmd
+}
+
+// upInfo is what `calnet up` prints once it serves.
+type upInfo struct {
+	Network    string `json:"network"`
+	API        string `json:"api"`
+	Events     string `json:"events"`
+	Router     string `json:"router"`
+	DNS        string `json:"dns"`
+	Zone       string `json:"zone"`
+	Credential string `json:"credential"`
+	Master     string `json:"master"`
 }
 
 func features(without string) ([]sandbox.Feature, error) {

@@ -2,10 +2,26 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
 )
+
+// profileFile is what `calnet pprof --out` reports.
+type profileFile struct {
+	Cal     string `json:"cal"`
+	Profile string `json:"profile"`
+	File    string `json:"file"`
+	Bytes   int    `json:"bytes"`
+}
+
+// profileText is a text profile (--debug) in -o json mode.
+type profileText struct {
+	Cal     string `json:"cal"`
+	Profile string `json:"profile"`
+	Text    string `json:"text"`
+}
 
 func (a *app) pprofCmd() *cobra.Command {
 	var out string
@@ -34,15 +50,19 @@ func (a *app) pprofCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if out == "" {
-				_, err := a.env.Stdout.Write(b)
-				return err
+			target := cal
+			if target == "" {
+				target = "control-plane"
+			}
+			if out == "" { // --debug: text
+				return a.print(profileText{Cal: target, Profile: name, Text: string(b)}, func(w io.Writer) { w.Write(b) })
 			}
 			if err := os.WriteFile(out, b, 0o600); err != nil {
 				return err
 			}
-			fmt.Fprintf(a.env.Stdout, "%d bytes written to %s (go tool pprof %s)\n", len(b), out, out)
-			return nil
+			return a.print(profileFile{Cal: target, Profile: name, File: out, Bytes: len(b)}, func(w io.Writer) {
+				fmt.Fprintf(w, "%d bytes written to %s (go tool pprof %s)\n", len(b), out, out)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&out, "out", "", "write the profile to this file (0600)")

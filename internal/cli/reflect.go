@@ -65,17 +65,16 @@ func (a *app) reflectionsCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if !follow || a.json() {
-					if err := a.print(rs, func(w io.Writer) {
+				if !follow {
+					return a.print(rs, func(w io.Writer) {
 						for _, r := range rs {
 							printReflection(w, r)
 						}
-					}); err != nil || !follow {
+					})
+				}
+				for _, r := range rs { // following: JSON Lines in -o json
+					if err := a.emit(r, func(w io.Writer) { printReflection(w, r) }); err != nil {
 						return err
-					}
-				} else {
-					for _, r := range rs {
-						printReflection(a.env.Stdout, r)
 					}
 				}
 				if n := len(rs); n > 0 {

@@ -39,8 +39,7 @@ func (a *app) templateCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if args[0] == "default" && !a.json() {
-				_, err := a.env.Stdout.Write(template.DefaultYAML())
-				return err
+				return a.print(nil, func(w io.Writer) { w.Write(template.DefaultYAML()) })
 			}
 			c, err := a.apiClient()
 			if err != nil {

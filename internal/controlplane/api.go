@@ -241,10 +241,8 @@ func (s *Server) resolve(ctx context.Context, ref string) (*CalRecord, *APIError
 	}
 	p := strings.ReplaceAll(strings.ToLower(ref), "-", "")
 	recs, _ := s.listCals(ctx)
-	for _, r := range recs {
-		if r.Name == ref && r.State != StateRevoked {
-			return r, nil
-		}
+	if r := byName(recs, ref); r != nil {
+		return r, nil
 	}
 	if len(p) < 4 {
 		return nil, apiErr(404, "cal %q: no cal of that name; give the full ID or a prefix of at least 4 characters", ref)
@@ -262,6 +260,36 @@ func (s *Server) resolve(ctx context.Context, ref string) (*CalRecord, *APIError
 		return nil, apiErr(404, "cal %q: no such cal", ref)
 	}
 	return found, nil
+}
+
+// byName picks the Cal a name refers to: the live one (a name belongs to
+// at most one Cal that is not revoked), else the most recently created of
+// the revoked Cals that had it, so that `show NAME` still finds a revoked
+// Cal and says so by its state. It returns nil when no Cal had the name.
+func byName(recs []*CalRecord, name string) *CalRecord {
+	var revoked *CalRecord
+	for _, r := range recs {
+		if r.Name != name {
+			continue
+		}
+		if r.State != StateRevoked {
+			return r
+		}
+		if revoked == nil || r.CreatedAt.After(revoked.CreatedAt) {
+			revoked = r
+		}
+	}
+	return revoked
+}
+
+// holderOf returns the Cal that holds name now (not revoked: a revoked
+// Cal's name is free for a new spawn), or nil.
+func (s *Server) holderOf(ctx context.Context, name string) *CalRecord {
+	recs, _ := s.listCals(ctx)
+	if r := byName(recs, name); r != nil && r.State != StateRevoked {
+		return r
+	}
+	return nil
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {

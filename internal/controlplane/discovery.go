@@ -74,6 +74,11 @@ func (s *Server) index(r *CalRecord) {
 	if s.ns.byNS == nil {
 		s.ns.byNS = map[string]discovery.Record{}
 	}
+	// A revoked Cal's namespace is free for a new Cal: once another holds
+	// it, the revoked record (updated, or read at a rebuild) leaves it be.
+	if cur, ok := s.ns.byNS[r.Namespace]; ok && cur.ID != r.ID && r.State == StateRevoked {
+		return
+	}
 	s.ns.byNS[r.Namespace] = discovery.Record{ID: r.ID, Namespace: r.Namespace, State: r.State, Healthy: r.Healthy,
 		Depth: r.Depth, Parent: r.Parent, Capabilities: r.Permissions}
 }
@@ -100,7 +105,8 @@ func (s *Server) rebuildIndex(ctx context.Context) error {
 
 // childNamespace is <label>.<parent namespace>, with the child's name as
 // label when it has one, else the first 8 (or, on a collision, 16)
-// characters of its ID. The namespace is reserved in the index at once, so
+// characters of its ID. A revoked Cal's namespace is taken over. The
+// namespace is reserved in the index at once, so
 // that siblings spawned at the same time with the same name cannot both
 // get it; releaseNamespace gives it back if the Cal is never stored.
 func (s *Server) childNamespace(ctx context.Context, parent, name, id string) string {
@@ -121,7 +127,7 @@ func (s *Server) childNamespace(ctx context.Context, parent, name, id string) st
 	if s.ns.byNS == nil {
 		s.ns.byNS = map[string]discovery.Record{}
 	}
-	if _, taken := s.ns.byNS[ns]; taken {
+	if r, taken := s.ns.byNS[ns]; taken && r.State != StateRevoked {
 		ns = id[:16] + "." + pns
 	}
 	s.ns.byNS[ns] = discovery.Record{ID: id, Namespace: ns, State: StateDeploying}

@@ -79,7 +79,7 @@ func renderDocs() []byte {
 				o := docOp{Method: strings.ToUpper(m), Path: path, Summary: op.Summary, OperationID: op.OperationID}
 				for _, p := range op.Parameters {
 					if p.Ref != "" {
-						p.Name, p.In, p.Description = "id", "path", "Cal ID, unique prefix (4+ characters) or name"
+						p.Name, p.In, p.Description = "id", "path", "Cal ID, unique prefix (4+ characters) or name (the live Cal of that name, else the most recent revoked one)"
 					}
 					o.Params = append(o.Params, docParam{Name: p.Name, In: p.In, Type: jsonString(p.Schema.Type), Description: p.Description})
 				}

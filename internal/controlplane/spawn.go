@@ -293,7 +293,7 @@ func (s *Server) admit(ctx context.Context, p SpawnParams, actor string, approve
 	}
 	_ = live
 	if p.Name != "" {
-		if other, aerr := s.resolve(ctx, p.Name); aerr == nil && other.Name == p.Name {
+		if other := s.holderOf(ctx, p.Name); other != nil {
 			return nil, 0, nil, apiErr(409, "name: %q is taken by cal %s", p.Name, other.ID)
 		}
 	}
