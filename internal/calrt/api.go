@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	httppprof "net/http/pprof"
-	"runtime"
 	"strconv"
 	"time"
 
@@ -81,14 +80,6 @@ func (rt *Runtime) apiHandler() http.Handler {
 		httppprof.Handler(r.PathValue("name")).ServeHTTP(w, r)
 	})
 	return mux
-}
-
-func (rt *Runtime) metrics(w http.ResponseWriter, _ *http.Request) {
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	fmt.Fprintf(w, "# TYPE calnet_cal_heap_bytes gauge\ncalnet_cal_heap_bytes %d\n", ms.HeapAlloc)
-	fmt.Fprintf(w, "# TYPE calnet_cal_goroutines gauge\ncalnet_cal_goroutines %d\n", runtime.NumGoroutine())
 }
 
 // bless is the Cal's SpawnController: it makes the child's identity,

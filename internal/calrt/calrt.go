@@ -52,6 +52,7 @@ type Runtime struct {
 	logs      *logRing
 	vault     *vault.Log
 	vaultErr  error // set when the vault failed verification: reported, never skipped
+	prom      calMetrics
 }
 
 // Main enters the sandbox from the driver's config and runs the Cal until

@@ -98,7 +98,7 @@ func (s *Server) calHandler() http.Handler {
 				writeError(w, apiErr(400, "gauge name %q: want 1..64 characters without spaces", k))
 				return
 			}
-			if !s.metrics.Add(id.String(), "gauge:"+k, now, v) {
+			if !s.metrics.Add(id.String(), gaugePrefix+k, now, v) {
 				writeError(w, apiErr(400, "gauges: this cal already reports %d metrics, the limit", metrics.MaxGauges))
 				return
 			}

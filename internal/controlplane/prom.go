@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -103,10 +104,11 @@ var (
 	descCalMemLimit   = prometheus.NewDesc("calnet_cal_memory_limit_bytes", "The Cal's memory quota (its blessing's).", calLabels, nil)
 	descCalCPULimit   = prometheus.NewDesc("calnet_cal_cpu_limit_cores", "The Cal's CPU quota in cores (its blessing's).", calLabels, nil)
 	descCalRestarts   = prometheus.NewDesc("calnet_cal_restarts", "Times the supervisor restarted this Cal.", calLabels, nil)
+	descCalGauge      = prometheus.NewDesc("calnet_cal_workload_gauge", "The latest value of a gauge the Cal's workload reported (POST /v1/metrics on its local API).", append(calLabels[:3:3], "gauge"), nil)
 )
 
 func (c *promCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCals, descLedgerEntries, descPaused, descCalUp, descCalCPU, descCalMem, descCalMemLimit, descCalCPULimit, descCalRestarts} {
+	for _, d := range []*prometheus.Desc{descCals, descLedgerEntries, descPaused, descCalUp, descCalCPU, descCalMem, descCalMemLimit, descCalCPULimit, descCalRestarts, descCalGauge} {
 		ch <- d
 	}
 }
@@ -141,6 +143,15 @@ func (c *promCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descCalMemLimit, prometheus.GaugeValue, float64(r.Quota.MemoryBytes), lv...)
 		ch <- prometheus.MustNewConstMetric(descCalCPULimit, prometheus.GaugeValue, float64(r.Quota.CPUMillis)/1000, lv...)
 		ch <- prometheus.MustNewConstMetric(descCalRestarts, prometheus.GaugeValue, float64(r.Restarts), lv...)
+		for _, g := range s.metrics.Metrics(r.ID) {
+			name, ok := strings.CutPrefix(g, gaugePrefix)
+			if !ok {
+				continue
+			}
+			if p, ok := s.metrics.Get(r.ID, g).Last(); ok {
+				ch <- prometheus.MustNewConstMetric(descCalGauge, prometheus.GaugeValue, p.V, append(lv, name)...)
+			}
+		}
 		s.procMu.Lock()
 		var inst driver.Instance
 		if p := s.procs[r.ID]; p != nil && !p.stopping {
@@ -182,3 +193,6 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, status, res)
 }
+
+// gaugePrefix marks a metric series reported by a Cal's workload.
+const gaugePrefix = "gauge:"

@@ -589,7 +589,8 @@ func TestEventsPoliciesActivationAndAudit(t *testing.T) {
 		t.Fatalf("isolation %v, activated %v", c.Isolation, c.ActivatedAt)
 	}
 	m, err := n.c.Metrics(ctx, "once")
-	if err != nil || !strings.Contains(m, "calnet_cal_heap_bytes") {
+	if err != nil || !strings.Contains(m, "# HELP go_goroutines") || !strings.Contains(m, `go_goroutines{cal="`+c.ID+`"}`) ||
+		!strings.Contains(m, `calnet_cal_component_ready{cal="`+c.ID+`",component="identity"`) {
 		t.Fatalf("metrics: %q %v", m, err)
 	}
 	syscall.Kill(c.PID, syscall.SIGKILL)
@@ -1064,6 +1065,12 @@ func TestExampleAgent(t *testing.T) {
 		series, err := n.c.Series(ctx, "agent", time.Now().Add(-time.Minute))
 		return err == nil && len(series["memory_bytes"]) > 0 && len(series["cpu_percent"]) > 0 && len(series["gauge:queue"]) > 0
 	})
+	// The workload's gauge is in the control plane's Prometheus metrics.
+	if _, fams := scrape(t, n, readToken(t, n.data)); fams == nil {
+		t.Fatal("/metrics refused the admin credential")
+	} else if _, ok := sample(fams, "calnet_cal_workload_gauge", map[string]string{"name": "agent", "gauge": "queue"}); !ok {
+		t.Fatal("calnet_cal_workload_gauge{name=agent,gauge=queue} is not in /metrics")
+	}
 	if host, err := n.c.Series(ctx, "host", time.Now().Add(-time.Minute)); err != nil || len(host["free_memory_bytes"]) == 0 {
 		t.Fatalf("host series: %v %v", host, err)
 	}
