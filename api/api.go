@@ -74,6 +74,9 @@ type Quota struct {
 	CPUMillis   int64 `json:"cpu_millis"`
 	MemoryBytes int64 `json:"memory_bytes"`
 	PIDs        int64 `json:"pids"`
+	// DiskBytes bounds what the Cal stores in its private directory
+	// (/data); a blessing issued before disk quotas reads as 2^50.
+	DiskBytes int64 `json:"disk_bytes"`
 }
 
 // SpawnRequest asks for a child of Parent (default: the Master Cal).

@@ -1,6 +1,7 @@
 package trust
 
 import (
+	"cmp"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -13,14 +14,25 @@ import (
 	"github.com/soulfra/calnet/internal/strictjson"
 )
 
-// BlessingVersion is the only blessing format version.
-const BlessingVersion = 1
+// Blessing format versions. Version 2 added the disk quota; a version 1
+// blessing (issued before it) still verifies, and reads as the largest
+// disk quota, MaxDiskBytes: it predates the dimension and limits nothing
+// in it, so the ledgers of networks made before keep replaying.
+const (
+	BlessingVersion1 = 1
+	BlessingVersion2 = 2
+	// BlessingVersion is the version Issue signs.
+	BlessingVersion = BlessingVersion2
+)
 
 // Quota is the share of resources a Cal and its whole subtree may use.
 type Quota struct {
 	CPUMillis   int64 `json:"cpu_millis"`
 	MemoryBytes int64 `json:"memory_bytes"`
 	PIDs        int64 `json:"pids"`
+	// DiskBytes bounds what the Cal may store in its private directory
+	// (/data), enforced by the kernel.
+	DiskBytes int64 `json:"disk_bytes"`
 }
 
 // Within reports the first field of q that exceeds o, or "" if none does.
@@ -32,6 +44,8 @@ func (q Quota) exceeds(o Quota) string {
 		return fmt.Sprintf("quota.memory_bytes %d exceeds the parent's %d", q.MemoryBytes, o.MemoryBytes)
 	case q.PIDs > o.PIDs:
 		return fmt.Sprintf("quota.pids %d exceeds the parent's %d", q.PIDs, o.PIDs)
+	case q.DiskBytes > o.DiskBytes:
+		return fmt.Sprintf("quota.disk_bytes %d exceeds the parent's %d", q.DiskBytes, o.DiskBytes)
 	}
 	return ""
 }
@@ -137,7 +151,7 @@ func (b *Blessing) Digest() [32]byte { return b.digest }
 func (b *Blessing) Canonical() []byte { return b.canonical }
 
 func (b *Blessing) encode() []byte {
-	c := newCanon("calnet/blessing/v1\n")
+	c := newCanon(fmt.Sprintf("calnet/blessing/v%d\n", b.version))
 	c.u8(uint8(b.version))
 	c.raw(b.network[:])
 	c.bool(b.IsGenesis())
@@ -153,6 +167,9 @@ func (b *Blessing) encode() []byte {
 	c.i64(b.cons.Quota.CPUMillis)
 	c.i64(b.cons.Quota.MemoryBytes)
 	c.i64(b.cons.Quota.PIDs)
+	if b.version >= BlessingVersion2 {
+		c.i64(b.cons.Quota.DiskBytes)
+	}
 	c.time(b.cons.NotBefore)
 	c.time(b.cons.NotAfter)
 	c.bool(b.canPropagate)
@@ -183,6 +200,8 @@ type Grant struct {
 	Constraints Constraints
 	IssuedAt    time.Time
 	Rand        io.Reader // nonce source; crypto/rand when nil
+
+	version int // the format to sign; BlessingVersion when zero (tests sign older ones)
 }
 
 // Issue signs a blessing for g with the parent's signer. It enforces the
@@ -194,7 +213,7 @@ func Issue(signer identity.Signer, g Grant) (*Blessing, error) { return issue(si
 // which only tests use, to build the failing vectors a verifier must reject.
 func issue(signer identity.Signer, g Grant, check bool) (*Blessing, error) {
 	b := &Blessing{
-		version:      BlessingVersion,
+		version:      cmp.Or(g.version, BlessingVersion),
 		network:      g.Network,
 		child:        g.ChildKey.ID(),
 		childKey:     RawKey(g.ChildKey),
@@ -204,6 +223,9 @@ func issue(signer identity.Signer, g Grant, check bool) (*Blessing, error) {
 		cons:         g.Constraints,
 		canPropagate: g.Permissions.Has(PermSpawn),
 		issuedAt:     g.IssuedAt.UTC().Truncate(time.Second),
+	}
+	if b.version == BlessingVersion1 {
+		b.cons.Quota.DiskBytes = MaxDiskBytes
 	}
 	b.cons.NotBefore = b.cons.NotBefore.UTC().Truncate(time.Second)
 	b.cons.NotAfter = b.cons.NotAfter.UTC().Truncate(time.Second)
@@ -243,8 +265,8 @@ func issue(signer identity.Signer, g Grant, check bool) (*Blessing, error) {
 // validate checks what a blessing must satisfy on its own.
 func (b *Blessing) validate() error {
 	switch {
-	case b.version != BlessingVersion:
-		return fieldErr("version", "%d is not supported (want %d)", b.version, BlessingVersion)
+	case b.version != BlessingVersion1 && b.version != BlessingVersion2:
+		return fieldErr("version", "%d is not supported (want %d or %d)", b.version, BlessingVersion1, BlessingVersion2)
 	case b.depth < 1 || b.depth > MaxChainDepth:
 		return fieldErr("depth", "%d is outside 1..%d", b.depth, MaxChainDepth)
 	case len(b.childKey.Ed25519) != identity.Ed25519PublicKeySize:
@@ -274,6 +296,8 @@ func (b *Blessing) validate() error {
 		return fieldErr("constraints.quota.memory_bytes", "%d is outside 0..%d", c.Quota.MemoryBytes, int64(MaxMemoryBytes))
 	case c.Quota.PIDs < 0 || c.Quota.PIDs > MaxPIDs:
 		return fieldErr("constraints.quota.pids", "%d is outside 0..%d", c.Quota.PIDs, MaxPIDs)
+	case c.Quota.DiskBytes < 0 || c.Quota.DiskBytes > MaxDiskBytes:
+		return fieldErr("constraints.quota.disk_bytes", "%d is outside 0..%d", c.Quota.DiskBytes, int64(MaxDiskBytes))
 	case !c.NotBefore.Before(c.NotAfter):
 		return fieldErr("constraints.not_after", "%s is not after not_before %s", formatTime(c.NotAfter), formatTime(c.NotBefore))
 	}
@@ -311,7 +335,14 @@ func checkAgainstParent(p, b *Blessing) *ChainError {
 
 // Wire form.
 
-type quotaJSON = Quota
+// quotaJSON is a quota on the wire: disk_bytes is required from version
+// 2 on and absent before.
+type quotaJSON struct {
+	CPUMillis   int64  `json:"cpu_millis"`
+	MemoryBytes int64  `json:"memory_bytes"`
+	PIDs        int64  `json:"pids"`
+	DiskBytes   *int64 `json:"disk_bytes,omitempty"`
+}
 
 type constraintsJSON struct {
 	MaxDepth    *int       `json:"max_depth"`
@@ -350,7 +381,12 @@ func (b *Blessing) toJSON() blessingJSON {
 	if !b.IsGenesis() {
 		parent = b.parent.String()
 	}
-	md, mc, q, cp := b.cons.MaxDepth, b.cons.MaxChildren, b.cons.Quota, b.canPropagate
+	md, mc, cp := b.cons.MaxDepth, b.cons.MaxChildren, b.canPropagate
+	q := quotaJSON{CPUMillis: b.cons.Quota.CPUMillis, MemoryBytes: b.cons.Quota.MemoryBytes, PIDs: b.cons.Quota.PIDs}
+	if b.version >= BlessingVersion2 {
+		disk := b.cons.Quota.DiskBytes
+		q.DiskBytes = &disk
+	}
 	return blessingJSON{
 		Version: b.version, Network: b.network.String(), Parent: parent, Child: b.child.String(),
 		ChildKeys: &keysJSON{
@@ -455,7 +491,18 @@ func fromJSON(j *blessingJSON) (*Blessing, error) {
 	if c == nil || c.MaxDepth == nil || c.MaxChildren == nil || c.Quota == nil {
 		return nil, fieldErr("constraints", "missing max_depth, max_children or quota")
 	}
-	b.cons = Constraints{MaxDepth: *c.MaxDepth, MaxChildren: *c.MaxChildren, Quota: *c.Quota}
+	q := Quota{CPUMillis: c.Quota.CPUMillis, MemoryBytes: c.Quota.MemoryBytes, PIDs: c.Quota.PIDs}
+	switch {
+	case j.Version == BlessingVersion1 && c.Quota.DiskBytes != nil:
+		return nil, fieldErr("constraints.quota.disk_bytes", "not part of a version 1 blessing")
+	case j.Version == BlessingVersion1:
+		q.DiskBytes = MaxDiskBytes // no disk dimension: limits nothing in it
+	case c.Quota.DiskBytes == nil:
+		return nil, fieldErr("constraints.quota.disk_bytes", "missing")
+	default:
+		q.DiskBytes = *c.Quota.DiskBytes
+	}
+	b.cons = Constraints{MaxDepth: *c.MaxDepth, MaxChildren: *c.MaxChildren, Quota: q}
 	if b.cons.NotBefore, err = parseTime("constraints.not_before", c.NotBefore); err != nil {
 		return nil, err
 	}

@@ -53,25 +53,30 @@ type fixture struct {
 	keys    []*identity.PrivateKey // keys[i] is the Cal blessed at link i
 	chains  []*Chain               // chains[i] is the soul chain of keys[i]
 	rand    *seedReader
+	version int // blessing format the fixture signs (0: the current one)
 }
 
 func rootConstraints() Constraints {
 	return Constraints{
 		MaxDepth: 12, MaxChildren: 100,
-		Quota:     Quota{CPUMillis: 8000, MemoryBytes: 16 << 30, PIDs: 4096},
+		Quota:     Quota{CPUMillis: 8000, MemoryBytes: 16 << 30, PIDs: 4096, DiskBytes: 64 << 30},
 		NotBefore: t0, NotAfter: t0.Add(365 * 24 * time.Hour),
 	}
 }
 
-func newFixture(t testing.TB, label string) *fixture {
+func newFixture(t testing.TB, label string) *fixture { return newFixtureVersion(t, label, 0) }
+
+// newFixtureVersion is newFixture whose Master Cal's blessing has the
+// given format version.
+func newFixtureVersion(t testing.TB, label string, version int) *fixture {
 	t.Helper()
-	f := &fixture{root: keyFor(t, label+"/genesis"), rand: newSeedReader("nonce:" + label)}
+	f := &fixture{root: keyFor(t, label+"/genesis"), rand: newSeedReader("nonce:" + label), version: version}
 	f.network = f.root.Public().NetworkID()
 	master := keyFor(t, label+"/cal0")
-	b, err := Issue(f.root, Grant{
+	b, err := issue(f.root, Grant{
 		Network: f.network, ChildKey: master.Public(), Serial: 1,
-		Permissions: AllPermissions, Constraints: rootConstraints(), IssuedAt: t0, Rand: f.rand,
-	})
+		Permissions: AllPermissions, Constraints: rootConstraints(), IssuedAt: t0, Rand: f.rand, version: version,
+	}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +101,7 @@ func (f *fixture) grow(t testing.TB, perms Permissions, cons *Constraints, check
 	}
 	b, err := issue(pk, Grant{
 		Network: f.network, Parent: parent.Leaf(), ChildKey: child.Public(), Serial: 1,
-		Permissions: perms, Constraints: c, IssuedAt: t0, Rand: f.rand,
+		Permissions: perms, Constraints: c, IssuedAt: t0, Rand: f.rand, version: f.version,
 	}, check)
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +163,7 @@ func (f *fixture) blessChild(t testing.TB, parentIdx int, label string, perms Pe
 	child := keyFor(t, label)
 	b, err := issue(f.keys[parentIdx], Grant{
 		Network: f.network, Parent: parent.Leaf(), ChildKey: child.Public(), Serial: serial,
-		Permissions: perms, Constraints: cons, IssuedAt: t0, Rand: f.rand,
+		Permissions: perms, Constraints: cons, IssuedAt: t0, Rand: f.rand, version: f.version,
 	}, check)
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,9 @@ const (
 	MaxCPUMillis = 1 << 20
 	// MaxMemoryBytes bounds the memory quota (1 PiB).
 	MaxMemoryBytes = 1 << 50
+	// MaxDiskBytes bounds the disk quota (1 PiB); a version 1 blessing,
+	// which has no disk quota, reads as this.
+	MaxDiskBytes = 1 << 50
 	// MaxPIDs bounds the PIDs quota.
 	MaxPIDs = 1 << 22
 	// NonceSize is the exact size of a blessing or revocation nonce.

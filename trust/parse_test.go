@@ -56,6 +56,14 @@ func TestParseChainBadInput(t *testing.T) {
 		{"negative quota", edit(func(m map[string]any) {
 			link(m, 1)["constraints"].(map[string]any)["quota"].(map[string]any)["pids"] = -1
 		}), "constraints.quota.pids: -1 is outside"},
+		{"disk quota missing", edit(func(m map[string]any) {
+			delete(link(m, 1)["constraints"].(map[string]any)["quota"].(map[string]any), "disk_bytes")
+		}), "constraints.quota.disk_bytes: missing"},
+		{"disk quota in a version 1 blessing", edit(func(m map[string]any) { link(m, 1)["version"] = 1 }), "constraints.quota.disk_bytes: not part of a version 1 blessing"},
+		{"negative disk quota", edit(func(m map[string]any) {
+			link(m, 1)["constraints"].(map[string]any)["quota"].(map[string]any)["disk_bytes"] = -1
+		}), "constraints.quota.disk_bytes: -1 is outside"},
+		{"version 3", edit(func(m map[string]any) { link(m, 1)["version"] = 3 }), "version: 3 is not supported"},
 		{"max_depth over limit", edit(func(m map[string]any) {
 			link(m, 1)["constraints"].(map[string]any)["max_depth"] = 99
 		}), "constraints.max_depth: 99 is outside 1..32"},
@@ -98,6 +106,8 @@ func FuzzParseBlessing(f *testing.F) {
 	fx := newFixture(f, "fuzz-blessing")
 	b, _ := fx.growTo(f, 2).Leaf().MarshalJSON()
 	f.Add(b)
+	old, _ := newFixtureVersion(f, "fuzz-blessing-v1", BlessingVersion1).growTo(f, 2).Leaf().MarshalJSON()
+	f.Add(old)
 	f.Add([]byte(`{"version":1}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		bl, err := ParseBlessing(data)

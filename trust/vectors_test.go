@@ -42,6 +42,16 @@ type vectorFile struct {
 	RootKeys    json.RawMessage   `json:"root_keys"`
 	Seeds       map[string]string `json:"seeds"`
 	Cases       []vectorCase      `json:"cases"`
+	// OtherNetworks are more cases, each set under its own root keys.
+	OtherNetworks []vectorNetwork `json:"other_networks"`
+}
+
+// vectorNetwork is a set of cases under another network's root keys.
+type vectorNetwork struct {
+	Description string          `json:"description"`
+	Network     string          `json:"network"`
+	RootKeys    json.RawMessage `json:"root_keys"`
+	Cases       []vectorCase    `json:"cases"`
 }
 
 func seedHex(label string) string {
@@ -63,6 +73,19 @@ func buildVectors(t *testing.T) *vectorFile {
 	shallow.MaxDepth = 2
 	tooDeep := f.blessChild(t, 1, "golden/too-deep", PermissionsOf(PermRead), shallow, 3, false)
 
+	bigDisk := cons
+	bigDisk.Quota.DiskBytes = cons.Quota.DiskBytes + 1
+	diskEscalated := f.blessChild(t, 1, "golden/disk-escalated", PermissionsOf(PermRead), bigDisk, 3, false)
+
+	// A network made before disk quotas: version 1 blessings (no
+	// disk_bytes), and a version 2 child blessed under them.
+	old := newFixtureVersion(t, "golden-v1", BlessingVersion1)
+	oldChain := old.growTo(t, 2)
+	old.version = BlessingVersion2
+	oldCons := oldChain.Leaf().Constraints()
+	oldCons.Quota.DiskBytes = 1 << 30
+	mixed := old.grow(t, PermissionsOf(PermRead), &oldCons, true)
+
 	other := newFixture(t, "golden-other-network")
 	foreign := other.growTo(t, 3)
 
@@ -83,6 +106,7 @@ func buildVectors(t *testing.T) *vectorFile {
 	fail := func(link int, r Reason) vectorExpect { return vectorExpect{Link: ip(link), Reason: r} }
 
 	root, _ := f.root.Public().MarshalJSON()
+	oldRoot, _ := old.root.Public().MarshalJSON()
 	vf := &vectorFile{
 		Description: "calnet soul-chain verification vectors: a depth-3 chain from fixed seeds and failing variants. " +
 			"Verify each case's chain with the root keys at verify_at after applying its revocations; " +
@@ -99,6 +123,7 @@ func buildVectors(t *testing.T) *vectorFile {
 				Expect: vectorExpect{Valid: true, Cal: f.chains[0].Leaf().Child().String(), Permissions: AllPermissions.Names()}},
 			{Name: "tampered-permissions", Description: "link 1's permissions were edited after signing", Chain: string(tampered), VerifyAt: at, Expect: fail(1, ReasonBadSignature)},
 			{Name: "escalation", Description: "cal1 grants admin, which it does not hold", Chain: enc(escalated), VerifyAt: at, Expect: fail(2, ReasonEscalation)},
+			{Name: "escalation-disk", Description: "cal1 gives its child a larger disk quota than its own", Chain: enc(diskEscalated), VerifyAt: at, Expect: fail(2, ReasonEscalation)},
 			{Name: "depth-exceeded", Description: "a depth-3 Cal under a max_depth of 2", Chain: enc(tooDeep), VerifyAt: at, Expect: fail(2, ReasonDepthExceeded)},
 			{Name: "expired", Description: "verified after the master's validity window", Chain: enc(c2), VerifyAt: formatTime(t0.Add(366 * 24 * time.Hour)), Expect: fail(0, ReasonExpired)},
 			{Name: "not-yet-valid", Description: "verified before the validity window", Chain: enc(c2), VerifyAt: formatTime(t0.Add(-time.Hour)), Expect: fail(0, ReasonNotYetValid)},
@@ -107,10 +132,27 @@ func buildVectors(t *testing.T) *vectorFile {
 			{Name: "revoked", Description: "cal1 revoked its child cal2", Chain: enc(c2), VerifyAt: at, Revocations: revJSON(revLeaf), Expect: fail(2, ReasonRevoked)},
 			{Name: "malformed-truncated", Description: "the chain file cut in half", Chain: enc(c2)[:len(enc(c2))/2], VerifyAt: at, Expect: fail(0, ReasonMalformed)},
 		},
+		OtherNetworks: []vectorNetwork{{
+			Description: "a network made before disk quotas: its blessings are version 1 (canonical tag calnet/blessing/v1, no disk_bytes; they read as the largest disk quota)",
+			Network:     old.network.String(), RootKeys: oldRoot,
+			Cases: []vectorCase{
+				{Name: "valid-version-1", Description: "master -> cal1, both version 1 blessings", Chain: enc(oldChain), VerifyAt: at,
+					Expect: vectorExpect{Valid: true, Cal: oldChain.Leaf().Child().String(), Permissions: oldChain.Leaf().Permissions().Names()}},
+				{Name: "valid-version-2-under-version-1", Description: "a version 2 blessing with a 1 GiB disk quota under version 1 links", Chain: enc(mixed), VerifyAt: at,
+					Expect: vectorExpect{Valid: true, Cal: mixed.Leaf().Child().String(), Permissions: mixed.Leaf().Permissions().Names()}},
+			},
+		}},
 	}
 	for i := range vf.Cases {
 		if vf.Cases[i].Revocations == nil {
 			vf.Cases[i].Revocations = []json.RawMessage{}
+		}
+	}
+	for _, n := range vf.OtherNetworks {
+		for i := range n.Cases {
+			if n.Cases[i].Revocations == nil {
+				n.Cases[i].Revocations = []json.RawMessage{}
+			}
 		}
 	}
 	return vf
@@ -198,5 +240,16 @@ func TestGoldenVectors(t *testing.T) {
 		t.Run(c.Name, func(t *testing.T) {
 			checkVector(t, NewVerifier(&rootKey), c)
 		})
+	}
+	for _, n := range read.OtherNetworks {
+		var k identity.PublicKey
+		if err := k.UnmarshalJSON(n.RootKeys); err != nil || k.NetworkID().String() != n.Network {
+			t.Fatalf("other network %s: root keys %v", n.Network, err)
+		}
+		for _, c := range n.Cases {
+			t.Run(c.Name, func(t *testing.T) {
+				checkVector(t, NewVerifier(&k), c)
+			})
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package trust
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -264,5 +265,50 @@ func TestIssueRefusesEscalation(t *testing.T) {
 	}
 	if _, err := Issue(f.keys[0], Grant{Network: f.network, Parent: parent, ChildKey: child.Public(), Serial: 1, Permissions: PermissionsOf(PermRead), Constraints: parent.Constraints(), IssuedAt: t0}); err == nil {
 		t.Fatal("a key other than the parent's issued a blessing")
+	}
+}
+
+// TestVersion1BlessingHasNoDiskDimension: a blessing signed before disk
+// quotas keeps verifying, reads as the largest disk quota, re-encodes to
+// the bytes it was signed over, and bounds a version 2 child's disk quota
+// by nothing.
+func TestVersion1BlessingHasNoDiskDimension(t *testing.T) {
+	f := newFixtureVersion(t, "v1", BlessingVersion1)
+	c := roundTrip(t, f.growTo(t, 2))
+	for _, b := range c.Blessings {
+		if b.Version() != BlessingVersion1 || b.Constraints().Quota.DiskBytes != MaxDiskBytes {
+			t.Fatalf("version %d blessing reads disk quota %d", b.Version(), b.Constraints().Quota.DiskBytes)
+		}
+		if !bytes.HasPrefix(b.Canonical(), []byte("calnet/blessing/v1\n")) {
+			t.Fatalf("version 1 canonical encoding starts %q", b.Canonical()[:20])
+		}
+		j, _ := b.MarshalJSON()
+		if bytes.Contains(j, []byte("disk_bytes")) {
+			t.Fatalf("version 1 blessing.json has disk_bytes: %s", j)
+		}
+	}
+	if _, err := NewVerifier(f.root.Public()).Verify(c, t0.Add(time.Hour), nil); err != nil {
+		t.Fatal(err)
+	}
+	f.version = BlessingVersion2
+	cons := c.Leaf().Constraints()
+	cons.Quota.DiskBytes = 4 << 30
+	child := roundTrip(t, f.grow(t, PermissionsOf(PermRead), &cons, true))
+	v, err := NewVerifier(f.root.Public()).Verify(child, t0.Add(time.Hour), nil)
+	if err != nil || v.Constraints.Quota.DiskBytes != 4<<30 {
+		t.Fatalf("version 2 child under version 1: %v, %+v", err, v)
+	}
+}
+
+func TestIssueRefusesDiskEscalation(t *testing.T) {
+	f := newFixture(t, "disk-escalation")
+	parent := f.growTo(t, 2)
+	cons := parent.Leaf().Constraints()
+	cons.Quota.DiskBytes++
+	child := keyFor(t, "disk-escalation/child")
+	_, err := Issue(f.keys[1], Grant{Network: f.network, Parent: parent.Leaf(), ChildKey: child.Public(), Serial: 1,
+		Permissions: PermissionsOf(PermRead), Constraints: cons, IssuedAt: t0})
+	if err == nil || !strings.Contains(err.Error(), "quota.disk_bytes") {
+		t.Fatalf("issue with a larger disk quota than the parent's: %v", err)
 	}
 }

@@ -12,6 +12,8 @@ from .pq import ed25519ctx_verify, mldsa65_verify
 
 PERMS = ["spawn", "revoke", "read", "talk", "share", "admin"]
 MAX_DEPTH = 32
+# MAX_DISK_BYTES is the disk quota a version 1 blessing (before disk quotas) reads as.
+MAX_DISK_BYTES = 1 << 50
 _ALPHA = "abcdefghijklmnopqrstuvwxyz234567"
 
 
@@ -81,14 +83,24 @@ class _Link:
         self.depth, self.serial, self.perms = j["depth"], j["serial"], perms
         self.max_depth, self.max_children = c["max_depth"], c["max_children"]
         self.cpu, self.mem, self.pids = q["cpu_millis"], q["memory_bytes"], q["pids"]
+        # Version 2 added disk_bytes; a version 1 blessing has none and
+        # reads as the largest disk quota (2^50).
+        version = j["version"]
+        if version not in (1, 2):
+            raise ValueError(f"version {version} is not supported")
+        if (version == 1) == ("disk_bytes" in q):
+            raise ValueError("constraints.quota.disk_bytes: required from version 2 on, absent before")
+        self.disk = q["disk_bytes"] if version == 2 else MAX_DISK_BYTES
         self.not_before = _seconds("not_before", c["not_before"])
         self.not_after = _seconds("not_after", c["not_after"])
         nonce = _b64(j["nonce"])
         self.canonical = b"".join([
-            b"calnet/blessing/v1\n", bytes([j["version"]]), self.network, bytes([1 if self.genesis else 0]),
+            b"calnet/blessing/v%d\n" % version, bytes([version]), self.network, bytes([1 if self.genesis else 0]),
             self.parent, self.child, struct.pack(">I", len(self.ed)), self.ed, struct.pack(">I", len(self.ml)), self.ml,
             struct.pack(">IIIII", self.depth, self.serial, perms, self.max_depth, self.max_children),
-            struct.pack(">qqqqq", self.cpu, self.mem, self.pids, self.not_before, self.not_after),
+            struct.pack(">qqq", self.cpu, self.mem, self.pids),
+            struct.pack(">q", self.disk) if version == 2 else b"",
+            struct.pack(">qq", self.not_before, self.not_after),
             bytes([1 if j["can_propagate"] else 0]), struct.pack(">I", len(nonce)), nonce,
             struct.pack(">q", _seconds("issued_at", j["issued_at"])),
         ])
@@ -168,7 +180,7 @@ def verify_chain(root_keys, chain_text, at, revocations=()):
                 fail("children-exceeded", "serial exceeds the parent's max_children")
             if b.max_children > p.max_children:
                 fail("escalation", "max_children exceeds the parent's")
-            if b.cpu > p.cpu or b.mem > p.mem or b.pids > p.pids:
+            if b.cpu > p.cpu or b.mem > p.mem or b.pids > p.pids or b.disk > p.disk:
                 fail("escalation", "quota exceeds the parent's")
             if b.not_before < p.not_before or b.not_after > p.not_after:
                 fail("escalation", "validity outside the parent's")

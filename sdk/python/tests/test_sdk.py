@@ -23,17 +23,20 @@ class GoldenVectors(unittest.TestCase):
     def test_vectors(self):
         vf = json.loads((REPO / "testdata/vectors/soul-chains.json").read_text())
         self.assertGreaterEqual(len(vf["cases"]), 10)
-        for c in vf["cases"]:
-            with self.subTest(c["name"]):
-                at = datetime.strptime(c["verify_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-                if c["expect"]["valid"]:
-                    v = verify_chain(vf["root_keys"], c["chain"], at, c["revocations"])
-                    self.assertEqual(v["cal"], c["expect"]["cal"])
-                    self.assertEqual(v["permissions"], c["expect"]["permissions"])
-                else:
-                    with self.assertRaises(ChainError) as cm:
-                        verify_chain(vf["root_keys"], c["chain"], at, c["revocations"])
-                    self.assertEqual((cm.exception.link, cm.exception.reason), (c["expect"]["link"], c["expect"]["reason"]))
+        self.assertGreaterEqual(len(vf["other_networks"]), 1)
+        sets = [(vf["root_keys"], vf["cases"])] + [(n["root_keys"], n["cases"]) for n in vf["other_networks"]]
+        for root_keys, cases in sets:
+            for c in cases:
+                with self.subTest(c["name"]):
+                    at = datetime.strptime(c["verify_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+                    if c["expect"]["valid"]:
+                        v = verify_chain(root_keys, c["chain"], at, c["revocations"])
+                        self.assertEqual(v["cal"], c["expect"]["cal"])
+                        self.assertEqual(v["permissions"], c["expect"]["permissions"])
+                    else:
+                        with self.assertRaises(ChainError) as cm:
+                            verify_chain(root_keys, c["chain"], at, c["revocations"])
+                        self.assertEqual((cm.exception.link, cm.exception.reason), (c["expect"]["link"], c["expect"]["reason"]))
 
 
 def free_port():

@@ -12,7 +12,7 @@ export class CalnetError extends Error {
 
 export interface Cal {
   id: string; name?: string; parent: string; depth: number; permissions: string[];
-  quota: { cpu_millis: number; memory_bytes: number; pids: number };
+  quota: { cpu_millis: number; memory_bytes: number; pids: number; disk_bytes: number };
   state: string; healthy: boolean; children: string[]; namespace: string; [k: string]: unknown;
 }
 export interface Spawn { id: string; parent: string; state: string; reason?: string; cal?: string; actor: string; [k: string]: unknown }

@@ -20,6 +20,8 @@ export interface RootKeys { ed25519: string; mldsa65: string }
 
 const PERMS = ['spawn', 'revoke', 'read', 'talk', 'share', 'admin'];
 const MAX_DEPTH = 32;
+/** The disk quota a version 1 blessing (made before disk quotas) reads as. */
+const MAX_DISK_BYTES = 1n << 50n;
 const enc = new TextEncoder();
 const b64 = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s, "base64"));
 const ALPHA = 'abcdefghijklmnopqrstuvwxyz234567';
@@ -76,7 +78,7 @@ function hybridOK(purpose: string, msg: Uint8Array, ed: Uint8Array, ml: Uint8Arr
 interface Link {
   network: Uint8Array; genesis: boolean; parent: Uint8Array; child: Uint8Array; childId: string;
   ed: Uint8Array; ml: Uint8Array; depth: number; serial: number; perms: number;
-  maxDepth: number; maxChildren: number; cpu: bigint; mem: bigint; pids: bigint;
+  maxDepth: number; maxChildren: number; cpu: bigint; mem: bigint; pids: bigint; disk: bigint;
   notBefore: bigint; notAfter: bigint; canonical: Uint8Array; sig: any; digest: Uint8Array;
 }
 
@@ -90,6 +92,10 @@ function parseLink(j: any): Link {
   }
   const ed = b64(j.child_keys.ed25519), ml = b64(j.child_keys.mldsa65);
   if (ed.length !== 32 || ml.length !== 1952) throw new Error('child_keys: wrong key size');
+  // Version 2 added quota.disk_bytes; a version 1 blessing has none.
+  if (j.version !== 1 && j.version !== 2) throw new Error(`version ${j.version} is not supported`);
+  const q = j.constraints.quota;
+  if ((j.version === 1) === ('disk_bytes' in q)) throw new Error('constraints.quota.disk_bytes: required from version 2 on, absent before');
   const genesis = j.parent === 'genesis';
   if (genesis !== (j.depth === 1)) throw new Error('parent: genesis exactly at depth 1');
   const l: Link = {
@@ -97,16 +103,18 @@ function parseLink(j: any): Link {
     childId: j.child, ed, ml, depth: j.depth, serial: j.serial, perms,
     maxDepth: j.constraints.max_depth, maxChildren: j.constraints.max_children,
     cpu: BigInt(j.constraints.quota.cpu_millis), mem: BigInt(j.constraints.quota.memory_bytes), pids: BigInt(j.constraints.quota.pids),
+    disk: j.version === 2 ? BigInt(q.disk_bytes) : MAX_DISK_BYTES,
     notBefore: seconds('not_before', j.constraints.not_before), notAfter: seconds('not_after', j.constraints.not_after),
     canonical: new Uint8Array(), sig: j.signature, digest: new Uint8Array(),
   };
   if (!eq(idOf('calnet/cal-id/v1\0', ed, ml), l.child)) throw new Error('child is not the ID of child_keys');
   if (j.can_propagate !== ((perms & 1) === 1)) throw new Error('can_propagate must be true exactly when spawn is granted');
   const nonce = b64(j.nonce);
-  const c = new Canon('calnet/blessing/v1\n');
+  const c = new Canon(`calnet/blessing/v${j.version}\n`);
   c.u8(j.version); c.raw(l.network); c.u8(genesis ? 1 : 0); c.raw(l.parent); c.raw(l.child);
   c.bytes(ed); c.bytes(ml); c.u32(l.depth); c.u32(l.serial); c.u32(perms);
   c.u32(l.maxDepth); c.u32(l.maxChildren); c.i64(l.cpu); c.i64(l.mem); c.i64(l.pids);
+  if (j.version === 2) c.i64(l.disk);
   c.i64(l.notBefore); c.i64(l.notAfter); c.u8(j.can_propagate ? 1 : 0); c.bytes(nonce); c.i64(seconds('issued_at', j.issued_at));
   l.canonical = c.done();
   l.digest = sha256(concat(l.canonical, b64(j.signature.ed25519), b64(j.signature.mldsa65)));
@@ -175,7 +183,7 @@ export function verifyChain(root: RootKeys, chainText: string, at: Date, revocat
       if (b.maxDepth > p.maxDepth) fail('escalation', 'max_depth exceeds the parent\'s');
       if (b.serial > p.maxChildren) fail('children-exceeded', "serial exceeds the parent's max_children");
       if (b.maxChildren > p.maxChildren) fail('escalation', "max_children exceeds the parent's");
-      if (b.cpu > p.cpu || b.mem > p.mem || b.pids > p.pids) fail('escalation', "quota exceeds the parent's");
+      if (b.cpu > p.cpu || b.mem > p.mem || b.pids > p.pids || b.disk > p.disk) fail('escalation', "quota exceeds the parent's");
       if (b.notBefore < p.notBefore || b.notAfter > p.notAfter) fail('escalation', "validity outside the parent's");
     }
     if (b.depth > b.maxDepth) fail('depth-exceeded', 'depth exceeds its own max_depth');
