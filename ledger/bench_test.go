@@ -160,3 +160,28 @@ func BenchmarkVerifyCheckpoint(b *testing.B) {
 }
 
 func osMkdirTemp() (string, error) { return os.MkdirTemp("", "calnet-ledger-bench-") }
+
+// BenchmarkDiskPerEntry reports the bytes on disk per entry (all of the
+// log's files) for one writer appending one ~107-byte entry per commit, the
+// worst case for checkpoint overhead.
+func BenchmarkDiskPerEntry(b *testing.B) {
+	dir := b.TempDir()
+	l := openLog(b, dir, true)
+	ctx := context.Background()
+	n := 0
+	for b.Loop() {
+		if _, err := l.AppendRaw(ctx, benchEntry(n)); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+	var total int64
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() {
+			total += fi.Size()
+		}
+	}
+	b.ReportMetric(float64(total)/float64(n), "disk-B/entry")
+	b.ReportMetric(float64(len(benchEntry(0))), "entry-B")
+}

@@ -25,6 +25,8 @@ func TestMain(m *testing.M) {
 
 // crashWriter appends from several goroutines until it is killed.
 func crashWriter(dir string) {
+	// Compact often, so kills also land inside compactions.
+	compactAfter = 3
 	k := testKey(nil)
 	l, err := Open(Config{Dir: dir, Origin: testOrigin, LogKey: k.Public(), Signer: k})
 	if err != nil {
@@ -84,6 +86,9 @@ func TestCrashSafetyKillsRealWriter(t *testing.T) {
 
 		l := openLog(t, dir, true)
 		cp := l.Checkpoint()
+		if st, err := os.Stat(dir + "/" + checkpointsFile); err != nil || st.Size() > int64(compactAfter+1)*(cpRecordHeader+MaxCheckpointSize) {
+			t.Fatalf("round %d: checkpoints file not compacted: %v %v", round, st.Size(), err)
+		}
 		if cp.Size < prevSize {
 			t.Fatalf("round %d: checkpoint went back from %d to %d", round, prevSize, cp.Size)
 		}

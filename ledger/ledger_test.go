@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -262,11 +263,12 @@ func TestRecoveryFromTornWrites(t *testing.T) {
 			f.WriteAt([]byte{0xff}, 3*indexRecord+20)
 			f.Close()
 		}, 0, "does not match the checkpoint root"},
-		{"checkpoint file forged", func(d string) {
-			f, _ := os.OpenFile(filepath.Join(d, checkpointsFile), os.O_RDWR|os.O_APPEND, 0)
-			f.Write(frame([]byte("calnet.test/ledger\n99\nAAAA\n\n— x y\n")))
-			f.Close()
-		}, 0, "latest checkpoint"},
+		{"checkpoint record forged", func(d string) {
+			// A well-framed record whose note is not signed by the log key.
+			b, _ := os.ReadFile(filepath.Join(d, headFile))
+			h, _, _ := parseHead(b)
+			appendFile(d, checkpointsFile, cpRecordBytes(h.Seq+1, []byte("calnet.test/ledger\n99\nAAAA\n\n— x y\n")))
+		}, 0, "latest record"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -400,4 +402,98 @@ func FuzzDecodeEntry(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestCheckpointsCompacted is reliability finding 16: the checkpoints file
+// used to grow by one ~4.6 KB signed note per commit, forever. It now holds
+// at most compactAfter records, the latest always among them, and every
+// reopen and audit still checks the latest against the head and the tree.
+func TestCheckpointsCompacted(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir, true)
+	ctx := context.Background()
+	const commits = 3*32 + 5
+	for i := range commits {
+		if _, err := l.Append(ctx, testEntry(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cp := l.Checkpoint()
+	b, _ := os.ReadFile(filepath.Join(dir, checkpointsFile))
+	s, err := parseCheckpoints(b)
+	if err != nil || s.Damage != nil {
+		t.Fatalf("parse: %v %v", err, s.Damage)
+	}
+	if len(s.Records) > compactAfter || len(b) > compactAfter*(cpRecordHeader+len(cp.Note))+cpFileHeader {
+		t.Fatalf("%d records, %d bytes after %d commits: not compacted", len(s.Records), len(b), commits)
+	}
+	if last := s.Records[len(s.Records)-1]; !bytes.Equal(last.Note, cp.Note) || last.Seq != commits+1 {
+		t.Fatalf("latest record #%d is not the latest checkpoint", last.Seq)
+	}
+	if _, err := l.Audit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	l2 := openLog(t, dir, true)
+	if l2.Size() != commits || !bytes.Equal(l2.Checkpoint().Root, cp.Root) {
+		t.Fatal("reopen after compaction differs")
+	}
+	// Consistency proofs from any earlier size still come from the tree.
+	old, _ := l2.Root(7)
+	p, err := l2.Consistency(7, 0)
+	if err != nil || p.Verify(old, cp.Root) != nil {
+		t.Fatalf("consistency 7 -> %d after compaction: %v", commits, err)
+	}
+}
+
+// TestLegacyCheckpointsMigrated: a log written before format 2 (one framed
+// note per commit, no head) opens, is converted by its first writer, and
+// keeps every entry.
+func TestLegacyCheckpointsMigrated(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir, true)
+	for i := range 5 {
+		l.Append(context.Background(), testEntry(i))
+	}
+	cp := l.Checkpoint()
+	l.Close()
+	// Rewrite the checkpoints file in format 1: the latest note preceded by
+	// an older one, no head file.
+	old, _ := signCheckpoint(testOrigin, 0, hasher.EmptyRoot(), testKey(t))
+	os.WriteFile(filepath.Join(dir, checkpointsFile), append(frame(old), frame(cp.Note)...), 0o600)
+	os.Remove(filepath.Join(dir, headFile))
+	ro := openLog(t, dir, false)
+	if ro.Size() != 5 {
+		t.Fatalf("read-only open of a format-1 log: size %d", ro.Size())
+	}
+	ro.Close()
+	l2 := openLog(t, dir, true)
+	if l2.Size() != 5 || !bytes.Equal(l2.Checkpoint().Root, cp.Root) {
+		t.Fatal("migrated log differs")
+	}
+	if _, err := l2.Append(context.Background(), testEntry(9)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l2.Audit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, checkpointsFile))
+	if !bytes.HasPrefix(b, []byte(cpMagic)) {
+		t.Fatal("not converted to format 2")
+	}
+	// A damaged format-1 tail is refused (it may have been acknowledged).
+	l2.Close()
+	dir2 := t.TempDir()
+	l3 := openLog(t, dir2, true)
+	l3.Append(context.Background(), testEntry(1))
+	cp3 := l3.Checkpoint()
+	l3.Close()
+	f := frame(cp3.Note)
+	f[len(f)-3] ^= 1
+	os.WriteFile(filepath.Join(dir2, checkpointsFile), append(frame(old), f...), 0o600)
+	os.Remove(filepath.Join(dir2, headFile))
+	k := testKey(t)
+	if _, err := Open(Config{Dir: dir2, Origin: testOrigin, LogKey: k.Public(), Signer: k}); !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "format 1") {
+		t.Fatalf("damaged format-1 tail: %v", err)
+	}
 }

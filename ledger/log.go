@@ -22,8 +22,12 @@ const (
 	entriesFile     = "entries"
 	indexFile       = "index"
 	checkpointsFile = "checkpoints"
+	headFile        = "head"
 	frameHeader     = 8  // u32 length + u32 CRC-32C
 	indexRecord     = 40 // u64 offset + 32-byte leaf hash
+	// maxCheckpointsFile bounds the checkpoints file read at open: a
+	// format-1 file (one record per commit, never compacted) can be large.
+	maxCheckpointsFile = 1 << 30
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -44,31 +48,44 @@ type Config struct {
 // ErrBroken is returned after a write failed; reopen the log to recover.
 var ErrBroken = errors.New("ledger: a write failed; reopen the log")
 
+// ErrDamaged wraps every refusal to open a log whose files were damaged,
+// truncated, reordered or replaced by older copies in a way that loses
+// (or may lose) acknowledged data. Repair shows what can be recovered.
+var ErrDamaged = errors.New("ledger damaged")
+
 // Log is an open ledger. It is safe for concurrent use.
 type Log struct {
 	cfg      Config
 	readOnly bool
 	log      *slog.Logger
 
-	mu      sync.Mutex // guards the fields below and the writers
-	tree    tree
-	offsets []int64
-	end     int64 // offset of the next entry record
-	entries *os.File
-	index   *os.File
-	cps     *os.File
-	ew, iw  *bufio.Writer
-	broken  error
-	cpEnd   int64
-	durable uint64
-	latest  *Checkpoint
-	commit  chan struct{} // closed when the running commit ends; nil if none
+	mu        sync.Mutex // guards the fields below and the writers
+	tree      tree
+	offsets   []int64
+	end       int64 // offset of the next entry record
+	entries   *os.File
+	index     *os.File
+	cps       *os.File // the checkpoints file (writers only)
+	headF     *os.File // the head file (writers only)
+	lock      *os.File // the writer's lock (writers only)
+	ew, iw    *bufio.Writer
+	broken    error
+	cpEnd     int64  // end of the last checkpoint record
+	cpCount   int    // records in the checkpoints file
+	seq       uint64 // sequence number of the latest checkpoint
+	headDirty bool   // the head was written since its last sync
+	durable   uint64
+	latest    *Checkpoint
+	commit    chan struct{} // closed when the running commit ends; nil if none
 }
 
 // Open opens or creates the log in cfg.Dir. It verifies the latest
-// checkpoint with cfg.LogKey, rebuilds the tree from the index, checks the
-// root, and, unless read-only, truncates anything a crash left behind the
-// checkpoint.
+// checkpoint with cfg.LogKey, checks it against the head file (so a
+// checkpoints file that lost acknowledged records is refused), rebuilds the
+// tree from the index and checks its root. A writer (cfg.Signer set) takes
+// the directory's lock and drops only what a crash left beyond the last
+// acknowledged checkpoint; any other damage is an error wrapping
+// ErrDamaged that names the file and the record.
 func Open(cfg Config) (*Log, error) {
 	if cfg.LogKey == nil || cfg.Origin == "" {
 		return nil, errors.New("ledger: LogKey and Origin are required")
@@ -83,8 +100,15 @@ func Open(cfg Config) (*Log, error) {
 	flag := os.O_RDWR | os.O_CREATE
 	if l.readOnly {
 		flag = os.O_RDONLY
-	} else if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("ledger: %w", err)
+	} else {
+		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("ledger: %w", err)
+		}
+		lk, err := lockDir(cfg.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: %w", err)
+		}
+		l.lock = lk
 	}
 	var err error
 	open := func(name string) *os.File {
@@ -102,7 +126,7 @@ func Open(cfg Config) (*Log, error) {
 		}
 		return f
 	}
-	l.entries, l.index, l.cps = open(entriesFile), open(indexFile), open(checkpointsFile)
+	l.entries, l.index = open(entriesFile), open(indexFile)
 	if err != nil {
 		l.closeFiles()
 		return nil, fmt.Errorf("ledger: %w", err)
@@ -138,31 +162,6 @@ func (w *offsetWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// readFrames scans framed records, returning their payloads and the end of
-// the last intact one. A torn or corrupt frame ends the scan.
-func readFrames(f *os.File, limit int) (payloads [][]byte, end int64, err error) {
-	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, 1<<62), 1<<16)
-	var hdr [frameHeader]byte
-	for {
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			return payloads, end, nil
-		}
-		n := binary.BigEndian.Uint32(hdr[:4])
-		if int(n) > limit {
-			return payloads, end, nil
-		}
-		p := make([]byte, n)
-		if _, err := io.ReadFull(r, p); err != nil {
-			return payloads, end, nil
-		}
-		if crc32.Checksum(p, crcTable) != binary.BigEndian.Uint32(hdr[4:]) {
-			return payloads, end, nil
-		}
-		payloads = append(payloads, p)
-		end += frameHeader + int64(n)
-	}
-}
-
 func frame(p []byte) []byte {
 	out := make([]byte, frameHeader, frameHeader+len(p))
 	binary.BigEndian.PutUint32(out[:4], uint32(len(p)))
@@ -170,28 +169,190 @@ func frame(p []byte) []byte {
 	return append(out, p...)
 }
 
+// readSmallFile reads a whole file of at most limit bytes; a missing file
+// is (nil, nil, false).
+func readSmallFile(path string, limit int64) ([]byte, bool, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, true, err
+	}
+	if int64(len(b)) > limit {
+		return nil, true, fmt.Errorf("%s: over the limit of %d bytes", filepath.Base(path), limit)
+	}
+	return b, true, nil
+}
+
+// damaged wraps ErrDamaged.
+func damaged(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrDamaged, fmt.Sprintf(format, args...))
+}
+
+// onDisk is what recover read of the head and checkpoints files.
+type onDisk struct {
+	head      head
+	hasHead   bool
+	headBad   []int // damaged head slots
+	scan      *cpScan
+	hasCPFile bool
+	cpSize    int64
+}
+
+func (l *Log) readMeta() (*onDisk, error) {
+	// The head first: a checkpoints file read after it holds every record
+	// the head names, even while a writer appends or compacts.
+	d := &onDisk{}
+	hb, ok, err := readSmallFile(filepath.Join(l.cfg.Dir, headFile), headSize)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		d.hasHead = true
+		if d.head, d.headBad, err = parseHead(hb); err != nil {
+			return nil, damaged("%s: %v", headFile, err)
+		}
+	}
+	cb, ok, err := readSmallFile(filepath.Join(l.cfg.Dir, checkpointsFile), maxCheckpointsFile)
+	if err != nil {
+		return nil, err
+	}
+	d.hasCPFile, d.cpSize = ok, int64(len(cb))
+	switch {
+	case len(cb) == 0:
+		d.scan = &cpScan{Version: cpVersion}
+	case isLegacyCheckpoints(cb):
+		d.scan = parseLegacyCheckpoints(cb)
+	default:
+		if d.scan, err = parseCheckpoints(cb); err != nil {
+			return nil, damaged("%s: %v", checkpointsFile, err)
+		}
+	}
+	return d, nil
+}
+
 func (l *Log) recover() error {
-	notes, cpEnd, err := readFrames(l.cps, MaxCheckpointSize)
+	d, err := l.readMeta()
 	if err != nil {
 		return err
 	}
-	l.cpEnd = cpEnd
-	if len(notes) == 0 {
-		if st, _ := l.index.Stat(); st != nil && st.Size() > 0 {
-			return errors.New("entries exist but no checkpoint covers them")
+	scan := d.scan
+	if scan.Damage != nil && scan.Damage.Later {
+		return damaged("%s: %s, and an intact record follows it: the file was damaged after it was written", checkpointsFile, scan.Damage)
+	}
+	if scan.Version == 1 && scan.Damage != nil {
+		// Format 1 has no head file and no header checksum: a damaged
+		// last frame may be an acknowledged checkpoint.
+		return damaged("%s (format 1): %s; it may have been acknowledged", checkpointsFile, scan.Damage)
+	}
+	last := scan.latest()
+	switch {
+	case !d.hasHead && scan.Version == cpVersion && last != nil:
+		return damaged("%s is missing but %s holds checkpoints: restore %s", headFile, checkpointsFile, filepath.Join(l.cfg.Dir, headFile))
+	case d.hasHead && (last == nil && d.head.Seq > 0 || last != nil && last.Seq < d.head.Seq):
+		have := "no checkpoint"
+		if last != nil {
+			have = fmt.Sprintf("checkpoint #%d", last.Seq)
 		}
+		if scan.Damage != nil {
+			have += ", then a damaged " + scan.Damage.String()
+		}
+		return damaged("%s ends at %s, but %s records checkpoint #%d (size %d) as acknowledged: acknowledged checkpoints are missing (%s was truncated, damaged or replaced by an older copy)",
+			checkpointsFile, have, headFile, d.head.Seq, d.head.Size, checkpointsFile)
+	}
+	if last == nil {
+		// Nothing was ever acknowledged: a new log, or one whose creation
+		// a crash interrupted.
+		if st, _ := l.index.Stat(); st != nil && st.Size() > 0 && l.readOnly {
+			return damaged("entries exist but no checkpoint covers them")
+		}
+		if l.readOnly {
+			if !d.hasHead && !d.hasCPFile {
+				return fmt.Errorf("no ledger here: %w", os.ErrNotExist)
+			}
+			return damaged("no checkpoint has been written yet")
+		}
+		if err := l.truncateTail(entriesFile, l.entries, 0); err != nil {
+			return err
+		}
+		if err := l.truncateTail(indexFile, l.index, 0); err != nil {
+			return err
+		}
+		return l.createMeta()
+	}
+	cp, err := VerifyCheckpoint(last.Note, l.cfg.Origin, l.cfg.LogKey)
+	if err != nil {
+		return damaged("%s: latest record #%d at offset %d: %v", checkpointsFile, last.Seq, last.Off, err)
+	}
+	if d.hasHead && d.head.Seq == last.Seq && (d.head.Size != cp.Size || string(d.head.Root) != string(cp.Root)) {
+		return damaged("%s names checkpoint #%d at size %d, but that checkpoint has size %d and another root", headFile, d.head.Seq, d.head.Size, cp.Size)
+	}
+	if d.hasHead && d.head.Size > cp.Size {
+		return damaged("%s records size %d, beyond the latest checkpoint's %d", headFile, d.head.Size, cp.Size)
+	}
+	if err := l.loadTree(cp); err != nil {
+		return err
+	}
+	if d.hasHead && d.head.Seq > 0 {
+		root, _ := l.tree.root(d.head.Size)
+		if string(root) != string(d.head.Root) {
+			return damaged("%s records root %x at size %d, but the index gives %x: the log's history differs from what was acknowledged", headFile, d.head.Root, d.head.Size, root)
+		}
+	}
+	l.latest, l.durable, l.seq = cp, cp.Size, last.Seq
+	l.cpEnd, l.cpCount = scan.End, len(scan.Records)
+	if l.readOnly {
 		return nil
 	}
-	cp, err := VerifyCheckpoint(notes[len(notes)-1], l.cfg.Origin, l.cfg.LogKey)
-	if err != nil {
-		return fmt.Errorf("latest checkpoint: %w", err)
+	// A writer drops what a crash left beyond the last acknowledged
+	// checkpoint: never acknowledged, so never relied upon.
+	if err := l.truncateTail(entriesFile, l.entries, l.end); err != nil {
+		return err
 	}
+	if err := l.truncateTail(indexFile, l.index, int64(cp.Size)*indexRecord); err != nil {
+		return err
+	}
+	if scan.Version == 1 {
+		return l.migrate(last)
+	}
+	if l.cps, err = os.OpenFile(filepath.Join(l.cfg.Dir, checkpointsFile), os.O_RDWR, 0o600); err != nil {
+		return err
+	}
+	if scan.Damage != nil {
+		l.log.Warn("ledger: dropping a checkpoint record never acknowledged", "file", checkpointsFile, "damage", scan.Damage.String())
+	}
+	if err := l.truncateTail(checkpointsFile, l.cps, scan.End); err != nil {
+		return err
+	}
+	os.Remove(filepath.Join(l.cfg.Dir, checkpointsFile+".tmp"))
+	if l.headF, err = os.OpenFile(filepath.Join(l.cfg.Dir, headFile), os.O_RDWR, 0o600); err != nil {
+		return err
+	}
+	if !d.hasHead || d.head.Seq < last.Seq {
+		// Bring the head up to the latest checkpoint (it lags after a
+		// crash between the checkpoint's sync and the head's write).
+		if err := l.writeHead(head{Seq: last.Seq, Size: cp.Size, Root: cp.Root}, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loadTree rebuilds the tree from the index up to the checkpoint's size
+// and checks the root and the last entry.
+func (l *Log) loadTree(cp *Checkpoint) error {
 	st, err := l.index.Stat()
 	if err != nil {
 		return err
 	}
 	if have := uint64(st.Size() / indexRecord); have < cp.Size {
-		return fmt.Errorf("index holds %d entries but the checkpoint covers %d: the log lost data", have, cp.Size)
+		return damaged("%s holds %d entries but the checkpoint covers %d: the log lost data", indexFile, have, cp.Size)
 	}
 	r := bufio.NewReaderSize(io.NewSectionReader(l.index, 0, int64(cp.Size)*indexRecord), 1<<16)
 	var rec [indexRecord]byte
@@ -202,7 +363,7 @@ func (l *Log) recover() error {
 		}
 		off := int64(binary.BigEndian.Uint64(rec[:8]))
 		if (i == 0 && off != 0) || (i > 0 && off <= l.offsets[i-1]) {
-			return fmt.Errorf("index entry %d: offset %d out of order", i, off)
+			return damaged("%s record %d (offset %d): entry offset %d out of order", indexFile, i, int64(i)*indexRecord, off)
 		}
 		l.offsets = append(l.offsets, off)
 		l.tree.push(rec[8:])
@@ -212,47 +373,145 @@ func (l *Log) recover() error {
 		return err
 	}
 	if string(root) != string(cp.Root) {
-		return fmt.Errorf("index does not match the checkpoint root at size %d", cp.Size)
+		return damaged("%s does not match the checkpoint root at size %d: a record was changed or reordered (ledger verify names the entry)", indexFile, cp.Size)
 	}
 	if cp.Size > 0 {
 		last := l.offsets[cp.Size-1]
 		var hdr [frameHeader]byte
 		if _, err := l.entries.ReadAt(hdr[:], last); err != nil {
-			return fmt.Errorf("entry %d: %w", cp.Size-1, err)
+			return damaged("%s: entry %d at offset %d: %v (the file lost data)", entriesFile, cp.Size-1, last, err)
 		}
 		l.end = last + frameHeader + int64(binary.BigEndian.Uint32(hdr[:4]))
 		if _, err := l.readEntry(cp.Size - 1); err != nil {
-			return err
-		}
-	}
-	l.latest, l.durable = cp, cp.Size
-	if l.readOnly {
-		return nil
-	}
-	// Drop what a crash left beyond the checkpoint: never acknowledged.
-	for _, t := range []struct {
-		f    *os.File
-		size int64
-	}{{l.entries, l.end}, {l.index, int64(cp.Size) * indexRecord}, {l.cps, cpEnd}} {
-		st, err := t.f.Stat()
-		if err != nil {
-			return err
-		}
-		if st.Size() > t.size {
-			l.log.Warn("ledger: dropping an uncommitted tail", "file", filepath.Base(t.f.Name()), "bytes", st.Size()-t.size)
-			if err := t.f.Truncate(t.size); err != nil {
-				return err
-			}
-			if err := t.f.Sync(); err != nil {
-				return err
-			}
+			return fmt.Errorf("%w: %w", ErrDamaged, err)
 		}
 	}
 	return nil
 }
 
+// truncateTail drops the bytes of f beyond size, which no acknowledged
+// checkpoint covers.
+func (l *Log) truncateTail(name string, f *os.File, size int64) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if st.Size() <= size {
+		return nil
+	}
+	l.log.Warn("ledger: dropping an unacknowledged tail", "file", name, "offset", size, "bytes", st.Size()-size)
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// createMeta writes the head (sequence 0: nothing acknowledged) and an
+// empty checkpoints file, for a new log.
+func (l *Log) createMeta() error {
+	hp := filepath.Join(l.cfg.Dir, headFile)
+	if err := writeFileSync(hp, head{Root: make([]byte, 32)}.slot(), headSize); err != nil {
+		return err
+	}
+	if err := writeFileSync(filepath.Join(l.cfg.Dir, checkpointsFile), cpHeader(), 0); err != nil {
+		return err
+	}
+	if err := syncDir(l.cfg.Dir); err != nil {
+		return err
+	}
+	var err error
+	if l.headF, err = os.OpenFile(hp, os.O_RDWR, 0o600); err != nil {
+		return err
+	}
+	if l.cps, err = os.OpenFile(filepath.Join(l.cfg.Dir, checkpointsFile), os.O_RDWR, 0o600); err != nil {
+		return err
+	}
+	l.cpEnd, l.cpCount = cpFileHeader, 0
+	return nil
+}
+
+// writeFileSync replaces path with b (padded with zeros to size) through a
+// temporary file and a rename, synced.
+func writeFileSync(path string, b []byte, size int) error {
+	if len(b) < size {
+		b = append(b, make([]byte, size-len(b))...)
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// migrate turns a format-1 checkpoints file into format 2 with its latest
+// checkpoint, after writing the head that names it.
+func (l *Log) migrate(last *cpRecord) error {
+	l.log.Info("ledger: converting the checkpoints file to format 2", "checkpoints", last.Seq)
+	hp := filepath.Join(l.cfg.Dir, headFile)
+	h := head{Seq: last.Seq, Size: l.latest.Size, Root: l.latest.Root}
+	b := make([]byte, headSize)
+	copy(b[slotOffset(h.Seq):], h.slot())
+	if err := writeFileSync(hp, b, headSize); err != nil {
+		return err
+	}
+	if err := l.rewriteCheckpoints(last.Seq, last.Note); err != nil {
+		return err
+	}
+	var err error
+	l.headF, err = os.OpenFile(hp, os.O_RDWR, 0o600)
+	return err
+}
+
+// rewriteCheckpoints replaces the checkpoints file with one holding only
+// the given record, and reopens it.
+func (l *Log) rewriteCheckpoints(seq uint64, note []byte) error {
+	p := filepath.Join(l.cfg.Dir, checkpointsFile)
+	b := append(cpHeader(), cpRecordBytes(seq, note)...)
+	if err := writeFileSync(p, b, 0); err != nil {
+		return err
+	}
+	if err := syncDir(l.cfg.Dir); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	if l.cps != nil {
+		l.cps.Close()
+	}
+	l.cps, l.cpEnd, l.cpCount = f, int64(len(b)), 1
+	return nil
+}
+
+// writeHead writes h into its slot; sync makes it durable now, otherwise
+// the next commit syncs it.
+func (l *Log) writeHead(h head, sync bool) error {
+	if _, err := l.headF.WriteAt(h.slot(), slotOffset(h.Seq)); err != nil {
+		return err
+	}
+	if sync {
+		l.headDirty = false
+		return l.headF.Sync()
+	}
+	l.headDirty = true
+	return nil
+}
+
 func (l *Log) closeFiles() {
-	for _, f := range []*os.File{l.entries, l.index, l.cps} {
+	for _, f := range []*os.File{l.entries, l.index, l.cps, l.headF, l.lock} {
 		if f != nil {
 			f.Close()
 		}
@@ -352,6 +611,12 @@ func (l *Log) waitDurable(ctx context.Context, target uint64) error {
 }
 
 // commitNow syncs what is staged and appends a signed checkpoint for it.
+//
+// Order: entries and index are synced (with the previous commit's head
+// write, while the checkpoint is signed); then the checkpoint record is
+// appended and synced; then the head names it. So a checkpoint is never
+// durable before the entries it covers, and the head never names a
+// checkpoint that is not durable.
 func (l *Log) commitNow() error {
 	l.mu.Lock()
 	if l.commit != nil {
@@ -365,32 +630,45 @@ func (l *Log) commitNow() error {
 		err = l.iw.Flush()
 	}
 	size := l.tree.size()
+	seq := l.seq + 1
+	headDirty := l.headDirty
 	var root []byte
 	if err == nil {
 		root, err = l.tree.root(size)
 	}
 	l.mu.Unlock()
 
-	if err == nil {
-		err = l.entries.Sync()
-	}
-	if err == nil {
-		err = l.index.Sync()
-	}
 	var note []byte
 	if err == nil {
+		var wg sync.WaitGroup
+		var se, si, sh error
+		wg.Go(func() { se = l.entries.Sync() })
+		wg.Go(func() { si = l.index.Sync() })
+		if headDirty {
+			wg.Go(func() { sh = l.headF.Sync() })
+		}
 		note, err = signCheckpoint(l.cfg.Origin, size, root, l.cfg.Signer)
+		wg.Wait()
+		err = errors.Join(err, se, si, sh)
 	}
-	var end int64
 	if err == nil {
-		l.mu.Lock()
-		end = l.cpEnd
-		l.mu.Unlock()
-		fr := frame(note)
-		if _, err = l.cps.WriteAt(fr, end); err == nil {
+		rec := cpRecordBytes(seq, note)
+		if _, err = l.cps.WriteAt(rec, l.cpEnd); err == nil {
 			err = l.cps.Sync()
 		}
-		end += int64(len(fr))
+		if err == nil {
+			l.cpEnd += int64(len(rec))
+			l.cpCount++
+			err = l.writeHead(head{Seq: seq, Size: size, Root: root}, false)
+		}
+	}
+	if err == nil && l.cpCount >= compactAfter {
+		// The latest record is all verification needs from this file:
+		// older checkpoints are implied by the tree (any consistency proof
+		// can be built from it) and their holders keep their own copies.
+		if err = l.rewriteCheckpoints(seq, note); err != nil {
+			err = fmt.Errorf("compact %s: %w", checkpointsFile, err)
+		}
 	}
 
 	l.mu.Lock()
@@ -401,7 +679,7 @@ func (l *Log) commitNow() error {
 		l.broken = fmt.Errorf("%w: %v", ErrBroken, err)
 		return l.broken
 	}
-	l.cpEnd = end
+	l.seq = seq
 	l.durable = size
 	l.latest = &Checkpoint{Origin: l.cfg.Origin, Size: size, Root: root, Note: note}
 	return nil
@@ -508,14 +786,27 @@ func (l *Log) Root(size uint64) ([]byte, error) {
 	return l.tree.root(size)
 }
 
-// Close flushes nothing (appends are durable when they return) and closes
-// the files.
+// Close syncs the head (appends are durable when they return), closes the
+// files and releases the writer's lock. It waits for a running commit.
 func (l *Log) Close() error {
-	l.mu.Lock()
+	for {
+		l.mu.Lock()
+		if l.commit == nil {
+			break
+		}
+		done := l.commit
+		l.mu.Unlock()
+		<-done
+	}
 	defer l.mu.Unlock()
+	var err error
+	if l.headDirty && l.headF != nil && l.broken == nil {
+		err = l.headF.Sync()
+		l.headDirty = false
+	}
 	l.closeFiles()
 	if l.broken == nil {
 		l.broken = errors.New("ledger: closed")
 	}
-	return nil
+	return err
 }

@@ -59,6 +59,7 @@ func (a *app) credential() (string, error) {
 
 func (a *app) upCmd() *cobra.Command {
 	var data, without, dnsAddr, domain, routerAddr, zone string
+	var acceptRollback bool
 	var idleWindow, observeWindow, deployTimeout time.Duration
 	lim := controlplane.DefaultLimits
 	cmd := &cobra.Command{
@@ -98,7 +99,7 @@ from starting unless you lower it explicitly with --without.`,
 			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			srv, err := controlplane.Open(ctx, controlplane.Config{DataDir: data, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim, DNSAddr: dnsAddr, Domain: domain, RouterAddr: routerAddr, IdleWindow: idleWindow, ObserveWindow: observeWindow, DeployTimeout: deployTimeout, Zone: zone})
+			srv, err := controlplane.Open(ctx, controlplane.Config{DataDir: data, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim, DNSAddr: dnsAddr, Domain: domain, RouterAddr: routerAddr, IdleWindow: idleWindow, ObserveWindow: observeWindow, DeployTimeout: deployTimeout, Zone: zone, AcceptLedgerRollback: acceptRollback})
 			if err != nil {
 				return err
 			}
@@ -115,6 +116,7 @@ from starting unless you lower it explicitly with --without.`,
 		},
 	}
 	cmd.Flags().StringVar(&data, "data", defaultData, "data directory")
+	cmd.Flags().BoolVar(&acceptRollback, "accept-ledger-rollback", false, "start although the ledger is older than the state store recorded (it was restored from an older copy), accepting that what it lost is gone")
 	cmd.Flags().DurationVar(&idleWindow, "idle-window", time.Minute, "how long a child must use under 1% of a core to count as idle for retire rules")
 	cmd.Flags().StringVar(&zone, "zone", "local", "this host's failure domain (its topology label in placement decisions)")
 	cmd.Flags().DurationVar(&deployTimeout, "deploy-timeout", 15*time.Second, "how long a new Cal has to register before its deploy attempt fails (templates whose Cals are slower get 4x their p95)")

@@ -18,7 +18,7 @@ func (a *app) ledgerCmd() *cobra.Command {
 		Use:   "ledger",
 		Short: "Inspect and prove the immutable ledger",
 	}
-	cmd.AddCommand(a.ledgerCheckpointCmd(), a.ledgerKeyCmd(), a.ledgerProofCmd(), a.ledgerConsistencyCmd(), a.ledgerLogCmd(), a.ledgerVerifyCmd())
+	cmd.AddCommand(a.ledgerCheckpointCmd(), a.ledgerKeyCmd(), a.ledgerProofCmd(), a.ledgerConsistencyCmd(), a.ledgerLogCmd(), a.ledgerVerifyCmd(), a.ledgerRepairCmd())
 	return cmd
 }
 
@@ -241,4 +241,66 @@ using only the network's public keys.`,
 
 func readSmall(path string, limit int) ([]byte, error) {
 	return limitedfile.Read(path, int64(limit))
+}
+
+func (a *app) ledgerRepairCmd() *cobra.Command {
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "repair",
+		Short: "Rebuild a damaged ledger from what its files still prove, never dropping an acknowledged entry",
+		Long: `Examine the ledger's files (entries, index, checkpoints, head) and rebuild what
+they still prove: the index from intact entries, the acknowledged checkpoint
+(signed again with the log key if no intact copy is left), the head file.
+It drops only what no acknowledged checkpoint covers (a write a crash cut
+short). If an acknowledged entry is itself damaged it changes nothing and
+exits 1: restore the entries file from a backup.
+
+Run it with the control plane stopped; --dry-run reports without writing.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			n, err := a.network()
+			if err != nil {
+				return err
+			}
+			p, rerr := n.RepairLedger(dryRun)
+			if p == nil {
+				return rerr
+			}
+			if err := a.print(p, func(w io.Writer) {
+				for _, f := range p.Findings {
+					fmt.Fprintf(w, "found:  %s\n", f)
+				}
+				for _, l := range p.Lost {
+					fmt.Fprintf(w, "LOST:   %s\n", l)
+				}
+				verb := "will"
+				if p.Applied {
+					verb = "done"
+				} else if dryRun {
+					verb = "would"
+				}
+				for _, x := range p.Actions {
+					fmt.Fprintf(w, "%-6s  %s\n", verb+":", x)
+				}
+				switch {
+				case len(p.Lost) > 0:
+					fmt.Fprintln(w, "refused: nothing was changed")
+				case len(p.Actions) == 0:
+					fmt.Fprintf(w, "OK  the ledger needs no repair (%d entries)\n", p.Size)
+				case p.Applied:
+					fmt.Fprintf(w, "repaired: %d entries, root %x\n", p.Size, p.Root)
+				default:
+					fmt.Fprintf(w, "dry run: nothing was changed; the repaired ledger would hold %d entries\n", p.Size)
+				}
+			}); err != nil {
+				return err
+			}
+			if rerr != nil {
+				return &exitError{code: 1}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what is damaged and what a repair would do, without writing")
+	return cmd
 }

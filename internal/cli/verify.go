@@ -29,10 +29,13 @@ type verifyReport struct {
 	Links       []linkReport      `json:"links"`
 	Error       *trust.ChainError `json:"error,omitempty"`
 	Problem     string            `json:"problem,omitempty"`
+	// RevocationsChecked is false with --without-ledger.
+	RevocationsChecked bool `json:"revocations_checked"`
 }
 
 func (a *app) verifyCmd() *cobra.Command {
 	var at string
+	var withoutLedger bool
 	cmd := &cobra.Command{
 		Use:   "verify PATH",
 		Short: "Verify a Cal's soul chain offline: exit 0 if valid, 1 with the failing link otherwise",
@@ -40,7 +43,10 @@ func (a *app) verifyCmd() *cobra.Command {
 against the root keys of the network in --dir and the revocations in its
 ledger. Prints each link and, on failure, the failing link and the reason
 (bad-signature, escalation, expired, not-yet-valid, depth-exceeded,
-children-exceeded, wrong-network, revoked, revoked-ancestor, malformed).`,
+children-exceeded, wrong-network, revoked, revoked-ancestor, malformed).
+
+A missing or damaged ledger is an error. With only a copy of network.json
+(no ledger), --without-ledger checks everything but revocations and says so.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			when := time.Now().UTC()
@@ -55,11 +61,15 @@ children-exceeded, wrong-network, revoked, revoked-ancestor, malformed).`,
 			if err != nil {
 				return err
 			}
-			res, err := n.VerifyPath(cmd.Context(), args[0], when)
+			verify := n.VerifyPath
+			if withoutLedger {
+				verify = n.VerifyPathWithoutLedger
+			}
+			res, err := verify(cmd.Context(), args[0], when)
 			if err != nil {
 				return err
 			}
-			rep := verifyReport{Valid: res.Err == nil, At: when.Truncate(time.Second), Links: []linkReport{}}
+			rep := verifyReport{Valid: res.Err == nil, At: when.Truncate(time.Second), Links: []linkReport{}, RevocationsChecked: res.RevocationsChecked}
 			failed := -1
 			var ce *trust.ChainError
 			if errors.As(res.Err, &ce) {
@@ -96,6 +106,7 @@ children-exceeded, wrong-network, revoked, revoked-ancestor, malformed).`,
 		},
 	}
 	cmd.Flags().StringVar(&at, "at", "", "verify as of this RFC 3339 time (default now)")
+	cmd.Flags().BoolVar(&withoutLedger, "without-ledger", false, "the network directory has no ledger: check everything but revocations")
 	return cmd
 }
 
@@ -109,6 +120,8 @@ func short(id string) string {
 
 func printVerify(w io.Writer, r *verifyReport) {
 	switch {
+	case r.Valid && !r.RevocationsChecked:
+		fmt.Fprintf(w, "VALID (revocations NOT checked: --without-ledger)  cal %s (%s), depth %d, permissions %v\n", r.Cal, short(r.Cal), r.Depth, r.Permissions)
 	case r.Valid:
 		fmt.Fprintf(w, "VALID  cal %s (%s), depth %d, permissions %v\n", r.Cal, short(r.Cal), r.Depth, r.Permissions)
 	case r.Error != nil:

@@ -447,6 +447,7 @@ func (s *Server) revoke(ctx context.Context, rev *trust.Revocation, actor string
 	s.state.Revocations.Add(rev, s.state)
 	sub := s.state.Subtree(rev.Target())
 	s.trustMu.Unlock()
+	s.kickAnchor()
 	ids := make([]string, len(sub))
 	for i, cid := range sub {
 		ids[i] = cid.String()

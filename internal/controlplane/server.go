@@ -108,6 +108,9 @@ type Config struct {
 	// UIDs allocates this network's uid blocks host-wide (default: the
 	// allocation file in hostuid.DefaultDir).
 	UIDs *hostuid.Host
+	// AcceptLedgerRollback starts on a ledger older than the state store
+	// recorded (anchor.go), accepting that what it lost is gone.
+	AcceptLedgerRollback bool
 }
 
 // Server is a running control plane. Create it with Open, run it with Run.
@@ -155,6 +158,8 @@ type Server struct {
 	audit      *auditLog
 	prom       *promMetrics
 	deploySem  chan struct{}
+	anchored   atomic.Uint64 // ledger size last recorded in the state store
+	anchorKick chan struct{}
 	onShutdown func()
 	uidHost    *hostuid.Host
 	wg         sync.WaitGroup
@@ -217,7 +222,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.Limits = DefaultLimits
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, bus: newBus(), procs: map[string]*proc{}, chains: map[identity.ID]*trust.Chain{}, serials: map[identity.ID]int{},
-		deploySem: make(chan struct{}, 64)}
+		deploySem: make(chan struct{}, 64), anchorKick: make(chan struct{}, 1)}
 	s.uidHost = cfg.UIDs
 	if s.uidHost == nil {
 		s.uidHost = hostuid.New("")
@@ -277,6 +282,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if s.store, err = store.OpenBolt(filepath.Join(cfg.DataDir, "state.db")); err != nil {
 		return nil, err
 	}
+	if err := checkLedgerAnchor(ctx, s.store, s.lg, filepath.Join(s.networkDir(), "ledger"), filepath.Join(cfg.DataDir, "state.db"), cfg.AcceptLedgerRollback, s.log, s.now()); err != nil {
+		s.store.Close()
+		s.lg.Close()
+		return nil, err
+	}
+	s.anchored.Store(s.lg.Size())
 	if err := s.openAudit(); err != nil {
 		return nil, err
 	}
@@ -401,8 +412,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.recover(ctx); err != nil {
 		s.log.Error("recovering cals", "err", err)
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.collect() }()
+	go func() { defer s.wg.Done(); s.anchorLoop(ctx) }()
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.keepLearned(ctx) }()
 	var runErr error

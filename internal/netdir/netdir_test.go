@@ -1,6 +1,7 @@
 package netdir
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -146,5 +147,71 @@ func TestInitRefusesAndCleansUp(t *testing.T) {
 	}
 	if _, err := os.Stat(fresh); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("failed init left files behind")
+	}
+}
+
+// TestCorruptCheckpointNeverRollsBackRevocation is security finding 3: one
+// damaged byte in the ledger's checkpoints file used to make the ledger open
+// at an older checkpoint, so a revoked Cal verified VALID offline and the
+// next write truncated the revocation away. Now verification refuses, and
+// no write happens.
+func TestCorruptCheckpointNeverRollsBackRevocation(t *testing.T) {
+	n := newNetwork(t)
+	master := filepath.Join(n.Dir, "master")
+	a := n.child(t, master, "a", trust.PermissionsOf(trust.PermRead))
+	pa, _ := ReadPublic(a)
+	if _, _, err := n.Revoke(context.Background(), RevokeRequest{Target: pa.ID().String(), Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	cps := filepath.Join(n.Dir, "ledger", "checkpoints")
+	b, err := os.ReadFile(cps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadFile(filepath.Join(n.Dir, "ledger", "entries"))
+	// A byte in the middle of the file: inside an earlier checkpoint than
+	// the latest one.
+	b[len(b)/2] ^= 0x20
+	os.WriteFile(cps, b, 0o600)
+
+	res, err := n.VerifyPath(context.Background(), a, testNow)
+	if err == nil && res.Err == nil {
+		t.Fatal("a revoked Cal verifies VALID after one damaged byte in the checkpoints file")
+	}
+	if err == nil || !strings.Contains(err.Error(), "checkpoints") {
+		t.Fatalf("verify error = %v (result %v), want one naming the checkpoints file", err, res.Err)
+	}
+	// A write is refused, and the revocation is still on disk.
+	other := filepath.Join(filepath.Dir(n.Dir), "other")
+	n.Keygen(other)
+	if _, _, err := n.Bless(context.Background(), BlessRequest{ParentDir: master, ChildDir: other, Permissions: trust.PermissionsOf(trust.PermRead)}); err == nil {
+		t.Fatal("a write to the damaged ledger succeeded")
+	}
+	after, _ := os.ReadFile(filepath.Join(n.Dir, "ledger", "entries"))
+	if !bytes.Equal(after, entries) {
+		t.Fatalf("the entries file changed: %d bytes, was %d", len(after), len(entries))
+	}
+}
+
+// TestVerifyNeedsTheLedger: deleting the ledger must not make a revoked Cal
+// verify VALID; only an explicit request verifies without revocations, and
+// the result says so.
+func TestVerifyNeedsTheLedger(t *testing.T) {
+	n := newNetwork(t)
+	master := filepath.Join(n.Dir, "master")
+	a := n.child(t, master, "a", trust.PermissionsOf(trust.PermRead))
+	pa, _ := ReadPublic(a)
+	if _, _, err := n.Revoke(context.Background(), RevokeRequest{Target: pa.ID().String()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(n.Dir, "ledger")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.VerifyPath(context.Background(), a, testNow); !errors.Is(err, ErrNoLedger) {
+		t.Fatalf("verify without the ledger: %v", err)
+	}
+	res, err := n.VerifyPathWithoutLedger(context.Background(), a, testNow)
+	if err != nil || res.Err != nil || res.RevocationsChecked {
+		t.Fatalf("explicit verify without the ledger: %v %v %+v", err, res.Err, res)
 	}
 }

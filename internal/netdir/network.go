@@ -240,11 +240,27 @@ func (n *Network) LoadKey(dir string) (*identity.PrivateKey, error) {
 	return p.loadKey(dir)
 }
 
-func (n *Network) openLedger(signer identity.Signer) (*ledger.Log, error) {
-	return ledger.Open(ledger.Config{
+func (n *Network) ledgerConfig(signer identity.Signer) ledger.Config {
+	return ledger.Config{
 		Dir: filepath.Join(n.Dir, "ledger"), Origin: n.Info.Origin, LogKey: n.Info.LogKey,
 		Signer: signer, Logger: n.opts.Logger,
-	})
+	}
+}
+
+func (n *Network) openLedger(signer identity.Signer) (*ledger.Log, error) {
+	lg, err := ledger.Open(n.ledgerConfig(signer))
+	if errors.Is(err, ledger.ErrDamaged) {
+		return nil, fmt.Errorf("%w\n  nothing was changed; `calnet ledger repair --dir %s --dry-run` shows what the files still prove and what a repair would do", err, n.Dir)
+	}
+	return lg, err
+}
+
+func (n *Network) logKey() (*identity.PrivateKey, error) {
+	p, err := n.protector()
+	if err != nil {
+		return nil, err
+	}
+	return identity.LoadKeyFile(filepath.Join(n.Dir, "ledger", "log.key"), p.identity)
 }
 
 // OpenLedger opens the ledger read-only, or for writing with the log key.
@@ -252,15 +268,26 @@ func (n *Network) OpenLedger(write bool) (*ledger.Log, error) {
 	if !write {
 		return n.openLedger(nil)
 	}
-	p, err := n.protector()
-	if err != nil {
-		return nil, err
-	}
-	k, err := identity.LoadKeyFile(filepath.Join(n.Dir, "ledger", "log.key"), p.identity)
+	k, err := n.logKey()
 	if err != nil {
 		return nil, err
 	}
 	return n.openLedger(k)
+}
+
+// RepairLedger runs ledger.Repair on the network's ledger; a real repair
+// unseals the log key, in case the acknowledged checkpoint must be
+// signed again.
+func (n *Network) RepairLedger(dryRun bool) (*ledger.RepairPlan, error) {
+	var signer identity.Signer
+	if !dryRun {
+		k, err := n.logKey()
+		if err != nil {
+			return nil, err
+		}
+		signer = k
+	}
+	return ledger.Repair(n.ledgerConfig(signer), dryRun)
 }
 
 func writeBlessing(dir string, b *trust.Blessing, c *trust.Chain) error {

@@ -260,34 +260,57 @@ type Verification struct {
 	// Err is the chain's failure (a *trust.ChainError) or a mismatch between
 	// the files of an identity directory.
 	Err error
+	// RevocationsChecked is false only for VerifyPathWithoutLedger.
+	RevocationsChecked bool
 }
+
+// ErrNoLedger is returned by VerifyPath when the network directory has no
+// ledger to take revocations from.
+var ErrNoLedger = errors.New("the network directory has no ledger: revocations cannot be checked")
 
 // VerifyPath checks the soul chain at path (an identity directory or a
 // soul-chain.sig file) against the network's root keys and the ledger's
 // revocations at time at. In a directory, blessing.json and identity.pub
-// must agree with the chain.
+// must agree with the chain. A missing or damaged ledger is an error: a
+// chain is never reported valid without its revocations checked.
 func (n *Network) VerifyPath(ctx context.Context, path string, at time.Time) (*Verification, error) {
+	return n.verifyPath(ctx, path, at, true)
+}
+
+// VerifyPathWithoutLedger is VerifyPath for a copy of a network's public
+// description without its ledger: signatures, attenuation and constraints
+// are checked, revocations are not.
+func (n *Network) VerifyPathWithoutLedger(ctx context.Context, path string, at time.Time) (*Verification, error) {
+	return n.verifyPath(ctx, path, at, false)
+}
+
+func (n *Network) verifyPath(ctx context.Context, path string, at time.Time, withLedger bool) (*Verification, error) {
 	chain, err := ReadChain(path)
 	if err != nil {
 		var ce *trust.ChainError
 		if errors.As(err, &ce) {
-			return &Verification{Err: err}, nil
+			return &Verification{Err: err, RevocationsChecked: withLedger}, nil
 		}
 		return nil, err
 	}
 	rv := trust.RevocationView(trust.NoRevocations)
-	if lg, err := n.OpenLedger(false); err == nil {
+	if withLedger {
+		lg, err := n.OpenLedger(false)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w (%s)", ErrNoLedger, filepath.Join(n.Dir, "ledger"))
+		}
+		if err != nil {
+			return nil, err
+		}
 		defer lg.Close()
 		st, err := n.Replay(ctx, lg)
 		if err != nil {
 			return nil, fmt.Errorf("ledger: %w", err)
 		}
 		rv = st
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
 	}
 	v, err := n.verifier.Verify(chain, at, rv)
-	res := &Verification{Verified: v, Chain: chain, Err: err}
+	res := &Verification{Verified: v, Chain: chain, Err: err, RevocationsChecked: withLedger}
 	if err != nil {
 		return res, nil
 	}
