@@ -169,23 +169,15 @@ func frame(p []byte) []byte {
 	return append(out, p...)
 }
 
-// readSmallFile reads a whole file of at most limit bytes; a missing file
-// is (nil, nil, false).
+// readSmallFile reads a whole regular file of at most limit bytes; a
+// missing file is (nil, false, nil).
 func readSmallFile(path string, limit int64) ([]byte, bool, error) {
-	f, err := os.Open(path)
+	b, err := limitedfile.Read(path, limit)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
 		return nil, true, err
-	}
-	if int64(len(b)) > limit {
-		return nil, true, fmt.Errorf("%s: over the limit of %d bytes", filepath.Base(path), limit)
 	}
 	return b, true, nil
 }
