@@ -413,17 +413,9 @@ func (b *Blessing) MarshalJSON() ([]byte, error) { return json.Marshal(b.toJSON(
 
 // ParseBlessing decodes and structurally validates a blessing.json. It does
 // not verify the signature; that needs the issuer's key (see Verifier).
-func ParseBlessing(data []byte) (*Blessing, error) { return parseBlessing(data, true) }
-
-// parseBlessing skips the structure check when the enclosing document
-// already had one (a blessing inside a soul chain).
-func parseBlessing(data []byte, checkStructure bool) (*Blessing, error) {
+func ParseBlessing(data []byte) (*Blessing, error) {
 	var j blessingJSON
-	decode := strictjson.Unmarshal
-	if !checkStructure {
-		decode = strictjson.UnmarshalChecked
-	}
-	if err := decode(data, MaxBlessingJSON, &j); err != nil {
+	if err := strictjson.Unmarshal(data, MaxBlessingJSON, &j); err != nil {
 		return nil, fmt.Errorf("blessing: %w: %w", ErrMalformed, err)
 	}
 	b, err := fromJSON(&j)

@@ -123,7 +123,7 @@ func ParseChain(data []byte) (*Chain, error) {
 	}
 	seen := make(map[identity.ID]int, len(j.Blessings))
 	for i, raw := range j.Blessings {
-		b, err := parseBlessing(raw, false)
+		b, err := ParseBlessing(raw)
 		if err != nil {
 			return nil, malformed(i, "%v", err)
 		}
