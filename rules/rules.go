@@ -20,6 +20,7 @@ import (
 	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/interpreter"
+	"github.com/soulfra/calnet/internal/strictjson"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -58,10 +59,13 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return d.parse(s)
 }
 
+// maxDurationJSON bounds a duration's JSON string.
+const maxDurationJSON = 64
+
 // UnmarshalJSON implements json.Unmarshaler.
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
+	if err := strictjson.Unmarshal(b, maxDurationJSON, &s); err != nil {
 		return fmt.Errorf("duration: want a string such as \"30s\"")
 	}
 	return d.parse(s)

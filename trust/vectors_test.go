@@ -8,6 +8,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,6 +132,28 @@ func buildVectors(t *testing.T) *vectorFile {
 			{Name: "revoked-ancestor", Description: "the authority revoked cal1", Chain: enc(c2), VerifyAt: at, Revocations: revJSON(revLink1), Expect: fail(1, ReasonRevokedAncestor)},
 			{Name: "revoked", Description: "cal1 revoked its child cal2", Chain: enc(c2), VerifyAt: at, Revocations: revJSON(revLeaf), Expect: fail(2, ReasonRevoked)},
 			{Name: "malformed-truncated", Description: "the chain file cut in half", Chain: enc(c2)[:len(enc(c2))/2], VerifyAt: at, Expect: fail(0, ReasonMalformed)},
+			// Strict JSON: a verifier that matches keys case-insensitively,
+			// keeps the last of duplicated keys, ignores unknown keys or
+			// reads only the first document accepts these; every verifier
+			// must refuse them.
+			{Name: "malformed-case-variant-key", Description: `link 1's "permissions" spelled "Permissions"`,
+				Chain: editLink(t, c2, 1, `"permissions":`, `"Permissions":`), VerifyAt: at, Expect: fail(1, ReasonMalformed)},
+			{Name: "malformed-case-variant-duplicate", Description: `link 1 carries "PERMISSIONS" (admin) beside its signed "permissions"`,
+				Chain: editLink(t, c2, 1, `"permissions":`, `"PERMISSIONS":["spawn","revoke","read","talk","share","admin"],"permissions":`), VerifyAt: at, Expect: fail(1, ReasonMalformed)},
+			{Name: "malformed-upper-case-key", Description: `link 2's "serial" spelled "SERIAL"`,
+				Chain: editLink(t, c2, 2, `"serial":`, `"SERIAL":`), VerifyAt: at, Expect: fail(2, ReasonMalformed)},
+			{Name: "malformed-escaped-case-variant-key", Description: `link 1's "permissions" spelled "\u0050ermissions" ("Permissions" once unescaped)`,
+				Chain: editLink(t, c2, 1, `"permissions":`, `"\u0050ermissions":`), VerifyAt: at, Expect: fail(1, ReasonMalformed)},
+			{Name: "malformed-duplicate-key", Description: `link 1 repeats "depth" (a decoder keeping the last value would read 1)`,
+				Chain: editLink(t, c2, 1, `"depth":2,`, `"depth":2,"depth":1,`), VerifyAt: at, Expect: fail(0, ReasonMalformed)},
+			{Name: "malformed-duplicate-top-level-key", Description: `the chain repeats "version"`,
+				Chain: strings.Replace(enc(c2), `"version":1,`, `"version":1,"version":1,`, 1), VerifyAt: at, Expect: fail(0, ReasonMalformed)},
+			{Name: "malformed-unknown-key", Description: `link 2's constraints carry an unknown "max_grandchildren"`,
+				Chain: editLink(t, c2, 2, `"max_depth":`, `"max_grandchildren":1,"max_depth":`), VerifyAt: at, Expect: fail(2, ReasonMalformed)},
+			{Name: "malformed-unknown-top-level-key", Description: `the chain carries an unknown "comment"`,
+				Chain: strings.Replace(enc(c2), `"version":1,`, `"version":1,"comment":"x",`, 1), VerifyAt: at, Expect: fail(0, ReasonMalformed)},
+			{Name: "malformed-trailing-data", Description: "a second document after the chain",
+				Chain: enc(c2) + ` {"version":1}`, VerifyAt: at, Expect: fail(0, ReasonMalformed)},
 		},
 		OtherNetworks: []vectorNetwork{{
 			Description: "a network made before disk quotas: its blessings are version 1 (canonical tag calnet/blessing/v1, no disk_bytes; they read as the largest disk quota)",
@@ -156,6 +179,20 @@ func buildVectors(t *testing.T) *vectorFile {
 		}
 	}
 	return vf
+}
+
+// editLink replaces the first old with new in link i's blessing inside
+// the encoded chain c, leaving every other byte (and so every signature)
+// as it was.
+func editLink(t *testing.T, c *Chain, i int, old, new string) string {
+	t.Helper()
+	chain, _ := c.MarshalJSON()
+	bl, _ := c.Blessings[i].MarshalJSON()
+	if !bytes.Contains(chain, bl) || !bytes.Contains(bl, []byte(old)) {
+		t.Fatalf("link %d: %q not found", i, old)
+	}
+	edited := strings.Replace(string(bl), old, new, 1)
+	return strings.Replace(string(chain), string(bl), edited, 1)
 }
 
 // checkVector runs one vector through the parser and the verifier.

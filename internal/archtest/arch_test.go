@@ -136,3 +136,61 @@ func TestOnlyMainExits(t *testing.T) {
 		}
 	}
 }
+
+// strictJSONAllowed are the files that may call encoding/json's decoders
+// directly, and why: everything else decodes through internal/strictjson
+// (case-exact keys, no duplicate, no unknown field, nothing after the
+// document, a size limit).
+var strictJSONAllowed = map[string]string{
+	"internal/strictjson/strictjson.go": "the strict decoder itself",
+	"client/client.go":                  "the Go SDK reads the answers of the server it was pointed at, leniently so that a newer server's extra fields do not break an older SDK",
+	"internal/store/store.go":           "the control plane's own state, written by this code (the Disk principal in SECURITY.md)",
+	"internal/controlplane/docs.go":     "the OpenAPI document embedded at build time",
+}
+
+// TestUntrustedJSONIsDecodedStrictly forbids json.Unmarshal and
+// json.NewDecoder outside internal/strictjson and the few files above:
+// encoding/json matches keys case-insensitively and accepts duplicated
+// keys, unknown fields and (Decoder) trailing data.
+func TestUntrustedJSONIsDecodedStrictly(t *testing.T) {
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range listPackages(t) {
+		for _, f := range p.GoFiles {
+			path := filepath.Join(p.Dir, f)
+			rel, _ := filepath.Rel(root, path)
+			if _, ok := strictJSONAllowed[filepath.ToSlash(rel)]; ok {
+				continue
+			}
+			fset := token.NewFileSet()
+			file, err := parser.ParseFile(fset, path, nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			name := ""
+			for _, imp := range file.Imports {
+				if imp.Path.Value == `"encoding/json"` {
+					name = "json"
+					if imp.Name != nil {
+						name = imp.Name.Name
+					}
+				}
+			}
+			if name == "" {
+				continue
+			}
+			ast.Inspect(file, func(n ast.Node) bool {
+				sel, ok := n.(*ast.SelectorExpr)
+				if !ok {
+					return true
+				}
+				if id, ok := sel.X.(*ast.Ident); ok && id.Name == name && (sel.Sel.Name == "Unmarshal" || sel.Sel.Name == "NewDecoder") {
+					t.Errorf("%s: json.%s: decode through internal/strictjson (or add the file to strictJSONAllowed with the reason)", fset.Position(sel.Pos()), sel.Sel.Name)
+				}
+				return true
+			})
+		}
+	}
+}

@@ -13,11 +13,20 @@ import (
 
 	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/internal/calproto"
+	"github.com/soulfra/calnet/internal/strictjson"
 	"github.com/soulfra/calnet/trust"
 )
 
-// maxBody bounds every request body the Cal accepts.
-const maxBody = 1 << 20
+// Limits on what the Cal reads.
+const (
+	// maxBody bounds every request body the Cal accepts.
+	maxBody = 1 << 20
+	// maxAnswer bounds an answer of the control plane and the files it
+	// wrote into the Cal's directory (network.json).
+	maxAnswer = 1 << 20
+	// maxTemplateJSON bounds the Cal's template (its JSON form).
+	maxTemplateJSON = 256 << 10
+)
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -35,7 +44,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 		writeErr(w, http.StatusRequestEntityTooLarge, "body: over the limit of %d bytes", maxBody)
 		return false
 	}
-	if err := json.Unmarshal(b, v); err != nil {
+	if err := strictjson.Unmarshal(b, maxBody, v); err != nil {
 		writeErr(w, http.StatusBadRequest, "body: %v", err)
 		return false
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,4 +91,20 @@ func TestLocalAPIKeepsRetryAfter(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzDecode: the local API and the Cal API decode every body strictly;
+// whatever the bytes, decode answers 400 or 413 or accepts one document.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(`{"permissions":["read"],"name":"a"}`))
+	f.Add([]byte(`{"Permissions":["admin"]}`))
+	f.Add([]byte(`{"permissions":["read"]} {}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodPost, "/v1/children", strings.NewReader(string(data)))
+		var req calproto.SpawnRequest
+		if !decode(w, r, &req) && w.Code != http.StatusBadRequest && w.Code != http.StatusRequestEntityTooLarge {
+			t.Fatalf("refused with %d", w.Code)
+		}
+	})
 }

@@ -27,7 +27,9 @@ import (
 	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/caltls"
+	"github.com/soulfra/calnet/internal/limitedfile"
 	"github.com/soulfra/calnet/internal/sandbox"
+	"github.com/soulfra/calnet/internal/strictjson"
 	"github.com/soulfra/calnet/internal/vault"
 	"github.com/soulfra/calnet/trust"
 )
@@ -88,19 +90,19 @@ func Open(dir, runDir, secret string, log *slog.Logger) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	nb, err := os.ReadFile(filepath.Join(dir, calproto.NetworkFile))
+	nb, err := limitedfile.Read(filepath.Join(dir, calproto.NetworkFile), maxAnswer)
 	if err != nil {
 		return nil, err
 	}
 	var ni calproto.NetworkInfo
-	if err := json.Unmarshal(nb, &ni); err != nil {
+	if err := strictjson.Unmarshal(nb, maxAnswer, &ni); err != nil {
 		return nil, fmt.Errorf("cal: %s: %w", calproto.NetworkFile, err)
 	}
 	var root identity.PublicKey
 	if err := root.UnmarshalJSON(ni.RootKeys); err != nil {
 		return nil, fmt.Errorf("cal: root keys: %w", err)
 	}
-	cb, err := os.ReadFile(filepath.Join(dir, "soul-chain.sig"))
+	cb, err := limitedfile.Read(filepath.Join(dir, "soul-chain.sig"), trust.MaxChainJSON)
 	if err != nil {
 		return nil, err
 	}
@@ -270,7 +272,11 @@ func (rt *Runtime) watch(ctx context.Context, cancel context.CancelCauseFunc) {
 					continue
 				}
 				var ev calproto.Event
-				if json.Unmarshal([]byte(line), &ev) == nil && ev.Type == "child-failed" {
+				if err := strictjson.Unmarshal([]byte(line), maxAnswer, &ev); err != nil {
+					rt.log.Error("control plane sent an event this Cal cannot read", "err", err)
+					continue
+				}
+				if ev.Type == "child-failed" {
 					rt.log.Warn("a child failed for good; its supervisor gave up", "child", ev.Cal)
 				}
 				if ev.Type == "revoked" && ev.Cal == rt.ID().String() {
@@ -317,11 +323,15 @@ func (rt *Runtime) call(ctx context.Context, method, path string, in, out any) e
 		return err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	b, err := limitedfile.ReadAll(resp.Body, "control plane answer", maxAnswer)
+	if err != nil {
+		return err
+	}
 	if resp.StatusCode/100 != 2 {
-		var e struct{ Error string }
-		json.Unmarshal(b, &e)
-		if e.Error == "" {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if strictjson.Unmarshal(b, maxAnswer, &e) != nil || e.Error == "" {
 			e.Error = resp.Status
 		}
 		ce := &CPError{Status: resp.StatusCode, Msg: e.Error}
@@ -331,7 +341,9 @@ func (rt *Runtime) call(ctx context.Context, method, path string, in, out any) e
 		return ce
 	}
 	if out != nil {
-		return json.Unmarshal(b, out)
+		if err := strictjson.Unmarshal(b, maxAnswer, out); err != nil {
+			return fmt.Errorf("control plane answer to %s: %w", path, err)
+		}
 	}
 	return nil
 }

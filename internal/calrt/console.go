@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/soulfra/calnet/internal/calproto"
+	"github.com/soulfra/calnet/internal/strictjson"
 	"github.com/soulfra/calnet/trust"
 )
 
@@ -65,6 +66,14 @@ func (h ringHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h ringHandler) WithGroup(n string) slog.Handler {
 	return ringHandler{h.Handler.WithGroup(n), h.ring}
+}
+
+// str prints a field of a record that may be absent as "".
+func str(v any) string {
+	if v == nil {
+		return ""
+	}
+	return fmt.Sprint(v)
 }
 
 // maxConsoleLine bounds one console command.
@@ -172,17 +181,20 @@ func (rt *Runtime) serveConsole(ctx context.Context, conn net.Conn) {
 				fmt.Fprintf(w, "error: %v\n", err)
 				break
 			}
-			var sp struct{ Cal, State, Reason string }
-			json.Unmarshal(out, &sp)
-			fmt.Fprintf(w, "spawn %s: cal %s %s\n", sp.State, sp.Cal, sp.Reason)
+			var sp map[string]any // a spawn record
+			if err := strictjson.Unmarshal(out, maxAnswer, &sp); err != nil {
+				fmt.Fprintf(w, "error: %v\n", err)
+				break
+			}
+			fmt.Fprintf(w, "spawn %v: cal %v %v\n", sp["state"], sp["cal"], sp["reason"])
 		case "children":
-			var out []struct{ ID, State, Name string }
+			var out []map[string]any // Cal records
 			if err := rt.call(ctx, "GET", calproto.PathChildren, nil, &out); err != nil {
 				fmt.Fprintf(w, "error: %v\n", err)
 				break
 			}
 			for _, c := range out {
-				fmt.Fprintf(w, "%s %-9s %s\n", c.ID, c.State, c.Name)
+				fmt.Fprintf(w, "%v %-9v %v\n", c["id"], c["state"], str(c["name"]))
 			}
 			if len(out) == 0 {
 				fmt.Fprintln(w, "no children")

@@ -2,10 +2,8 @@ package calrt
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/soulfra/calnet/api"
 	"net"
 	"net/http"
 	"os"
@@ -16,9 +14,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/soulfra/calnet/api"
+
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/caltls"
+	"github.com/soulfra/calnet/internal/limitedfile"
 	"github.com/soulfra/calnet/internal/router"
+	"github.com/soulfra/calnet/internal/strictjson"
 	"github.com/soulfra/calnet/internal/template"
 )
 
@@ -151,7 +153,7 @@ func (ts *tierSet) failFrom(tier int, why string) {
 // loadTemplate reads the Cal's template (written by the control plane);
 // without one the Cal runs the default template.
 func loadTemplate(dir string) (*template.Template, error) {
-	b, err := os.ReadFile(filepath.Join(dir, calproto.TemplateFile))
+	b, err := limitedfile.Read(filepath.Join(dir, calproto.TemplateFile), maxTemplateJSON)
 	if errors.Is(err, os.ErrNotExist) {
 		return template.Default(), nil
 	}
@@ -159,7 +161,7 @@ func loadTemplate(dir string) (*template.Template, error) {
 		return nil, err
 	}
 	var t template.Template
-	if err := json.Unmarshal(b, &t); err != nil {
+	if err := strictjson.Unmarshal(b, maxTemplateJSON, &t); err != nil {
 		return nil, fmt.Errorf("template: %w", err)
 	}
 	return &t, nil

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/soulfra/calnet/api"
 	"github.com/soulfra/calnet/internal/limitedfile"
+	"github.com/soulfra/calnet/internal/strictjson"
 )
 
 // maxRulesFile bounds a rules file.
@@ -88,9 +88,7 @@ func readDoc(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(j))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := strictjson.Unmarshal(j, 4*maxRulesFile, v); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil

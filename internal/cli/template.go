@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -50,10 +51,12 @@ func (a *app) templateCmd() *cobra.Command {
 				return err
 			}
 			return a.print(t, func(w io.Writer) {
-				var v any
-				json.Unmarshal(t, &v)
-				b, _ := json.MarshalIndent(v, "", "  ")
-				fmt.Fprintf(w, "%s\n", b)
+				var b bytes.Buffer
+				if json.Indent(&b, t, "", "  ") != nil {
+					b.Reset()
+					b.Write(t)
+				}
+				fmt.Fprintf(w, "%s\n", b.Bytes())
 			})
 		},
 	})

@@ -21,6 +21,7 @@ import (
 
 	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/internal/calproto"
+	"github.com/soulfra/calnet/internal/strictjson"
 	"github.com/soulfra/calnet/trust"
 )
 
@@ -51,16 +52,15 @@ func writeError(w http.ResponseWriter, err error) {
 	writeJSON(w, ae.Status, ae)
 }
 
-// readJSON decodes a bounded, strict JSON body.
+// readJSON decodes a bounded, strict JSON body (internal/strictjson: keys
+// exactly as documented, no duplicate, nothing after the document).
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBody))
 	if err != nil {
 		writeError(w, apiErr(413, "body: over the limit of %d bytes", maxRequestBody))
 		return false
 	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := strictjson.Unmarshal(b, maxRequestBody, v); err != nil {
 		writeError(w, apiErr(400, "body: %v", err))
 		return false
 	}
@@ -332,9 +332,10 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request, pr principal
 		if id, err := identity.ParseID(rec.ID); err == nil {
 			if b, err := s.callCalRaw(r.Context(), id, http.MethodGet, calproto.PathTiers, nil); err == nil {
 				var t struct {
-					Tiers []api.Tier `json:"tiers"`
+					Tiers    []api.Tier `json:"tiers"`
+					Degraded string     `json:"degraded"`
 				}
-				if json.Unmarshal(b, &t) == nil {
+				if strictjson.Unmarshal(b, maxCalAnswer, &t) == nil {
 					v.Tiers = t.Tiers
 				}
 			}

@@ -7,6 +7,10 @@ import (
 	"golang.org/x/time/rate"
 )
 
+// maxCalAnswer bounds what the control plane reads of a Cal's answer (a
+// Cal is not trusted: its answers are decoded strictly).
+const maxCalAnswer = 4 << 20
+
 // limiter holds the network-wide and per-parent spawn token buckets.
 type limiter struct {
 	cfg     Limits

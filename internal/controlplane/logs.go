@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/soulfra/calnet/api"
+	"github.com/soulfra/calnet/internal/strictjson"
 )
 
 // Log aggregation (UX-4.1): the logs of every Cal in the caller's scope,
@@ -108,7 +109,7 @@ func decodeCursor(s string) (map[string]int64, *APIError) {
 		return nil, apiErr(400, "cursor: over the limit of %d bytes", maxCursorSize)
 	}
 	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || json.Unmarshal(b, &cur) != nil {
+	if err != nil || strictjson.Unmarshal(b, maxCursorSize, &cur) != nil {
 		return nil, apiErr(400, "cursor: not a cursor this API returned")
 	}
 	for _, v := range cur {

@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/soulfra/calnet/internal/sandbox"
@@ -23,6 +22,7 @@ import (
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/caltls"
 	"github.com/soulfra/calnet/internal/placement"
+	"github.com/soulfra/calnet/internal/strictjson"
 	"github.com/soulfra/calnet/ledger"
 	"github.com/soulfra/calnet/rules"
 	"github.com/soulfra/calnet/trust"
@@ -510,7 +510,10 @@ func (s *Server) callCal(ctx context.Context, id identity.ID, method, path strin
 	if err != nil {
 		return err
 	}
-	return json.Unmarshal(body, out)
+	if err := strictjson.Unmarshal(body, maxCalAnswer, out); err != nil {
+		return fmt.Errorf("cal %s answered %s: %w", id, path, err)
+	}
+	return nil
 }
 
 // calTransport reaches a Cal's own API: mutual TLS on its unix socket,
@@ -546,10 +549,17 @@ func (s *Server) callCalRaw(ctx context.Context, id identity.ID, method, path st
 		return nil, err
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxCalAnswer))
+	if err != nil {
+		return nil, err
+	}
 	if resp.StatusCode/100 != 2 {
-		var e struct{ Error string }
-		json.Unmarshal(body, &e)
+		var e struct {
+			Error string `json:"error"`
+		}
+		if strictjson.Unmarshal(body, maxCalAnswer, &e) != nil || e.Error == "" {
+			e.Error = resp.Status
+		}
 		return nil, &calError{Status: resp.StatusCode, Msg: e.Error}
 	}
 	return body, nil

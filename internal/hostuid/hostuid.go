@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/soulfra/calnet/internal/atomicfile"
+	"github.com/soulfra/calnet/internal/strictjson"
 )
 
 // Defaults of a Host.
@@ -114,6 +115,9 @@ type allocFile struct {
 }
 
 const fileVersion = 1
+
+// maxAllocFile bounds uids.json.
+const maxAllocFile = 4 << 20
 
 // find returns the index of the claim of network in dataDir, or -1.
 func (f *allocFile) find(dataDir, network string) int {
@@ -357,7 +361,7 @@ func (h *Host) locked(ctx context.Context, fn func(*allocFile) (bool, error)) er
 	case err != nil:
 		return fmt.Errorf("uid blocks: %w", err)
 	default:
-		if err := json.Unmarshal(b, &f); err != nil {
+		if err := strictjson.Unmarshal(b, maxAllocFile, &f); err != nil {
 			return fmt.Errorf("uid blocks: %s: %w", path, err)
 		}
 		if f.Version != fileVersion {

@@ -8,7 +8,6 @@
 package sandbox
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 	"slices"
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
+	"github.com/soulfra/calnet/internal/strictjson"
 	"golang.org/x/sys/unix"
 )
 
@@ -91,12 +91,13 @@ func ReadConfig() (*Config, error) {
 		return nil, errors.New("sandbox: no config pipe (calnet cal is started by a driver)")
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	const maxConfig = 1 << 20
+	b, err := io.ReadAll(io.LimitReader(f, maxConfig+1))
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: read config: %w", err)
 	}
 	var c Config
-	if err := json.Unmarshal(b, &c); err != nil {
+	if err := strictjson.Unmarshal(b, maxConfig, &c); err != nil {
 		return nil, fmt.Errorf("sandbox: config: %w", err)
 	}
 	// The process starts in "/": a relative path would name another place.

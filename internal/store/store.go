@@ -46,11 +46,17 @@ func GetJSON(tx Tx, bucket, key string, v any) error {
 	if err != nil {
 		return err
 	}
-	if err := json.Unmarshal(b, v); err != nil {
+	if err := DecodeJSON(b, v); err != nil {
 		return fmt.Errorf("store %s/%s: %w", bucket, key, err)
 	}
 	return nil
 }
+
+// DecodeJSON decodes a value the store holds (one PutJSON wrote; for
+// ForEach callers). It is lenient about fields, so that a record written
+// by an older version still reads: the store is this code's own state,
+// not input from outside.
+func DecodeJSON(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 // PutJSON stores v as JSON under key.
 func PutJSON(tx Tx, bucket, key string, v any) error {

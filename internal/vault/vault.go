@@ -403,7 +403,7 @@ func OpenShared(ct []byte, id age.Identity, me identity.ID, keyOf func(identity.
 		return nil, fmt.Errorf("shared bundle: %w", err)
 	}
 	var b Bundle
-	if err := json.Unmarshal(sb.Bundle, &b); err != nil {
+	if err := strictjson.Unmarshal(sb.Bundle, MaxShare*maxRecord, &b); err != nil {
 		return nil, fmt.Errorf("shared bundle: %w", err)
 	}
 	if b.To != me {

@@ -316,6 +316,10 @@ func TestAPIBadInput(t *testing.T) {
 		{"bad token", "nope", `{"permissions":["read"]}`, 401, "credential"},
 		{"malformed", tok, `{"permissions":`, 400, "body"},
 		{"unknown field", tok, `{"permissions":["read"],"colour":"red"}`, 400, "unknown field"},
+		{"case-variant key", tok, `{"Permissions":["read"]}`, 400, `unknown field \"Permissions\"`},
+		{"case-variant duplicate", tok, `{"permissions":["read"],"PERMISSIONS":["admin"]}`, 400, `unknown field \"PERMISSIONS\"`},
+		{"duplicated key", tok, `{"permissions":["read"],"permissions":["admin"]}`, 400, `duplicated field \"permissions\"`},
+		{"trailing document", tok, `{"permissions":["read"]} {"permissions":["read"]}`, 400, "data after the document"},
 		{"oversized", tok, `{"name":"` + strings.Repeat("a", 70<<10) + `"}`, 413, "over the limit"},
 		{"unknown permission", tok, `{"permissions":["fly"]}`, 400, `unknown permission`},
 		{"escalation", tok, `{"parent":"` + n.master() + `","permissions":["read"],"memory_bytes":2251799813685248}`, 400, "memory_bytes"},
@@ -331,9 +335,27 @@ func TestAPIBadInput(t *testing.T) {
 			}
 		})
 	}
+	// A revocation with a second document after the first was carried out
+	// before the body was decoded strictly.
+	req, _ := http.NewRequest("POST", "http://"+n.addr+"/v1/cals/"+n.master()+"/revoke", strings.NewReader(`{"reason":"x"} {"reason":"y"}`))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(b), "data after the document") {
+		t.Fatalf("revoke with trailing data: %d %s", resp.StatusCode, b)
+	}
 	after, _ := n.c.List(context.Background())
 	if len(after) != len(before) {
 		t.Fatalf("bad requests changed the registry: %d -> %d cals", len(before), len(after))
+	}
+	for _, c := range after {
+		if c.State == "revoked" {
+			t.Fatalf("a bad request revoked cal %s", c.ID)
+		}
 	}
 }
 

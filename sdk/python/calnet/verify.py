@@ -54,8 +54,66 @@ def _hybrid(purpose, msg, ed, ml, sig):
         return False
 
 
+# The deepest object/array nesting a calnet document may use.
+MAX_NESTING = 16
+
+# The keys of each object of soul-chain.sig, exactly (docs/formats.md).
+_CHAIN_KEYS = {"version", "network", "blessings", "attestation"}
+_ATTESTATION_KEYS = {"signer", "signature"}
+_KEY_PAIR_KEYS = {"ed25519", "mldsa65"}
+_BLESSING_KEYS = {"version", "network", "parent", "child", "child_keys", "depth", "serial", "permissions",
+                  "constraints", "can_propagate", "nonce", "issued_at", "signature"}
+_CONSTRAINTS_KEYS = {"max_depth", "max_children", "quota", "not_before", "not_after"}
+_QUOTA_KEYS = {"cpu_millis", "memory_bytes", "pids"}
+
+
+def _no_duplicates(pairs):
+    obj = {}
+    for k, v in pairs:
+        if k in obj:
+            raise ValueError(f"invalid JSON: duplicated field {k!r}")
+        obj[k] = v
+    return obj
+
+
+def _no_constant(name):
+    raise ValueError(f"invalid JSON: {name} is not JSON")
+
+
+def strict_loads(text):
+    """Parse one JSON document as calnet's Go decoder does: no key repeated
+    inside an object, nothing after the document (json.loads refuses that
+    already), no NaN or Infinity, nesting at most MAX_NESTING deep."""
+    v = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    _check_depth(v, 0)
+    return v
+
+
+def _check_depth(v, depth):
+    if isinstance(v, (dict, list)):
+        if depth >= MAX_NESTING:
+            raise ValueError(f"invalid JSON: nesting deeper than {MAX_NESTING}")
+        for x in v.values() if isinstance(v, dict) else v:
+            _check_depth(x, depth + 1)
+
+
+def check_keys(obj, keys, where):
+    """Refuse any key of obj outside keys: keys are case-sensitive, as in the
+    Go decoder ("Permissions" is not "permissions")."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: want an object")
+    for k in obj:
+        if k not in keys:
+            raise ValueError(f"{where}: unknown field {k!r}")
+
+
 class _Link:
     def __init__(self, j):
+        check_keys(j, _BLESSING_KEYS, "blessing")
+        check_keys(j.get("child_keys"), _KEY_PAIR_KEYS, "child_keys")
+        check_keys(j.get("constraints"), _CONSTRAINTS_KEYS, "constraints")
+        check_keys(j["constraints"].get("quota"), _QUOTA_KEYS, "constraints.quota")
+        check_keys(j.get("signature"), _KEY_PAIR_KEYS, "signature")
         perms = 0
         for p in j["permissions"]:
             if p not in PERMS:
@@ -118,19 +176,29 @@ def verify_chain(root_keys, chain_text, at, revocations=()):
     root_ed, root_ml = _b64(root_keys["ed25519"]), _b64(root_keys["mldsa65"])
     network = _id_of(b"calnet/network-id/v1\x00", root_ed, root_ml)
     try:
-        j = json.loads(chain_text)
+        j = strict_loads(chain_text)
+        check_keys(j, _CHAIN_KEYS, "soul chain")
+        if j.get("attestation") is not None:
+            check_keys(j["attestation"], _ATTESTATION_KEYS, "attestation")
+            check_keys(j["attestation"].get("signature"), _KEY_PAIR_KEYS, "attestation.signature")
         if j.get("version") != 1:
             raise ValueError("version")
-        if not j.get("blessings"):
+        if not isinstance(j.get("blessings"), list) or not j["blessings"]:
             raise ValueError("blessings: empty")
         if len(j["blessings"]) > MAX_DEPTH:
             raise ChainError(MAX_DEPTH, "depth-exceeded", "too many links")
-        links = [_Link(b) for b in j["blessings"]]
         chain_net = _id(j["network"])
     except ChainError:
         raise
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         raise ChainError(0, "malformed", str(e)) from None
+    # A link that does not parse is named, as the Go verifier names it.
+    links = []
+    for i, b in enumerate(j["blessings"]):
+        try:
+            links.append(_Link(b))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ChainError(i, "malformed", str(e)) from None
     if chain_net != network:
         raise ChainError(0, "wrong-network", "the chain is for another network")
     revoked = set()

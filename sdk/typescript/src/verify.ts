@@ -4,6 +4,7 @@
 import { ed25519ctx } from '@noble/curves/ed25519.js';
 import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
 import { sha256 } from '@noble/hashes/sha2.js';
+import { strictParse, checkKeys } from './strictjson.js';
 
 export type Reason =
   | 'malformed' | 'bad-signature' | 'escalation' | 'expired' | 'not-yet-valid'
@@ -82,7 +83,21 @@ interface Link {
   notBefore: bigint; notAfter: bigint; canonical: Uint8Array; sig: any; digest: Uint8Array;
 }
 
+// The keys of each object of soul-chain.sig, exactly (docs/formats.md).
+const CHAIN_KEYS = ['version', 'network', 'blessings', 'attestation'];
+const ATTESTATION_KEYS = ['signer', 'signature'];
+const KEY_PAIR_KEYS = ['ed25519', 'mldsa65'];
+const BLESSING_KEYS = ['version', 'network', 'parent', 'child', 'child_keys', 'depth', 'serial', 'permissions',
+  'constraints', 'can_propagate', 'nonce', 'issued_at', 'signature'];
+const CONSTRAINTS_KEYS = ['max_depth', 'max_children', 'quota', 'not_before', 'not_after'];
+const QUOTA_KEYS = ['cpu_millis', 'memory_bytes', 'pids'];
+
 function parseLink(j: any): Link {
+  checkKeys(j, BLESSING_KEYS, 'blessing');
+  checkKeys(j.child_keys, KEY_PAIR_KEYS, 'child_keys');
+  checkKeys(j.constraints, CONSTRAINTS_KEYS, 'constraints');
+  checkKeys(j.constraints.quota, QUOTA_KEYS, 'constraints.quota');
+  checkKeys(j.signature, KEY_PAIR_KEYS, 'signature');
   let perms = 0;
   for (const p of j.permissions) {
     const i = PERMS.indexOf(p);
@@ -138,18 +153,27 @@ export interface Verified { cal: string; depth: number; permissions: string[] }
 export function verifyChain(root: RootKeys, chainText: string, at: Date, revocations: RevocationJSON[] = []): Verified {
   const rootEd = b64(root.ed25519), rootMl = b64(root.mldsa65);
   const network = idOf('calnet/network-id/v1\0', rootEd, rootMl);
-  let j: any, links: Link[];
+  let j: any, chainNet: Uint8Array;
   try {
-    j = JSON.parse(chainText);
+    j = strictParse(chainText);
+    checkKeys(j, CHAIN_KEYS, 'soul chain');
+    if (j.attestation != null) {
+      checkKeys(j.attestation, ATTESTATION_KEYS, 'attestation');
+      checkKeys(j.attestation.signature, KEY_PAIR_KEYS, 'attestation.signature');
+    }
     if (j.version !== 1) throw new Error('version');
     if (!Array.isArray(j.blessings) || j.blessings.length === 0) throw new Error('blessings: empty');
     if (j.blessings.length > MAX_DEPTH) throw new ChainError(MAX_DEPTH, 'depth-exceeded', 'too many links');
-    links = j.blessings.map(parseLink);
+    chainNet = base32(j.network);
   } catch (e) {
     if (e instanceof ChainError) throw e;
     throw new ChainError(0, 'malformed', String((e as Error).message));
   }
-  if (!eq(base32(j.network), network)) throw new ChainError(0, 'wrong-network', 'the chain is for another network');
+  // A link that does not parse is named, as the Go verifier names it.
+  const links: Link[] = j.blessings.map((b: any, i: number) => {
+    try { return parseLink(b); } catch (e) { throw new ChainError(i, 'malformed', String((e as Error).message)); }
+  });
+  if (!eq(chainNet, network)) throw new ChainError(0, 'wrong-network', 'the chain is for another network');
   // Revocations that hold: by the authority, or by an ancestor with revoke.
   const revoked = new Set<string>();
   for (const r of revocations) {
