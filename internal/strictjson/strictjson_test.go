@@ -17,7 +17,7 @@ type doc struct {
 	U     selfDecoding              `json:"u"`
 	X     any                       `json:"x"`
 	Plain string
-	skip  int //nolint:unused // unexported: never decoded
+	skip  int // unexported: never decoded
 	Dash  int `json:"-"`
 }
 
@@ -101,6 +101,9 @@ func TestUnmarshal(t *testing.T) {
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
+				}
+				if d.skip != 0 {
+					t.Fatal("an unexported field was filled")
 				}
 				return
 			}

@@ -64,7 +64,7 @@ _KEY_PAIR_KEYS = {"ed25519", "mldsa65"}
 _BLESSING_KEYS = {"version", "network", "parent", "child", "child_keys", "depth", "serial", "permissions",
                   "constraints", "can_propagate", "nonce", "issued_at", "signature"}
 _CONSTRAINTS_KEYS = {"max_depth", "max_children", "quota", "not_before", "not_after"}
-_QUOTA_KEYS = {"cpu_millis", "memory_bytes", "pids"}
+_QUOTA_KEYS = {"cpu_millis", "memory_bytes", "pids", "disk_bytes"}  # disk_bytes from version 2 on
 
 
 def _no_duplicates(pairs):

@@ -90,7 +90,7 @@ const KEY_PAIR_KEYS = ['ed25519', 'mldsa65'];
 const BLESSING_KEYS = ['version', 'network', 'parent', 'child', 'child_keys', 'depth', 'serial', 'permissions',
   'constraints', 'can_propagate', 'nonce', 'issued_at', 'signature'];
 const CONSTRAINTS_KEYS = ['max_depth', 'max_children', 'quota', 'not_before', 'not_after'];
-const QUOTA_KEYS = ['cpu_millis', 'memory_bytes', 'pids'];
+const QUOTA_KEYS = ['cpu_millis', 'memory_bytes', 'pids', 'disk_bytes']; // disk_bytes from version 2 on
 
 function parseLink(j: any): Link {
   checkKeys(j, BLESSING_KEYS, 'blessing');
