@@ -365,6 +365,19 @@ type Event struct {
 // for "no credential".
 const MinCredentialLen = 32
 
+// AuthzEntry is one row of the authorization table (GET /v1/authz): a
+// route of one surface, who may call it, the permission a developer
+// token or Cal must hold, and how its target is bounded by the caller's
+// subtree.
+type AuthzEntry struct {
+	Surface    string   `json:"surface"`
+	Route      string   `json:"route"`
+	Who        []string `json:"who"`
+	Permission string   `json:"permission,omitempty"`
+	Scope      string   `json:"scope"`
+	Note       string   `json:"note,omitempty"`
+}
+
 // Token is a developer token's record (the secret is returned only once).
 type Token struct {
 	ID          string    `json:"id"`

@@ -623,3 +623,10 @@ func (c *Client) WhoAmI(ctx context.Context) (*WhoAmI, error) {
 	var out WhoAmI
 	return &out, c.do(ctx, http.MethodGet, "/v1/whoami", nil, &out)
 }
+
+// Authz returns the authorization table: every route of every surface,
+// who may call it and how its target is scoped.
+func (c *Client) Authz(ctx context.Context) ([]api.AuthzEntry, error) {
+	var out []api.AuthzEntry
+	return out, c.do(ctx, http.MethodGet, "/v1/authz", nil, &out)
+}

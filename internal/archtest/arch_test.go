@@ -194,3 +194,33 @@ func TestUntrustedJSONIsDecodedStrictly(t *testing.T) {
 		}
 	}
 }
+
+// TestRoutesOnlyThroughTheAuthorizationTable: no package but internal/authz
+// makes a ServeMux or registers on the default one, so every route of
+// every server is built by authz.Mux, which refuses a route the
+// authorization table does not name. (Examples are user programs.)
+func TestRoutesOnlyThroughTheAuthorizationTable(t *testing.T) {
+	for _, p := range listPackages(t) {
+		if p.ImportPath == "github.com/soulfra/calnet/internal/authz" || strings.Contains(p.ImportPath, "/examples/") {
+			continue
+		}
+		for _, f := range p.GoFiles {
+			path := filepath.Join(p.Dir, f)
+			file, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ast.Inspect(file, func(n ast.Node) bool {
+				if sel, ok := n.(*ast.SelectorExpr); ok {
+					if id, ok := sel.X.(*ast.Ident); ok && id.Name == "http" {
+						switch sel.Sel.Name {
+						case "NewServeMux", "ServeMux", "Handle", "HandleFunc", "DefaultServeMux":
+							t.Errorf("%s uses http.%s; build routes with authz.NewMux (every route needs an entry in internal/authz/table.go)", path, sel.Sel.Name)
+						}
+					}
+				}
+				return true
+			})
+		}
+	}
+}

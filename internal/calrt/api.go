@@ -12,6 +12,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/soulfra/calnet/identity"
+	"github.com/soulfra/calnet/internal/authz"
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/strictjson"
 	"github.com/soulfra/calnet/trust"
@@ -68,9 +69,10 @@ func (rt *Runtime) self() selfView {
 	return selfView{ID: rt.ID().String(), Network: rt.network.String(), Depth: leaf.Depth(), Parent: parent, Permissions: leaf.Permissions().Names()}
 }
 
-// apiHandler is the Cal's own API, over mutual TLS.
+// apiHandler is the Cal's own API, over mutual TLS, for the control
+// plane alone; every route is in the authorization table (package authz).
 func (rt *Runtime) apiHandler() http.Handler {
-	mux := http.NewServeMux()
+	mux := authz.NewMux(authz.CalServe, rt.serveGuard)
 	mux.HandleFunc("GET "+calproto.PathSelf, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, rt.self()) })
 	mux.HandleFunc("GET "+calproto.PathHealth, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, map[string]string{"status": "ok"})
@@ -88,7 +90,7 @@ func (rt *Runtime) apiHandler() http.Handler {
 	mux.HandleFunc("GET "+calproto.PathPprof+"{name}", func(w http.ResponseWriter, r *http.Request) {
 		httppprof.Handler(r.PathValue("name")).ServeHTTP(w, r)
 	})
-	return mux
+	return mux.Handler()
 }
 
 // bless is the Cal's SpawnController: it makes the child's identity,
@@ -143,7 +145,7 @@ func (rt *Runtime) bless(w http.ResponseWriter, r *http.Request) {
 // its workload's: who am I, spawn a child, list children, revoke a
 // descendant. The socket is 0600, owned by the Cal's uid.
 func (rt *Runtime) localHandler() http.Handler {
-	mux := http.NewServeMux()
+	mux := authz.NewMux(authz.Local, rt.localGuard)
 	mux.HandleFunc("GET /v1/self", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, rt.self()) })
 	mux.HandleFunc("POST /v1/children", func(w http.ResponseWriter, r *http.Request) {
 		var req calproto.SpawnRequest
@@ -182,7 +184,7 @@ func (rt *Runtime) localHandler() http.Handler {
 		var out json.RawMessage
 		rt.forward(w, r, http.StatusOK, http.MethodPost, calproto.PathRevoke, calproto.RevokeRequest{Revocation: rj}, &out)
 	})
-	return mux
+	return mux.Handler()
 }
 
 // forward calls the control plane and relays its answer.

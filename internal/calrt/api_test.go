@@ -15,6 +15,7 @@ import (
 
 	"github.com/soulfra/calnet/client"
 	"github.com/soulfra/calnet/internal/calproto"
+	"github.com/soulfra/calnet/trust"
 )
 
 // fakeControlPlane answers every call of a Cal with status and headers; it
@@ -79,7 +80,7 @@ func TestLocalAPIKeepsRetryAfter(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rt := &Runtime{log: slog.New(slog.DiscardHandler), cp: fakeControlPlane(t, tt.status, tt.header)}
+			rt := &Runtime{log: slog.New(slog.DiscardHandler), cp: fakeControlPlane(t, tt.status, tt.header), chain: testChain(t, trust.PermSpawn)}
 			local := serveLocal(t, rt)
 			_, err := local.Spawn(t.Context(), client.LocalSpawn{Permissions: []string{"read"}})
 			var e *client.Error

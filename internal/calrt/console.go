@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/soulfra/calnet/internal/authz"
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/strictjson"
 	"github.com/soulfra/calnet/trust"
@@ -105,9 +106,24 @@ func (rt *Runtime) serveConsole(ctx context.Context, conn net.Conn) {
 		line := strings.TrimSpace(sc.Text())
 		cmd, arg, _ := strings.Cut(line, " ")
 		arg = strings.TrimSpace(arg)
+		if cmd == "quit" {
+			cmd = "exit"
+		}
+		// Every command is in the authorization table: one the table does
+		// not name is unknown, one the Cal's blessing does not allow is
+		// refused before it runs.
+		if rule, ok := authz.Lookup(authz.Console, cmd); !ok && cmd != "" {
+			fmt.Fprintf(w, "error: unknown command %q (type help)\n", cmd)
+			prompt()
+			continue
+		} else if d := authz.Decide(rule, rt.workload()); ok && !d.Allowed() {
+			fmt.Fprintf(w, "error: cal %s does not hold %s (its blessing grants %s)\n", rt.ID(), rule.Perm, rt.chain.Leaf().Permissions())
+			prompt()
+			continue
+		}
 		switch cmd {
 		case "":
-		case "exit", "quit":
+		case "exit":
 			fmt.Fprintln(w, "bye")
 			w.Flush()
 			return

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"sync"
 
+	"github.com/soulfra/calnet/internal/authz"
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/router"
 )
@@ -39,7 +40,7 @@ func (c *atomicCard) get() (string, string) {
 // templates (tier -3). A request the router sent over a connection pinned
 // to another Cal is refused with 421 (router.Misdirected).
 func (rt *Runtime) gatewayHandler() http.Handler {
-	mux := http.NewServeMux()
+	mux := authz.NewMux(authz.Gateway, authz.Public)
 	pub := rt.key.Public()
 	fp := calproto.Fingerprint(pub.Ed25519(), pub.MLDSA())
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
@@ -52,5 +53,5 @@ func (rt *Runtime) gatewayHandler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, "no route %s on this cal (workload routes come with its template)", r.URL.Path)
 	})
-	return router.Misdirected(rt.card.route, mux)
+	return router.Misdirected(rt.card.route, mux.Handler())
 }

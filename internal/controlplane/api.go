@@ -12,7 +12,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/soulfra/calnet/identity"
+	"github.com/soulfra/calnet/internal/authz"
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/strictjson"
 	"github.com/soulfra/calnet/trust"
@@ -88,40 +88,27 @@ func bearer(r *http.Request) string {
 	return r.URL.Query().Get("access_token")
 }
 
-// apiHandler is the operator and developer API under /v1.
-func (s *Server) apiHandler() http.Handler {
-	mux := http.NewServeMux()
-	// anyone admits the admin credential and developer tokens; the handler
-	// applies the token's scope. auth admits only the admin credential.
-	anyone := func(h func(http.ResponseWriter, *http.Request, principal)) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			p, ok := s.who(r)
-			if !ok {
-				writeError(w, apiErr(401, "authorization: missing or wrong credential (see admin.token or calnet token create)"))
-				return
-			}
-			h(w, r, p)
-		}
+// apiHandler is the operator and developer API under /v1, the dashboard
+// and the docs. Every route is registered through the authorization
+// table (package authz) and runs behind guard.
+func (s *Server) apiHandler() http.Handler { return s.apiMux().Handler() }
+
+func (s *Server) apiMux() *authz.Mux {
+	m := authz.NewMux(authz.Operator, s.guard)
+	h := func(pattern string, f func(http.ResponseWriter, *http.Request, principal)) {
+		m.Handle(pattern, withPrincipal(f))
 	}
-	auth := func(h http.HandlerFunc) http.HandlerFunc {
-		return anyone(func(w http.ResponseWriter, r *http.Request, p principal) {
-			if !p.admin {
-				writeError(w, apiErr(403, "authorization: this operation needs an administrator's credential"))
-				return
-			}
-			h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
-		})
-	}
-	mux.HandleFunc("GET /docs", s.handleDocs)
-	mux.HandleFunc("GET /healthz", s.handleHealthz)
-	mux.Handle("GET /metrics", auth(s.handlePrometheus().ServeHTTP))
-	mux.Handle("GET /", dashboard.Handler())
-	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+	m.HandleFunc("GET /docs", s.handleDocs)
+	m.HandleFunc("GET /healthz", s.handleHealthz)
+	m.HandleFunc("GET /metrics", s.handlePrometheus().ServeHTTP)
+	m.Handle("GET /", dashboard.Handler())
+	m.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(OpenAPI)
 	})
-	mux.HandleFunc("GET /v1/status", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { s.handleStatus(w, r) }))
-	mux.HandleFunc("GET /v1/cals", anyone(func(w http.ResponseWriter, r *http.Request, p principal) {
+	m.HandleFunc("GET /v1/authz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, s.authzTable(m)) })
+	h("GET /v1/status", s.handleStatus)
+	h("GET /v1/cals", func(w http.ResponseWriter, r *http.Request, p principal) {
 		recs, err := s.listCals(r.Context())
 		if err != nil {
 			writeError(w, err)
@@ -134,61 +121,61 @@ func (s *Server) apiHandler() http.Handler {
 			}
 		}
 		writeJSON(w, 200, out)
-	}))
-	mux.HandleFunc("GET /v1/cals/{id}", anyone(s.handleShow))
-	mux.HandleFunc("POST /v1/cals", anyone(s.handleSpawn))
-	mux.HandleFunc("POST /v1/cals/{id}/revoke", anyone(s.handleRevoke))
-	mux.HandleFunc("GET /v1/cals/{id}/logs", anyone(s.handleLogs))
-	mux.HandleFunc("GET /v1/logs", anyone(s.handleLogsAll))
-	mux.HandleFunc("GET /v1/traffic", anyone(s.handleTraffic))
-	mux.HandleFunc("POST /v1/sim", anyone(s.handleSim))
-	mux.HandleFunc("GET /v1/cals/{id}/matrix", anyone(s.handleMatrixGet))
-	mux.HandleFunc("PUT /v1/cals/{id}/matrix", anyone(s.handleMatrixPut))
-	mux.HandleFunc("GET /v1/cals/{id}/metrics", anyone(s.handleMetrics))
-	mux.HandleFunc("GET /v1/cals/{id}/card", anyone(s.handleCard))
-	mux.HandleFunc("GET /v1/cals/{id}/health", anyone(s.handleHealth))
-	mux.HandleFunc("GET /v1/cals/{id}/series", anyone(s.handleSeries))
-	mux.HandleFunc("GET /v1/heat", anyone(s.handleHeat))
-	mux.HandleFunc("GET /v1/cals/{id}/rules", anyone(s.handleRulesGet))
-	mux.HandleFunc("PUT /v1/cals/{id}/rules", anyone(s.handleRulesPut))
-	mux.HandleFunc("POST /v1/cals/{id}/rules/preview", anyone(s.handleRulePreview))
-	mux.HandleFunc("GET /v1/cals/{id}/console", auth(s.handleConsole))
-	mux.HandleFunc("GET /v1/cals/{id}/pprof/{profile}", auth(s.handleCalProfile))
-	mux.HandleFunc("GET /v1/debug/pprof/{profile}", auth(s.handleOwnProfile))
-	mux.HandleFunc("POST /v1/verify", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { s.handleVerify(w, r) }))
-	mux.HandleFunc("GET /v1/cals/{id}/chain", anyone(s.handleChain))
-	mux.HandleFunc("GET /v1/templates", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { s.handleTemplates(w, r) }))
-	mux.HandleFunc("GET /v1/templates/{name}", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { s.handleTemplate(w, r) }))
-	mux.HandleFunc("GET /v1/templates/{name}/recommendations", anyone(s.handleTemplateRecommendations))
-	mux.HandleFunc("GET /v1/cals/{id}/reflections", anyone(s.handleReflections))
-	mux.HandleFunc("POST /v1/cals/{id}/reflections", anyone(s.handleReflections))
-	mux.HandleFunc("POST /v1/cals/{id}/reflections/share", anyone(s.handleShare))
-	mux.HandleFunc("POST /v1/tokens", auth(s.handleTokenCreate))
-	mux.HandleFunc("GET /v1/tokens", auth(func(w http.ResponseWriter, r *http.Request) {
+	})
+	h("GET /v1/cals/{id}", s.handleShow)
+	h("POST /v1/cals", s.handleSpawn)
+	h("POST /v1/cals/{id}/revoke", s.handleRevoke)
+	h("GET /v1/cals/{id}/logs", s.handleLogs)
+	h("GET /v1/logs", s.handleLogsAll)
+	h("GET /v1/traffic", s.handleTraffic)
+	h("POST /v1/sim", s.handleSim)
+	h("GET /v1/cals/{id}/matrix", s.handleMatrixGet)
+	h("PUT /v1/cals/{id}/matrix", s.handleMatrixPut)
+	h("GET /v1/cals/{id}/metrics", s.handleMetrics)
+	h("GET /v1/cals/{id}/card", s.handleCard)
+	h("GET /v1/cals/{id}/health", s.handleHealth)
+	h("GET /v1/cals/{id}/series", s.handleSeries)
+	h("GET /v1/heat", s.handleHeat)
+	h("GET /v1/cals/{id}/rules", s.handleRulesGet)
+	h("PUT /v1/cals/{id}/rules", s.handleRulesPut)
+	h("POST /v1/cals/{id}/rules/preview", s.handleRulePreview)
+	m.HandleFunc("GET /v1/cals/{id}/console", s.handleConsole)
+	m.HandleFunc("GET /v1/cals/{id}/pprof/{profile}", s.handleCalProfile)
+	m.HandleFunc("GET /v1/debug/pprof/{profile}", s.handleOwnProfile)
+	m.HandleFunc("POST /v1/verify", s.handleVerify)
+	h("GET /v1/cals/{id}/chain", s.handleChain)
+	m.HandleFunc("GET /v1/templates", s.handleTemplates)
+	m.HandleFunc("GET /v1/templates/{name}", s.handleTemplate)
+	h("GET /v1/templates/{name}/recommendations", s.handleTemplateRecommendations)
+	h("GET /v1/cals/{id}/reflections", s.handleReflections)
+	h("POST /v1/cals/{id}/reflections", s.handleReflections)
+	h("POST /v1/cals/{id}/reflections/share", s.handleShare)
+	m.HandleFunc("POST /v1/tokens", s.handleTokenCreate)
+	m.HandleFunc("GET /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
 		ts, err := s.listTokens(r.Context())
 		if err != nil {
 			writeError(w, err)
 			return
 		}
 		writeJSON(w, 200, ts)
-	}))
-	mux.HandleFunc("DELETE /v1/tokens/{id}", auth(s.handleTokenDelete))
-	mux.HandleFunc("GET /v1/whoami", anyone(func(w http.ResponseWriter, r *http.Request, p principal) {
+	})
+	m.HandleFunc("DELETE /v1/tokens/{id}", s.handleTokenDelete)
+	h("GET /v1/whoami", func(w http.ResponseWriter, r *http.Request, p principal) {
 		me := api.WhoAmI{Actor: p.actor(), Admin: p.admin, Name: p.name, Root: p.admin && p.name == rootAdmin}
 		if p.token != nil {
 			t := *p.token
 			me.Token = &t
 		}
 		writeJSON(w, 200, me)
-	}))
-	mux.HandleFunc("GET /v1/admins", auth(s.handleAdminsList))
-	mux.HandleFunc("POST /v1/admins", anyone(s.handleAdminAdd))
-	mux.HandleFunc("DELETE /v1/admins/{name}", anyone(s.handleAdminRemove))
-	mux.HandleFunc("GET /v1/approvals", anyone(s.handleApprovalsList))
-	mux.HandleFunc("GET /v1/approvals/{id}", anyone(s.handleApprovalGet))
-	mux.HandleFunc("POST /v1/approvals/{id}/approve", anyone(s.handleApprovalVote(true)))
-	mux.HandleFunc("POST /v1/approvals/{id}/reject", anyone(s.handleApprovalVote(false)))
-	mux.HandleFunc("GET /v1/spawns", anyone(func(w http.ResponseWriter, r *http.Request, p principal) {
+	})
+	m.HandleFunc("GET /v1/admins", s.handleAdminsList)
+	h("POST /v1/admins", s.handleAdminAdd)
+	h("DELETE /v1/admins/{name}", s.handleAdminRemove)
+	h("GET /v1/approvals", s.handleApprovalsList)
+	h("GET /v1/approvals/{id}", s.handleApprovalGet)
+	h("POST /v1/approvals/{id}/approve", s.handleApprovalVote(true))
+	h("POST /v1/approvals/{id}/reject", s.handleApprovalVote(false))
+	h("GET /v1/spawns", func(w http.ResponseWriter, r *http.Request, p principal) {
 		recs, err := s.listSpawns(r.Context())
 		if err != nil {
 			writeError(w, err)
@@ -201,16 +188,16 @@ func (s *Server) apiHandler() http.Handler {
 			}
 		}
 		writeJSON(w, 200, out)
-	}))
-	mux.HandleFunc("GET /v1/spawns/{id}", anyone(func(w http.ResponseWriter, r *http.Request, p principal) {
+	})
+	h("GET /v1/spawns/{id}", func(w http.ResponseWriter, r *http.Request, p principal) {
 		rec, err := s.getSpawn(r.Context(), r.PathValue("id"))
 		if err != nil || !s.inScope(r.Context(), p, rec.Parent) {
 			writeError(w, apiErr(404, "no spawn %s", r.PathValue("id")))
 			return
 		}
 		writeJSON(w, 200, rec)
-	}))
-	mux.HandleFunc("POST /v1/spawning", auth(func(w http.ResponseWriter, r *http.Request) {
+	})
+	m.HandleFunc("POST /v1/spawning", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			Paused bool `json:"paused"`
 		}
@@ -220,18 +207,24 @@ func (s *Server) apiHandler() http.Handler {
 		s.paused.Store(req.Paused)
 		s.bus.publish(Event{Type: "spawning.paused", State: strconv.FormatBool(req.Paused), Actor: actorOf(r)})
 		writeJSON(w, 200, map[string]bool{"paused": req.Paused})
-	}))
-	mux.HandleFunc("GET /v1/cals/{id}/recommendations", anyone(s.handleRecommendations))
-	mux.HandleFunc("GET /v1/policies", anyone(s.handlePoliciesGet))
-	mux.HandleFunc("PUT /v1/policies", anyone(s.handlePoliciesPut))
-	mux.HandleFunc("GET /v1/limits", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { writeJSON(w, 200, s.limits()) }))
-	mux.HandleFunc("PUT /v1/limits", auth(s.handleSetLimits))
-	mux.HandleFunc("GET /v1/events", anyone(func(w http.ResponseWriter, r *http.Request, _ principal) { s.handleEvents(w, r) }))
-	mux.HandleFunc("POST /v1/shutdown", auth(func(w http.ResponseWriter, r *http.Request) {
+	})
+	h("GET /v1/cals/{id}/recommendations", s.handleRecommendations)
+	h("GET /v1/policies", s.handlePoliciesGet)
+	h("PUT /v1/policies", s.handlePoliciesPut)
+	m.HandleFunc("GET /v1/limits", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, s.limits()) })
+	m.HandleFunc("PUT /v1/limits", s.handleSetLimits)
+	h("GET /v1/events", s.handleEvents)
+	m.HandleFunc("POST /v1/shutdown", func(w http.ResponseWriter, r *http.Request) {
+		// An optional empty JSON object: a body that is not one is refused
+		// before anything stops.
+		var req struct{}
+		if r.ContentLength != 0 && !readJSON(w, r, &req) {
+			return
+		}
 		writeJSON(w, 202, map[string]string{"status": "stopping"})
 		go s.shutdown()
-	}))
-	return mux
+	})
+	return m
 }
 
 // resolve finds a Cal by full ID or unique prefix.
@@ -292,11 +285,13 @@ func (s *Server) holderOf(ctx context.Context, name string) *CalRecord {
 	return nil
 }
 
-func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request, p principal) {
 	recs, _ := s.listCals(r.Context())
 	by := map[string]int{}
 	for _, c := range recs {
-		by[c.State]++
+		if s.inScope(r.Context(), p, c.ID) {
+			by[c.State]++
+		}
 	}
 	feats := make([]string, len(s.cfg.Features))
 	for i, f := range s.cfg.Features {
@@ -304,18 +299,6 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, 200, api.Status{Network: s.net.Info.Network.String(), Master: s.net.Info.Master.String(), Cals: by,
 		Paused: s.paused.Load(), LedgerSize: s.lg.Size(), Driver: s.cfg.Driver.Name(), Isolation: feats})
-}
-
-// resolveScoped resolves a Cal the principal may see; others are "not found".
-func (s *Server) resolveScoped(ctx context.Context, p principal, ref string) (*CalRecord, *APIError) {
-	rec, aerr := s.resolve(ctx, ref)
-	if aerr != nil {
-		return nil, aerr
-	}
-	if !s.inScope(ctx, p, rec.ID) {
-		return nil, apiErr(404, "cal %q: no such cal", ref)
-	}
-	return rec, nil
 }
 
 func (s *Server) handleShow(w http.ResponseWriter, r *http.Request, pr principal) {
@@ -399,10 +382,6 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, pr princip
 		writeError(w, aerr)
 		return
 	}
-	if !pr.admin && (rec.ID == pr.token.Parent || !slices.Contains(pr.token.Permissions, "revoke")) {
-		writeError(w, apiErr(403, "token %s may revoke only descendants of cal %s, and needs revoke", pr.token.ID, pr.token.Parent))
-		return
-	}
 	if len(req.Reason) > maxComment {
 		writeError(w, apiErr(400, "reason: %d characters, over the limit of %d", len(req.Reason), maxComment))
 		return
@@ -472,7 +451,7 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request, pr principal
 }
 
 // handleEvents streams events over a WebSocket, resuming after ?after=SEQ.
-func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request, p principal) {
 	after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
 	c, err := websocket.Accept(w, r, nil)
 	if err != nil {
@@ -488,8 +467,9 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		defer cc()
 		return c.Write(wctx, websocket.MessageText, b)
 	}
+	visible := func(e Event) bool { return p.admin || s.eventInScope(ctx, p, e) }
 	for _, e := range past {
-		if send(e) != nil {
+		if visible(e) && send(e) != nil {
 			return
 		}
 	}
@@ -501,7 +481,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			c.Close(websocket.StatusGoingAway, "control plane stopping")
 			return
 		case e := <-ch:
-			if send(e) != nil {
+			if visible(e) && send(e) != nil {
 				return
 			}
 		}

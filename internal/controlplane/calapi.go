@@ -17,6 +17,7 @@ import (
 
 	"github.com/soulfra/calnet/api"
 	"github.com/soulfra/calnet/identity"
+	"github.com/soulfra/calnet/internal/authz"
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/caltls"
 	"github.com/soulfra/calnet/internal/store"
@@ -66,17 +67,43 @@ func (s *Server) peer(r *http.Request) (identity.ID, error) {
 	return p.Cal, nil
 }
 
-// calHandler serves the API the Cals call, on run/cal.sock over mutual TLS.
+// calKey carries the Cal the guard authenticated through a request's
+// context.
+type calKey struct{}
+
+// calGuard is the Cal API's authz.Guard: the peer's certificate names the
+// Cal (mutual TLS, checked against its recorded blessing at the
+// handshake), and the table's permission is checked against the Cal's
+// blessing.
+func (s *Server) calGuard(_ string, rule authz.Rule, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := s.peer(r)
+		if err != nil {
+			writeError(w, apiErr(401, "%v", err))
+			return
+		}
+		s.trustMu.Lock()
+		b, ok := s.state.Blessings[id]
+		s.trustMu.Unlock()
+		if !ok {
+			writeError(w, apiErr(401, "unknown cal %s", id))
+			return
+		}
+		if d := authz.Decide(rule, authz.Principal{Kind: authz.Cal, Perms: b.Permissions()}); !d.Allowed() {
+			writeError(w, apiErr(d.Status, "cal %s does not hold %s (its blessing grants %s)", id, rule.Perm, b.Permissions()))
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), calKey{}, id)))
+	})
+}
+
+// calHandler serves the API the Cals call, on run/cal.sock over mutual
+// TLS; every route is in the authorization table (package authz).
 func (s *Server) calHandler() http.Handler {
-	mux := http.NewServeMux()
+	mux := authz.NewMux(authz.CalAPI, s.calGuard)
 	with := func(h func(w http.ResponseWriter, r *http.Request, id identity.ID)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
-			id, err := s.peer(r)
-			if err != nil {
-				writeError(w, apiErr(401, "%v", err))
-				return
-			}
-			h(w, r, id)
+			h(w, r, r.Context().Value(calKey{}).(identity.ID))
 		}
 	}
 	mux.HandleFunc("POST "+calproto.PathChallenge, with(func(w http.ResponseWriter, r *http.Request, id identity.ID) {
@@ -183,7 +210,7 @@ func (s *Server) calHandler() http.Handler {
 		s.note(id.String(), rev.Target().String(), "revoke", 0)
 		writeJSON(w, 200, map[string]any{"revoked": rev.Target().String(), "subtree": sub})
 	}))
-	return mux
+	return mux.Handler()
 }
 
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request, id identity.ID) {

@@ -110,13 +110,14 @@ func recommendPermissions(held []string, used map[string]int64, cals int, observ
 }
 
 // templateUse sums what the Cals of a template (in any state: history
-// counts) used, and for how long they were observed.
-func (s *Server) templateUse(ctx context.Context, tmpl string) (used map[string]int64, cals int, observed time.Duration, live []*CalRecord) {
+// counts) for which keep holds (nil: all) used, and for how long they
+// were observed.
+func (s *Server) templateUse(ctx context.Context, tmpl string, keep func(cal string) bool) (used map[string]int64, cals int, observed time.Duration, live []*CalRecord) {
 	recs, _ := s.listCals(ctx)
 	used = map[string]int64{}
 	now := s.now()
 	for _, r := range recs {
-		if r.Template != tmpl || r.CreatedAt.IsZero() {
+		if r.Template != tmpl || r.CreatedAt.IsZero() || keep != nil && !keep(r.ID) {
 			continue
 		}
 		cals++
@@ -138,7 +139,7 @@ func (s *Server) templateUse(ctx context.Context, tmpl string) (used map[string]
 // leastPrivilege cuts perms to what the Cals of tmpl have used, keeping
 // what cannot be observed, and says why.
 func (s *Server) leastPrivilege(ctx context.Context, tmpl string, perms []string) ([]string, string) {
-	used, cals, observed, _ := s.templateUse(ctx, tmpl)
+	used, cals, observed, _ := s.templateUse(ctx, tmpl, nil)
 	if cals == 0 || observed < s.cfg.ObserveWindow {
 		return perms, fmt.Sprintf("least privilege: Cals of template %s observed for %v (%d Cals), %v needed: permissions kept", tmpl, observed.Round(time.Second), cals, s.cfg.ObserveWindow)
 	}
@@ -150,11 +151,13 @@ func (s *Server) leastPrivilege(ctx context.Context, tmpl string, perms []string
 		strings.Join(pr.Unused, ","), tmpl, pr.Observed, strings.Join(pr.Recommended, ","))
 }
 
-// handleTemplateRecommendations is GET /v1/templates/{name}/recommendations.
-func (s *Server) handleTemplateRecommendations(w http.ResponseWriter, r *http.Request, _ principal) {
+// handleTemplateRecommendations is GET /v1/templates/{name}/recommendations:
+// from the template's Cals and spawns in the caller's scope.
+func (s *Server) handleTemplateRecommendations(w http.ResponseWriter, r *http.Request, pr principal) {
 	name := r.PathValue("name")
 	ctx := r.Context()
-	used, cals, observed, live := s.templateUse(ctx, name)
+	keep := func(cal string) bool { return s.inScope(ctx, pr, cal) }
+	used, cals, observed, live := s.templateUse(ctx, name, keep)
 	// What the template gives, and what its Cals were given (a spawn may
 	// ask for other permissions and quotas, and an inline template exists
 	// only through its Cals).
@@ -170,7 +173,7 @@ func (s *Server) handleTemplateRecommendations(w http.ResponseWriter, r *http.Re
 	}
 	recs, _ := s.listCals(ctx)
 	for _, c := range recs {
-		if c.Template != name {
+		if c.Template != name || !keep(c.ID) {
 			continue
 		}
 		for _, perm := range c.Permissions {
@@ -203,17 +206,18 @@ func (s *Server) handleTemplateRecommendations(w http.ResponseWriter, r *http.Re
 		held = []string{"read"}
 	}
 	out.Permissions = recommendPermissions(held, used, cals, observed, s.cfg.ObserveWindow)
-	out.Outcomes = s.templateOutcomes(ctx, name)
+	out.Outcomes = s.templateOutcomes(ctx, name, keep)
 	writeJSON(w, 200, out)
 }
 
-// templateOutcomes summarises the spawns of a template.
-func (s *Server) templateOutcomes(ctx context.Context, tmpl string) api.TemplateOutcomes {
+// templateOutcomes summarises the spawns of a template under the Cals
+// for which keep holds (nil: all).
+func (s *Server) templateOutcomes(ctx context.Context, tmpl string, keep func(cal string) bool) api.TemplateOutcomes {
 	o := api.TemplateOutcomes{DeployTimeout: s.outcomes.Timeout("template:"+tmpl, s.cfg.DeployTimeout).String()}
 	sps, _ := s.listSpawns(ctx)
 	var ready []float64
 	for _, sp := range sps {
-		if sp.Template != tmpl {
+		if sp.Template != tmpl || keep != nil && !keep(sp.Parent) {
 			continue
 		}
 		o.Spawns++

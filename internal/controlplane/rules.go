@@ -194,10 +194,6 @@ func (s *Server) handleRulesPut(w http.ResponseWriter, r *http.Request, pr princ
 		writeError(w, aerr)
 		return
 	}
-	if !pr.admin && !slices.Contains(pr.token.Permissions, "spawn") {
-		writeError(w, apiErr(403, "token %s needs spawn to set rules", pr.token.ID))
-		return
-	}
 	var doc RulesDoc
 	if !readJSON(w, r, &doc) {
 		return

@@ -25,6 +25,7 @@ import (
 	"github.com/soulfra/calnet/api"
 	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/internal/atomicfile"
+	"github.com/soulfra/calnet/internal/authz"
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/caltls"
 	"github.com/soulfra/calnet/internal/discovery"
@@ -370,7 +371,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.routerAddr = routerLn.Addr().String()
 	rtr := s.router()
 	rtr.Observe(func(cal string, _ bool) { s.note(fromOutside, cal, "http", 0) })
-	routerSrv := &http.Server{Handler: rtr, ReadHeaderTimeout: 10 * time.Second}
+	routerSrv := &http.Server{Handler: authz.Whole(authz.Router, authz.Public, rtr), ReadHeaderTimeout: 10 * time.Second}
 	go routerSrv.Serve(routerLn)
 	defer rtr.Close() // pinned connections are hijacked: the server does not track them
 	defer routerSrv.Close()

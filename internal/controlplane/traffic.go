@@ -17,9 +17,10 @@ import (
 
 // Pseudo-endpoints for traffic that does not start at a Cal.
 const (
-	fromOutside   = "outside"   // HTTP through the Infinity Router
-	fromOperator  = "operator"  // consoles and profiles opened by administrators
-	fromAuthority = "authority" // revocations signed by the network authority
+	fromOutside   = "outside"      // HTTP through the Infinity Router
+	fromOperator  = "operator"     // consoles and profiles opened by administrators
+	fromAuthority = "authority"    // revocations signed by the network authority
+	outOfScope    = "out-of-scope" // a Cal outside a token's subtree
 	maxPairs      = 20_000
 )
 
@@ -56,7 +57,9 @@ func (s *Server) note(from, to, kind string, bytes int) {
 }
 
 // handleTraffic is GET /v1/traffic: every pair with an end in the
-// caller's scope, busiest first.
+// caller's scope, busiest first. For a token, a Cal outside its subtree
+// at the other end of a pair is shown as the pseudo-endpoint
+// out-of-scope, never by its ID or name.
 func (s *Server) handleTraffic(w http.ResponseWriter, r *http.Request, pr principal) {
 	ctx := r.Context()
 	recs, err := s.listCals(ctx)
@@ -65,23 +68,42 @@ func (s *Server) handleTraffic(w http.ResponseWriter, r *http.Request, pr princi
 		return
 	}
 	names := map[string]string{}
+	visible := map[string]bool{}
 	for _, c := range recs {
 		names[c.ID] = c.Name
+		visible[c.ID] = pr.admin || s.inScope(ctx, pr, c.ID)
 	}
-	visible := func(id string) bool {
-		_, isCal := names[id]
-		return isCal && s.inScope(ctx, pr, id)
+	// shown is how an end appears to the caller: itself, or out-of-scope.
+	shown := func(end string) string {
+		if _, isCal := names[end]; isCal && !visible[end] {
+			return outOfScope
+		}
+		return end
 	}
 	s.trafficMu.Lock()
-	out := api.Traffic{Pairs: []api.TrafficPair{}}
+	merged := map[trafficKey]*trafficStat{}
 	for k, st := range s.traffic.pairs {
-		if !pr.admin && !visible(k.from) && !visible(k.to) {
+		if !visible[k.from] && !visible[k.to] {
 			continue
 		}
+		mk := trafficKey{shown(k.from), shown(k.to), k.kind}
+		m := merged[mk]
+		if m == nil {
+			m = &trafficStat{}
+			merged[mk] = m
+		}
+		m.count += st.count
+		m.bytes += st.bytes
+		if st.last.After(m.last) {
+			m.last = st.last
+		}
+	}
+	s.trafficMu.Unlock()
+	out := api.Traffic{Pairs: []api.TrafficPair{}}
+	for k, st := range merged {
 		out.Pairs = append(out.Pairs, api.TrafficPair{From: k.from, FromName: names[k.from], To: k.to, ToName: names[k.to], Kind: k.kind,
 			Count: st.count, Bytes: st.bytes, Last: st.last})
 	}
-	s.trafficMu.Unlock()
 	sort.Slice(out.Pairs, func(i, j int) bool {
 		a, b := out.Pairs[i], out.Pairs[j]
 		if a.Count != b.Count {

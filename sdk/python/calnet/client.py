@@ -88,6 +88,10 @@ class Calnet:
         """Who this client's credential is."""
         return self._call("GET", "/v1/whoami")
 
+    def authz(self):
+        """The authorization table: every route, who may call it, and how its target is scoped."""
+        return self._call("GET", "/v1/authz")
+
     def add_admin(self, name):
         """Add a named administrator (root only); its credential is returned once."""
         return self._call("POST", "/v1/admins", {"name": name})

@@ -96,6 +96,8 @@ class LiveNetwork(unittest.TestCase):
             self.assertEqual(c.template_recommendations("default")["template"], "default")
             # Approvals: a second administrator approves what the root asked.
             self.assertTrue(c.whoami()["root"])
+            table = {(e["surface"], e["route"]): e for e in c.authz()}
+            self.assertEqual(table[("operator", "POST /v1/admins")]["who"], ["root"])
             alice = Calnet(f"127.0.0.1:{api}", c.add_admin("py-alice")["token"])
             self.assertEqual(alice.whoami()["name"], "py-alice")
             c.set_policies([{"name": "held", "require_approval": 'request_name == "py-held"', "message": "held for the test"}])

@@ -42,6 +42,7 @@ export interface Approval {
   approvals: Vote[]; rejection?: Vote; state: 'pending' | 'approved' | 'rejected' | 'expired'; result?: string; subtree_cals?: number;
   created_at: string; expires_at: string; [k: string]: unknown;
 }
+export interface AuthzEntry { surface: string; route: string; who: string[]; permission?: string; scope: string; note?: string }
 export interface WhoAmI { actor: string; admin: boolean; root?: boolean; name?: string; token?: { id: string; parent: string; permissions: string[] } }
 export interface Recommendation { resource: string; samples: number; observed_p95: number; quota: number; recommended?: number; flag?: string; reason: string }
 
@@ -78,6 +79,8 @@ export class Calnet {
   }
   /** Who this client's credential is. */
   whoami() { return this.call<WhoAmI>('GET', '/v1/whoami'); }
+  /** The authorization table: every route, who may call it, and how its target is scoped. */
+  authz() { return this.call<AuthzEntry[]>('GET', '/v1/authz'); }
   /** Adds a named administrator (root only); its credential is returned once. */
   addAdmin(name: string) { return this.call<{ token: string; admin: { name: string } }>('POST', '/v1/admins', { name }); }
   /** Approval requests, pending first; state filters them. */

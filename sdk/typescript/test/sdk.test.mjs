@@ -81,6 +81,8 @@ test('live network: spawn, list, watch, revoke', { skip: !root && 'needs root fo
     assert.equal((await c.templateRecommendations('default')).template, 'default');
     // Approvals: a second administrator approves what the root asked.
     assert.equal((await c.whoami()).root, true);
+    const table = await c.authz();
+    assert.deepEqual(table.find((e) => e.surface === 'operator' && e.route === 'POST /v1/admins').who, ['root']);
     const alice = new Calnet(`127.0.0.1:${api}`, (await c.addAdmin('ts-alice')).token);
     assert.equal((await alice.whoami()).name, 'ts-alice');
     await c.setPolicies([{ name: 'held', require_approval: 'request_name == "ts-held"', message: 'held for the test' }]);
