@@ -315,7 +315,7 @@ const (
 // it, or it expires.
 type Approval struct {
 	ID        string `json:"id"`
-	Operation string `json:"operation"` // spawn or revoke
+	Operation string `json:"operation"` // spawn, revoke or policies
 	// Cal is the parent (spawn) or the Cal to revoke.
 	Cal     string        `json:"cal"`
 	Spawn   string        `json:"spawn,omitempty"`   // the waiting spawn record
@@ -326,17 +326,20 @@ type Approval struct {
 	// as signed once approved (absent: the network authority signs).
 	Revocation  json.RawMessage `json:"revocation,omitempty"`
 	SubtreeCals int             `json:"subtree_cals,omitempty"`
-	Actor       string          `json:"actor"`
-	Policy      string          `json:"policy"`
-	Message     string          `json:"message"`
-	Required    int             `json:"required"`
-	Approvals   []Vote          `json:"approvals"`
-	Rejection   *Vote           `json:"rejection,omitempty"`
-	State       string          `json:"state"`
-	Result      string          `json:"result,omitempty"` // what carrying it out gave
-	CreatedAt   time.Time       `json:"created_at"`
-	ExpiresAt   time.Time       `json:"expires_at"`
-	UpdatedAt   time.Time       `json:"updated_at"`
+	// Policies is the policy set a named administrator asked for
+	// (operation policies), set once approved.
+	Policies  *PoliciesDoc `json:"policies,omitempty"`
+	Actor     string       `json:"actor"`
+	Policy    string       `json:"policy"`
+	Message   string       `json:"message"`
+	Required  int          `json:"required"`
+	Approvals []Vote       `json:"approvals"`
+	Rejection *Vote        `json:"rejection,omitempty"`
+	State     string       `json:"state"`
+	Result    string       `json:"result,omitempty"` // what carrying it out gave
+	CreatedAt time.Time    `json:"created_at"`
+	ExpiresAt time.Time    `json:"expires_at"`
+	UpdatedAt time.Time    `json:"updated_at"`
 }
 
 // Vote is one administrator's approval or rejection.

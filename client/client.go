@@ -500,12 +500,27 @@ func (c *Client) Policies(ctx context.Context) (*PoliciesView, error) {
 }
 
 // SetPolicies replaces the network's admission policies (admin). A policy
-// that does not compile, or that denies every request, is refused.
+// that does not compile, or that denies every request, is refused. A
+// named administrator's change while a require_approval policy is in
+// force is held for approval: the error is then a *HeldError carrying the
+// request, and the policies change once enough other administrators
+// approve it.
 func (c *Client) SetPolicies(ctx context.Context, ps []Policy) error {
 	if ps == nil {
 		ps = []Policy{}
 	}
-	return c.do(ctx, http.MethodPut, "/v1/policies", api.PoliciesDoc{Policies: ps}, nil)
+	var out struct {
+		api.Approval
+		Policies json.RawMessage `json:"policies"`
+	}
+	if err := c.do(ctx, http.MethodPut, "/v1/policies", api.PoliciesDoc{Policies: ps}, &out); err != nil {
+		return err
+	}
+	if out.ID != "" { // 202: an approval request, not the policies
+		a := out.Approval
+		return &HeldError{Approval: &a}
+	}
+	return nil
 }
 
 // SetLimits changes the spawn limits (admin).

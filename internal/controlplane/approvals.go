@@ -330,6 +330,14 @@ func (s *Server) carryOut(ctx context.Context, a *api.Approval) string {
 			return "revocation refused: " + aerr.Msg
 		}
 		return fmt.Sprintf("revoked %s and %d descendants", a.Cal, max(len(sub)-1, 0))
+	case OpPolicies:
+		if a.Policies == nil {
+			return "the held policy set is gone"
+		}
+		if aerr := s.setPolicies(ctx, *a.Policies, a.Actor+" (approved by "+approvers(a)+")"); aerr != nil {
+			return "policies refused: " + aerr.Msg
+		}
+		return fmt.Sprintf("policies set: %d policies (approved by %s)", len(a.Policies.Policies), approvers(a))
 	}
 	return "unknown operation"
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/soulfra/calnet/api"
+	"github.com/soulfra/calnet/internal/authz"
 	"github.com/soulfra/calnet/internal/store"
 	"github.com/soulfra/calnet/rules"
 )
@@ -50,6 +51,16 @@ func (s *Server) handlePoliciesGet(w http.ResponseWriter, r *http.Request, _ pri
 	writeJSON(w, 200, v)
 }
 
+// OpPolicies is the operation of an approval request that holds a named
+// administrator's change of the policies.
+const OpPolicies = "policies"
+
+// handlePoliciesPut replaces the policies. The root does so directly; a
+// named administrator too, unless a require_approval policy is in force:
+// then the change is held for the quorum of the strictest one (its
+// approvals, from administrators other than the requester), so that one
+// administrator cannot clear the policy that needs several and then act
+// alone.
 func (s *Server) handlePoliciesPut(w http.ResponseWriter, r *http.Request, pr principal) {
 	var doc PoliciesDoc
 	if !readJSON(w, r, &doc) {
@@ -58,19 +69,57 @@ func (s *Server) handlePoliciesPut(w http.ResponseWriter, r *http.Request, pr pr
 	if doc.Policies == nil {
 		doc.Policies = []rules.Policy{}
 	}
-	ps, err := rules.CompilePolicies(doc.Policies, s.adminCount(r.Context()))
-	if err != nil {
+	if _, err := rules.CompilePolicies(doc.Policies, s.adminCount(r.Context())); err != nil {
 		writeError(w, apiErr(400, "%v", err))
 		return
 	}
-	if err := s.store.Update(r.Context(), func(tx store.Tx) error { return store.PutJSON(tx, bucketMeta, keyPolicies, doc) }); err != nil {
-		writeError(w, err)
+	if pol := s.strictestApproval(); pol != nil && pr.kind() != authz.Root {
+		a := &api.Approval{Operation: OpPolicies, Policies: &doc, Actor: pr.actor()}
+		held := *pol
+		held.Message = fmt.Sprintf("changing the admission policies while %s is in force takes its %d approvals (%s)", pol.Name, pol.Approvals, pol.Message)
+		if aerr := s.openApproval(r.Context(), a, &held); aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		writeJSON(w, 202, a)
 		return
+	}
+	if aerr := s.setPolicies(r.Context(), doc, pr.actor()); aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	writeJSON(w, 200, doc)
+}
+
+// strictestApproval is the require_approval policy in force that needs
+// the most approvals, or nil.
+func (s *Server) strictestApproval() *rules.CompiledPolicy {
+	ps := s.policies.Load()
+	if ps == nil {
+		return nil
+	}
+	var best *rules.CompiledPolicy
+	for _, p := range *ps {
+		if p.RequireApproval != "" && (best == nil || p.Approvals > best.Approvals) {
+			best = p
+		}
+	}
+	return best
+}
+
+// setPolicies compiles, stores and puts a policy set in force.
+func (s *Server) setPolicies(ctx context.Context, doc PoliciesDoc, actor string) *APIError {
+	ps, err := rules.CompilePolicies(doc.Policies, s.adminCount(ctx))
+	if err != nil {
+		return apiErr(400, "%v", err)
+	}
+	if err := s.store.Update(ctx, func(tx store.Tx) error { return store.PutJSON(tx, bucketMeta, keyPolicies, doc) }); err != nil {
+		return apiErr(500, "policies: could not be stored")
 	}
 	s.policies.Store(&ps)
 	s.policyErr.Store(nil)
-	s.bus.publish(Event{Type: "policies.set", Actor: pr.actor(), Reason: fmt.Sprintf("%d policies", len(doc.Policies))})
-	writeJSON(w, 200, doc)
+	s.bus.publish(Event{Type: "policies.set", Actor: actor, Reason: fmt.Sprintf("%d policies", len(doc.Policies))})
+	return nil
 }
 
 // checkPolicies applies the spawn policies: it returns a refusal, or the

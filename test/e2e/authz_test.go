@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -459,5 +460,75 @@ func TestReflectionsNeedShare(t *testing.T) {
 	// Within the subtree, with share, it works.
 	if _, err := full.Share(ctx, a.team, a.worker, []uint64{0}); err != nil {
 		t.Errorf("a token sharing within its subtree: %v", err)
+	}
+}
+
+// TestPolicyChangeNeedsQuorum (finding 11): while a require_approval
+// policy is in force, a named administrator cannot change or clear the
+// policies alone (and then grant admin alone): the change is held for
+// the quorum of the strictest such policy, from administrators other
+// than the requester, and carried out once they approve. The root
+// changes them directly.
+func TestPolicyChangeNeedsQuorum(t *testing.T) {
+	needRoot(t)
+	n := up(t, filepath.Join(t.TempDir(), "data"))
+	ctx := context.Background()
+	admin := map[string]*client.Client{}
+	for _, name := range []string{"alice", "bob", "carol"} {
+		tok, _, err := n.c.AddAdmin(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin[name] = client.New(n.addr, tok).WithHTTPClient(validatingClient(t))
+	}
+	grant := client.Policy{Name: "grant-admin", RequireApproval: `"admin" in request_permissions`, Approvals: 2, Message: "granting admin takes two administrators"}
+	big := client.Policy{Name: "big-revoke", On: "revoke", RequireApproval: `subtree_cals >= 3`, Message: "revoking three or more Cals takes one approval"}
+	if err := n.c.SetPolicies(ctx, []client.Policy{grant, big}); err != nil {
+		t.Fatal(err)
+	}
+
+	// alice clears them: held for two approvals (the strictest policy's).
+	err := admin["alice"].SetPolicies(ctx, nil)
+	var held *client.HeldError
+	if !errors.As(err, &held) || held.Approval.Required != 2 || held.Approval.Operation != "policies" || held.Approval.Policy != "grant-admin" {
+		t.Fatalf("a named administrator clearing the policies alone: %v", err)
+	}
+	if v, _ := n.c.Policies(ctx); len(v.Policies) != 2 {
+		t.Fatalf("policies after alice's held change: %+v", v.Policies)
+	}
+	// So granting admin alone is still held.
+	sp, err := admin["alice"].Spawn(ctx, client.SpawnRequest{Name: "ops", Permissions: []string{"admin"}}, false)
+	if err != nil || sp.State != "awaiting_approval" {
+		t.Fatalf("alice granting admin: %+v %v", sp, err)
+	}
+	// alice cannot approve her own change; bob and carol can.
+	id := held.Approval.ID
+	var ae *client.Error
+	if _, err := admin["alice"].Approve(ctx, id, ""); !asAPIError(err, &ae) || ae.Status != 403 {
+		t.Fatalf("alice approving her own change: %v", err)
+	}
+	if a, err := admin["bob"].Approve(ctx, id, ""); err != nil || a.State != "pending" {
+		t.Fatalf("bob approves: %+v %v", a, err)
+	}
+	if v, _ := n.c.Policies(ctx); len(v.Policies) != 2 {
+		t.Fatalf("policies after one of two approvals: %+v", v.Policies)
+	}
+	a, err := admin["carol"].Approve(ctx, id, "ok")
+	if err != nil || a.State != "approved" || !strings.Contains(a.Result, "policies set") {
+		t.Fatalf("carol approves: %+v %v", a, err)
+	}
+	if v, _ := n.c.Policies(ctx); len(v.Policies) != 0 {
+		t.Fatalf("policies after the quorum approved clearing them: %+v", v.Policies)
+	}
+	// With no require_approval policy in force, a named administrator sets
+	// them directly; the root always does.
+	if err := admin["alice"].SetPolicies(ctx, []client.Policy{big}); err != nil {
+		t.Fatalf("alice with no approval policy in force: %v", err)
+	}
+	if err := n.c.SetPolicies(ctx, []client.Policy{grant, big}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.c.SetPolicies(ctx, nil); err != nil {
+		t.Fatalf("the root clearing the policies: %v", err)
 	}
 }

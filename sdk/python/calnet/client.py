@@ -81,7 +81,8 @@ class Calnet:
         return self._call("GET", "/v1/policies")
 
     def set_policies(self, policies):
-        """Replace the admission policies (admin)."""
+        """Replace the admission policies (admin). A named administrator's change while a
+        require_approval policy is in force is held: the answer is then the approval request."""
         return self._call("PUT", "/v1/policies", {"policies": list(policies)})
 
     def whoami(self):

@@ -121,8 +121,11 @@ export class Calnet {
   }
   /** The network's admission policies. */
   policies() { return this.call<{ policies: Policy[]; vars: { name: string; type: string; help: string }[] }>('GET', '/v1/policies'); }
-  /** Replaces the admission policies (admin). */
-  setPolicies(policies: Policy[]) { return this.call<{ policies: Policy[] }>('PUT', '/v1/policies', { policies }); }
+  /**
+   * Replaces the admission policies (admin). A named administrator's change while a
+   * require_approval policy is in force is held: the answer is then the approval request.
+   */
+  setPolicies(policies: Policy[]) { return this.call<{ policies: Policy[] } | Approval>('PUT', '/v1/policies', { policies }); }
   /** Quota recommendations from a Cal's usage over the last hour. */
   recommendations(id: string) {
     return this.call<{ cal: string; window: string; resources: Recommendation[] }>('GET', `/v1/cals/${encodeURIComponent(id)}/recommendations`);
