@@ -174,7 +174,7 @@ func TestMuxRouteHeader(t *testing.T) {
 	deny := func(_ string, r Rule, next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			if req.Header.Get("Let-In") == "" {
-				http.Error(w, "no", 403)
+				http.Error(w, "no", http.StatusForbidden)
 				return
 			}
 			next.ServeHTTP(w, req)
