@@ -420,7 +420,14 @@ func (c *Client) Console(ctx context.Context, id string) (net.Conn, error) {
 	conn, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + c.token}}})
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			return nil, &Error{Status: resp.StatusCode, Message: "console: " + resp.Status}
+			msg := "console: " + resp.Status
+			var m struct {
+				Error string `json:"error"`
+			}
+			if b, rerr := io.ReadAll(io.LimitReader(resp.Body, 1024)); rerr == nil && json.Unmarshal(b, &m) == nil && m.Error != "" {
+				msg = "console: " + m.Error
+			}
+			return nil, &Error{Status: resp.StatusCode, Message: msg}
 		}
 		return nil, err
 	}

@@ -47,6 +47,13 @@ else
   echo "skipped: isolated Cals need root" >&2
 fi
 
+echo "== the README's and docs/guide.md's walkthroughs as written (scripts/walkthrough.sh, fresh copies, free ports)"
+if [ "$(id -u)" = 0 ]; then
+  ./scripts/walkthrough.sh
+else
+  echo "skipped: isolated Cals need root" >&2
+fi
+
 echo "== Python SDK (unittest, standard library only)"
 python3 -m unittest discover -s sdk/python/tests -v
 

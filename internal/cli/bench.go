@@ -40,6 +40,9 @@ numbers, and cleans up. They need root (isolated Cals).`,
 	var stop func()
 	cmd.PersistentFlags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the control plane to this file")
 	cmd.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if err := a.checkOutput(); err != nil { // cobra runs only the nearest PersistentPreRunE
+			return err
+		}
 		if profile == "" {
 			return nil
 		}

@@ -350,12 +350,19 @@ func (a *app) revokeOnline(ctx context.Context, id, reason string) error {
 	})
 }
 
+// How long `calnet events` (without -f) waits for the stream's first
+// event, and then for the next one, before it stops.
+const (
+	eventsFirst = 10 * time.Second
+	eventsQuiet = time.Second
+)
+
 func (a *app) eventsCmd() *cobra.Command {
 	var after uint64
 	var follow bool
 	cmd := &cobra.Command{
 		Use:   "events",
-		Short: "Print the event stream (spawn transitions, state changes, revocations); -o json prints JSON Lines",
+		Short: "Print the events so far (spawn transitions, state changes, revocations); -f follows; -o json prints JSON Lines",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.apiClient()
@@ -363,13 +370,22 @@ func (a *app) eventsCmd() *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
+			// Without -f: the events so far. The stream sends them at once
+			// when it opens; it ends once none has come for eventsQuiet
+			// (a busy machine can take seconds to open it).
+			var quiet *time.Timer
 			if !follow {
 				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, 500*time.Millisecond)
+				ctx, cancel = context.WithCancel(ctx)
 				defer cancel()
+				quiet = time.AfterFunc(eventsFirst, cancel)
+				defer quiet.Stop()
 			}
 			var werr error
 			err = c.Watch(ctx, after, func(e client.Event) {
+				if quiet != nil {
+					quiet.Reset(eventsQuiet)
+				}
 				if werr == nil {
 					werr = a.emit(e, func(w io.Writer) {
 						fmt.Fprintf(w, "%6d %s %-18s %-9s %-9s %s %s\n", e.Seq, e.Time.Format("15:04:05.000"), e.Type, short(e.Cal), e.State, e.Actor, e.Reason)

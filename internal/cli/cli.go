@@ -11,6 +11,7 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
+	"text/template"
 
 	"github.com/spf13/cobra"
 
@@ -39,9 +40,46 @@ type app struct {
 	passphraseFile string
 	addr           string
 	tokenFile      string
+	tmpl           *template.Template // -o go-template=...
 }
 
-func (a *app) json() bool { return a.output == "json" }
+// json reports whether output is for programs (-o json or -o
+// go-template=...): one value per result, no progress text.
+func (a *app) json() bool { return a.output == "json" || a.tmpl != nil }
+
+// checkOutput validates -o: text, json or go-template=TEMPLATE (Go's
+// text/template over the JSON form of the result, as kubectl's).
+func (a *app) checkOutput() error {
+	if t, ok := strings.CutPrefix(a.output, "go-template="); ok {
+		tmpl, err := template.New("-o").Option("missingkey=error").Parse(t)
+		if err != nil {
+			return fmt.Errorf("-o go-template: %w", err)
+		}
+		a.tmpl = tmpl
+		return nil
+	}
+	if a.output != "text" && a.output != "json" {
+		return fmt.Errorf("-o %q: want text, json or go-template=TEMPLATE", a.output)
+	}
+	return nil
+}
+
+// render writes v through the -o go-template: the template sees v as its
+// JSON form (field names as in -o json).
+func (a *app) render(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	var data any
+	if err := json.Unmarshal(b, &data); err != nil {
+		return err
+	}
+	if err := a.tmpl.Execute(a.env.Stdout, data); err != nil {
+		return fmt.Errorf("-o go-template: %w", err)
+	}
+	return nil
+}
 
 // Every command writes its standard output through print (one result),
 // emit (a stream of items) or textStream (raw text, only in text mode), so
@@ -49,8 +87,11 @@ func (a *app) json() bool { return a.output == "json" }
 // package to it.
 
 // print writes a command's one result: v as an indented JSON document in
-// -o json mode, text otherwise.
+// -o json mode, through the template with -o go-template, text otherwise.
 func (a *app) print(v any, text func(w io.Writer)) error {
+	if a.tmpl != nil {
+		return a.render(v)
+	}
 	if a.json() {
 		enc := json.NewEncoder(a.env.Stdout)
 		enc.SetIndent("", "  ")
@@ -64,6 +105,9 @@ func (a *app) print(v any, text func(w io.Writer)) error {
 // -o json mode one compact JSON object per line (JSON Lines), text
 // otherwise.
 func (a *app) emit(v any, text func(w io.Writer)) error {
+	if a.tmpl != nil {
+		return a.render(v)
+	}
 	if a.json() {
 		return json.NewEncoder(a.env.Stdout).Encode(v)
 	}
@@ -123,7 +167,7 @@ func Main(ctx context.Context, args []string, env Env) int {
 	if errors.As(err, &ee) {
 		return ee.code
 	}
-	if a.json() {
+	if a.output == "json" {
 		json.NewEncoder(env.Stderr).Encode(map[string]string{"error": err.Error()})
 	} else {
 		fmt.Fprintf(env.Stderr, "calnet: %v\n", err)
@@ -138,14 +182,9 @@ func (a *app) rootCmd() *cobra.Command {
 		Long: `calnet runs a network of Cals: isolated instances that spawn children with
 fresh hybrid (Ed25519 + ML-DSA-65) identities and attenuated blessings, all
 recorded in a tamper-evident Merkle ledger.`,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			if a.output != "text" && a.output != "json" {
-				return fmt.Errorf("-o %q: want text or json", a.output)
-			}
-			return nil
-		},
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return a.checkOutput() },
 	}
 	defDir := a.env.Getenv("CALNET_DIR")
 	if defDir == "" {
@@ -153,7 +192,7 @@ recorded in a tamper-evident Merkle ledger.`,
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.dir, "dir", defDir, "network directory (env CALNET_DIR)")
-	pf.StringVarP(&a.output, "output", "o", "text", "output format: text or json")
+	pf.StringVarP(&a.output, "output", "o", "text", "output format: text, json (streams: JSON Lines) or go-template=TEMPLATE (e.g. -o go-template='{{.id}}')")
 	pf.StringVar(&a.passphraseFile, "passphrase-file", "", "file holding the passphrase that seals keys (or env CALNET_PASSPHRASE)")
 	defAddr := a.env.Getenv("CALNET_ADDR")
 	if defAddr == "" {

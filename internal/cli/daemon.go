@@ -129,6 +129,7 @@ from starting unless you lower it explicitly with --without.`,
 	cmd.Flags().IntVar(&lim.SpawnBurst, "spawn-burst", lim.SpawnBurst, "network-wide spawn burst")
 	cmd.Flags().Float64Var(&lim.ParentRate, "parent-spawn-rate", lim.ParentRate, "spawns per second per parent")
 	cmd.Flags().IntVar(&lim.ParentBurst, "parent-spawn-burst", lim.ParentBurst, "spawn burst per parent")
+	cmd.Flags().Float64Var(&lim.MaxCPUPressure, "max-cpu-pressure", lim.MaxCPUPressure, "refuse spawns (429) while tasks waited for CPU more than this percentage of the last 10 s (Linux PSI); over 100 turns the check off")
 	cmd.Flags().StringVar(&without, "without", "", "isolation features to lower explicitly, comma-separated (e.g. seccomp,net-namespace)")
 	return cmd
 }

@@ -111,6 +111,9 @@ func TestOutputGolden(t *testing.T) {
 		{"logs-all.txt", []string{"logs", "--cal", "worker"}, map[string]string{"GET /v1/logs?cals=worker": "logs-worker.json"}},
 		{"admin-rm.json", []string{"-o", "json", "admin", "rm", "alice"}, map[string]string{"DELETE /v1/admins/alice": ""}},
 		{"admin-rm.txt", []string{"admin", "rm", "alice"}, map[string]string{"DELETE /v1/admins/alice": ""}},
+		{"show-template.txt", []string{"-o", "go-template={{.id}} {{.state}}", "show", "worker"}, map[string]string{"GET /v1/cals/worker": "cal-worker-revoked.json"}},
+		{"ls-template.txt", []string{"-o", "go-template={{range .}}{{.name}}={{.state}}\n{{end}}", "ls"}, map[string]string{"GET /v1/cals": "cals.json"}},
+		{"logs-template.txt", []string{"-o", "go-template={{.level}} {{.name}}\n", "logs", "worker"}, map[string]string{"GET /v1/logs?cals=worker": "logs-worker.json"}},
 		{"pprof-out.json", []string{"-o", "json", "pprof", "worker", "heap", "--out", filepath.Join(tmp, "heap.pb.gz")},
 			map[string]string{"GET /v1/cals/worker/pprof/heap": "heap.pprof"}},
 	}
@@ -124,6 +127,23 @@ func TestOutputGolden(t *testing.T) {
 			}
 			golden(t, tt.name, strings.ReplaceAll(out, tmp, "$TMP"))
 		})
+	}
+}
+
+// TestOutputFlagRefused: a bad -o is refused, for every command (bench
+// has its own pre-run hook) and before anything is asked of the API.
+func TestOutputFlagRefused(t *testing.T) {
+	for _, args := range [][]string{
+		{"-o", "yaml", "ls"},
+		{"-o", "go-template={{.id", "ls"},
+		{"-o", "yaml", "bench", "heal", "--n", "1"},
+	} {
+		var f apiFake
+		addr := f.serve(t, map[string]string{"GET /v1/cals": "cals.json"})
+		code, _, errs := run(t, addr, map[string]string{"CALNET_TOKEN": testToken}, args...)
+		if code == 0 || !strings.Contains(errs, "-o") || len(f.paths) != 0 {
+			t.Errorf("%v: exit %d, stderr %q, requests %v: want an error naming -o", args, code, errs, f.paths)
+		}
 	}
 }
 
