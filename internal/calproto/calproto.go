@@ -1,8 +1,9 @@
 // Package calproto defines the messages between a Cal and the control
 // plane, and between the control plane and a Cal's SpawnController. Both
 // directions run over mutual TLS (see caltls) on unix sockets: the control
-// plane's at /run/calnet/cal.sock inside each sandbox, each Cal's at
-// /data/api.sock.
+// plane's at /run/calnet/cal.sock inside each sandbox, each Cal's api.sock
+// bound by the control plane in the Cal's host directory (see caldir) and
+// passed to the Cal as a descriptor.
 package calproto
 
 import (
@@ -41,17 +42,28 @@ const (
 
 // Files inside a Cal's sandbox (/data).
 const (
-	NetworkFile   = "network.json"
-	TemplateFile  = "template.json"
+	NetworkFile  = "network.json"
+	TemplateFile = "template.json"
+	// LocalSocket is the local API of the Cal and its workload; nothing
+	// outside the Cal dials it.
+	LocalSocket = "local.sock"
+)
+
+// The Cal's sockets that the control plane and the router dial. The
+// control plane binds them in the Cal's host directory, where the Cal
+// cannot write (caldir.Host.Bind), and passes them to the Cal, which
+// listens on them; the names are also their keys in the sandbox config.
+const (
 	APISocket     = "api.sock"
 	GatewaySocket = "gateway.sock"
 	// GatewayHandoffSocket takes client connections the router hands
 	// over (router.ListenHandoff); only the control plane may connect.
 	GatewayHandoffSocket = "gateway.handoff.sock"
 	ConsoleSocket        = "console.sock"
-	LocalSocket          = "local.sock"
-	ControlSock          = "cal.sock"
 )
+
+// ControlSock is the control plane's Cal API, /run/calnet/cal.sock inside.
+const ControlSock = "cal.sock"
 
 // NetworkInfo is the public network description written into every sandbox.
 type NetworkInfo struct {

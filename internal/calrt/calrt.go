@@ -51,10 +51,14 @@ type Runtime struct {
 	tiers     *tierSet
 	closers   []func()
 	challenge []byte // fetched by the discovery tier, answered at activation
-	logs      *logRing
-	vault     *vault.Log
-	vaultErr  error // set when the vault failed verification: reported, never skipped
-	prom      calMetrics
+	// listen listens on a socket the control plane bound for this Cal
+	// where the Cal cannot write (sandbox.Config.Listener): the ones the
+	// control plane and the router dial.
+	listen   func(name string) (*net.UnixListener, error)
+	logs     *logRing
+	vault    *vault.Log
+	vaultErr error // set when the vault failed verification: reported, never skipped
+	prom     calMetrics
 }
 
 // Main enters the sandbox from the driver's config and runs the Cal until
@@ -75,6 +79,7 @@ func Main(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	rt.listen = cfg.Listener
 	return rt.Run(ctx)
 }
 

@@ -233,10 +233,10 @@ func atoiOr(s string, def int) int {
 	return def
 }
 
-// listenConsole serves the console on /data/console.sock (0600: the Cal's
-// uid and the control plane only).
+// listenConsole serves the console on the console socket the control
+// plane bound for the Cal (only root reaches it).
 func (rt *Runtime) listenConsole(tier int) error {
-	ln, err := listenUnix(rt.dir+"/"+calproto.ConsoleSocket, 0o600)
+	ln, err := rt.listen(calproto.ConsoleSocket)
 	if err != nil {
 		return err
 	}

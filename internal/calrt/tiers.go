@@ -211,19 +211,19 @@ func (rt *Runtime) startBuiltin(ctx context.Context, tier int, name string) (not
 		rt.challenge = ch.Challenge // answered at activation, once every tier is up
 		return "control plane reachable; registers once every tier is up", nil
 	case "mesh":
-		return "mutual TLS (SPIFFE ID, X25519MLKEM768)", rt.serve(tier, calproto.APISocket, 0o666, rt.apiHandler(), true)
+		return "mutual TLS (SPIFFE ID, X25519MLKEM768)", rt.serve(tier, calproto.APISocket, rt.apiHandler(), true)
 	case "autonomy":
 		return "no spawn rules yet", nil
 	case "console":
-		if err := rt.serve(tier, calproto.LocalSocket, 0o600, rt.localHandler(), false); err != nil {
+		if err := rt.serveLocal(tier, rt.localHandler()); err != nil {
 			return "", err
 		}
-		return "CLI server on /data/console.sock (calnet console), local API on /data/local.sock", rt.listenConsole(tier)
+		return "CLI server (calnet console), local API on /data/local.sock", rt.listenConsole(tier)
 	case "api":
 		return "served with the mesh tier's mutual TLS", nil
 	case "gateway":
 		h := rt.gatewayHandler()
-		if err := rt.serve(tier, calproto.GatewaySocket, 0o666, h, false); err != nil {
+		if err := rt.serve(tier, calproto.GatewaySocket, h, false); err != nil {
 			return "", err
 		}
 		return "Infinity Router entry (connections routed by Host are handed over)", rt.serveHandoff(tier, h)
@@ -231,13 +231,29 @@ func (rt *Runtime) startBuiltin(ctx context.Context, tier int, name string) (not
 	return "", fmt.Errorf("unknown builtin %q", name)
 }
 
-// serve starts an HTTP server on a socket of the sandbox; stopping the
-// tier closes it.
-func (rt *Runtime) serve(tier int, sock string, mode os.FileMode, h http.Handler, mtls bool) error {
-	ln, err := listenUnix(filepath.Join(rt.dir, sock), mode)
+// serve starts an HTTP server on one of the sockets the control plane
+// bound for the Cal; stopping the tier closes it.
+func (rt *Runtime) serve(tier int, sock string, h http.Handler, mtls bool) error {
+	ln, err := rt.listen(sock)
 	if err != nil {
 		return err
 	}
+	rt.serveOn(tier, ln, h, mtls)
+	return nil
+}
+
+// serveLocal serves the local API on /data/local.sock (0600), for the
+// Cal's own workload: the control plane never dials it.
+func (rt *Runtime) serveLocal(tier int, h http.Handler) error {
+	ln, err := listenUnix(filepath.Join(rt.dir, calproto.LocalSocket), 0o600)
+	if err != nil {
+		return err
+	}
+	rt.serveOn(tier, ln, h, false)
+	return nil
+}
+
+func (rt *Runtime) serveOn(tier int, ln net.Listener, h http.Handler, mtls bool) {
 	// Idle connections close after two minutes: the router's pinned
 	// connections end with them.
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ConnContext: router.ConnContext}
@@ -249,17 +265,17 @@ func (rt *Runtime) serve(tier int, sock string, mode os.FileMode, h http.Handler
 	}
 	rt.tiers.onStop(tier, func() { srv.Close() })
 	rt.closers = append(rt.closers, func() { srv.Close() })
-	return nil
 }
 
 // serveHandoff serves h on the connections the router hands over to the
-// gateway (its socket is the control plane's alone: mode 0600).
+// gateway (its socket is in the Cal's host directory, which only root
+// reaches).
 func (rt *Runtime) serveHandoff(tier int, h http.Handler) error {
-	ln, err := listenUnix(filepath.Join(rt.dir, calproto.GatewayHandoffSocket), 0o600)
+	ln, err := rt.listen(calproto.GatewayHandoffSocket)
 	if err != nil {
 		return err
 	}
-	hl := router.ListenHandoff(ln.(*net.UnixListener))
+	hl := router.ListenHandoff(ln)
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ConnContext: router.ConnContext}
 	go srv.Serve(hl)
 	rt.tiers.onStop(tier, func() { srv.Close() })

@@ -3,9 +3,7 @@ package controlplane
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
-	"path/filepath"
 
 	"github.com/coder/websocket"
 
@@ -25,8 +23,14 @@ func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiErr(409, "cal %s is %s", rec.ID, rec.State))
 		return
 	}
-	cal, err := net.Dial("unix", filepath.Join(s.calDir(rec.ID), calproto.ConsoleSocket))
+	sock, err := s.calSocket(rec.ID, calproto.ConsoleSocket)
 	if err != nil {
+		writeError(w, err)
+		return
+	}
+	cal, err := sock.Dial(r.Context())
+	if err != nil {
+		s.log.Warn("console not answering", "cal", rec.ID, "err", err)
 		writeError(w, apiErr(502, "cal %s: console not answering (is its tier -2 up?)", rec.ID))
 		return
 	}

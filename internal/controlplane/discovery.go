@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"context"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -20,8 +19,13 @@ func (s *Server) router() *router.Router {
 		if !ok || r.State != StateRunning {
 			return router.Target{}, false
 		}
-		dir := s.calDir(r.ID)
-		return router.Target{Cal: r.ID, Socket: filepath.Join(dir, calproto.GatewaySocket), Handoff: filepath.Join(dir, calproto.GatewayHandoffSocket)}, true
+		c, ok := s.lite(r.ID)
+		if !ok {
+			return router.Target{}, false
+		}
+		host := s.dirs.Host(r.ID)
+		return router.Target{Cal: r.ID, Gateway: host.Socket(calproto.GatewaySocket, c.PeerUID),
+			Handoff: host.Socket(calproto.GatewayHandoffSocket, c.PeerUID)}, true
 	})
 }
 
@@ -50,6 +54,9 @@ type calLite struct {
 	Depth       int
 	Children    []string
 	MemoryQuota int64
+	// PeerUID is the uid its processes run as: every connection to its
+	// sockets must have it (caldir.Socket).
+	PeerUID int
 }
 
 // lite returns the indexed summary of a Cal.
@@ -67,7 +74,8 @@ func (s *Server) index(r *CalRecord) {
 	if s.ns.byID == nil {
 		s.ns.byID = map[string]calLite{}
 	}
-	s.ns.byID[r.ID] = calLite{State: r.State, Healthy: r.Healthy, Depth: r.Depth, Children: slices.Clone(r.Children), MemoryQuota: r.Quota.MemoryBytes}
+	s.ns.byID[r.ID] = calLite{State: r.State, Healthy: r.Healthy, Depth: r.Depth, Children: slices.Clone(r.Children), MemoryQuota: r.Quota.MemoryBytes,
+		PeerUID: peerUID(r.Features, r.UID)}
 	if r.Namespace == "" {
 		return
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/internal/atomicfile"
 	"github.com/soulfra/calnet/internal/authz"
+	"github.com/soulfra/calnet/internal/caldir"
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/caltls"
 	"github.com/soulfra/calnet/internal/discovery"
@@ -162,6 +163,7 @@ type Server struct {
 	anchorKick chan struct{}
 	onShutdown func()
 	uidHost    *hostuid.Host
+	dirs       caldir.Layout // every path of a Cal's directories
 	wg         sync.WaitGroup
 	ctx        context.Context
 }
@@ -177,7 +179,6 @@ func (s *Server) now() time.Time {
 func (s *Server) networkDir() string       { return filepath.Join(s.cfg.DataDir, "network") }
 func (s *Server) runDir() string           { return filepath.Join(s.cfg.DataDir, "run") }
 func (s *Server) programsDir() string      { return filepath.Join(s.cfg.DataDir, "programs") }
-func (s *Server) calDir(id string) string  { return filepath.Join(s.cfg.DataDir, "cals", id) }
 func (s *Server) logPath(id string) string { return filepath.Join(s.cfg.DataDir, "logs", id+".log") }
 
 // TokenFile is where the admin credential is written, 0600.
@@ -231,11 +232,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.outcomes = placement.NewOutcomes(s.now)
 	s.simSem = make(chan struct{}, 1)
 	s.prom = newPromMetrics(s)
-	for _, d := range []string{cfg.DataDir, s.runDir(), filepath.Join(cfg.DataDir, "cals"), filepath.Join(cfg.DataDir, "logs"), s.programsDir(), s.templatesDir()} {
+	for _, d := range []string{cfg.DataDir, s.runDir(), filepath.Join(cfg.DataDir, "logs"), s.programsDir(), s.templatesDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
 		}
 	}
+	s.dirs = caldir.New(cfg.DataDir)
 	// The run dir is mounted into every sandbox; Cals connect to its socket.
 	for _, d := range []string{s.runDir(), s.programsDir()} {
 		if err := os.Chmod(d, 0o755); err != nil {
@@ -243,7 +245,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	os.Chmod(cfg.DataDir, 0o711)
-	os.Chmod(filepath.Join(cfg.DataDir, "cals"), 0o711)
+	if err := s.dirs.Prepare(); err != nil {
+		return nil, err
+	}
 	// The root credential first: a short one must stop the start before
 	// anything is served.
 	var err error
@@ -292,6 +296,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if err := s.claimUIDs(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.keepChains(ctx); err != nil {
 		return nil, err
 	}
 	if first {

@@ -14,7 +14,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -472,7 +471,7 @@ func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnPar
 	if err != nil {
 		return "", err
 	}
-	if err := s.sandboxFiles(id, uid, reply.SealedKey, leaf, chain, tmpl); err != nil {
+	if err := s.sandboxFiles(ctx, id, uid, reply.SealedKey, leaf, chain, tmpl); err != nil {
 		return "", fmt.Errorf("sandbox: %w", err)
 	}
 	crec := s.newRecord(leaf, p.Name, uid, rec.ID)
@@ -517,7 +516,8 @@ func (s *Server) callCal(ctx context.Context, id identity.ID, method, path strin
 }
 
 // calTransport reaches a Cal's own API: mutual TLS on its unix socket,
-// the peer checked to be that Cal. Close its idle connections when done.
+// the peer checked to be that Cal twice, by the socket's credentials
+// (its uid) and by its certificate. Close its idle connections when done.
 func (s *Server) calTransport(id identity.ID) *http.Transport {
 	expect := func(p *caltls.Peer) error {
 		if p.Cal != id {
@@ -527,8 +527,15 @@ func (s *Server) calTransport(id identity.ID) *http.Transport {
 	}
 	return &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", filepath.Join(s.calDir(id.String()), calproto.APISocket))
+			sock, err := s.calSocket(id.String(), calproto.APISocket)
+			if err != nil {
+				return nil, err
+			}
+			c, err := sock.Dial(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return c, nil
 		},
 		TLSClientConfig: caltlsConfig(s, expect),
 	}

@@ -33,33 +33,6 @@ type proc struct {
 	regOnce    *sync.Once
 }
 
-// sandboxFiles writes a Cal's private directory: its sealed key, public
-// identity, blessing, soul chain and the network's public keys. The
-// key-encryption identity stays in the control plane's store and reaches
-// the Cal only in memory.
-func (s *Server) sandboxFiles(id string, uid int, sealedKey []byte, b *trust.Blessing, c *trust.Chain, tmpl *template.Template) error {
-	dir := s.calDir(id)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	bj, _ := b.MarshalJSON()
-	cj, _ := c.MarshalJSON()
-	rk, _ := s.net.Info.RootKeys.MarshalJSON()
-	ni, _ := jsonMarshal(calproto.NetworkInfo{Network: s.net.Info.Network.String(), RootKeys: rk})
-	tj, _ := jsonMarshal(tmpl)
-	files := map[string][]byte{"identity.key": sealedKey, netdir.BlessingFile: bj, netdir.SoulChainFile: cj, calproto.NetworkFile: ni, calproto.TemplateFile: tj}
-	for name, data := range files {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			return err
-		}
-		if err := os.Chown(p, uid, uid); err != nil {
-			return err
-		}
-	}
-	return os.Chown(dir, uid, uid)
-}
-
 // newKEK makes a Cal's key-encryption identity and stores it.
 func (s *Server) newKEK(ctx context.Context, id string) (*age.HybridIdentity, error) {
 	k, err := age.GenerateHybridIdentity()
@@ -95,7 +68,7 @@ func (s *Server) adoptMaster(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.sandboxFiles(id, uid, sealed, chain.Leaf(), chain, template.Default()); err != nil {
+	if err := s.sandboxFiles(ctx, id, uid, sealed, chain.Leaf(), chain, template.Default()); err != nil {
 		return err
 	}
 	s.chains[chain.Leaf().Child()] = chain
@@ -119,24 +92,6 @@ func (s *Server) newRecord(b *trust.Blessing, name string, uid int, spawn string
 		Quota: api.Quota(b.Constraints().Quota), State: StateDeploying, Children: []string{}, UID: uid, Features: feats,
 		RestartPolicy: RestartAlways, CreatedAt: s.now(), Spawn: spawn,
 	}
-}
-
-// chainOf returns the soul chain of a Cal, reading its sandbox if needed.
-func (s *Server) chainOf(id identity.ID) (*trust.Chain, error) {
-	s.trustMu.Lock()
-	c := s.chains[id]
-	s.trustMu.Unlock()
-	if c != nil {
-		return c, nil
-	}
-	c, err := netdir.ReadChain(filepath.Join(s.calDir(id.String()), netdir.SoulChainFile))
-	if err != nil {
-		return nil, err
-	}
-	s.trustMu.Lock()
-	s.chains[id] = c
-	s.trustMu.Unlock()
-	return c, nil
 }
 
 // start launches a Cal's process and supervises it.
@@ -163,8 +118,22 @@ func (s *Server) start(ctx context.Context, rec *CalRecord) (*proc, error) {
 	p.registered, p.regOnce, p.stopping = make(chan struct{}), new(sync.Once), false
 	s.procMu.Unlock()
 
+	// The sockets the control plane and the router dial, bound where the
+	// Cal cannot write; the Cal's process listens on its copies.
+	host := s.dirs.Host(rec.ID)
+	socks, err := host.Bind(calproto.APISocket, calproto.GatewaySocket, calproto.GatewayHandoffSocket, calproto.ConsoleSocket)
+	if err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("sockets of %s: %w", rec.ID, err)
+	}
+	defer func() {
+		for _, f := range socks {
+			f.Close()
+		}
+	}()
 	inst, err := s.cfg.Driver.Start(ctx, driver.Spec{
-		CalID: rec.ID, Dir: s.calDir(rec.ID), RunDir: s.runDir(), ProgramsDir: s.programsDir(), Binary: s.cfg.Binary, Args: []string{"cal"},
+		CalID: rec.ID, Dir: s.dirs.Sandbox(rec.ID).MountSource(), RootMount: host.RootMount(), Sockets: socks,
+		RunDir: s.runDir(), ProgramsDir: s.programsDir(), Binary: s.cfg.Binary, Args: []string{"cal"},
 		Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin", "GOMAXPROCS=1", "GOGC=50"}, UID: rec.UID, GID: rec.UID,
 		Features: features(rec.Features), Limits: driver.Limits{CPUMillis: rec.Quota.CPUMillis, MemoryBytes: rec.Quota.MemoryBytes, PIDs: rec.Quota.PIDs},
 		Secret: string(trimSpace(kek)), Output: logf,

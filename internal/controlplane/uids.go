@@ -4,14 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/soulfra/calnet/internal/hostuid"
 	"github.com/soulfra/calnet/internal/store"
@@ -110,30 +106,8 @@ func (s *Server) renumber(ctx context.Context, r *CalRecord) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	err = filepath.WalkDir(s.calDir(id), func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return err
-		}
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return err
-		}
-		if int(st.Uid) == old || int(st.Gid) == old {
-			nu, ng := int(st.Uid), int(st.Gid)
-			if nu == old {
-				nu = uid
-			}
-			if ng == old {
-				ng = uid
-			}
-			return os.Lchown(p, nu, ng)
-		}
-		return nil
-	})
-	if err != nil {
+	// Never through a link: the directory is the Cal's.
+	if err := s.dirs.Sandbox(id).Rechown(old, uid); err != nil {
 		return 0, err
 	}
 	if _, err := s.updateCal(ctx, id, func(r *CalRecord) { r.UID = uid }); err != nil {

@@ -6,6 +6,7 @@ package driver
 import (
 	"context"
 	"io"
+	"os"
 	"time"
 
 	"github.com/soulfra/calnet/internal/sandbox"
@@ -27,6 +28,13 @@ type Spec struct {
 	RunDir string
 	// ProgramsDir holds workload programs, mounted read-only at /opt/calnet.
 	ProgramsDir string
+	// RootMount is an empty directory the Cal cannot write, on which its
+	// sandbox builds its new root (caldir.Host.RootMount).
+	RootMount string
+	// Sockets are unix sockets bound for the Cal where it cannot write
+	// (caldir.Host.Bind), by name: the Cal's process inherits them and
+	// listens on them. The caller keeps and closes its copies.
+	Sockets map[string]*os.File
 	// Binary and Args start the Cal runtime (`calnet cal`).
 	Binary string
 	Args   []string

@@ -22,16 +22,20 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/soulfra/calnet/internal/caldir"
 )
 
-// Target is where a namespace routes.
+// Target is where a namespace routes. Its sockets are in the Cal's host
+// directory, where the Cal cannot write, and every connection to them is
+// checked to be the Cal's (caldir.Socket.Dial).
 type Target struct {
 	Cal string
-	// Socket is the unix socket of the Cal's gateway.
-	Socket string
+	// Gateway is the unix socket of the Cal's gateway.
+	Gateway caldir.Socket
 	// Handoff, when set, is the gateway's handoff socket: connections
 	// routed by Host are handed over to the gateway there (ListenHandoff).
-	Handoff string
+	Handoff caldir.Socket
 }
 
 // Lookup resolves a namespace (lowercase, without the domain). It must be
@@ -49,14 +53,14 @@ type Router struct {
 	observe func(cal string, byHost bool)
 
 	mu         sync.Mutex
-	transports map[string]*http.Transport // by socket
-	pinned     map[net.Conn]struct{}      // client connections spliced to a gateway
+	transports map[caldir.Socket]*http.Transport
+	pinned     map[net.Conn]struct{} // client connections spliced to a gateway
 	closed     bool
 }
 
 // New returns a router for the DNS zone domain ("calnet.").
 func New(domain string, lookup Lookup) *Router {
-	return &Router{domain: suffix(domain), lookup: lookup, transports: map[string]*http.Transport{}, pinned: map[net.Conn]struct{}{}}
+	return &Router{domain: suffix(domain), lookup: lookup, transports: map[caldir.Socket]*http.Transport{}, pinned: map[net.Conn]struct{}{}}
 }
 
 // Observe sets a function told of each routed request or connection (for
@@ -104,7 +108,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if byHost && pinnable(r) && rt.pin(w, r, t, ns) {
 		return
 	}
-	rt.forward(w, r, t.Socket, ns, rest)
+	rt.forward(w, r, t.Gateway, ns, rest)
 }
 
 // suffix is a DNS zone ("calnet.") as a host-name suffix (".calnet").
@@ -136,17 +140,18 @@ func pinnable(r *http.Request) bool {
 // written, when the connection cannot be taken over.
 func (rt *Router) pin(w http.ResponseWriter, r *http.Request, t Target, ns string) bool {
 	var hc *net.UnixConn
-	if t.Handoff != "" {
-		if c, err := (&net.Dialer{Timeout: handoffTimeout}).DialContext(r.Context(), "unix", t.Handoff); err == nil {
-			hc = c.(*net.UnixConn)
-		}
+	if !t.Handoff.IsZero() {
+		ctx, cancel := context.WithTimeout(r.Context(), handoffTimeout)
+		hc, _ = t.Handoff.Dial(ctx)
+		cancel()
 	}
 	var gw net.Conn
 	if hc == nil {
-		var err error
-		if gw, err = (&net.Dialer{}).DialContext(r.Context(), "unix", t.Socket); err != nil {
+		c, err := t.Gateway.Dial(r.Context())
+		if err != nil {
 			return false
 		}
+		gw = c
 	}
 	closeDialed := func() {
 		if hc != nil {
@@ -180,10 +185,12 @@ func (rt *Router) pin(w http.ResponseWriter, r *http.Request, t Target, ns strin
 			conn.Close()
 			return true
 		}
-		if gw, err = (&net.Dialer{}).DialContext(r.Context(), "unix", t.Socket); err != nil {
+		c, err := t.Gateway.Dial(r.Context())
+		if err != nil {
 			conn.Close()
 			return true
 		}
+		gw = c
 	}
 	rt.mu.Lock()
 	rt.pinned[conn] = struct{}{}
@@ -309,7 +316,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 // forward sends the request to the gateway over a pooled unix-socket
 // connection and streams the answer back: a lean path (no ReverseProxy
 // rewriting) since every request of the network goes through it.
-func (rt *Router) forward(w http.ResponseWriter, r *http.Request, socket, ns, path string) {
+func (rt *Router) forward(w http.ResponseWriter, r *http.Request, socket caldir.Socket, ns, path string) {
 	out := &http.Request{
 		Method: r.Method, URL: &url.URL{Scheme: "http", Host: "gateway", Path: path, RawQuery: r.URL.RawQuery},
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: r.Header.Clone(), Body: r.Body,
@@ -344,8 +351,9 @@ func (rt *Router) forward(w http.ResponseWriter, r *http.Request, socket, ns, pa
 	bufPool.Put(bp)
 }
 
-// transport returns the pooled transport of a gateway socket.
-func (rt *Router) transport(socket string) *http.Transport {
+// transport returns the pooled transport of a gateway socket. Each new
+// connection is checked to be the Cal's; pooled ones were.
+func (rt *Router) transport(socket caldir.Socket) *http.Transport {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	if t, ok := rt.transports[socket]; ok {
@@ -353,8 +361,11 @@ func (rt *Router) transport(socket string) *http.Transport {
 	}
 	t := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
+			c, err := socket.Dial(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return c, nil
 		},
 		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     90 * time.Second,
@@ -365,7 +376,7 @@ func (rt *Router) transport(socket string) *http.Transport {
 }
 
 // Forget drops the pooled connections to a gateway (a stopped Cal).
-func (rt *Router) Forget(socket string) {
+func (rt *Router) Forget(socket caldir.Socket) {
 	rt.mu.Lock()
 	t := rt.transports[socket]
 	delete(rt.transports, socket)

@@ -10,40 +10,40 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/soulfra/calnet/internal/caldir"
 )
 
-// gateway serves a fake Cal gateway on a unix socket.
-func gateway(t testing.TB, name, ns string) string {
-	sock := filepath.Join(t.TempDir(), "gw.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	own := func() (string, string) { return ns, "calnet." }
-	srv := &http.Server{ConnContext: ConnContext, Handler: Misdirected(own, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "%s %s %s", name, r.URL.Path, r.Header.Get("X-Calnet-Namespace"))
-	}))}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return sock
+// gateway serves a fake Cal gateway, its socket bound as the control
+// plane binds a Cal's (caldir.Host.Bind) and listened on as the Cal does.
+func gateway(t testing.TB, name, ns string) Target {
+	return fakeGateway(t, name, ns, false, os.Geteuid())
 }
 
 // handoffGateway is a fake Cal gateway that also takes connections handed
 // over by the router.
 func handoffGateway(t testing.TB, name, ns string) Target {
-	dir := t.TempDir()
-	sock, hsock := filepath.Join(dir, "gw.sock"), filepath.Join(dir, "handoff.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
+	return fakeGateway(t, name, ns, true, os.Geteuid())
+}
+
+// fakeGateway serves the gateway; the router expects its listener to have
+// uid.
+func fakeGateway(t testing.TB, name, ns string, handoff bool, uid int) Target {
+	layout := caldir.New(t.TempDir())
+	if err := layout.Prepare(); err != nil {
 		t.Fatal(err)
 	}
-	hln, err := net.ListenUnix("unix", &net.UnixAddr{Name: hsock, Net: "unix"})
+	host := layout.Host(name)
+	names := []string{"gateway.sock"}
+	if handoff {
+		names = append(names, "gateway.handoff.sock")
+	}
+	socks, err := host.Bind(names...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,17 +51,37 @@ func handoffGateway(t testing.TB, name, ns string) Target {
 	srv := &http.Server{ConnContext: ConnContext, Handler: Misdirected(own, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s %s %s", name, r.URL.Path, r.Header.Get("X-Calnet-Namespace"))
 	}))}
-	go srv.Serve(ln)
-	go srv.Serve(ListenHandoff(hln))
 	t.Cleanup(func() { srv.Close() })
-	return Target{Cal: name, Socket: sock, Handoff: hsock}
+	tg := Target{Cal: name, Gateway: host.Socket("gateway.sock", uid)}
+	ln, err := caldir.Listen(socks["gateway.sock"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	if handoff {
+		hln, err := caldir.Listen(socks["gateway.handoff.sock"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Serve(ListenHandoff(hln))
+		tg.Handoff = host.Socket("gateway.handoff.sock", uid)
+	}
+	return tg
+}
+
+// missing is a socket nobody listens on.
+func missing(t testing.TB) caldir.Socket {
+	return caldir.New(t.TempDir()).Host("gone").Socket("gateway.sock", os.Geteuid())
 }
 
 func TestRouting(t *testing.T) {
 	routes := map[string]Target{
-		"web.master":     {Cal: "w", Socket: gateway(t, "web", "web.master")},
-		"api.web.master": {Cal: "a", Socket: gateway(t, "api", "api.web.master")},
-		"dead.master":    {Cal: "d", Socket: filepath.Join(t.TempDir(), "none.sock")},
+		"web.master":     gateway(t, "web", "web.master"),
+		"api.web.master": gateway(t, "api", "api.web.master"),
+		"dead.master":    {Cal: "d", Gateway: missing(t)},
+		// Served, but by a listener the router does not expect (a uid
+		// other than the Cal's): nothing reaches it.
+		"other.master": fakeGateway(t, "other", "other.master", true, os.Geteuid()+1),
 	}
 	rt := New("calnet.", func(ns string) (Target, bool) { tg, ok := routes[ns]; return tg, ok })
 	srv := httptest.NewServer(rt)
@@ -79,6 +99,8 @@ func TestRouting(t *testing.T) {
 		{"unknown", "", "/nobody/x", 404, "no such cal"},
 		{"root", "", "/", 404, "no namespace"},
 		{"gateway down", "", "/dead.master/", 502, "not answering"},
+		{"another uid's listener", "", "/other.master/", 502, "not answering"},
+		{"another uid's listener, by host", "other.master.calnet", "/", 502, "not answering"},
 		{"too long", "", "/" + strings.Repeat("a", 300) + "/", 400, "over the limit"},
 	}
 	// A connection per request: one routed by Host is pinned to its Cal.
@@ -109,8 +131,8 @@ func TestRouting(t *testing.T) {
 func TestPinnedConnection(t *testing.T) {
 	t.Run("spliced", func(t *testing.T) {
 		testPinned(t, map[string]Target{
-			"web.master": {Cal: "w", Socket: gateway(t, "web", "web.master")},
-			"api.master": {Cal: "a", Socket: gateway(t, "api", "api.master")},
+			"web.master": gateway(t, "web", "web.master"),
+			"api.master": gateway(t, "api", "api.master"),
 		}, true)
 	})
 	t.Run("handed over", func(t *testing.T) {
@@ -121,7 +143,7 @@ func TestPinnedConnection(t *testing.T) {
 	})
 	t.Run("handoff socket gone", func(t *testing.T) { // falls back to splicing
 		web := handoffGateway(t, "web", "web.master")
-		web.Handoff += ".missing"
+		web.Handoff = missing(t)
 		testPinned(t, map[string]Target{"web.master": web, "api.master": handoffGateway(t, "api", "api.master")}, true)
 	})
 }
@@ -255,8 +277,8 @@ func load(b *testing.B, url, host, socket string, d time.Duration) float64 {
 // with requests straight to the same gateway, in one run.
 func BenchmarkRouterVsDirect(b *testing.B) {
 	tg := handoffGateway(b, "web", "web.master")
-	sock := tg.Socket
-	spliced := New("calnet.", func(string) (Target, bool) { return Target{Socket: sock}, true })
+	sock := tg.Gateway.String()
+	spliced := New("calnet.", func(string) (Target, bool) { return Target{Gateway: tg.Gateway}, true })
 	ssrv := httptest.NewServer(spliced)
 	defer ssrv.Close()
 	rt := New("calnet.", func(string) (Target, bool) { return tg, true })

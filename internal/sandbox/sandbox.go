@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +19,8 @@ import (
 	seccomp "github.com/elastic/go-seccomp-bpf"
 	"github.com/soulfra/calnet/internal/strictjson"
 	"golang.org/x/sys/unix"
+
+	"github.com/soulfra/calnet/internal/caldir"
 )
 
 // Feature names one isolation mechanism.
@@ -61,10 +64,20 @@ type Config struct {
 	RunDir string `json:"run_dir"`
 	// ProgramsDir is a host directory of workload programs, mounted
 	// read-only at /opt/calnet.
-	ProgramsDir string    `json:"programs_dir,omitempty"`
-	UID         int       `json:"uid"`
-	GID         int       `json:"gid"`
-	Features    []Feature `json:"features"`
+	ProgramsDir string `json:"programs_dir,omitempty"`
+	// RootMount is an empty host directory the Cal cannot write (see
+	// caldir.Host.RootMount), on which the new root is built in the Cal's
+	// mount namespace before it pivots into it: everything before the
+	// pivot runs as root, and must not follow a path the Cal could have
+	// replaced. Required with read-only-root.
+	RootMount string `json:"root_mount,omitempty"`
+	// Sockets are the descriptors, by name, of the unix sockets the
+	// control plane bound for the Cal (caldir.Host.Bind); Listener
+	// listens on one.
+	Sockets  map[string]int `json:"sockets,omitempty"`
+	UID      int            `json:"uid"`
+	GID      int            `json:"gid"`
+	Features []Feature      `json:"features"`
 	// Secret is handed to the runtime in memory (the key-encryption
 	// identity that opens the Cal's sealed key); it is never written inside.
 	Secret string `json:"secret"`
@@ -101,12 +114,31 @@ func ReadConfig() (*Config, error) {
 		return nil, fmt.Errorf("sandbox: config: %w", err)
 	}
 	// The process starts in "/": a relative path would name another place.
-	for field, p := range map[string]string{"dir": c.Dir, "run_dir": c.RunDir, "programs_dir": c.ProgramsDir} {
+	for field, p := range map[string]string{"dir": c.Dir, "run_dir": c.RunDir, "programs_dir": c.ProgramsDir, "root_mount": c.RootMount} {
 		if p != "" && !filepath.IsAbs(p) {
 			return nil, fmt.Errorf("sandbox: config: %s %q must be an absolute path", field, p)
 		}
 	}
+	for name, fd := range c.Sockets {
+		if fd <= ConfigFD {
+			return nil, fmt.Errorf("sandbox: config: socket %s: descriptor %d is not one the driver passed", name, fd)
+		}
+		// Workloads the Cal starts never inherit them.
+		unix.CloseOnExec(fd)
+	}
 	return &c, nil
+}
+
+// Listener listens on the socket the driver passed under name. Call it
+// after Enter, so that connections carry the Cal's uid (SO_PEERCRED is
+// taken at listen). Each socket can be taken once.
+func (c *Config) Listener(name string) (*net.UnixListener, error) {
+	fd, ok := c.Sockets[name]
+	if !ok {
+		return nil, fmt.Errorf("sandbox: no socket %q was passed to this cal", name)
+	}
+	delete(c.Sockets, name)
+	return caldir.Listen(os.NewFile(uintptr(fd), name))
 }
 
 // hostBinds are the host paths bound read-only into the new root when they
@@ -183,9 +215,9 @@ func pivot(c *Config) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
 	}
-	root := filepath.Join(c.Dir, ".root")
-	if err := os.MkdirAll(root, 0o700); err != nil {
-		return err
+	root := c.RootMount
+	if root == "" {
+		return errors.New("no root mount point outside the Cal's directory (root_mount)")
 	}
 	if err := unix.Mount("tmpfs", root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=1m,mode=0755"); err != nil {
 		return fmt.Errorf("tmpfs root: %w", err)

@@ -134,10 +134,10 @@ func TestSocketRedirect(t *testing.T) {
 	}
 	// The console the control plane attaches is evil's, not the Master's.
 	r := n.cli("console", evil.Cal, "-c", "status")
-	if strings.Contains(r.stdout, master) {
+	if strings.Contains(r.stdout, "cal "+master+" depth") {
 		t.Errorf("console of evil attached to the Master:\n%s", r.stdout)
 	}
-	if r.code != 0 || !strings.Contains(r.stdout, evil.Cal) {
+	if r.code != 0 || !strings.Contains(r.stdout, "cal "+evil.Cal+" depth") {
 		t.Errorf("console of evil: %+v", r)
 	}
 	// A profile of evil is evil's own (or refused), never another Cal's.

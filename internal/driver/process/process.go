@@ -90,7 +90,9 @@ func (d *Driver) Start(ctx context.Context, s driver.Spec) (driver.Instance, err
 		return nil, err
 	}
 	if has(sandbox.OwnUID) {
-		if err := os.Chown(s.Dir, s.UID, s.GID); err != nil {
+		// s.Dir's parent is root's: only root could have made s.Dir a
+		// link, and Lchown follows none anyway.
+		if err := os.Lchown(s.Dir, s.UID, s.GID); err != nil {
 			return nil, err
 		}
 	}
@@ -104,6 +106,17 @@ func (d *Driver) Start(ctx context.Context, s driver.Spec) (driver.Instance, err
 	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = s.Output, s.Output
 	cmd.ExtraFiles = []*os.File{cfgR}
+	// The control plane's sockets follow the config pipe, in name order.
+	sockNames := make([]string, 0, len(s.Sockets))
+	for name := range s.Sockets {
+		sockNames = append(sockNames, name)
+	}
+	slices.Sort(sockNames)
+	sockFDs := make(map[string]int, len(s.Sockets))
+	for _, name := range sockNames {
+		sockFDs[name] = sandbox.ConfigFD + len(cmd.ExtraFiles)
+		cmd.ExtraFiles = append(cmd.ExtraFiles, s.Sockets[name])
+	}
 	var flags uintptr
 	for f, fl := range map[sandbox.Feature]uintptr{
 		sandbox.PIDNamespace: syscall.CLONE_NEWPID, sandbox.MountNamespace: syscall.CLONE_NEWNS,
@@ -132,7 +145,8 @@ func (d *Driver) Start(ctx context.Context, s driver.Spec) (driver.Instance, err
 	}
 	if err == nil {
 		var b []byte
-		b, err = json.Marshal(sandbox.Config{CalID: s.CalID, Dir: s.Dir, RunDir: s.RunDir, ProgramsDir: s.ProgramsDir, UID: s.UID, GID: s.GID, Features: s.Features, Secret: s.Secret})
+		b, err = json.Marshal(sandbox.Config{CalID: s.CalID, Dir: s.Dir, RunDir: s.RunDir, ProgramsDir: s.ProgramsDir, RootMount: s.RootMount,
+			Sockets: sockFDs, UID: s.UID, GID: s.GID, Features: s.Features, Secret: s.Secret})
 		if err == nil {
 			_, err = cfgW.Write(b)
 		}

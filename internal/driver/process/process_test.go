@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/soulfra/calnet/internal/caldir"
 	"github.com/soulfra/calnet/internal/driver"
 	"github.com/soulfra/calnet/internal/sandbox"
 )
@@ -35,6 +38,7 @@ type report struct {
 	Unshare      string `json:"unshare"`
 	HostTCP      string `json:"host_tcp"`
 	SecretLength int    `json:"secret_length"`
+	Listen       string `json:"listen,omitempty"`
 }
 
 func errString(err error) string {
@@ -72,6 +76,21 @@ func TestMain(m *testing.M) {
 		c.Close()
 	}
 	r.HostTCP = errString(err)
+	// The control plane's socket, listened on as the Cal's uid.
+	if ln, err := cfg.Listener("api.sock"); err == nil {
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Write([]byte("cal"))
+				c.Close()
+			}
+		}()
+	} else {
+		r.Listen = err.Error()
+	}
 	json.NewEncoder(os.Stdout).Encode(r)
 	time.Sleep(time.Hour) // until stopped
 }
@@ -93,11 +112,20 @@ func TestIsolatedCal(t *testing.T) {
 	}
 	defer ln.Close()
 
-	dir := filepath.Join(t.TempDir(), "cal")
+	const id = "testcal0123456789"
+	layout := caldir.New(t.TempDir())
+	if err := layout.Prepare(); err != nil {
+		t.Fatal(err)
+	}
+	dir, host := layout.Sandbox(id).MountSource(), layout.Host(id)
+	socks, err := host.Bind("api.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var out syncBuffer
 	self := staticSelf(t)
 	inst, err := d.Start(context.Background(), driver.Spec{
-		CalID: "testcal0123456789", Dir: dir, Binary: self, Args: []string{"-test.run=^$"},
+		CalID: id, Dir: dir, RootMount: host.RootMount(), Sockets: socks, Binary: self, Args: []string{"-test.run=^$"},
 		Env: []string{childEnv + "=1", "CALNET_TEST_HOST_ADDR=" + ln.Addr().String()},
 		UID: 200123, GID: 200123, Features: sandbox.AllFeatures,
 		Limits: driver.Limits{CPUMillis: 500, MemoryBytes: 64 << 20, PIDs: 64},
@@ -121,6 +149,23 @@ func TestIsolatedCal(t *testing.T) {
 	}
 	if r.UID != 200123 || r.PID != 1 || r.Hostname != "cal-testcal0" || r.SecretLength != 6 {
 		t.Errorf("inside view %+v", r)
+	}
+	for _, f := range socks {
+		f.Close()
+	}
+	// The socket the Cal listens on answers as the Cal's uid, and a
+	// dialer expecting another uid refuses it.
+	c, err := host.Socket("api.sock", 200123).Dial(context.Background())
+	if err != nil || r.Listen != "" {
+		t.Fatalf("dial the Cal's socket: %v (inside: %s)", err, r.Listen)
+	}
+	got, _ := io.ReadAll(c)
+	c.Close()
+	if string(got) != "cal" {
+		t.Errorf("the Cal's socket answered %q", got)
+	}
+	if _, err := host.Socket("api.sock", 200124).Dial(context.Background()); !errors.Is(err, caldir.ErrPeer) {
+		t.Errorf("dial expecting another uid: %v, want ErrPeer", err)
 	}
 	if r.WriteData != "ok" {
 		t.Errorf("private dir not writable: %s", r.WriteData)
