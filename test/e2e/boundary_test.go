@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/soulfra/calnet/client"
+	"github.com/soulfra/calnet/internal/store"
 )
 
 // asCal runs a shell command with a Cal's uid and gid, as its workload
@@ -170,5 +171,107 @@ func TestSocketRedirect(t *testing.T) {
 	}
 	if err := asCal(t, ev.UID, "/", "ln -s "+filepath.Join(n.data, "cals", master, "local.sock")+" "+filepath.Join(hostDir, "planted")); err == nil {
 		t.Errorf("evil planted a symlink in %s", hostDir)
+	}
+}
+
+// getChain fetches a Cal's soul chain as the control plane holds it.
+func (n *network) getChain(id string) (int, string) {
+	req, _ := http.NewRequest("GET", "http://"+n.addr+"/v1/cals/"+id+"/chain", nil)
+	req.Header.Set("Authorization", "Bearer "+readToken(n.t, n.data))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestChainsKeptAcrossRestart: the control plane answers with its own copy
+// of each Cal's soul chain, after a restart too, never with the Cal's
+// file. A network recorded before the copies were kept has them taken
+// once from each Cal's directory, but a Cal's file is kept only if it is
+// a regular file (not a link) ending in the blessing the ledger holds for
+// that Cal: a Cal cannot pass another's chain off as its own.
+func TestChainsKeptAcrossRestart(t *testing.T) {
+	needRoot(t)
+	tmp := t.TempDir()
+	for _, d := range []string{filepath.Dir(tmp), tmp} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := up(t, filepath.Join(tmp, "data"))
+	master := n.master()
+	ids := map[string]string{}
+	for _, name := range []string{"honest", "linker", "copier"} {
+		sp, err := spawnBusy(t, n, client.SpawnRequest{Name: name, Permissions: []string{"spawn", "read"}})
+		if err != nil || sp.State != "running" {
+			t.Fatalf("spawn %s: %+v %v", name, sp, err)
+		}
+		ids[name] = sp.Cal
+	}
+	_, honestChain := n.getChain(ids["honest"])
+	_, masterChain := n.getChain(master)
+	n.stop(syscall.SIGTERM)
+
+	// As a network from before: no chain in the store.
+	st, err := store.OpenBolt(filepath.Join(n.data, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.Update(context.Background(), func(tx store.Tx) error {
+		for _, id := range []string{master, ids["honest"], ids["linker"], ids["copier"]} {
+			if err := tx.Delete("chains", id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two Cals rewrite their soul-chain.sig with their own uids: one links
+	// it to another Cal's, one copies the Master's (a chain is public).
+	uidOf := func(id string) int {
+		var s syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(n.data, "cals", id), &s); err != nil {
+			t.Fatal(err)
+		}
+		return int(s.Uid)
+	}
+	if err := asCal(t, uidOf(ids["linker"]), filepath.Join(n.data, "cals", ids["linker"]), "rm -f soul-chain.sig && ln -s ../"+ids["honest"]+"/soul-chain.sig soul-chain.sig"); err != nil {
+		t.Fatal(err)
+	}
+	copied := filepath.Join(n.data, "cals", ids["copier"], "soul-chain.sig")
+	os.Remove(copied)
+	if err := os.WriteFile(copied, []byte(masterChain), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(copied, uidOf(ids["copier"]), uidOf(ids["copier"]))
+
+	n.start()
+	if code, got := n.getChain(ids["honest"]); code != 200 || got != honestChain {
+		t.Errorf("honest's chain after the restart: %d %s", code, got)
+	}
+	if code, got := n.getChain(master); code != 200 || got != masterChain {
+		t.Errorf("the Master's chain after the restart: %d %s", code, got)
+	}
+	for _, name := range []string{"linker", "copier"} {
+		if code, got := n.getChain(ids[name]); code == 200 {
+			t.Errorf("%s's planted chain was kept: %s", name, got)
+		}
+	}
+	// The kept chain works: honest spawns after the restart.
+	waitFor(t, "honest to run again", 60*time.Second, func() bool {
+		c, err := n.c.Get(context.Background(), ids["honest"])
+		return err == nil && c.State == "running"
+	})
+	sp, err := spawnBusy(t, n, client.SpawnRequest{Parent: ids["honest"], Name: "later", Permissions: []string{"read"}})
+	if err != nil || sp.State != "running" {
+		calLog, _ := os.ReadFile(filepath.Join(n.data, "logs", ids["honest"]+".log"))
+		upLog, _ := os.ReadFile(n.log.Name())
+		t.Fatalf("spawn under honest after the restart: %+v %v\nhonest's log:\n%s\ncalnet up's log:\n%s", sp, err, calLog, upLog)
 	}
 }
