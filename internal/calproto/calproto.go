@@ -36,6 +36,9 @@ const (
 	PathTiers       = "/v1/tiers"
 	PathShare       = "/v1/reflections/share"
 	PathInbox       = "/v1/reflections/inbox"
+	// PathRetire asks the Cal to sign the revocation of a descendant that
+	// one of its rules retires: a retirement is the Cal's own revocation.
+	PathRetire = "/v1/retire"
 	// PathPprof prefixes the Cal's runtime profiles (heap, goroutine, allocs, block, mutex, threadcreate; profile is CPU).
 	PathPprof = "/debug/pprof/"
 )
@@ -134,6 +137,13 @@ type SpawnRequest struct {
 	CPUMillis      int64    `json:"cpu_millis,omitempty"`
 	MemoryBytes    int64    `json:"memory_bytes,omitempty"`
 	IdempotencyKey string   `json:"idempotency_key,omitempty"`
+}
+
+// RetireRequest asks a Cal to sign the revocation of Target (one of its
+// rules retires it); the answer is a RevokeRequest with the revocation.
+type RetireRequest struct {
+	Target string `json:"target"`
+	Reason string `json:"reason"`
 }
 
 // RevokeRequest is a Cal revoking a descendant: the revocation it signed.

@@ -84,6 +84,7 @@ func (rt *Runtime) apiHandler() http.Handler {
 	mux.HandleFunc("POST "+calproto.PathReflections, rt.appendReflection)
 	mux.HandleFunc("POST "+calproto.PathShare, rt.share)
 	mux.HandleFunc("POST "+calproto.PathInbox, rt.inbox)
+	mux.HandleFunc("POST "+calproto.PathRetire, rt.retire)
 	// Profiles of this Cal's process, for the operator (through the
 	// control plane, which alone reaches this API).
 	mux.HandleFunc("GET "+calproto.PathPprof+"profile", httppprof.Profile)
@@ -139,6 +140,34 @@ func (rt *Runtime) bless(w http.ResponseWriter, r *http.Request) {
 	cj, _ := chain.MarshalJSON()
 	rt.log.Info("blessed a child", "child", b.Child().String(), "permissions", perms.String())
 	writeJSON(w, 200, calproto.BlessReply{Blessing: bj, Chain: cj, SealedKey: sealed})
+}
+
+// retire signs the revocation of a descendant one of this Cal's rules
+// retires. The Cal signs only as itself: the control plane applies the
+// revocation only if this Cal holds revoke and is an ancestor of the
+// target (trust.RevocationSet.Check), as for one its workload asks.
+func (rt *Runtime) retire(w http.ResponseWriter, r *http.Request) {
+	var req calproto.RetireRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	target, err := identity.ParseID(req.Target)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, "target: %v", err)
+		return
+	}
+	if !rt.chain.Leaf().Permissions().Has(trust.PermRevoke) {
+		writeErr(w, http.StatusForbidden, "cal %s does not hold revoke", rt.ID())
+		return
+	}
+	rev, err := trust.Revoke(rt.key, trust.RevokeRequest{Network: rt.network, Target: target, Reason: req.Reason, IssuedAt: time.Now()})
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	rj, _ := rev.MarshalJSON()
+	rt.log.Info("signed a retirement", "target", target.String(), "reason", req.Reason)
+	writeJSON(w, 200, calproto.RevokeRequest{Revocation: rj})
 }
 
 // localHandler is the API on /data/local.sock for the Cal's own use and

@@ -1,10 +1,16 @@
 package calrt
 
 import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/soulfra/calnet/identity"
+	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/trust"
 )
 
@@ -40,4 +46,38 @@ func testChain(t *testing.T, perms ...trust.Permission) *trust.Chain {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// TestRetireSignsOnlyWithRevoke: a Cal signs a retirement only if its
+// blessing holds revoke, and signs it as itself (never as the authority).
+func TestRetireSignsOnlyWithRevoke(t *testing.T) {
+	target, _ := identity.Generate(nil)
+	body := `{"target":"` + target.Public().ID().String() + `","reason":"idle"}`
+	for _, tt := range []struct {
+		perms []trust.Permission
+		want  int
+	}{
+		{[]trust.Permission{trust.PermRead}, http.StatusForbidden},
+		{[]trust.Permission{trust.PermRevoke}, http.StatusOK},
+	} {
+		key, _ := identity.Generate(nil)
+		rt := &Runtime{key: key, chain: testChain(t, tt.perms...), log: slog.New(slog.DiscardHandler)}
+		rec := httptest.NewRecorder()
+		rt.retire(rec, httptest.NewRequest("POST", calproto.PathRetire, strings.NewReader(body)))
+		if rec.Code != tt.want {
+			t.Fatalf("perms %v: %d %s, want %d", tt.perms, rec.Code, rec.Body, tt.want)
+		}
+		if rec.Code != http.StatusOK {
+			continue
+		}
+		var reply calproto.RevokeRequest
+		json.Unmarshal(rec.Body.Bytes(), &reply)
+		rev, err := trust.ParseRevocation(reply.Revocation)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if iss, ok := rev.Issuer(); !ok || iss != key.Public().ID() || rev.Target() != target.Public().ID() {
+			t.Fatalf("revocation issued by %v (%v) for %s", iss, ok, rev.Target())
+		}
+	}
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/soulfra/calnet/internal/metrics"
 	"github.com/soulfra/calnet/internal/store"
 	"github.com/soulfra/calnet/rules"
-	"github.com/soulfra/calnet/trust"
 )
 
 // Spawn criteria: rules attached to a Cal, evaluated after every metrics
@@ -211,6 +210,10 @@ func (s *Server) handleRulesPut(w http.ResponseWriter, r *http.Request, pr princ
 			}
 		}
 	}
+	if aerr := checkRetireRules(pr.requester(), rec, doc.Rules); aerr != nil {
+		writeError(w, aerr)
+		return
+	}
 	if doc.Rules == nil {
 		doc.Rules = []rules.Rule{}
 	}
@@ -237,6 +240,19 @@ func (s *Server) handleRulesPut(w http.ResponseWriter, r *http.Request, pr princ
 // template was parsed).
 func (s *Server) attachRules(ctx context.Context, id string, rs []rules.Rule, author string) {
 	compiled, aerr := compileAll(RulesDoc{Rules: rs})
+	if aerr == nil {
+		var who requester
+		var rec *CalRecord
+		who, err := s.requesterFor(ctx, author)
+		if err == nil {
+			rec, err = s.getCal(ctx, id)
+		}
+		if err != nil {
+			aerr = apiErr(403, "rules: %v", err)
+		} else {
+			aerr = checkRetireRules(who, rec, rs)
+		}
+	}
 	if aerr != nil {
 		s.log.Error("template rules refused", "cal", id, "err", aerr.Msg)
 		return
@@ -430,6 +446,11 @@ func (s *Server) act(ctx context.Context, rec *CalRecord, d rules.Decision, now 
 			done++
 		}
 	case rules.Retire:
+		who, err := s.ruleRequester(ctx, rec.ID, d.Rule)
+		if err != nil {
+			refusal = err.Error()
+			break
+		}
 		var idle []string
 		for _, c := range s.runningChildren(ctx, rec) {
 			if s.idle(c, now) {
@@ -440,6 +461,9 @@ func (s *Server) act(ctx context.Context, rec *CalRecord, d rules.Decision, now 
 			refusal = "no idle children to retire"
 		}
 		for _, c := range idle[:min(len(idle), a.Count)] {
+			if refusal = s.retireBy(ctx, who, c); refusal != "" {
+				break
+			}
 			if crec, err := s.getCal(ctx, c); err == nil {
 				aerr, hold := s.checkRevokePolicies(ctx, crec, actor)
 				if aerr == nil && hold != nil {
@@ -450,10 +474,9 @@ func (s *Server) act(ctx context.Context, rec *CalRecord, d rules.Decision, now 
 					break
 				}
 			}
-			target, _ := identity.ParseID(c)
-			rev, err := trust.Revoke(s.auth, trust.RevokeRequest{Network: s.net.Info.Network, Target: target, Authority: true, Reason: "retired by rule " + d.Rule + ": idle", IssuedAt: s.now()})
+			rev, err := s.calRevocation(ctx, rec.ID, c, "retired by rule "+d.Rule+": idle")
 			if err != nil {
-				refusal = "revocation could not be signed"
+				refusal = err.Error()
 				break
 			}
 			if _, aerr := s.revoke(ctx, rev, actor); aerr != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/soulfra/calnet/client"
 	"github.com/soulfra/calnet/internal/authz"
+	"github.com/soulfra/calnet/rules"
 	"github.com/soulfra/calnet/trust"
 )
 
@@ -530,5 +531,112 @@ func TestPolicyChangeNeedsQuorum(t *testing.T) {
 	}
 	if err := n.c.SetPolicies(ctx, nil); err != nil {
 		t.Fatalf("the root clearing the policies: %v", err)
+	}
+}
+
+// ledgerRevocations returns, per revoked Cal, who signed its revocation
+// in the ledger: a Cal's ID, or "authority" for the genesis key.
+func ledgerRevocations(t *testing.T, data string) map[string]string {
+	t.Helper()
+	var out struct {
+		Entries []struct {
+			Type    string          `json:"type"`
+			Subject string          `json:"subject"`
+			Data    json.RawMessage `json:"data"`
+		} `json:"entries"`
+	}
+	okJSON(t, "", &out, "ledger", "log", "--dir", filepath.Join(data, "network"))
+	signed := map[string]string{}
+	for _, e := range out.Entries {
+		if e.Type != "revocation" {
+			continue
+		}
+		var rev struct {
+			Issuer string `json:"issuer"`
+		}
+		json.Unmarshal(e.Data, &rev)
+		signed[e.Subject] = rev.Issuer
+	}
+	return signed
+}
+
+// TestRetireRuleBounds (finding 6): a rule does only what both its author
+// and its Cal may do. A token without revoke cannot set a retire rule,
+// nor can anyone on a Cal without revoke; a retirement is the Cal's own
+// revocation (signed by the Cal, never by the genesis key); and once the
+// rule's author is gone the rule retires nothing.
+func TestRetireRuleBounds(t *testing.T) {
+	needRoot(t)
+	n := up(t, filepath.Join(t.TempDir(), "data"), "--idle-window", "10s")
+	ctx := context.Background()
+	team := spawnRetrying(t, n.c, client.SpawnRequest{Name: "team", Permissions: []string{"spawn", "read", "revoke"}, CPUMillis: 500, MemoryBytes: 256 << 20, PIDs: 512}).Cal
+	norev := spawnRetrying(t, n.c, client.SpawnRequest{Name: "norev", Permissions: []string{"spawn", "read"}, CPUMillis: 100, MemoryBytes: 64 << 20}).Cal
+	var kids []string
+	for _, name := range []string{"k1", "k2"} {
+		kids = append(kids, spawnRetrying(t, n.c, client.SpawnRequest{Parent: team, Name: name, Permissions: []string{"read"}, CPUMillis: 50, MemoryBytes: 32 << 20}).Cal)
+	}
+	retire := []client.Rule{{Name: "trim", When: "idle_children > 0", Cooldown: rules.Duration(20 * time.Second), Action: rules.Action{Kind: rules.Retire, Count: 1}}}
+
+	// A spawn-only token may set spawn rules, not retire rules.
+	spawner, _, err := n.c.CreateToken(ctx, "spawner", team, []string{"spawn", "read"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ae *client.Error
+	if err := client.New(n.addr, spawner).SetRules(ctx, team, retire); !asAPIError(err, &ae) || ae.Status != 403 || !strings.Contains(ae.Message, "revoke") {
+		t.Fatalf("a token without revoke set a retire rule: %v", err)
+	}
+	// Nobody sets a retire rule on a Cal that may not revoke.
+	if err := n.c.SetRules(ctx, norev, retire); !asAPIError(err, &ae) || ae.Status != 403 || !strings.Contains(ae.Message, "revoke") {
+		t.Fatalf("a retire rule on a Cal without revoke: %v", err)
+	}
+
+	// A token with revoke sets it; the retirement is signed by team.
+	full, rec, err := n.c.CreateToken(ctx, "full", team, []string{"spawn", "read", "revoke"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.New(n.addr, full).SetRules(ctx, team, retire); err != nil {
+		t.Fatal(err)
+	}
+	var gone string
+	waitFor(t, "one idle child retired by the rule", 90*time.Second, func() bool {
+		time.Sleep(time.Second) // poll slowly: asking about a Cal keeps it busy
+		for _, k := range kids {
+			if c, err := n.c.Get(ctx, k); err == nil && c.State == "revoked" {
+				gone = k
+				return true
+			}
+		}
+		return false
+	})
+	if by := ledgerRevocations(t, n.data)[gone]; by != team {
+		t.Fatalf("the retirement of %s was signed by %q, want the Cal %s", gone, by, team)
+	}
+	// The author's token is deleted: the rule retires nothing more.
+	if err := n.c.DeleteToken(ctx, rec.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the rule refused for want of its author", 90*time.Second, func() bool {
+		time.Sleep(time.Second)
+		v, err := n.c.Rules(ctx, team)
+		if err != nil {
+			return false
+		}
+		for _, d := range v.Decisions {
+			if d.Outcome == rules.Suppressed && strings.Contains(d.Reason, "no longer exists") {
+				return true
+			}
+		}
+		return false
+	})
+	running := 0
+	for _, k := range kids {
+		if c, err := n.c.Get(ctx, k); err == nil && c.State == "running" {
+			running++
+		}
+	}
+	if running != 1 {
+		t.Fatalf("%d children running after the author's token was deleted, want 1", running)
 	}
 }
