@@ -32,13 +32,13 @@ func Policy() seccomp.Policy {
 			Action: seccomp.ActionErrno,
 			Names: []string{
 				"mount", "umount2", "pivot_root", "chroot", "unshare", "setns",
-				"ptrace", "process_vm_readv", "process_vm_writev", "kcmp",
+				"ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd", "process_madvise",
 				"init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
 				"reboot", "swapon", "swapoff", "acct", "settimeofday", "clock_settime", "adjtimex",
 				"sethostname", "setdomainname", "iopl", "ioperm",
 				"bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key",
 				"open_by_handle_at", "name_to_handle_at", "quotactl", "lookup_dcookie",
-				"fsopen", "fsmount", "fsconfig", "move_mount", "open_tree", "fspick",
+				"fsopen", "fsmount", "fsconfig", "move_mount", "open_tree", "fspick", "mount_setattr", "open_tree_attr",
 				"io_uring_setup", "io_uring_enter", "io_uring_register",
 			},
 			NamesWithCondtions: []seccomp.NameWithConditions{{

@@ -63,6 +63,8 @@ func TestFilterVerdicts(t *testing.T) {
 		{"io_uring_enter", unix.SYS_IO_URING_ENTER, x8664, 0, eperm},
 		{"io_uring_register", unix.SYS_IO_URING_REGISTER, x8664, 0, eperm},
 		{"mount", unix.SYS_MOUNT, x8664, 0, eperm},
+		{"mount_setattr", unix.SYS_MOUNT_SETATTR, x8664, 0, eperm},
+		{"pidfd_getfd (ptrace's reach)", unix.SYS_PIDFD_GETFD, x8664, 0, eperm},
 		{"x32 read", unix.SYS_READ | 0x40000000, x8664, 0, enosys},
 		{"i386 unshare (int $0x80)", 310, i386, unix.CLONE_NEWUSER, kill},
 		{"i386 read", 3, i386, 0, kill},
