@@ -129,7 +129,9 @@ func Open(dir, runDir, secret string, log *slog.Logger) (*Runtime, error) {
 		return nil, err
 	}
 	rt := &Runtime{log: log, dir: dir, runDir: runDir, key: key, root: &root, network: v.Network(), chain: chain, verifier: v, certs: certs, kek: kek, logs: ring,
-		listen: func(name string) (*net.UnixListener, error) { return nil, fmt.Errorf("no socket %q was passed to this cal", name) }}
+		listen: func(name string) (*net.UnixListener, error) {
+			return nil, fmt.Errorf("no socket %q was passed to this cal", name)
+		}}
 	rt.vault, rt.vaultErr = vault.Open(filepath.Join(dir, "vault"), kek, key, nil)
 	if rt.vaultErr != nil {
 		log.Error("vault failed verification; reflections are unavailable", "err", rt.vaultErr)
