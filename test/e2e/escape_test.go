@@ -45,8 +45,8 @@ func TestEscapeCal(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the escape program: %v\n%s", err, out)
 	}
-	n := up(t, data)
-	sp, err := spawnBusy(t, n, client.SpawnRequest{Name: "escape", TemplateYAML: escapeTemplate})
+	n := up(t, data, noCPUAdmission...)
+	sp, err := n.c.Spawn(context.Background(), client.SpawnRequest{Name: "escape", TemplateYAML: escapeTemplate}, true)
 	if err != nil || sp.State != "running" {
 		t.Fatalf("spawn the escape Cal: %+v %v", sp, err)
 	}
