@@ -12,11 +12,13 @@ import (
 	"github.com/soulfra/calnet/internal/sandbox"
 )
 
-// Limits are the cgroup limits of one Cal, from its blessing's quota.
+// Limits are the limits of one Cal, from its blessing's quota.
 type Limits struct {
 	CPUMillis   int64 `json:"cpu_millis"`
 	MemoryBytes int64 `json:"memory_bytes"`
 	PIDs        int64 `json:"pids"`
+	// DiskBytes bounds what the Cal stores in Dir (feature disk-quota).
+	DiskBytes int64 `json:"disk_bytes"`
 }
 
 // Spec describes one Cal process to run.
@@ -63,7 +65,7 @@ type Instance interface {
 	// force for it.
 	Isolation() (map[sandbox.Feature]bool, error)
 	// Usage reports the Cal's cumulative CPU time and current memory, from
-	// its cgroups.
+	// its cgroups, and what it stores on disk.
 	Usage() (Usage, error)
 }
 
@@ -71,6 +73,8 @@ type Instance interface {
 type Usage struct {
 	CPUNanos    uint64
 	MemoryBytes uint64
+	// DiskBytes is what the Cal stores in its directory (with disk-quota).
+	DiskBytes uint64
 }
 
 // Driver starts Cals.

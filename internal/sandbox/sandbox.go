@@ -40,10 +40,15 @@ const (
 	CgroupMemory   Feature = "cgroup-memory"
 	CgroupCPU      Feature = "cgroup-cpu"
 	CgroupPIDs     Feature = "cgroup-pids"
+	// DiskQuota keeps the Cal's directory (/data) on the Cal filesystem
+	// with the kernel enforcing the disk quota of its blessing (package
+	// calfs); the seccomp filter keeps the Cal from making subvolumes,
+	// which would escape it.
+	DiskQuota Feature = "disk-quota"
 )
 
 // AllFeatures is full isolation.
-var AllFeatures = []Feature{PIDNamespace, MountNamespace, IPCNamespace, UTSNamespace, NetNamespace, ReadOnlyRoot, OwnUID, NoNewPrivs, Seccomp, CgroupMemory, CgroupCPU, CgroupPIDs}
+var AllFeatures = []Feature{PIDNamespace, MountNamespace, IPCNamespace, UTSNamespace, NetNamespace, ReadOnlyRoot, OwnUID, NoNewPrivs, Seccomp, CgroupMemory, CgroupCPU, CgroupPIDs, DiskQuota}
 
 // ParseFeature checks a feature name.
 func ParseFeature(s string) (Feature, error) {

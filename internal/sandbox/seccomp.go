@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"syscall"
@@ -52,6 +53,36 @@ func Policy() seccomp.Policy {
 	}
 }
 
+// SubvolumeIoctls are the btrfs ioctl requests that make a subvolume or a
+// snapshot (BTRFS_IOC_SNAP_CREATE, SUBVOL_CREATE and their _V2 forms). A
+// new subvolume in /data would get a quota group of its own, outside the
+// Cal's disk quota, so the filter refuses them with EPERM. The kernel
+// reads the request as 32 bits: so does the filter.
+var SubvolumeIoctls = []uint32{0x50009401, 0x5000940e, 0x50009417, 0x50009418}
+
+// ioctlGuard refuses SubvolumeIoctls, comparing the low 32 bits of the
+// request (ioctl's second argument) whatever its high bits hold.
+func ioctlGuard() []bpf.Instruction {
+	const nrOffset, argsOffset = 0, 16 // struct seccomp_data: int nr; __u32 arch; __u64 ip; __u64 args[6]
+	low := uint32(argsOffset + 8)      // args[1], low half on a little-endian machine
+	if binary.NativeEndian.Uint16([]byte{0, 1}) == 1 {
+		low += 4
+	}
+	n := len(SubvolumeIoctls)
+	prog := []bpf.Instruction{
+		bpf.LoadAbsolute{Off: nrOffset, Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.SYS_IOCTL, SkipTrue: uint8(n + 3)},
+		bpf.LoadAbsolute{Off: low, Size: 4},
+	}
+	for i, req := range SubvolumeIoctls {
+		prog = append(prog, bpf.JumpIf{Cond: bpf.JumpEqual, Val: req, SkipTrue: uint8(n - i)})
+	}
+	return append(prog,
+		bpf.Jump{Skip: 1},
+		bpf.RetConstant{Val: uint32(seccomp.ActionErrno) | uint32(unix.EPERM)},
+	)
+}
+
 // Program is the filter as loaded: Policy, behind a check that the system
 // call comes through this machine's native table. The library's own check
 // lets a call of another architecture (int $0x80 from an x86-64 process
@@ -73,6 +104,7 @@ func Program() ([]bpf.Instruction, error) {
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(native.ID), SkipTrue: 1},
 		bpf.RetConstant{Val: uint32(seccomp.ActionKillProcess)},
 	}
+	prog = append(prog, ioctlGuard()...)
 	return append(prog, body...), nil
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/containerd/cgroups/v3/cgroup2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/soulfra/calnet/internal/calfs"
 	"github.com/soulfra/calnet/internal/driver"
 	"github.com/soulfra/calnet/internal/sandbox"
 )
@@ -55,6 +56,9 @@ func (d *Driver) Available() []sandbox.Feature {
 			sandbox.NetNamespace, sandbox.ReadOnlyRoot, sandbox.OwnUID)
 	}
 	out = append(out, sandbox.NoNewPrivs, sandbox.Seccomp)
+	if calfs.Supported() == nil {
+		out = append(out, sandbox.DiskQuota)
+	}
 	switch d.mode {
 	case cgroups.Legacy, cgroups.Hybrid:
 		for f, c := range map[sandbox.Feature]string{sandbox.CgroupMemory: "memory", sandbox.CgroupCPU: "cpu", sandbox.CgroupPIDs: "pids"} {
@@ -96,6 +100,13 @@ func (d *Driver) Start(ctx context.Context, s driver.Spec) (driver.Instance, err
 			return nil, err
 		}
 	}
+	if has(sandbox.DiskQuota) {
+		// Applied at every start: a changed quota takes effect, and a
+		// directory that is not on the Cal filesystem fails loudly.
+		if err := calfs.SetLimit(s.Dir, s.Limits.DiskBytes); err != nil {
+			return nil, fmt.Errorf("start cal %s: %w", s.CalID, err)
+		}
+	}
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -132,7 +143,7 @@ func (d *Driver) Start(ctx context.Context, s driver.Spec) (driver.Instance, err
 		cfgW.Close()
 		return nil, fmt.Errorf("start cal %s: %w", s.CalID, err)
 	}
-	inst := &instance{cmd: cmd, done: make(chan struct{}), features: s.Features, calID: s.CalID}
+	inst := &instance{cmd: cmd, done: make(chan struct{}), features: s.Features, calID: s.CalID, dir: s.Dir}
 	go func() {
 		inst.err = cmd.Wait()
 		close(inst.done)
@@ -233,6 +244,7 @@ type instance struct {
 	cg       *cgroupHandle
 	features []sandbox.Feature
 	calID    string
+	dir      string
 	once     sync.Once
 }
 
@@ -316,6 +328,10 @@ func (i *instance) Isolation() (map[sandbox.Feature]bool, error) {
 			}
 		}
 	}
+	if slices.Contains(i.features, sandbox.DiskQuota) {
+		_, limit, err := calfs.Usage(i.dir)
+		out[sandbox.DiskQuota] = err == nil && limit > 0
+	}
 	cg, _ := os.ReadFile("/proc/" + pid + "/cgroup")
 	for _, line := range strings.Split(string(cg), "\n") {
 		parts := strings.SplitN(line, ":", 3)
@@ -340,8 +356,19 @@ func (i *instance) Isolation() (map[sandbox.Feature]bool, error) {
 	return out, nil
 }
 
-// Usage implements driver.Instance from the Cal's cgroups.
+// Usage implements driver.Instance from the Cal's cgroups and its quota
+// group on the Cal filesystem.
 func (i *instance) Usage() (driver.Usage, error) {
+	u, err := i.cgroupUsage()
+	if err == nil && slices.Contains(i.features, sandbox.DiskQuota) {
+		if used, _, derr := calfs.Usage(i.dir); derr == nil {
+			u.DiskBytes = uint64(used)
+		}
+	}
+	return u, err
+}
+
+func (i *instance) cgroupUsage() (driver.Usage, error) {
 	if i.cg == nil {
 		return driver.Usage{}, errors.New("no cgroups for this cal")
 	}

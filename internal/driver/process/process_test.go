@@ -16,10 +16,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/soulfra/calnet/internal/caldir"
+	"github.com/soulfra/calnet/internal/calfs"
 	"github.com/soulfra/calnet/internal/driver"
 	"github.com/soulfra/calnet/internal/sandbox"
 )
@@ -39,6 +41,10 @@ type report struct {
 	HostTCP      string `json:"host_tcp"`
 	SecretLength int    `json:"secret_length"`
 	Listen       string `json:"listen,omitempty"`
+	// WriteBig is the first error writing 32 MiB into /data (8 MiB quota).
+	WriteBig string `json:"write_big"`
+	// Subvolume is the result of asking btrfs for a subvolume in /data.
+	Subvolume string `json:"subvolume"`
 }
 
 func errString(err error) string {
@@ -91,8 +97,45 @@ func TestMain(m *testing.M) {
 	} else {
 		r.Listen = err.Error()
 	}
+	r.Subvolume = errString(makeSubvolume("/data", "escape"))
+	r.WriteBig = errString(writeMiB("/data/big", 32))
 	json.NewEncoder(os.Stdout).Encode(r)
 	time.Sleep(time.Hour) // until stopped
+}
+
+// writeMiB writes n MiB into path and syncs it.
+func writeMiB(path string, n int) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for range n {
+		if _, err := f.Write(buf); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
+}
+
+// makeSubvolume asks btrfs for a subvolume (BTRFS_IOC_SUBVOL_CREATE),
+// which would have no share of the Cal's disk quota.
+func makeSubvolume(parent, name string) error {
+	fd, err := unix.Open(parent, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	var args struct {
+		fd   int64
+		name [4088]byte
+	}
+	copy(args.name[:], name)
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), 0x5000940e, uintptr(unsafe.Pointer(&args))); e != 0 {
+		return e
+	}
+	return nil
 }
 
 func TestIsolatedCal(t *testing.T) {
@@ -113,8 +156,20 @@ func TestIsolatedCal(t *testing.T) {
 	defer ln.Close()
 
 	const id = "testcal0123456789"
-	layout := caldir.New(t.TempDir())
+	data := t.TempDir()
+	for _, d := range []string{filepath.Dir(data), data} {
+		os.Chmod(d, 0o711) // the Cal's uid traverses it to its directory
+	}
+	pool, err := calfs.Open(context.Background(), filepath.Join(data, "cals.img"), filepath.Join(data, "cals"), calfs.MinSize, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	layout := caldir.New(data)
 	if err := layout.Prepare(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Create(id); err != nil {
 		t.Fatal(err)
 	}
 	dir, host := layout.Sandbox(id).MountSource(), layout.Host(id)
@@ -128,7 +183,7 @@ func TestIsolatedCal(t *testing.T) {
 		CalID: id, Dir: dir, RootMount: host.RootMount(), Sockets: socks, Binary: self, Args: []string{"-test.run=^$"},
 		Env: []string{childEnv + "=1", "CALNET_TEST_HOST_ADDR=" + ln.Addr().String()},
 		UID: 200123, GID: 200123, Features: sandbox.AllFeatures,
-		Limits: driver.Limits{CPUMillis: 500, MemoryBytes: 64 << 20, PIDs: 64},
+		Limits: driver.Limits{CPUMillis: 500, MemoryBytes: 64 << 20, PIDs: 64, DiskBytes: 8 << 20},
 		Secret: "s3cret", Output: &out,
 	})
 	if err != nil {
@@ -177,6 +232,20 @@ func TestIsolatedCal(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "ok")); err != nil {
 		t.Errorf("the write to /data did not land in the private dir: %v", err)
+	}
+	// The disk quota: the kernel stops the write at 8 MiB, and no
+	// subvolume (with a quota group of its own) can be made to escape it.
+	if !strings.Contains(r.WriteBig, "disk quota exceeded") {
+		t.Errorf("writing 32 MiB into an 8 MiB quota: %s, want EDQUOT", r.WriteBig)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "big")); err != nil || st.Size() > 8<<20 {
+		t.Errorf("the Cal stored %v bytes under an 8 MiB quota (%v)", st.Size(), err)
+	}
+	if r.Subvolume != "operation not permitted" {
+		t.Errorf("making a subvolume in /data: %s, want EPERM", r.Subvolume)
+	}
+	if u, err := inst.Usage(); err != nil || u.DiskBytes == 0 || u.DiskBytes > 8<<20 {
+		t.Errorf("disk usage %d (%v), want what /data holds, at most 8 MiB", u.DiskBytes, err)
 	}
 	iso, err := inst.Isolation()
 	if err != nil {
