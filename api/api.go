@@ -81,13 +81,15 @@ type Quota struct {
 
 // SpawnRequest asks for a child of Parent (default: the Master Cal).
 type SpawnRequest struct {
-	Parent         string   `json:"parent,omitempty"`
-	Name           string   `json:"name,omitempty"`
-	Permissions    []string `json:"permissions"`
-	CPUMillis      int64    `json:"cpu_millis,omitempty"`
-	MemoryBytes    int64    `json:"memory_bytes,omitempty"`
-	PIDs           int64    `json:"pids,omitempty"`
-	IdempotencyKey string   `json:"idempotency_key,omitempty"`
+	Parent      string   `json:"parent,omitempty"`
+	Name        string   `json:"name,omitempty"`
+	Permissions []string `json:"permissions"`
+	CPUMillis   int64    `json:"cpu_millis,omitempty"`
+	MemoryBytes int64    `json:"memory_bytes,omitempty"`
+	PIDs        int64    `json:"pids,omitempty"`
+	// DiskBytes is what the Cal may store in its directory (/data).
+	DiskBytes      int64  `json:"disk_bytes,omitempty"`
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
 	// RestartPolicy is always (default), on-failure or never.
 	RestartPolicy string `json:"restart_policy,omitempty"`
 	// Without lowers the Cal's isolation explicitly (admin only).
@@ -110,6 +112,7 @@ type Spawn struct {
 	Permissions    []string `json:"permissions"`
 	CPUMillis      int64    `json:"cpu_millis"`
 	MemoryBytes    int64    `json:"memory_bytes"`
+	DiskBytes      int64    `json:"disk_bytes,omitempty"`
 	State          string   `json:"state"`
 	Reason         string   `json:"reason,omitempty"`
 	Cal            string   `json:"cal,omitempty"`

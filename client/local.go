@@ -43,6 +43,7 @@ type LocalSpawn struct {
 	Permissions    []string `json:"permissions"`
 	CPUMillis      int64    `json:"cpu_millis,omitempty"`
 	MemoryBytes    int64    `json:"memory_bytes,omitempty"`
+	DiskBytes      int64    `json:"disk_bytes,omitempty"`
 	IdempotencyKey string   `json:"idempotency_key,omitempty"`
 }
 

@@ -14,6 +14,15 @@ if ! command -v dig >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get 
     || echo "could not install dnsutils; the dig tests will be skipped"
 fi
 
+# btrfs-progs (mkfs.btrfs) makes the Cal filesystem that holds every Cal's
+# /data under its disk quota; without it calnet up refuses to start
+# unless disk quotas are lowered explicitly (--without disk-quota).
+if ! command -v mkfs.btrfs >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing btrfs-progs for the Cals' disk quotas"
+  (apt-get install -y -qq btrfs-progs >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq btrfs-progs >/dev/null 2>&1; }) \
+    || echo "could not install btrfs-progs; calnet up will ask for --without disk-quota"
+fi
+
 # Debian's Chromium drives the dashboard's browser tests.
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing chromium for the dashboard tests"

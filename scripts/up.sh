@@ -10,4 +10,11 @@ if [ "$(id -u)" != 0 ]; then
   echo "calnet isolates each Cal in its own namespaces and cgroups, which needs root; re-running with sudo" >&2
   exec sudo bin/calnet up "$@"
 fi
+# Each Cal's /data lives on a btrfs image with the disk quota of its
+# blessing: mkfs.btrfs makes it once (Debian: btrfs-progs).
+if ! command -v mkfs.btrfs >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "installing btrfs-progs (mkfs.btrfs) for the Cals' disk quotas" >&2
+  apt-get install -y -qq btrfs-progs >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq btrfs-progs >/dev/null 2>&1; } \
+    || echo "could not install btrfs-progs: run with --without disk-quota to start without disk quotas" >&2
+fi
 exec bin/calnet up "$@"

@@ -136,6 +136,7 @@ type SpawnRequest struct {
 	Permissions    []string `json:"permissions"`
 	CPUMillis      int64    `json:"cpu_millis,omitempty"`
 	MemoryBytes    int64    `json:"memory_bytes,omitempty"`
+	DiskBytes      int64    `json:"disk_bytes,omitempty"`
 	IdempotencyKey string   `json:"idempotency_key,omitempty"`
 }
 

@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -265,7 +264,7 @@ func (a *app) benchSpawnCmd() *cobra.Command {
 				}
 				base = append(base, time.Since(t0))
 			}
-			bn, err := startBenchNet(ctx, trust.Quota{CPUMillis: 1 << 19, MemoryBytes: 1 << 45, PIDs: 1 << 21})
+			bn, err := startBenchNet(ctx, trust.Quota{CPUMillis: 1 << 19, MemoryBytes: 1 << 45, PIDs: 1 << 21, DiskBytes: 1 << 45})
 			if err != nil {
 				return err
 			}
@@ -373,7 +372,7 @@ func (a *app) benchIdleCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			bn, err := startBenchNet(ctx, trust.Quota{CPUMillis: 1 << 19, MemoryBytes: 1 << 45, PIDs: 1 << 21})
+			bn, err := startBenchNet(ctx, trust.Quota{CPUMillis: 1 << 19, MemoryBytes: 1 << 45, PIDs: 1 << 21, DiskBytes: 1 << 45})
 			if err != nil {
 				return err
 			}
@@ -455,7 +454,7 @@ func (a *app) benchHealCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			bn, err := startBenchNet(ctx, trust.Quota{CPUMillis: 4000, MemoryBytes: 4 << 30, PIDs: 4096})
+			bn, err := startBenchNet(ctx, trust.Quota{CPUMillis: 4000, MemoryBytes: 4 << 30, PIDs: 4096, DiskBytes: 1 << 40})
 			if err != nil {
 				return err
 			}
@@ -512,13 +511,13 @@ func (a *app) benchRevokeCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			bn, err := startBenchNet(ctx, trust.Quota{CPUMillis: 1 << 19, MemoryBytes: 1 << 45, PIDs: 1 << 21})
+			bn, err := startBenchNet(ctx, trust.Quota{CPUMillis: 1 << 19, MemoryBytes: 1 << 45, PIDs: 1 << 21, DiskBytes: 1 << 45})
 			if err != nil {
 				return err
 			}
 			defer bn.close()
-			big := client.SpawnRequest{Permissions: []string{"spawn", "read"}, CPUMillis: 1 << 14, MemoryBytes: 1 << 37, PIDs: 1 << 14}
-			root, err := bn.c.Spawn(ctx, client.SpawnRequest{Name: "root", Permissions: big.Permissions, CPUMillis: 1 << 18, MemoryBytes: 1 << 42, PIDs: 1 << 20}, true)
+			big := client.SpawnRequest{Permissions: []string{"spawn", "read"}, CPUMillis: 1 << 14, MemoryBytes: 1 << 37, PIDs: 1 << 14, DiskBytes: 1 << 37}
+			root, err := bn.c.Spawn(ctx, client.SpawnRequest{Name: "root", Permissions: big.Permissions, CPUMillis: 1 << 18, MemoryBytes: 1 << 42, PIDs: 1 << 20, DiskBytes: 1 << 42}, true)
 			if err != nil {
 				return err
 			}
@@ -573,7 +572,7 @@ func (a *app) benchRevokeCmd() *cobra.Command {
 				if c.Depth < 2 {
 					continue
 				}
-				b, err := os.ReadFile(filepath.Join(bn.dir, "logs", c.ID+".log"))
+				b, err := os.ReadFile(controlplane.CalLogPath(bn.dir, c.ID))
 				if err != nil {
 					continue
 				}

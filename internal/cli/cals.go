@@ -48,7 +48,7 @@ func (a *app) statusCmd() *cobra.Command {
 
 func (a *app) spawnCmd() *cobra.Command {
 	var req client.SpawnRequest
-	var cpu, mem, tmpl string
+	var cpu, mem, disk, tmpl string
 	var wait bool
 	cmd := &cobra.Command{
 		Use:   "spawn",
@@ -74,6 +74,11 @@ func (a *app) spawnCmd() *cobra.Command {
 			}
 			if mem != "" {
 				if req.MemoryBytes, err = parseBytes("memory", mem); err != nil {
+					return err
+				}
+			}
+			if disk != "" {
+				if req.DiskBytes, err = parseBytes("disk", disk); err != nil {
 					return err
 				}
 			}
@@ -127,6 +132,7 @@ func (a *app) spawnCmd() *cobra.Command {
 	f.StringVar(&tmpl, "template", "", "template name, or a template YAML file (default: the built-in default template)")
 	f.StringVar(&cpu, "cpu", "", "CPU quota: 250m or 0.5 (default 250m)")
 	f.StringVar(&mem, "memory", "", "memory quota: 64Mi (default)")
+	f.StringVar(&disk, "disk", "", "disk quota, what the cal may store in /data (enforced by the kernel): 64Mi (default), 2Gi")
 	f.Int64Var(&req.PIDs, "pids", 0, "processes and threads quota (default 48)")
 	f.StringVar(&req.IdempotencyKey, "idempotency-key", "", "retrying with the same key never creates a second cal")
 	f.BoolVar(&wait, "wait", true, "wait until the cal is operational")
@@ -198,9 +204,9 @@ func printCal(w io.Writer, cal *client.Cal, note string) {
 	if note != "" {
 		fmt.Fprintf(w, "note         %s\n", note)
 	}
-	fmt.Fprintf(w, "state        %s (healthy %v, %d restarts)\nparent       %s\ndepth        %d\npermissions  %s\nquota        cpu %dm, memory %d, pids %d\nuid / pid    %d / %d\nchildren     %d\n",
+	fmt.Fprintf(w, "state        %s (healthy %v, %d restarts)\nparent       %s\ndepth        %d\npermissions  %s\nquota        cpu %dm, memory %d, pids %d, disk %d\nuid / pid    %d / %d\nchildren     %d\n",
 		cal.State, cal.Healthy, cal.Restarts, cal.Parent, cal.Depth, strings.Join(cal.Permissions, ","),
-		cal.Quota.CPUMillis, cal.Quota.MemoryBytes, cal.Quota.PIDs, cal.UID, cal.PID, len(cal.Children))
+		cal.Quota.CPUMillis, cal.Quota.MemoryBytes, cal.Quota.PIDs, cal.Quota.DiskBytes, cal.UID, cal.PID, len(cal.Children))
 	if cal.LastError != "" {
 		fmt.Fprintf(w, "last error   %s\n", cal.LastError)
 	}

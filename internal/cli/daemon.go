@@ -16,6 +16,7 @@ import (
 
 	"github.com/soulfra/calnet/api"
 	"github.com/soulfra/calnet/client"
+	"github.com/soulfra/calnet/internal/calfs"
 	"github.com/soulfra/calnet/internal/calrt"
 	"github.com/soulfra/calnet/internal/controlplane"
 	"github.com/soulfra/calnet/internal/driver/process"
@@ -58,7 +59,7 @@ func (a *app) credential() (string, error) {
 }
 
 func (a *app) upCmd() *cobra.Command {
-	var data, without, dnsAddr, domain, routerAddr, zone string
+	var data, without, dnsAddr, domain, routerAddr, zone, calDisk, minFreeDisk string
 	var acceptRollback bool
 	var idleWindow, observeWindow, deployTimeout time.Duration
 	lim := controlplane.DefaultLimits
@@ -72,7 +73,10 @@ network comes back. SIGINT/SIGTERM or ` + "`calnet down`" + ` stop every Cal, de
 first.
 
 Each Cal runs with full isolation; a feature this host lacks stops the Cal
-from starting unless you lower it explicitly with --without.`,
+from starting unless you lower it explicitly with --without. A Cal's /data
+is a subvolume of the Cal filesystem (<data>/cals.img, btrfs, mounted on
+<data>/cals) whose size limit is its blessing's disk quota: that needs
+mkfs.btrfs (Debian: btrfs-progs), or --without disk-quota.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := slog.New(slog.NewTextHandler(a.env.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -88,7 +92,20 @@ from starting unless you lower it explicitly with --without.`,
 				}
 			}
 			if len(missing) > 0 {
-				return fmt.Errorf("this host cannot provide isolation %s (run as root on Linux with cgroups); to run without it anyway, say so: --without %s", strings.Join(missing, ","), strings.Join(missing, ","))
+				why := "run as root on Linux with cgroups"
+				if slices.Contains(missing, string(sandbox.DiskQuota)) {
+					why += "; " + calfs.Supported().Error()
+				}
+				return fmt.Errorf("this host cannot provide isolation %s (%s); to run without it anyway, say so: --without %s", strings.Join(missing, ","), why, strings.Join(missing, ","))
+			}
+			if lim.MinFreeDisk, err = parseBytes("min-free-disk", minFreeDisk); err != nil {
+				return err
+			}
+			var calDiskBytes int64
+			if calDisk != "" {
+				if calDiskBytes, err = parseBytes("cal-disk", calDisk); err != nil {
+					return err
+				}
 			}
 			bin, err := os.Executable()
 			if err != nil {
@@ -99,7 +116,7 @@ from starting unless you lower it explicitly with --without.`,
 			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			srv, err := controlplane.Open(ctx, controlplane.Config{DataDir: data, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim, DNSAddr: dnsAddr, Domain: domain, RouterAddr: routerAddr, IdleWindow: idleWindow, ObserveWindow: observeWindow, DeployTimeout: deployTimeout, Zone: zone, AcceptLedgerRollback: acceptRollback})
+			srv, err := controlplane.Open(ctx, controlplane.Config{DataDir: data, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim, DNSAddr: dnsAddr, Domain: domain, RouterAddr: routerAddr, IdleWindow: idleWindow, ObserveWindow: observeWindow, DeployTimeout: deployTimeout, Zone: zone, AcceptLedgerRollback: acceptRollback, CalDiskBytes: calDiskBytes})
 			if err != nil {
 				return err
 			}
@@ -130,6 +147,8 @@ from starting unless you lower it explicitly with --without.`,
 	cmd.Flags().Float64Var(&lim.ParentRate, "parent-spawn-rate", lim.ParentRate, "spawns per second per parent")
 	cmd.Flags().IntVar(&lim.ParentBurst, "parent-spawn-burst", lim.ParentBurst, "spawn burst per parent")
 	cmd.Flags().Float64Var(&lim.MaxCPUPressure, "max-cpu-pressure", lim.MaxCPUPressure, "refuse spawns (429) while tasks waited for CPU more than this percentage of the last 10 s (Linux PSI); over 100 turns the check off")
+	cmd.Flags().StringVar(&minFreeDisk, "min-free-disk", "256Mi", "free space the data directory's filesystem keeps: below it spawns and writes to the ledger, state and audit trail are refused (revocations may use half)")
+	cmd.Flags().StringVar(&calDisk, "cal-disk", "", "size of the Cal filesystem made on first run, what all Cals together may store (sparse; default a quarter of the free space, 1Gi to 64Gi)")
 	cmd.Flags().StringVar(&without, "without", "", "isolation features to lower explicitly, comma-separated (e.g. seccomp,net-namespace)")
 	return cmd
 }

@@ -18,7 +18,7 @@ import (
 // constraintFlags are the constraint flags shared by init and bless.
 type constraintFlags struct {
 	maxDepth, maxChildren int
-	cpu, memory           string
+	cpu, memory, disk     string
 	pids                  int64
 	notBefore, notAfter   string
 	validFor              time.Duration
@@ -30,6 +30,7 @@ func (c *constraintFlags) register(cmd *cobra.Command, defaults bool) {
 	f.IntVar(&c.maxChildren, "max-children", 1000, "children the Cal may bless")
 	f.StringVar(&c.cpu, "cpu", "", "CPU quota for the subtree: 500m or 1.5 (cores)")
 	f.StringVar(&c.memory, "memory", "", "memory quota for the subtree: 512Mi, 2Gi, ...")
+	f.StringVar(&c.disk, "disk", "", "disk quota for the subtree (what its Cals store in /data): 512Mi, 20Gi, ...")
 	f.Int64Var(&c.pids, "pids", 32768, "process quota for the subtree")
 	f.StringVar(&c.notBefore, "not-before", "", "start of validity, RFC 3339 (default now)")
 	f.StringVar(&c.notAfter, "not-after", "", "end of validity, RFC 3339")
@@ -66,6 +67,13 @@ func (c *constraintFlags) narrowing(cmd *cobra.Command, now time.Time) (netdir.N
 			return w, err
 		}
 		w.MemoryBytes = &v
+	}
+	if c.disk != "" {
+		v, err := parseBytes("disk", c.disk)
+		if err != nil {
+			return w, err
+		}
+		w.DiskBytes = &v
 	}
 	parse := func(flag, s string) (*time.Time, error) {
 		if s == "" {
@@ -128,13 +136,16 @@ kek.age (0600), or with a passphrase (CALNET_PASSPHRASE / --passphrase-file).`,
 			}
 			cons := trust.Constraints{
 				MaxDepth: cf.maxDepth, MaxChildren: cf.maxChildren,
-				Quota: trust.Quota{CPUMillis: int64(runtime.NumCPU()) * 1000, MemoryBytes: hostMemory(), PIDs: cf.pids},
+				Quota: trust.Quota{CPUMillis: int64(runtime.NumCPU()) * 1000, MemoryBytes: hostMemory(), PIDs: cf.pids, DiskBytes: freeDisk(a.dir)},
 			}
 			if w.CPUMillis != nil {
 				cons.Quota.CPUMillis = *w.CPUMillis
 			}
 			if w.MemoryBytes != nil {
 				cons.Quota.MemoryBytes = *w.MemoryBytes
+			}
+			if w.DiskBytes != nil {
+				cons.Quota.DiskBytes = *w.DiskBytes
 			}
 			if w.NotBefore != nil {
 				cons.NotBefore = *w.NotBefore
@@ -236,7 +247,7 @@ given are inherited. Writes the child's blessing.json and soul-chain.sig.`,
 			return a.print(o, func(w io.Writer) {
 				fmt.Fprintf(w, "Blessed cal %s (%s) at depth %d, child %d of %s\n", b.Child(), b.Child().Short(), b.Depth(), b.Serial(), b.Parent().Short())
 				fmt.Fprintf(w, "  permissions    %s\n", b.Permissions())
-				fmt.Fprintf(w, "  constraints    max_depth %d, max_children %d, cpu %dm, memory %d, pids %d\n", c.MaxDepth, c.MaxChildren, c.Quota.CPUMillis, c.Quota.MemoryBytes, c.Quota.PIDs)
+				fmt.Fprintf(w, "  constraints    max_depth %d, max_children %d, cpu %dm, memory %d, pids %d, disk %d\n", c.MaxDepth, c.MaxChildren, c.Quota.CPUMillis, c.Quota.MemoryBytes, c.Quota.PIDs, c.Quota.DiskBytes)
 				fmt.Fprintf(w, "  valid          %s to %s\n", c.NotBefore.Format(time.RFC3339), c.NotAfter.Format(time.RFC3339))
 				fmt.Fprintf(w, "  wrote          %s, %s\n", filepath.Join(child, netdir.BlessingFile), filepath.Join(child, netdir.SoulChainFile))
 			})
@@ -288,4 +299,18 @@ works offline on a network directory, signed by the authority or, with
 	cmd.Flags().StringVar(&as, "as", "", "identity directory of the revoking ancestor (default: the network authority)")
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the ledger)")
 	return cmd
+}
+
+// freeDisk is the free space of the filesystem holding dir (or its
+// parent, before dir exists): the default disk quota of a new network.
+func freeDisk(dir string) int64 {
+	for d := dir; ; d = filepath.Dir(d) {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(d, &st); err == nil {
+			return min(int64(st.Bavail)*st.Bsize, trust.MaxDiskBytes)
+		}
+		if d == filepath.Dir(d) {
+			return 1 << 30
+		}
+	}
 }

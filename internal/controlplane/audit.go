@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -16,6 +17,11 @@ type auditLog struct {
 	mu sync.Mutex
 	f  *os.File
 	w  *bufio.Writer
+	// check refuses writes below the disk reserve; the events it refuses
+	// are counted and the count is written when there is room again.
+	check   func() error
+	dropped int
+	reason  string
 }
 
 func (s *Server) openAudit() error {
@@ -23,7 +29,7 @@ func (s *Server) openAudit() error {
 	if err != nil {
 		return err
 	}
-	a := &auditLog{f: f, w: bufio.NewWriter(f)}
+	a := &auditLog{f: f, w: bufio.NewWriter(f), check: func() error { return s.checkDisk(context.Background()) }}
 	s.audit = a
 	s.bus.sink = func(e Event) {
 		a.write(e)
@@ -39,6 +45,17 @@ func (a *auditLog) write(e Event) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if err := a.check(); err != nil {
+		a.dropped++
+		a.reason = err.Error()
+		return
+	}
+	if a.dropped > 0 {
+		note, _ := json.Marshal(map[string]any{"type": "audit.dropped", "count": a.dropped, "reason": a.reason})
+		a.w.Write(note)
+		a.w.WriteByte('\n')
+		a.dropped = 0
+	}
 	a.w.Write(b)
 	a.w.WriteByte('\n')
 	a.w.Flush()

@@ -154,7 +154,7 @@ func (s *Server) calHandler() http.Handler {
 			return
 		}
 		rec, err := s.Spawn(r.Context(), SpawnParams{Parent: id.String(), Name: req.Name, Permissions: req.Permissions,
-			CPUMillis: req.CPUMillis, MemoryBytes: req.MemoryBytes, IdempotencyKey: req.IdempotencyKey}, calRequester(id.String()))
+			CPUMillis: req.CPUMillis, MemoryBytes: req.MemoryBytes, DiskBytes: req.DiskBytes, IdempotencyKey: req.IdempotencyKey}, calRequester(id.String()))
 		if err != nil {
 			writeError(w, err)
 			return
@@ -467,8 +467,13 @@ func (s *Server) revoke(ctx context.Context, rev *trust.Revocation, actor string
 		return nil, apiErr(403, "revocation: %v", err)
 	}
 	rj, _ := rev.MarshalJSON()
+	ctx = critical(ctx) // taking rights away may use half of the disk reserve
 	if _, err := s.ledgerAppend(ctx, ledger.Entry{Type: ledger.TypeRevocation, Time: s.now(), Subject: rev.Target().String(), Actor: actor, Data: rj}); err != nil {
 		s.trustMu.Unlock()
+		var ae *APIError
+		if errors.As(err, &ae) {
+			return nil, ae
+		}
 		return nil, apiErr(500, "ledger unavailable")
 	}
 	s.state.Revocations.Add(rev, s.state)

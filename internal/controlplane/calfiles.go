@@ -39,6 +39,12 @@ func (s *Server) sandboxFiles(ctx context.Context, id string, uid int, sealedKey
 	if err := s.store.Update(ctx, func(tx store.Tx) error { return tx.Put(bucketChains, id, cj) }); err != nil {
 		return fmt.Errorf("keep the soul chain: %w", err)
 	}
+	if s.pool != nil {
+		// A subvolume of the Cal filesystem, which the disk quota limits.
+		if _, err := s.pool.Create(id); err != nil {
+			return err
+		}
+	}
 	files := map[string][]byte{"identity.key": sealedKey, netdir.BlessingFile: bj, netdir.SoulChainFile: cj, calproto.NetworkFile: ni, calproto.TemplateFile: tj}
 	return s.dirs.Sandbox(id).Populate(files, uid, uid)
 }

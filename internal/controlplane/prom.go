@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -71,6 +72,9 @@ func (m *promMetrics) observeSpawn(state string, requested, operational time.Tim
 
 // ledgerAppend appends entries to the ledger (one commit) and times it.
 func (s *Server) ledgerAppend(ctx context.Context, entries ...ledger.Entry) ([]uint64, error) {
+	if err := s.checkDisk(ctx); err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
 	start := time.Now()
 	idx, err := s.lg.Append(ctx, entries...)
 	if err == nil {

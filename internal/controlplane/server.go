@@ -27,6 +27,7 @@ import (
 	"github.com/soulfra/calnet/internal/atomicfile"
 	"github.com/soulfra/calnet/internal/authz"
 	"github.com/soulfra/calnet/internal/caldir"
+	"github.com/soulfra/calnet/internal/calfs"
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/caltls"
 	"github.com/soulfra/calnet/internal/discovery"
@@ -55,6 +56,10 @@ type Limits struct {
 	// MinFreeMemory is the host memory that must stay available beyond a
 	// new Cal's quota.
 	MinFreeMemory int64
+	// MinFreeDisk is the free space the data directory's filesystem keeps:
+	// below it the control plane refuses spawns and writes to its ledger,
+	// state and audit trail (revocations may use half of it).
+	MinFreeDisk int64
 	// RestartIntensity restarts within RestartPeriod mark a Cal failed.
 	RestartIntensity int
 	RestartPeriod    time.Duration
@@ -67,7 +72,7 @@ type Limits struct {
 // DefaultLimits suit one host.
 var DefaultLimits = Limits{
 	MaxCals: 2000, SpawnRate: 200, SpawnBurst: 200, ParentRate: 100, ParentBurst: 100,
-	MinFreeMemory: 128 << 20, RestartIntensity: 5, RestartPeriod: 30 * time.Second, MaxCPUPressure: 99,
+	MinFreeMemory: 128 << 20, MinFreeDisk: 256 << 20, RestartIntensity: 5, RestartPeriod: 30 * time.Second, MaxCPUPressure: 99,
 }
 
 // Config configures a Server.
@@ -112,6 +117,10 @@ type Config struct {
 	// AcceptLedgerRollback starts on a ledger older than the state store
 	// recorded (anchor.go), accepting that what it lost is gone.
 	AcceptLedgerRollback bool
+	// CalDiskBytes is the size of the Cal filesystem (package calfs) when
+	// it is made, what all Cals together may store (default: a quarter of
+	// the data directory's free space, 1 to 64 GiB; sparse).
+	CalDiskBytes int64
 }
 
 // Server is a running control plane. Create it with Open, run it with Run.
@@ -164,6 +173,7 @@ type Server struct {
 	onShutdown func()
 	uidHost    *hostuid.Host
 	dirs       caldir.Layout // every path of a Cal's directories
+	pool       *calfs.Pool   // the Cal filesystem; nil when disk-quota is lowered
 	wg         sync.WaitGroup
 	ctx        context.Context
 }
@@ -179,7 +189,9 @@ func (s *Server) now() time.Time {
 func (s *Server) networkDir() string       { return filepath.Join(s.cfg.DataDir, "network") }
 func (s *Server) runDir() string           { return filepath.Join(s.cfg.DataDir, "run") }
 func (s *Server) programsDir() string      { return filepath.Join(s.cfg.DataDir, "programs") }
-func (s *Server) logPath(id string) string { return filepath.Join(s.cfg.DataDir, "logs", id+".log") }
+func (s *Server) calsDir() string          { return filepath.Join(s.cfg.DataDir, "cals") }
+func (s *Server) calsImage() string        { return filepath.Join(s.cfg.DataDir, "cals.img") }
+func (s *Server) logPath(id string) string { return filepath.Join(s.logsDir(), id+".log") }
 
 // TokenFile is where the admin credential is written, 0600.
 func TokenFile(dataDir string) string { return filepath.Join(dataDir, "admin.token") }
@@ -245,6 +257,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	os.Chmod(cfg.DataDir, 0o711)
+	if err := s.openPool(ctx); err != nil {
+		return nil, err
+	}
 	if err := s.dirs.Prepare(); err != nil {
 		return nil, err
 	}
@@ -260,7 +275,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		if _, statErr := os.Stat(filepath.Join(s.networkDir(), "network.json")); !errors.Is(statErr, os.ErrNotExist) {
 			return nil, err
 		}
-		mc := masterConstraints(s.now())
+		mc := masterConstraints(s.now(), s.diskSize())
 		if cfg.MasterQuota != nil {
 			mc.Quota = *cfg.MasterQuota
 		}
@@ -283,9 +298,11 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if s.state, err = n.Replay(ctx, s.lg); err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
 	}
-	if s.store, err = store.OpenBolt(filepath.Join(cfg.DataDir, "state.db")); err != nil {
+	bolt, err := store.OpenBolt(filepath.Join(cfg.DataDir, "state.db"))
+	if err != nil {
 		return nil, err
 	}
+	s.store = reserveStore{Store: bolt, s: s}
 	if err := checkLedgerAnchor(ctx, s.store, s.lg, filepath.Join(s.networkDir(), "ledger"), filepath.Join(cfg.DataDir, "state.db"), cfg.AcceptLedgerRollback, s.log, s.now()); err != nil {
 		s.store.Close()
 		s.lg.Close()
@@ -309,11 +326,11 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-func masterConstraints(now time.Time) trust.Constraints {
+func masterConstraints(now time.Time, disk int64) trust.Constraints {
 	var si = hostMemory()
 	return trust.Constraints{
 		MaxDepth: 16, MaxChildren: 1000,
-		Quota:     trust.Quota{CPUMillis: int64(runtime.NumCPU()) * 1000, MemoryBytes: si, PIDs: 1 << 16},
+		Quota:     trust.Quota{CPUMillis: int64(runtime.NumCPU()) * 1000, MemoryBytes: si, PIDs: 1 << 16, DiskBytes: disk},
 		NotBefore: now, NotAfter: now.Add(10 * 365 * 24 * time.Hour),
 	}
 }
@@ -442,6 +459,11 @@ func (s *Server) Run(ctx context.Context) error {
 	s.lg.Close()
 	s.store.Close()
 	s.closeAudit()
+	if s.pool != nil {
+		if err := s.pool.Close(); err != nil {
+			s.log.Warn("the cal filesystem stays mounted; the next start uses it", "err", err)
+		}
+	}
 	if errors.Is(runErr, http.ErrServerClosed) {
 		runErr = nil
 	}

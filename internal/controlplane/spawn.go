@@ -45,6 +45,10 @@ const (
 	// defaultChildPIDs leaves room for the Go runtime threads of the Cal
 	// and a small workload.
 	defaultChildPIDs = 48
+	// defaultChildDisk holds a Cal's own files (keys, vault, reflection
+	// log) with room for a small workload; a workload that stores more
+	// asks for it. A parent with less gives its own.
+	defaultChildDisk = 64 << 20
 )
 
 // APIError is the one error type of the API: a status and a message that
@@ -97,6 +101,12 @@ func (s *Server) spawn(ctx context.Context, p SpawnParams, who requester, held *
 	if terr != nil {
 		return reject(terr)
 	}
+	if p.DiskBytes == 0 {
+		p.DiskBytes = defaultChildDisk
+		if prec, err := s.getCal(ctx, p.Parent); err == nil && prec.Quota.DiskBytes > 0 {
+			p.DiskBytes = min(p.DiskBytes, prec.Quota.DiskBytes)
+		}
+	}
 	// Policies see the template as resolved: an inline one is named as
 	// such and cannot pass for a stored template of the same name.
 	p.Template = tmpl.Name
@@ -124,7 +134,7 @@ func (s *Server) spawn(ctx context.Context, p SpawnParams, who requester, held *
 		}
 		rec = &SpawnRecord{
 			ID: newID("sp_"), IdempotencyKey: p.IdempotencyKey, Parent: p.Parent, Name: p.Name, Permissions: p.Permissions,
-			CPUMillis: p.CPUMillis, MemoryBytes: p.MemoryBytes, State: SpawnRequested, Actor: actor, RequestedAt: s.now(),
+			CPUMillis: p.CPUMillis, MemoryBytes: p.MemoryBytes, DiskBytes: p.DiskBytes, State: SpawnRequested, Actor: actor, RequestedAt: s.now(),
 			Template: tmpl.Name, Privilege: privilege,
 		}
 		if err := s.putSpawn(ctx, rec); err != nil {
@@ -216,6 +226,10 @@ func validateParams(p *SpawnParams) *APIError {
 	if p.PIDs < 0 || p.PIDs > trust.MaxPIDs {
 		return apiErr(400, "pids: %d is outside 0..%d", p.PIDs, trust.MaxPIDs)
 	}
+	if p.DiskBytes < 0 || p.DiskBytes > trust.MaxDiskBytes {
+		return apiErr(400, "disk_bytes: %d is outside 0..%d", p.DiskBytes, int64(trust.MaxDiskBytes))
+	}
+
 	if p.PIDs == 0 {
 		p.PIDs = defaultChildPIDs
 	}
@@ -289,6 +303,10 @@ func (s *Server) admit(ctx context.Context, p SpawnParams, actor string, approve
 		return nil, 0, nil, apiErr(403, "quota memory_bytes: %d asked, the parent has %d of %d left", p.MemoryBytes, c.Quota.MemoryBytes-usedMem, c.Quota.MemoryBytes)
 	case usedPIDs+p.PIDs > c.Quota.PIDs:
 		return nil, 0, nil, apiErr(403, "quota pids: %d asked, the parent has %d of %d left", p.PIDs, c.Quota.PIDs-usedPIDs, c.Quota.PIDs)
+	case p.DiskBytes > c.Quota.DiskBytes:
+		// A limit, like a sparse file's size: children's disk quotas are
+		// not summed (the Cal filesystem's size bounds them together).
+		return nil, 0, nil, apiErr(403, "quota disk_bytes: %d asked, over the parent's disk quota of %d", p.DiskBytes, c.Quota.DiskBytes)
 	}
 	_ = live
 	if p.Name != "" {
@@ -312,6 +330,9 @@ func (s *Server) admit(ctx context.Context, p SpawnParams, actor string, approve
 	}
 	if busy, what := cpuSaturated(s.cfg.Limits.MaxCPUPressure); busy {
 		return nil, 0, nil, &APIError{Status: 429, Msg: "host resources: CPU saturated (" + what + ")", RetryAfter: 10 * time.Second}
+	}
+	if aerr := s.checkSpawnDisk(ctx, p.DiskBytes); aerr != nil {
+		return nil, 0, nil, aerr
 	}
 	// The quota caps what the Cal may use; to start it the host needs room
 	// for its start-up footprint (at most its quota) above the reserve.
@@ -425,7 +446,7 @@ func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnPar
 	}
 	pc := parent.Constraints()
 	cons := pc
-	cons.Quota = trust.Quota{CPUMillis: p.CPUMillis, MemoryBytes: p.MemoryBytes, PIDs: p.PIDs}
+	cons.Quota = trust.Quota{CPUMillis: p.CPUMillis, MemoryBytes: p.MemoryBytes, PIDs: p.PIDs, DiskBytes: p.DiskBytes}
 	cons.NotBefore = s.now().Truncate(time.Second)
 	cons.MaxChildren = min(pc.MaxChildren, 100)
 	req := calproto.BlessRequest{Serial: serial, Permissions: p.Permissions, Constraints: cons, Recipient: kek.Recipient().String()}

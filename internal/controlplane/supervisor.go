@@ -135,7 +135,7 @@ func (s *Server) start(ctx context.Context, rec *CalRecord) (*proc, error) {
 		CalID: rec.ID, Dir: s.dirs.Sandbox(rec.ID).MountSource(), RootMount: host.RootMount(), Sockets: socks,
 		RunDir: s.runDir(), ProgramsDir: s.programsDir(), Binary: s.cfg.Binary, Args: []string{"cal"},
 		Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin", "GOMAXPROCS=1", "GOGC=50"}, UID: rec.UID, GID: rec.UID,
-		Features: features(rec.Features), Limits: driver.Limits{CPUMillis: rec.Quota.CPUMillis, MemoryBytes: rec.Quota.MemoryBytes, PIDs: rec.Quota.PIDs},
+		Features: features(rec.Features), Limits: driver.Limits{CPUMillis: rec.Quota.CPUMillis, MemoryBytes: rec.Quota.MemoryBytes, PIDs: rec.Quota.PIDs, DiskBytes: rec.Quota.DiskBytes},
 		Secret: string(trimSpace(kek)), Output: logf,
 	})
 	if err != nil {

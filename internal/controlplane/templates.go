@@ -73,6 +73,9 @@ func applyTemplate(p *SpawnParams, t *template.Template) {
 	if p.PIDs == 0 {
 		p.PIDs = t.Resources.PIDs
 	}
+	if p.DiskBytes == 0 && t.Resources.Disk != "" {
+		p.DiskBytes, _ = cpu.Bytes(t.Resources.Disk)
+	}
 }
 
 type templateInfo struct {

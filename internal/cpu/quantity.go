@@ -47,7 +47,7 @@ func Bytes(s string) (int64, error) {
 	}
 	v, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || v < 0 || v > math.MaxInt64/mult {
-		return 0, fmt.Errorf("memory %q: want bytes like 512Mi, 2Gi or 1073741824", orig)
+		return 0, fmt.Errorf("%q: want bytes like 512Mi, 2Gi or 1073741824", orig)
 	}
 	return v * mult, nil
 }

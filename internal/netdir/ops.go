@@ -68,6 +68,7 @@ type Narrowing struct {
 	CPUMillis   *int64
 	MemoryBytes *int64
 	PIDs        *int64
+	DiskBytes   *int64
 	NotBefore   *time.Time
 	NotAfter    *time.Time
 }
@@ -87,6 +88,9 @@ func (w Narrowing) apply(c trust.Constraints) trust.Constraints {
 	}
 	if w.PIDs != nil {
 		c.Quota.PIDs = *w.PIDs
+	}
+	if w.DiskBytes != nil {
+		c.Quota.DiskBytes = *w.DiskBytes
 	}
 	if w.NotBefore != nil {
 		c.NotBefore = *w.NotBefore

@@ -16,6 +16,7 @@ import (
 
 	yaml "go.yaml.in/yaml/v3"
 
+	"github.com/soulfra/calnet/internal/cpu"
 	"github.com/soulfra/calnet/rules"
 )
 
@@ -77,6 +78,8 @@ type Resources struct {
 	CPU    string `yaml:"cpu,omitempty" json:"cpu,omitempty"`
 	Memory string `yaml:"memory,omitempty" json:"memory,omitempty"`
 	PIDs   int64  `yaml:"pids,omitempty" json:"pids,omitempty"`
+	// Disk is what the Cal may store in /data (like memory: 512Mi, 2Gi).
+	Disk string `yaml:"disk,omitempty" json:"disk,omitempty"`
 }
 
 // Template is a parsed, validated template.
@@ -240,6 +243,11 @@ func (t *Template) validate(root *yaml.Node) error {
 	}
 	if t.Resources.PIDs < 0 {
 		return fail("must not be negative", "resources", "pids")
+	}
+	if t.Resources.Disk != "" {
+		if _, err := cpu.Bytes(t.Resources.Disk); err != nil {
+			return fail(fmt.Sprintf("%q: want bytes like 512Mi, 2Gi or 1073741824", t.Resources.Disk), "resources", "disk")
+		}
 	}
 	if len(t.Tiers) == 0 {
 		return fail("a template needs its tiers", "tiers")

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/soulfra/calnet/client"
+	"github.com/soulfra/calnet/internal/sandbox"
 )
 
 // network is a `calnet up` process under test.
@@ -197,7 +198,7 @@ func TestSpawnShowRevoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cal.Parent != a.Cal || cal.Depth != 3 || len(cal.Isolation) != 12 {
+	if cal.Parent != a.Cal || cal.Depth != 3 || len(cal.Isolation) != len(sandbox.AllFeatures) {
 		t.Fatalf("beta: %+v", cal)
 	}
 	for f, on := range cal.Isolation {

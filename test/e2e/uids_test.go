@@ -41,6 +41,9 @@ func spawnRetry(t *testing.T, n *network, req client.SpawnRequest) *client.Spawn
 			if err != nil {
 				t.Fatalf("spawn: %v", err)
 			}
+			if sp.State != "running" {
+				t.Fatalf("spawn %s: %s", sp.State, sp.Reason)
+			}
 			return sp
 		}
 		time.Sleep(max(ae.RetryAfter, 100*time.Millisecond))

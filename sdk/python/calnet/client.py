@@ -56,7 +56,12 @@ class Calnet:
         return self._call("GET", "/v1/cals/" + urllib.parse.quote(cal, safe=""))
 
     def spawn(self, permissions=None, parent=None, name=None, wait=True, **extra):
-        """Spawn a Cal (its parent's SpawnController signs its blessing)."""
+        """Spawn a Cal (its parent's SpawnController signs its blessing).
+
+        extra takes the other fields of a spawn request: cpu_millis,
+        memory_bytes, pids, disk_bytes (what the Cal may store in /data),
+        template, idempotency_key, ...
+        """
         body = {k: v for k, v in dict(permissions=permissions, parent=parent, name=name, **extra).items() if v is not None}
         return self._call("POST", "/v1/cals" + ("?wait=true" if wait else ""), body)
 

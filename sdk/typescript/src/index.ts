@@ -17,7 +17,9 @@ export interface Cal {
 }
 export interface Spawn { id: string; parent: string; state: string; reason?: string; cal?: string; actor: string; [k: string]: unknown }
 export interface SpawnRequest {
-  parent?: string; name?: string; permissions?: string[]; cpu_millis?: number; memory_bytes?: number;
+  parent?: string; name?: string; permissions?: string[]; cpu_millis?: number; memory_bytes?: number; pids?: number;
+  /** What the Cal may store in /data, in bytes (enforced by the kernel; default 64 MiB). */
+  disk_bytes?: number;
   idempotency_key?: string; template?: string; template_yaml?: string; restart_policy?: string;
 }
 export interface CalnetEvent { seq: number; time: string; type: string; cal?: string; parent?: string; spawn?: string; state?: string; actor?: string; reason?: string }
