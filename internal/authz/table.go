@@ -119,7 +119,7 @@ var table = map[Surface]map[string]Rule{
 		"POST " + calproto.PathReflections:      {Who: controlPlane, Scope: Self},
 		"POST " + calproto.PathShare:            {Who: controlPlane, Scope: Self},
 		"POST " + calproto.PathInbox:            {Who: controlPlane, Scope: Self, Note: "the sharer's chain is verified"},
-		"POST " + calproto.PathRetire:           {Who: controlPlane, Scope: Self, Note: "a retirement by one of the Cal's rules, signed as the Cal's own revocation; applied only if the Cal holds revoke and is an ancestor of the target"},
+		"POST " + calproto.PathSignRevocation:   {Who: controlPlane, Scope: Self, Note: "a retirement by one of the Cal's rules, or a revocation by a developer token bound to the Cal: the Cal's own revocation, applied only if the Cal holds revoke and is an ancestor of the target"},
 		"GET " + calproto.PathPprof + "profile": {Who: controlPlane, Scope: Self},
 		"GET " + calproto.PathPprof + "{name}":  {Who: controlPlane, Scope: Self},
 	},

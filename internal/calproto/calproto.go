@@ -36,9 +36,10 @@ const (
 	PathTiers       = "/v1/tiers"
 	PathShare       = "/v1/reflections/share"
 	PathInbox       = "/v1/reflections/inbox"
-	// PathRetire asks the Cal to sign the revocation of a descendant that
-	// one of its rules retires: a retirement is the Cal's own revocation.
-	PathRetire = "/v1/retire"
+	// PathSignRevocation asks the Cal to sign the revocation of a
+	// descendant: one of its rules retires it, or a developer token bound
+	// to the Cal revokes it. Either is the Cal's own revocation.
+	PathSignRevocation = "/v1/revocations/sign"
 	// PathPprof prefixes the Cal's runtime profiles (heap, goroutine, allocs, block, mutex, threadcreate; profile is CPU).
 	PathPprof = "/debug/pprof/"
 )
@@ -140,9 +141,9 @@ type SpawnRequest struct {
 	IdempotencyKey string   `json:"idempotency_key,omitempty"`
 }
 
-// RetireRequest asks a Cal to sign the revocation of Target (one of its
-// rules retires it); the answer is a RevokeRequest with the revocation.
-type RetireRequest struct {
+// SignRevocationRequest asks a Cal to sign the revocation of Target (a
+// descendant); the answer is a RevokeRequest with the revocation.
+type SignRevocationRequest struct {
 	Target string `json:"target"`
 	Reason string `json:"reason"`
 }

@@ -84,7 +84,7 @@ func (rt *Runtime) apiHandler() http.Handler {
 	mux.HandleFunc("POST "+calproto.PathReflections, rt.appendReflection)
 	mux.HandleFunc("POST "+calproto.PathShare, rt.share)
 	mux.HandleFunc("POST "+calproto.PathInbox, rt.inbox)
-	mux.HandleFunc("POST "+calproto.PathRetire, rt.retire)
+	mux.HandleFunc("POST "+calproto.PathSignRevocation, rt.signRevocation)
 	// Profiles of this Cal's process, for the operator (through the
 	// control plane, which alone reaches this API).
 	mux.HandleFunc("GET "+calproto.PathPprof+"profile", httppprof.Profile)
@@ -142,12 +142,13 @@ func (rt *Runtime) bless(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, calproto.BlessReply{Blessing: bj, Chain: cj, SealedKey: sealed})
 }
 
-// retire signs the revocation of a descendant one of this Cal's rules
-// retires. The Cal signs only as itself: the control plane applies the
+// signRevocation signs the revocation of a descendant that one of this
+// Cal's rules retires, or that a developer token bound to this Cal
+// revokes. The Cal signs only as itself: the control plane applies the
 // revocation only if this Cal holds revoke and is an ancestor of the
 // target (trust.RevocationSet.Check), as for one its workload asks.
-func (rt *Runtime) retire(w http.ResponseWriter, r *http.Request) {
-	var req calproto.RetireRequest
+func (rt *Runtime) signRevocation(w http.ResponseWriter, r *http.Request) {
+	var req calproto.SignRevocationRequest
 	if !decode(w, r, &req) {
 		return
 	}

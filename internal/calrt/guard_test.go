@@ -48,9 +48,9 @@ func testChain(t *testing.T, perms ...trust.Permission) *trust.Chain {
 	return c
 }
 
-// TestRetireSignsOnlyWithRevoke: a Cal signs a retirement only if its
+// TestSignRevocationOnlyWithRevoke: a Cal signs a retirement only if its
 // blessing holds revoke, and signs it as itself (never as the authority).
-func TestRetireSignsOnlyWithRevoke(t *testing.T) {
+func TestSignRevocationOnlyWithRevoke(t *testing.T) {
 	target, _ := identity.Generate(nil)
 	body := `{"target":"` + target.Public().ID().String() + `","reason":"idle"}`
 	for _, tt := range []struct {
@@ -63,7 +63,7 @@ func TestRetireSignsOnlyWithRevoke(t *testing.T) {
 		key, _ := identity.Generate(nil)
 		rt := &Runtime{key: key, chain: testChain(t, tt.perms...), log: slog.New(slog.DiscardHandler)}
 		rec := httptest.NewRecorder()
-		rt.retire(rec, httptest.NewRequest("POST", calproto.PathRetire, strings.NewReader(body)))
+		rt.signRevocation(rec, httptest.NewRequest("POST", calproto.PathSignRevocation, strings.NewReader(body)))
 		if rec.Code != tt.want {
 			t.Fatalf("perms %v: %d %s, want %d", tt.perms, rec.Code, rec.Body, tt.want)
 		}

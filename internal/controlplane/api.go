@@ -386,27 +386,50 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, pr princip
 		writeError(w, apiErr(400, "reason: %d characters, over the limit of %d", len(req.Reason), maxComment))
 		return
 	}
+	// An administrator's revocation is signed by the network authority; a
+	// developer token's is its Cal's own (the token acts below that Cal),
+	// signed by the Cal now and carried out as signed, even after an
+	// approval.
+	var rev *trust.Revocation
+	from := fromAuthority
+	if pr.token != nil {
+		var err error
+		if rev, err = s.calRevocation(r.Context(), pr.token.Parent, rec.ID, req.Reason); err != nil {
+			writeError(w, apiErr(409, "revocation: a token's revocation is signed by its cal %s: %v", pr.token.Parent, err))
+			return
+		}
+		from = pr.token.Parent
+	}
 	aerr, hold := s.checkRevokePolicies(r.Context(), rec, pr.actor())
 	if aerr != nil {
 		writeError(w, aerr)
 		return
 	}
 	if hold != nil {
-		s.holdRevocation(w, r, hold, &api.Approval{Cal: rec.ID, Reason: req.Reason, Actor: pr.actor()})
+		a := &api.Approval{Cal: rec.ID, Reason: req.Reason, Actor: pr.actor()}
+		if rev != nil {
+			a.Revocation, _ = rev.MarshalJSON()
+		}
+		s.holdRevocation(w, r, hold, a)
 		return
 	}
-	target, _ := identity.ParseID(rec.ID)
-	rev, err := trust.Revoke(s.auth, trust.RevokeRequest{Network: s.net.Info.Network, Target: target, Authority: true, Reason: req.Reason, IssuedAt: s.now()})
-	if err != nil {
-		writeError(w, apiErr(400, "%v", err))
-		return
+	if rev == nil {
+		target, _ := identity.ParseID(rec.ID)
+		var err error
+		if rev, err = trust.Revoke(s.auth, trust.RevokeRequest{Network: s.net.Info.Network, Target: target, Authority: true, Reason: req.Reason, IssuedAt: s.now()}); err != nil {
+			writeError(w, apiErr(400, "%v", err))
+			return
+		}
 	}
 	sub, aerr := s.revoke(r.Context(), rev, pr.actor())
 	if aerr != nil {
 		writeError(w, aerr)
 		return
 	}
-	s.note(fromAuthority, rec.ID, "revoke", 0)
+	if pr.token != nil {
+		s.usePermission(r.Context(), pr.token.Parent, "revoke")
+	}
+	s.note(from, rec.ID, "revoke", 0)
 	writeJSON(w, 200, map[string]any{"revoked": rec.ID, "subtree": sub})
 }
 

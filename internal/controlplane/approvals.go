@@ -296,7 +296,7 @@ func (s *Server) carryOut(ctx context.Context, a *api.Approval) string {
 		}
 		return fmt.Sprintf("spawn %s %s", rec.ID, rec.State)
 	case rules.OpRevoke:
-		if len(a.Revocation) > 0 { // signed by the Cal that asked
+		if len(a.Revocation) > 0 { // signed by the Cal that asked, or the Cal of the token that asked
 			rev, err := trust.ParseRevocation(a.Revocation)
 			if err != nil {
 				return "the held revocation no longer parses: " + err.Error()
@@ -305,11 +305,13 @@ func (s *Server) carryOut(ctx context.Context, a *api.Approval) string {
 			if aerr != nil {
 				return "revocation refused: " + aerr.Msg
 			}
+			signer := strings.TrimPrefix(a.Actor, "cal:")
 			if iss, ok := rev.Issuer(); ok {
-				s.usePermission(ctx, iss.String(), "revoke")
-				s.note(iss.String(), rev.Target().String(), "revoke", 0)
+				signer = iss.String()
+				s.usePermission(ctx, signer, "revoke")
+				s.note(signer, rev.Target().String(), "revoke", 0)
 			}
-			return fmt.Sprintf("revoked %s and %d descendants (as signed by %s)", a.Cal, max(len(sub)-1, 0), strings.TrimPrefix(a.Actor, "cal:"))
+			return fmt.Sprintf("revoked %s and %d descendants (as signed by %s)", a.Cal, max(len(sub)-1, 0), signer)
 		}
 		target, err := identity.ParseID(a.Cal)
 		if err != nil {

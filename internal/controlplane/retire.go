@@ -15,7 +15,7 @@ import (
 // Retire rules revoke idle children. A rule does only what both its
 // author and the Cal it belongs to may do: its author (who set the rules)
 // must hold revoke and reach the child, the Cal must hold revoke, and the
-// revocation is the Cal's own, signed by the Cal (PathRetire on its API)
+// revocation is the Cal's own, signed by the Cal (PathSignRevocation on its API)
 // and applied only if the trust state accepts it (the Cal is an ancestor
 // of the child and holds revoke). The network authority's key never
 // signs what a rule decided. Both are checked when the rules are set and
@@ -60,7 +60,7 @@ func (s *Server) calRevocation(ctx context.Context, cal, child, reason string) (
 		return nil, err
 	}
 	var reply calproto.RevokeRequest
-	if err := s.callCal(ctx, id, http.MethodPost, calproto.PathRetire, calproto.RetireRequest{Target: child, Reason: reason}, &reply); err != nil {
+	if err := s.callCal(ctx, id, http.MethodPost, calproto.PathSignRevocation, calproto.SignRevocationRequest{Target: child, Reason: reason}, &reply); err != nil {
 		return nil, fmt.Errorf("cal %s did not sign the retirement: %w", cal, err)
 	}
 	rev, err := trust.ParseRevocation(reply.Revocation)

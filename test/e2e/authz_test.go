@@ -266,7 +266,7 @@ func TestRouteWalk(t *testing.T) {
 
 	// The control plane's Cal API and a Cal's own API take mutual TLS only:
 	// a client without a certificate is refused at the handshake.
-	for _, sock := range []string{filepath.Join(a.data, "run", "cal.sock"), filepath.Join(a.data, "cals", a.team, "api.sock")} {
+	for _, sock := range []string{filepath.Join(a.data, "run", "cal.sock"), filepath.Join(a.data, "host", a.team, "api.sock")} {
 		c, err := net.Dial("unix", sock)
 		if err != nil {
 			t.Fatal(err)
@@ -327,7 +327,7 @@ func (a *authzNet) localRaw(t *testing.T, id, method, path string, body any) (in
 // printed before the next prompt.
 func (a *authzNet) console(t *testing.T, id, cmd string) string {
 	t.Helper()
-	c, err := net.Dial("unix", filepath.Join(a.data, "cals", id, "console.sock"))
+	c, err := net.Dial("unix", filepath.Join(a.data, "host", id, "console.sock"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -638,5 +638,22 @@ func TestRetireRuleBounds(t *testing.T) {
 	}
 	if running != 1 {
 		t.Fatalf("%d children running after the author's token was deleted, want 1", running)
+	}
+
+	// A developer token's revocation is its Cal's own revocation too: the
+	// authority signs only what administrators decided.
+	revoker, _, err := n.c.CreateToken(ctx, "revoker", team, []string{"revoke"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := kids[0]
+	if last == gone {
+		last = kids[1]
+	}
+	if _, err := client.New(n.addr, revoker).Revoke(ctx, last, "done"); err != nil {
+		t.Fatal(err)
+	}
+	if by := ledgerRevocations(t, n.data)[last]; by != team {
+		t.Fatalf("a token's revocation of %s was signed by %q, want its Cal %s", last, by, team)
 	}
 }
