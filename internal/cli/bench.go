@@ -283,6 +283,7 @@ func (a *app) benchSpawnCmd() *cobra.Command {
 			var par []time.Duration
 			var mu sync.Mutex
 			var failed int
+			why := map[string]int{} // reasons of failed spawns
 			var wg sync.WaitGroup
 			start := time.Now()
 			for range parallel {
@@ -293,6 +294,10 @@ func (a *app) benchSpawnCmd() *cobra.Command {
 					defer mu.Unlock()
 					if err != nil || sp.State != "running" {
 						failed++
+						if err == nil {
+							err = fmt.Errorf("%s: %s", sp.State, sp.Reason)
+						}
+						why[err.Error()]++
 						return
 					}
 					par = append(par, time.Since(t0))
@@ -310,6 +315,9 @@ func (a *app) benchSpawnCmd() *cobra.Command {
 				fmt.Fprintf(w, "spawn -> operational, sequential, server (n=%d): %s\n", n, r.SequentialServer)
 				fmt.Fprintf(w, "spawn -> operational, %d at once:               %s  all done in %s, %d failed\n", parallel, r.AtOnce, fmtDur(wall), failed)
 				fmt.Fprintf(w, "ratio sequential p50 / fork-exec p50: %.1fx\n", r.Ratio)
+				for reason, n := range why {
+					fmt.Fprintf(w, "failed %d: %s\n", n, reason)
+				}
 			}); err != nil {
 				return err
 			}

@@ -147,8 +147,14 @@ func TestNetworksNeverShareUIDs(t *testing.T) {
 			t.Errorf("cal %s of the copy: its directory is owned by %d (%v), want its new uid %d", id, st.Uid, err, uid)
 		}
 	}
-	waitFor(t, "the copy's cals to run on their new uids", 30*time.Second, func() bool {
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		cals, _ := c.c.List(ctx)
-		return len(cals) == 2 && cals[0].State == "running" && cals[1].State == "running"
-	})
+		if len(cals) == 2 && cals[0].State == "running" && cals[1].State == "running" {
+			break
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(c.log.Name())
+			t.Fatalf("the copy's cals did not run on their new uids: %+v\n%s", cals, log)
+		}
+	}
 }
