@@ -108,9 +108,18 @@ type RegisterReply struct {
 
 // Event is pushed to Cals on the watch stream.
 type Event struct {
-	Type string `json:"type"` // "revoked", "ping"
+	Type string `json:"type"` // EventRevoked, EventRegister, "child-failed", "ping"
 	Cal  string `json:"cal,omitempty"`
 }
+
+// Event types a Cal acts on.
+const (
+	// EventRevoked tells a Cal of its revocation: it stops.
+	EventRevoked = "revoked"
+	// EventRegister asks a Cal to register (activate) again: the control
+	// plane restarted and adopted it, and has not seen it prove its key.
+	EventRegister = "register"
+)
 
 // BlessRequest asks a parent's SpawnController to create and bless a child.
 type BlessRequest struct {

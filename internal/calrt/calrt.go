@@ -206,12 +206,18 @@ func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 // ErrRevoked ends a Cal that learns it was revoked.
 var ErrRevoked = errors.New("this cal was revoked")
 
+// register activates the Cal with the control plane: a fresh challenge
+// answered with proofs of possession of its key. A control plane that is
+// away (restarting, upgraded, crashed) is waited for, however long: the
+// Cal keeps serving meanwhile, and the next control plane decides (it
+// adopts the Cal, or stops it). Only a refusal ends the Cal.
 func (rt *Runtime) register(ctx context.Context) error {
 	var reply calproto.RegisterReply
-	var err error
-	for attempt := range 50 {
-		var reg *calproto.Register
-		if reg, err = rt.activation(ctx); err == nil {
+	refusals := 0
+	backoff := 20 * time.Millisecond
+	for {
+		reg, err := rt.activation(ctx)
+		if err == nil {
 			if rt.tiers != nil {
 				_, reg.Degraded = rt.tiers.snapshot()
 			}
@@ -221,19 +227,20 @@ func (rt *Runtime) register(ctx context.Context) error {
 			break
 		}
 		var ce *CPError
-		// The first attempt may answer a challenge fetched by the
-		// discovery tier that has since expired: retry with a fresh one.
-		if errors.As(err, &ce) && ce.Status == http.StatusForbidden && attempt > 0 {
-			return fmt.Errorf("cal: activation refused: %w", err)
+		if errors.As(err, &ce) && ce.Status == http.StatusForbidden {
+			// A challenge fetched by the discovery tier, or from a control
+			// plane that restarted since, is unknown to this one: retry
+			// with a fresh one. Refused again, the Cal gives up.
+			if refusals++; refusals >= 3 {
+				return fmt.Errorf("cal: activation refused: %w", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(time.Duration(attempt+1) * 20 * time.Millisecond):
+		case <-time.After(backoff):
 		}
-	}
-	if err != nil {
-		return fmt.Errorf("cal: register: %w", err)
+		backoff = min(backoff+20*time.Millisecond, 2*time.Second)
 	}
 	if reply.Revoked {
 		return ErrRevoked
@@ -264,40 +271,25 @@ func (rt *Runtime) activation(ctx context.Context) (*calproto.Register, error) {
 	return &calproto.Register{PID: os.Getpid(), Challenge: ch.Challenge, Possession: pj, Signature: sj}, nil
 }
 
-// watch follows the control plane's event stream, reconnecting after a
-// control-plane restart, and ends the Cal on its revocation.
+// watch follows the control plane's event stream and ends the Cal on its
+// revocation. When the control plane goes away the Cal keeps running and
+// reconnects with backoff; a new control plane that adopted it asks it to
+// register again.
 func (rt *Runtime) watch(ctx context.Context, cancel context.CancelCauseFunc) {
+	const maxBackoff = 2 * time.Second
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://control-plane"+calproto.PathWatch, nil)
 		resp, err := rt.cp.Do(req)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			err = fmt.Errorf("watch: %s", resp.Status)
+		}
 		if err == nil {
 			backoff = 50 * time.Millisecond
-			sc := bufio.NewScanner(resp.Body)
-			for sc.Scan() {
-				line, ok := strings.CutPrefix(sc.Text(), "data: ")
-				if !ok {
-					continue
-				}
-				var ev calproto.Event
-				if err := strictjson.Unmarshal([]byte(line), maxAnswer, &ev); err != nil {
-					rt.log.Error("control plane sent an event this Cal cannot read", "err", err)
-					continue
-				}
-				if ev.Type == "child-failed" {
-					rt.log.Warn("a child failed for good; its supervisor gave up", "child", ev.Cal)
-				}
-				if ev.Type == "revoked" && ev.Cal == rt.ID().String() {
-					rt.log.Warn("revoked by the network; stopping")
-					cancel(ErrRevoked)
-					resp.Body.Close()
-					return
-				}
-			}
+			revoked := rt.follow(ctx, resp.Body)
 			resp.Body.Close()
-			// A stream that ends means the control plane went away:
-			// register again when it is back (it may have restarted).
-			if ctx.Err() == nil && rt.register(ctx) == ErrRevoked {
+			if revoked {
 				cancel(ErrRevoked)
 				return
 			}
@@ -307,8 +299,43 @@ func (rt *Runtime) watch(ctx context.Context, cancel context.CancelCauseFunc) {
 			return
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 2*time.Second)
+		backoff = min(2*backoff, maxBackoff)
 	}
+}
+
+// follow reads one watch stream until it ends; it reports whether the Cal
+// learnt of its revocation.
+func (rt *Runtime) follow(ctx context.Context, body io.Reader) (revoked bool) {
+	sc := bufio.NewScanner(body)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		var ev calproto.Event
+		if err := strictjson.Unmarshal([]byte(line), maxAnswer, &ev); err != nil {
+			rt.log.Error("control plane sent an event this Cal cannot read", "err", err)
+			continue
+		}
+		switch {
+		case ev.Type == "child-failed":
+			rt.log.Warn("a child failed for good; its supervisor gave up", "child", ev.Cal)
+		case ev.Type == calproto.EventRevoked && ev.Cal == rt.ID().String():
+			rt.log.Warn("revoked by the network; stopping")
+			return true
+		case ev.Type == calproto.EventRegister:
+			switch err := rt.register(ctx); {
+			case errors.Is(err, ErrRevoked):
+				rt.log.Warn("revoked by the network; stopping")
+				return true
+			case err != nil:
+				rt.log.Error("registering with a new control plane", "err", err)
+			default:
+				rt.log.Info("re-registered with a new control plane")
+			}
+		}
+	}
+	return false
 }
 
 // call sends a JSON request to the control plane.

@@ -206,7 +206,12 @@ func (rt *Runtime) startBuiltin(ctx context.Context, tier int, name string) (not
 	case "discovery":
 		var ch calproto.Challenge
 		if err := rt.call(ctx, http.MethodPost, calproto.PathChallenge, nil, &ch); err != nil {
-			return "", fmt.Errorf("control plane unreachable: %w", err)
+			var ce *CPError
+			if errors.As(err, &ce) {
+				return "", fmt.Errorf("control plane refused: %w", err)
+			}
+			// Away (restarting or crashed): registration waits for it.
+			return "control plane away; registers when it is back", nil
 		}
 		rt.challenge = ch.Challenge // answered at activation, once every tier is up
 		return "control plane reachable; registers once every tier is up", nil

@@ -97,7 +97,7 @@ func startBenchNet(ctx context.Context, quota trust.Quota) (*benchNet, error) {
 	lim.MaxCPUPressure = 101 // benchmarks saturate the CPU on purpose
 	ctx, cancel := context.WithCancel(ctx)
 	srv, err := controlplane.Open(ctx, controlplane.Config{
-		DataDir: dir, Addr: addr, RouterAddr: raddr, Binary: bin, Driver: process.New("/calnet-bench"), Features: sandbox.AllFeatures,
+		DataDir: dir, Addr: addr, RouterAddr: raddr, Binary: bin, Driver: process.New("/calnet-bench", controlplane.InstancesDir(dir)), Features: sandbox.AllFeatures,
 		Limits: lim, Logger: slog.New(slog.DiscardHandler), MasterQuota: &quota,
 	})
 	if err != nil {

@@ -70,7 +70,8 @@ func (a *app) upCmd() *cobra.Command {
 network (genesis key, ledger, Master Cal) and writes the admin credential to
 <data>/admin.token (0600). Run it again on the same directory and the same
 network comes back. SIGINT/SIGTERM or ` + "`calnet down`" + ` stop every Cal, deepest
-first.
+first. A crash of ` + "`calnet up`" + ` (or SIGKILL) leaves the Cals running; the next
+` + "`calnet up`" + ` on the same data adopts them, and starts only those that are gone.
 
 Each Cal runs with full isolation; a feature this host lacks stops the Cal
 from starting unless you lower it explicitly with --without. A Cal's /data
@@ -84,7 +85,10 @@ mkfs.btrfs (Debian: btrfs-progs), or --without disk-quota.`,
 			if err != nil {
 				return err
 			}
-			drv := process.New("/calnet")
+			if data, err = filepath.Abs(data); err != nil {
+				return fmt.Errorf("--data: %w", err)
+			}
+			drv := process.New("/calnet", controlplane.InstancesDir(data))
 			var missing []string
 			for _, f := range feats {
 				if !slices.Contains(drv.Available(), f) {
@@ -110,9 +114,6 @@ mkfs.btrfs (Debian: btrfs-progs), or --without disk-quota.`,
 			bin, err := os.Executable()
 			if err != nil {
 				return err
-			}
-			if data, err = filepath.Abs(data); err != nil {
-				return fmt.Errorf("--data: %w", err)
 			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()

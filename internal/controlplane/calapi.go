@@ -353,6 +353,23 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request, id identity
 	fl.Flush()
 	ping := time.NewTicker(30 * time.Second)
 	defer ping.Stop()
+	// A Cal this control plane adopted (started by an earlier one) has not
+	// registered with it: ask it to, so it proves its key again and learns
+	// this control plane's router and domain.
+	s.procMu.Lock()
+	var registered chan struct{}
+	if p := s.procs[me]; p != nil {
+		registered = p.registered
+	}
+	s.procMu.Unlock()
+	askRegister := false
+	if registered != nil {
+		select {
+		case <-registered:
+		default:
+			askRegister = true
+		}
+	}
 	// The stream is the Cal's liveness: connected means healthy.
 	if rec, err := s.getCal(r.Context(), me); err == nil && rec.State == StateRunning && !rec.Healthy && rec.Degraded == "" {
 		s.updateCal(r.Context(), me, func(c *CalRecord) { c.Healthy = true })
@@ -379,6 +396,9 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request, id identity
 		b, _ := json.Marshal(ev)
 		fmt.Fprintf(w, "data: %s\n\n", b)
 		fl.Flush()
+	}
+	if askRegister {
+		send(calproto.Event{Type: calproto.EventRegister, Cal: me})
 	}
 	for {
 		select {
@@ -487,7 +507,7 @@ func (s *Server) revoke(ctx context.Context, rev *trust.Revocation, actor string
 	// Tell every Cal first (their streams carry the event at once), then
 	// record the state in one transaction, then make sure they stop.
 	for _, id := range ids {
-		s.watchers.notify(id, calproto.Event{Type: "revoked", Cal: id})
+		s.watchers.notify(id, calproto.Event{Type: calproto.EventRevoked, Cal: id})
 	}
 	for _, id := range ids {
 		s.bus.publish(Event{Type: "cal.revoked", Cal: id, State: StateRevoked, Actor: actor, Reason: rev.Reason()})

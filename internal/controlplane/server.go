@@ -144,8 +144,9 @@ type Server struct {
 	limiter *limiter
 	paused  atomic.Bool
 
-	procMu sync.Mutex
-	procs  map[string]*proc
+	procMu       sync.Mutex
+	shuttingDown bool // set by stopAll: no Cal starts any more
+	procs        map[string]*proc
 
 	challenges challenges
 	metrics    metrics.Set
@@ -170,6 +171,7 @@ type Server struct {
 	deploySem  chan struct{}
 	anchored   atomic.Uint64 // ledger size last recorded in the state store
 	anchorKick chan struct{}
+	recovered  chan struct{} // closed when Run has recovered the Cals
 	onShutdown func()
 	uidHost    *hostuid.Host
 	dirs       caldir.Layout // every path of a Cal's directories
@@ -192,6 +194,11 @@ func (s *Server) programsDir() string      { return filepath.Join(s.cfg.DataDir,
 func (s *Server) calsDir() string          { return filepath.Join(s.cfg.DataDir, "cals") }
 func (s *Server) calsImage() string        { return filepath.Join(s.cfg.DataDir, "cals.img") }
 func (s *Server) logPath(id string) string { return filepath.Join(s.logsDir(), id+".log") }
+
+// InstancesDir is where a driver keeps its records of the Cals it runs,
+// so that the next control plane on dataDir adopts them (root only; no Cal
+// can write there).
+func InstancesDir(dataDir string) string { return filepath.Join(dataDir, "instances") }
 
 // TokenFile is where the admin credential is written, 0600.
 func TokenFile(dataDir string) string { return filepath.Join(dataDir, "admin.token") }
@@ -235,7 +242,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.Limits = DefaultLimits
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, bus: newBus(), procs: map[string]*proc{}, chains: map[identity.ID]*trust.Chain{}, serials: map[identity.ID]int{},
-		deploySem: make(chan struct{}, 64), anchorKick: make(chan struct{}, 1)}
+		deploySem: make(chan struct{}, 64), anchorKick: make(chan struct{}, 1), recovered: make(chan struct{})}
 	s.uidHost = cfg.UIDs
 	if s.uidHost == nil {
 		s.uidHost = hostuid.New("")
@@ -297,6 +304,16 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if s.state, err = n.Replay(ctx, s.lg); err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	// A spawn cut short after its parent signed leaves its serial unused,
+	// a gap among the children's serials: the next child must get a serial
+	// above the highest used, not one past the count.
+	for parent, kids := range s.state.Children {
+		for _, k := range kids {
+			if b := s.state.Blessings[k]; b != nil && b.Serial() > s.serials[parent] {
+				s.serials[parent] = b.Serial()
+			}
+		}
 	}
 	bolt, err := store.OpenBolt(filepath.Join(cfg.DataDir, "state.db"))
 	if err != nil {
@@ -403,8 +420,6 @@ func (s *Server) Run(ctx context.Context) error {
 	apiSrv := &http.Server{Handler: s.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- calSrv.ServeTLS(calLn, "", "") }()
-	go func() { errc <- apiSrv.Serve(apiLn) }()
-	s.log.Info("control plane up", "api", "http://"+apiLn.Addr().String(), "network", s.net.Info.Network.String())
 
 	if err := s.rebuildIndex(ctx); err != nil {
 		s.log.Error("namespace index", "err", err)
@@ -433,9 +448,15 @@ func (s *Server) Run(ctx context.Context) error {
 		}()
 		s.log.Info("dns up", "addr", s.cfg.DNSAddr, "zone", s.cfg.Domain)
 	}
+	// The operator API serves once the Cals are recovered: no spawn may
+	// start a Cal that recovery is adopting or failing (connections wait
+	// in the listener's backlog meanwhile).
 	if err := s.recover(ctx); err != nil {
 		s.log.Error("recovering cals", "err", err)
 	}
+	close(s.recovered)
+	go func() { errc <- apiSrv.Serve(apiLn) }()
+	s.log.Info("control plane up", "api", "http://"+apiLn.Addr().String(), "network", s.net.Info.Network.String())
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.collect() }()
 	go func() { defer s.wg.Done(); s.anchorLoop(ctx) }()

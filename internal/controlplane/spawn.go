@@ -78,6 +78,13 @@ func newID(prefix string) string {
 // background. A retried request with the same idempotency key returns the
 // first request's record and never creates a second Cal.
 func (s *Server) Spawn(ctx context.Context, p SpawnParams, who requester) (*SpawnRecord, error) {
+	// No spawn before recovery is done: it must not start a Cal that
+	// recovery adopts, nor be failed by it as one cut short.
+	select {
+	case <-s.recovered:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	return s.spawn(ctx, p, who, nil)
 }
 

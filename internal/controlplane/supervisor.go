@@ -2,8 +2,10 @@ package controlplane
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"github.com/soulfra/calnet/api"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,12 +27,15 @@ import (
 
 // proc is the supervisor's view of one Cal process.
 type proc struct {
-	id         string
-	inst       driver.Instance
-	stopping   bool
-	restarts   []time.Time
-	registered chan struct{} // closed when the current instance registers
+	id       string
+	inst     driver.Instance
+	stopping bool
+	restarts []time.Time
+	// registered is closed when the current instance registers with this
+	// control plane; an adopted instance is asked to register again.
+	registered chan struct{}
 	regOnce    *sync.Once
+	adopted    bool // the instance was started by an earlier control plane
 }
 
 // newKEK makes a Cal's key-encryption identity and stores it.
@@ -94,6 +99,43 @@ func (s *Server) newRecord(b *trust.Blessing, name string, uid int, spawn string
 	}
 }
 
+// errShuttingDown refuses to start a Cal while the control plane stops.
+var errShuttingDown = errors.New("the control plane is stopping")
+
+// track makes p the supervisor's process for its Cal with a fresh
+// registration, creating it if needed.
+func (s *Server) track(id string) *proc {
+	s.procMu.Lock()
+	defer s.procMu.Unlock()
+	p := s.procs[id]
+	if p == nil {
+		p = &proc{id: id}
+		s.procs[id] = p
+	}
+	p.registered, p.regOnce, p.stopping, p.adopted = make(chan struct{}), new(sync.Once), false, false
+	return p
+}
+
+// install makes inst the Cal's running instance and supervises it, unless
+// the control plane is stopping (then it stops inst: a Cal started while
+// stopAll ran must not outlive `calnet down`).
+func (s *Server) install(ctx context.Context, p *proc, inst driver.Instance, adopted bool) error {
+	s.procMu.Lock()
+	if s.shuttingDown {
+		s.procMu.Unlock()
+		inst.Stop(context.Background(), 2*time.Second)
+		return errShuttingDown
+	}
+	p.inst, p.adopted = inst, adopted
+	s.procMu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.monitor(p, inst)
+	}()
+	return nil
+}
+
 // start launches a Cal's process and supervises it.
 func (s *Server) start(ctx context.Context, rec *CalRecord) (*proc, error) {
 	var kek []byte
@@ -109,21 +151,18 @@ func (s *Server) start(ctx context.Context, rec *CalRecord) (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.procMu.Lock()
-	p := s.procs[rec.ID]
-	if p == nil {
-		p = &proc{id: rec.ID}
-		s.procs[rec.ID] = p
-	}
-	p.registered, p.regOnce, p.stopping = make(chan struct{}), new(sync.Once), false
-	s.procMu.Unlock()
+	// The Cal holds its own descriptor of the log from here on: it keeps
+	// writing to it when this control plane is gone.
+	defer logf.Close()
+	p := s.track(rec.ID)
 
 	// The sockets the control plane and the router dial, bound where the
-	// Cal cannot write; the Cal's process listens on its copies.
+	// Cal cannot write; the Cal's process listens on its copies (and keeps
+	// them when this control plane is gone: the next one dials the same
+	// paths).
 	host := s.dirs.Host(rec.ID)
 	socks, err := host.Bind(calproto.APISocket, calproto.GatewaySocket, calproto.GatewayHandoffSocket, calproto.ConsoleSocket)
 	if err != nil {
-		logf.Close()
 		return nil, fmt.Errorf("sockets of %s: %w", rec.ID, err)
 	}
 	defer func() {
@@ -136,23 +175,62 @@ func (s *Server) start(ctx context.Context, rec *CalRecord) (*proc, error) {
 		RunDir: s.runDir(), ProgramsDir: s.programsDir(), Binary: s.cfg.Binary, Args: []string{"cal"},
 		Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin", "GOMAXPROCS=1", "GOGC=50"}, UID: rec.UID, GID: rec.UID,
 		Features: features(rec.Features), Limits: driver.Limits{CPUMillis: rec.Quota.CPUMillis, MemoryBytes: rec.Quota.MemoryBytes, PIDs: rec.Quota.PIDs, DiskBytes: rec.Quota.DiskBytes},
-		Secret: string(trimSpace(kek)), Output: logf,
+		Secret: string(trimSpace(kek)), Log: logf,
 	})
 	if err != nil {
-		logf.Close()
 		return nil, err
 	}
-	s.procMu.Lock()
-	p.inst = inst
-	s.procMu.Unlock()
+	if err := s.install(ctx, p, inst, false); err != nil {
+		return nil, err
+	}
 	s.updateCal(ctx, rec.ID, func(r *CalRecord) { r.PID = inst.PID() })
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer logf.Close()
-		s.monitor(p, inst)
-	}()
 	return p, nil
+}
+
+// adopt supervises a Cal's process that an earlier control plane started.
+// The Cal keeps its state; it is asked to register again when its watch
+// stream reconnects, which proves it still holds its key. (recover marks
+// the adopted Cals unhealthy until then, in one transaction.)
+func (s *Server) adopt(ctx context.Context, rec *CalRecord, inst driver.Instance) (*proc, error) {
+	p := s.track(rec.ID)
+	if err := s.install(ctx, p, inst, true); err != nil {
+		return nil, err
+	}
+	s.log.Debug("adopted a running cal", "cal", rec.ID, "pid", inst.PID())
+	s.bus.publish(Event{Type: "cal.adopted", Cal: rec.ID, Parent: rec.Parent, State: rec.State, Actor: "supervisor"})
+	return p, nil
+}
+
+// markAdopted records the adopted Cals' PIDs and that they are unhealthy
+// until they reconnect, in one transaction.
+func (s *Server) markAdopted(ctx context.Context, pids map[string]int) {
+	if len(pids) == 0 {
+		return
+	}
+	now := s.now()
+	var updated []*CalRecord
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		updated = updated[:0]
+		for id, pid := range pids {
+			var c CalRecord
+			if store.GetJSON(tx, bucketCals, id, &c) != nil {
+				continue
+			}
+			c.PID, c.Healthy, c.UpdatedAt = pid, false, now
+			if err := store.PutJSON(tx, bucketCals, id, &c); err != nil {
+				return err
+			}
+			updated = append(updated, &c)
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Error("recording adopted cals", "err", err)
+		return
+	}
+	for _, c := range updated {
+		s.index(c)
+	}
 }
 
 // monitor waits for a Cal's process and applies its restart policy, with
@@ -259,18 +337,36 @@ func (s *Server) stop(ctx context.Context, id string) {
 	}
 }
 
-// stopAll stops every Cal, deepest first, each depth in parallel.
+// stopAll stops every Cal this control plane supervises (started or
+// adopted), deepest first, each depth in parallel. From here on no Cal
+// starts: one whose start is under way is stopped as soon as it runs.
 func (s *Server) stopAll() {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	recs, _ := s.listCals(ctx)
+	s.procMu.Lock()
+	s.shuttingDown = true
+	ids := make([]string, 0, len(s.procs))
+	for id := range s.procs {
+		ids = append(ids, id)
+	}
+	s.procMu.Unlock()
+	depth := map[string]int{}
+	if recs, err := s.listCals(ctx); err == nil {
+		for _, r := range recs {
+			depth[r.ID] = r.Depth
+		}
+	}
 	byDepth := map[int][]string{}
 	var depths []int
-	for _, r := range recs {
-		if _, ok := byDepth[r.Depth]; !ok {
-			depths = append(depths, r.Depth)
+	for _, id := range ids {
+		d, ok := depth[id]
+		if !ok {
+			d = math.MaxInt // unknown to the registry: first
 		}
-		byDepth[r.Depth] = append(byDepth[r.Depth], r.ID)
+		if _, ok := byDepth[d]; !ok {
+			depths = append(depths, d)
+		}
+		byDepth[d] = append(byDepth[d], id)
 	}
 	sort.Sort(sort.Reverse(sort.IntSlice(depths)))
 	for _, d := range depths {
@@ -282,33 +378,60 @@ func (s *Server) stopAll() {
 	}
 }
 
-// recover runs at start: every Cal that should run is started again (the
-// previous control plane's Cals died with it), and spawns that were cut
-// short are completed or recorded as failed.
+// recover runs at start. The previous control plane's Cals outlived it:
+// each one that still runs is adopted (its uptime goes on), each one that
+// should run and does not is started, and each one that runs but should
+// not (revoked, failed, stopped, unknown) is stopped; nothing of a Cal is
+// left on the host twice. Spawns that were cut short are completed or
+// recorded as failed.
 func (s *Server) recover(ctx context.Context) error {
 	recs, err := s.listCals(ctx)
 	if err != nil {
 		return err
 	}
+	t0 := time.Now()
+	insts := s.adoptAll(ctx, recs)
+	byID := map[string]*CalRecord{}
+	bySpawn := map[string]*CalRecord{}
+	var toStart []*CalRecord
+	adopted := map[string]int{}
 	for _, r := range recs {
+		byID[r.ID] = r
+		if r.Spawn != "" {
+			bySpawn[r.Spawn] = r
+		}
+		inst := insts[r.ID]
+		delete(insts, r.ID)
 		id, err := identity.ParseID(r.ID)
 		if err != nil {
 			continue
 		}
-		if through, ok := s.state.RevokedThrough(id); ok {
-			if r.State != StateRevoked {
-				s.updateCal(ctx, r.ID, func(c *CalRecord) { c.State = StateRevoked; c.LastError = "revoked through " + through.String() })
+		if through, ok := s.state.RevokedThrough(id); ok && r.State != StateRevoked {
+			s.updateCal(ctx, r.ID, func(c *CalRecord) { c.State = StateRevoked; c.LastError = "revoked through " + through.String() })
+			r.State = StateRevoked
+		}
+		if !isLive(r.State) {
+			if inst != nil {
+				s.log.Warn("stopping a cal that runs but should not", "cal", r.ID, "state", r.State)
+				s.stopInstance(inst)
 			}
 			continue
 		}
-		if r.State == StateFailed || r.State == StateStopped || r.State == StateRevoked {
+		if inst != nil {
+			if _, err := s.adopt(ctx, r, inst); err == nil {
+				adopted[r.ID] = inst.PID()
+			}
 			continue
 		}
-		s.updateCal(ctx, r.ID, func(c *CalRecord) { c.State = StateDeploying; c.Healthy = false })
-		if _, err := s.start(ctx, r); err != nil {
-			s.setState(ctx, r.ID, StateFailed, "start: "+err.Error())
-		}
+		toStart = append(toStart, r)
 	}
+	for id, inst := range insts {
+		s.log.Warn("stopping a process of a cal the registry does not hold", "cal", id)
+		s.stopInstance(inst)
+	}
+	s.markAdopted(ctx, adopted)
+	s.startAll(ctx, toStart)
+	s.log.Info("recovered cals", "adopted", len(adopted), "started", len(toStart), "took", time.Since(t0).Round(time.Millisecond))
 	s.revokeOrphans(ctx)
 	spawns, err := s.listSpawns(ctx)
 	if err != nil {
@@ -318,16 +441,138 @@ func (s *Server) recover(ctx context.Context) error {
 		if sp.Terminal() || sp.State == SpawnAwaitingApproval {
 			continue // a held spawn waits for its approval across restarts
 		}
-		if sp.Cal != "" {
-			if _, err := s.getCal(ctx, sp.Cal); err == nil {
-				// Blessed and recorded: the Cal was started above and its
-				// registration (or failure) ends the spawn.
-				continue
-			}
+		// The Cal is recorded before its spawn learns its ID.
+		r := byID[sp.Cal]
+		if r == nil {
+			r = bySpawn[sp.ID]
 		}
-		s.finishSpawn(ctx, sp, SpawnFailed, "the control plane restarted before the Cal was deployed")
+		if r == nil {
+			s.finishSpawn(ctx, sp, SpawnFailed, "the control plane restarted before the Cal was deployed")
+			continue
+		}
+		sp.Cal = r.ID
+		cur, err := s.getCal(ctx, r.ID)
+		if err != nil {
+			cur = r
+		}
+		switch {
+		case cur.State == StateRunning:
+			s.finishSpawn(ctx, sp, SpawnRunning, "")
+		case isLive(cur.State):
+			// Started or adopted above: its registration ends the spawn,
+			// or its deadline fails it.
+			sp.State = SpawnDeploying
+			s.putSpawn(ctx, sp)
+			s.awaitDeploy(r.ID)
+		default:
+			s.finishSpawn(ctx, sp, SpawnFailed, "cal "+cur.State+": "+cur.LastError)
+		}
 	}
 	return nil
+}
+
+// adoptAll asks the driver for the running instance of every Cal it may
+// have started: those of the registry, those the ledger blessed (a spawn
+// cut short) and those the driver has a record of.
+func (s *Server) adoptAll(ctx context.Context, recs []*CalRecord) map[string]driver.Instance {
+	ids := map[string]bool{}
+	live := map[string]bool{}
+	for _, r := range recs {
+		ids[r.ID] = true
+		live[r.ID] = isLive(r.State)
+	}
+	s.trustMu.Lock()
+	for id, b := range s.state.Blessings {
+		if !b.IsGenesis() {
+			ids[id.String()] = true
+		}
+	}
+	s.trustMu.Unlock()
+	recorded, err := s.cfg.Driver.Recorded()
+	if err != nil {
+		s.log.Error("listing the driver's records", "err", err)
+	}
+	for _, id := range recorded {
+		ids[id] = true
+	}
+	var mu sync.Mutex
+	out := map[string]driver.Instance{}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for id := range ids {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			inst, err := s.cfg.Driver.Adopt(ctx, id)
+			switch {
+			case err == nil:
+				mu.Lock()
+				out[id] = inst
+				mu.Unlock()
+			case errors.Is(err, driver.ErrNotRunning):
+				if live[id] {
+					s.log.Info("cal not running; starting it", "cal", id, "why", err)
+				}
+			default:
+				s.log.Error("adopting a cal", "cal", id, "err", err)
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// startAll starts Cals that should run and do not, a few at a time.
+func (s *Server) startAll(ctx context.Context, recs []*CalRecord) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for _, r := range recs {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			s.updateCal(ctx, r.ID, func(c *CalRecord) { c.State = StateDeploying; c.Healthy = false })
+			if _, err := s.start(ctx, r); err != nil {
+				s.setState(ctx, r.ID, StateFailed, "start: "+err.Error())
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// stopInstance stops a process the supervisor does not keep.
+func (s *Server) stopInstance(inst driver.Instance) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		inst.Stop(context.Background(), 2*time.Second)
+	}()
+}
+
+// awaitDeploy fails a recovered Cal whose spawn is still under way if it
+// does not register in time, as deploy does for a new one.
+func (s *Server) awaitDeploy(id string) {
+	s.procMu.Lock()
+	p := s.procs[id]
+	var registered chan struct{}
+	if p != nil {
+		registered = p.registered
+	}
+	s.procMu.Unlock()
+	if registered == nil {
+		return
+	}
+	timeout := s.cfg.DeployTimeout
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		select {
+		case <-registered:
+		case <-s.ctx.Done():
+		case <-time.After(timeout):
+			s.stop(s.ctx, id)
+			s.setState(s.ctx, id, StateFailed, fmt.Sprintf("deploy: the cal did not register within %v after the control plane restarted", timeout))
+		}
+	}()
 }
 
 // isLive reports whether the record's state is one that runs.

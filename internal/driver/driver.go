@@ -1,11 +1,17 @@
 // Package driver defines how the supervisor runs Cals: a Driver starts an
-// instance from a Spec, and an Instance can be waited on, stopped and
-// inspected for the isolation it really has.
+// instance from a Spec, finds again the instances an earlier control plane
+// started (Adopt), and an Instance can be waited on, stopped and inspected
+// for the isolation it really has.
+//
+// A Cal outlives its control plane: a crash, restart or upgrade of the
+// control plane leaves every Cal running, and the next control plane adopts
+// them (as containerd adopts the containers its shims kept running) instead
+// of starting them again.
 package driver
 
 import (
 	"context"
-	"io"
+	"errors"
 	"os"
 	"time"
 
@@ -49,15 +55,19 @@ type Spec struct {
 	Limits   Limits
 	// Secret is passed to the runtime in memory through the config pipe.
 	Secret string
-	// Output receives the Cal's stdout and stderr.
-	Output io.Writer
+	// Log receives the Cal's stdout and stderr. The driver hands the Cal
+	// this file itself, never a pipe the control plane reads, so the Cal's
+	// output keeps reaching it while no control plane runs. Nil discards.
+	Log *os.File
 }
 
 // Instance is one started Cal process.
 type Instance interface {
 	// PID is the host PID.
 	PID() int
-	// Wait blocks until the process exits and returns its exit error.
+	// Wait blocks until the process exits and returns its exit error
+	// (ErrExitUnknown for an adopted process, which is not the control
+	// plane's child). It then removes what is left of the Cal on the host.
 	Wait() error
 	// Stop asks the process to exit (SIGTERM) and kills it after grace.
 	Stop(ctx context.Context, grace time.Duration) error
@@ -77,7 +87,15 @@ type Usage struct {
 	DiskBytes uint64
 }
 
-// Driver starts Cals.
+// ErrNotRunning is Adopt's answer for a Cal of which nothing runs.
+var ErrNotRunning = errors.New("not running")
+
+// ErrExitUnknown is Wait's answer when an adopted Cal exits: it is not the
+// control plane's child, so its exit status is not known.
+var ErrExitUnknown = errors.New("exited (status unknown: adopted from an earlier control plane)")
+
+// Driver starts Cals. Its methods are safe for concurrent use, for
+// different Cals.
 type Driver interface {
 	// Name identifies the driver ("process", later "oci", "kubernetes").
 	Name() string
@@ -86,4 +104,16 @@ type Driver interface {
 	// Start launches a Cal. It returns once the process runs inside its
 	// cgroups and has its config; the Cal registers itself when ready.
 	Start(ctx context.Context, spec Spec) (Instance, error)
+	// Adopt attaches to the running instance of the Cal calID that an
+	// earlier control plane started, after checking that it is the same
+	// process and not another that reuses its PID. When nothing of the Cal
+	// runs it removes what is left of it (stray processes of its group,
+	// the group, the driver's record) and returns an error wrapping
+	// ErrNotRunning; the Cal may then be started. It must not be called
+	// for a Cal whose instance this control plane holds.
+	Adopt(ctx context.Context, calID string) (Instance, error)
+	// Recorded lists the Cals the driver keeps a record of: those it
+	// started, until their instance ends, including those of an earlier
+	// control plane that nobody adopted yet.
+	Recorded() ([]string, error)
 }

@@ -33,6 +33,12 @@ type network struct {
 	cmd    *exec.Cmd
 	log    *os.File
 	c      *client.Client
+	// bin runs `calnet up` when set (an upgraded binary); else calnetBin.
+	bin string
+	// exited is closed when cmd has been waited for.
+	exited chan struct{}
+	// flags are the extra flags of `up`, kept for restarts.
+	flags []string
 }
 
 func freeAddr(t *testing.T) string {
@@ -54,24 +60,36 @@ func needRoot(t *testing.T) {
 // the Master Cal runs.
 func up(t *testing.T, data string, extra ...string) *network {
 	t.Helper()
-	n := &network{t: t, data: data, addr: freeAddr(t), dns: freeAddr(t), router: freeAddr(t)}
-	n.start(extra...)
+	n := &network{t: t, data: data, addr: freeAddr(t), dns: freeAddr(t), router: freeAddr(t), flags: extra}
+	n.start()
 	t.Cleanup(func() { n.stop(syscall.SIGTERM) })
 	return n
 }
 
+// start starts `calnet up` with extra flags, or with those it was started
+// with before.
 func (n *network) start(extra ...string) {
+	if len(extra) > 0 {
+		n.flags = extra
+	}
 	t := n.t
 	var err error
 	n.log, err = os.OpenFile(filepath.Join(filepath.Dir(n.data), filepath.Base(n.data)+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.cmd = exec.Command(calnetBin, append([]string{"up", "--data", n.data, "--addr", n.addr, "--dns", n.dns, "--router", n.router}, extra...)...)
+	bin := calnetBin
+	if n.bin != "" {
+		bin = n.bin
+	}
+	n.cmd = exec.Command(bin, append([]string{"up", "--data", n.data, "--addr", n.addr, "--dns", n.dns, "--router", n.router}, n.flags...)...)
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	cmd, exited := n.cmd, make(chan struct{})
+	n.exited = exited
+	go func() { cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if tok, err := client.ReadTokenFile(filepath.Join(n.data, "admin.token")); err == nil {
@@ -96,13 +114,26 @@ func (n *network) stop(sig syscall.Signal) {
 		return
 	}
 	n.cmd.Process.Signal(sig)
-	done := make(chan struct{})
-	go func() { n.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-n.exited:
 	case <-time.After(30 * time.Second):
 		n.cmd.Process.Kill()
-		<-done
+		<-n.exited
+	}
+	n.cmd = nil
+	n.log.Close()
+}
+
+// wait waits for `calnet up` to exit by itself (after `calnet down`).
+func (n *network) wait() {
+	n.t.Helper()
+	if n.cmd == nil {
+		return
+	}
+	select {
+	case <-n.exited:
+	case <-time.After(30 * time.Second):
+		n.t.Fatal("calnet up did not exit")
 	}
 	n.cmd = nil
 	n.log.Close()

@@ -16,14 +16,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
-	"time"
 
 	"github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
-	"github.com/containerd/cgroups/v3/cgroup2"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/soulfra/calnet/internal/calfs"
 	"github.com/soulfra/calnet/internal/driver"
@@ -34,14 +30,23 @@ import (
 type Driver struct {
 	// CgroupParent is the cgroup path under which each Cal gets a group.
 	CgroupParent string
-	mode         cgroups.CGMode
+	// StateDir is where the driver records each Cal it starts (PID, start
+	// time, group), so that a later control plane can adopt it; a private
+	// directory of the control plane, never one a Cal can write. Empty
+	// keeps no records: nothing can be adopted.
+	StateDir string
+	mode     cgroups.CGMode
+	// beforeConfig, when set by a test, runs after the record is written
+	// and before the config reaches the held child.
+	beforeConfig func()
 }
 
 var _ driver.Driver = (*Driver)(nil)
 
-// New returns a process driver using cgroups under parent (e.g. "/calnet").
-func New(parent string) *Driver {
-	return &Driver{CgroupParent: parent, mode: cgroups.Mode()}
+// New returns a process driver using cgroups under parent (e.g. "/calnet")
+// and keeping its records in stateDir.
+func New(parent, stateDir string) *Driver {
+	return &Driver{CgroupParent: parent, StateDir: stateDir, mode: cgroups.Mode()}
 }
 
 // Name implements driver.Driver.
@@ -81,8 +86,16 @@ func (d *Driver) Available() []sandbox.Feature {
 // ErrUnavailable reports isolation the host cannot provide.
 var ErrUnavailable = errors.New("isolation feature unavailable on this host")
 
-// Start implements driver.Driver.
+// Start implements driver.Driver. The child is held on its config pipe
+// (with a parent-death signal, so it dies with a control plane that dies
+// now) until it sits in its groups and the driver's record of it is
+// written; only then does it get its config and run. Once it has its
+// config it is on its own: the sandbox clears the parent-death signal, and
+// a later control plane adopts it from the record.
 func (d *Driver) Start(ctx context.Context, s driver.Spec) (driver.Instance, error) {
+	if !validID(s.CalID) {
+		return nil, fmt.Errorf("start cal: id %q: want 1..%d characters of a-z, 0-9, - and _", s.CalID, maxIDLen)
+	}
 	avail := d.Available()
 	for _, f := range s.Features {
 		if !slices.Contains(avail, f) {
@@ -115,7 +128,10 @@ func (d *Driver) Start(ctx context.Context, s driver.Spec) (driver.Instance, err
 	cmd := exec.Command(s.Binary, s.Args...)
 	cmd.Env = s.Env
 	cmd.Dir = "/"
-	cmd.Stdout, cmd.Stderr = s.Output, s.Output
+	if s.Log != nil {
+		// An *os.File is handed to the child as its fd 1 and 2, no pipe.
+		cmd.Stdout, cmd.Stderr = s.Log, s.Log
+	}
 	cmd.ExtraFiles = []*os.File{cfgR}
 	// The control plane's sockets follow the config pipe, in name order.
 	sockNames := make([]string, 0, len(s.Sockets))
@@ -143,16 +159,18 @@ func (d *Driver) Start(ctx context.Context, s driver.Spec) (driver.Instance, err
 		cfgW.Close()
 		return nil, fmt.Errorf("start cal %s: %w", s.CalID, err)
 	}
-	inst := &instance{cmd: cmd, done: make(chan struct{}), features: s.Features, calID: s.CalID, dir: s.Dir}
-	go func() {
-		inst.err = cmd.Wait()
-		close(inst.done)
-	}()
+	inst := d.childInstance(cmd, s.CalID, s.Features, s.Dir)
 	// Place the held process in its cgroups before it runs anything.
 	cg, err := d.cgroup(s)
 	if err == nil && cg != nil {
 		inst.cg = cg
 		err = cg.add(cmd.Process.Pid)
+	}
+	if err == nil {
+		err = d.record(inst)
+	}
+	if err == nil && d.beforeConfig != nil {
+		d.beforeConfig()
 	}
 	if err == nil {
 		var b []byte
@@ -165,130 +183,15 @@ func (d *Driver) Start(ctx context.Context, s driver.Spec) (driver.Instance, err
 	cfgW.Close()
 	if err != nil {
 		cmd.Process.Kill()
-		<-inst.done
-		inst.cleanup()
+		inst.Wait()
 		return nil, fmt.Errorf("start cal %s: %w", s.CalID, err)
 	}
 	return inst, nil
 }
 
-// cgroupHandle hides the v1/v2 difference.
-type cgroupHandle struct {
-	v1 cgroup1.Cgroup
-	v2 *cgroup2.Manager
-}
-
-func (c *cgroupHandle) add(pid int) error {
-	if c.v1 != nil {
-		return c.v1.AddProc(uint64(pid))
-	}
-	return c.v2.AddProc(uint64(pid))
-}
-
-func (c *cgroupHandle) delete() {
-	if c.v1 != nil {
-		c.v1.Delete()
-	} else if c.v2 != nil {
-		c.v2.Delete()
-	}
-}
-
-func (d *Driver) cgroup(s driver.Spec) (*cgroupHandle, error) {
-	has := func(f sandbox.Feature) bool { return slices.Contains(s.Features, f) }
-	if !has(sandbox.CgroupMemory) && !has(sandbox.CgroupCPU) && !has(sandbox.CgroupPIDs) {
-		return nil, nil
-	}
-	res := &specs.LinuxResources{}
-	if has(sandbox.CgroupMemory) && s.Limits.MemoryBytes > 0 {
-		res.Memory = &specs.LinuxMemory{Limit: &s.Limits.MemoryBytes}
-	}
-	if has(sandbox.CgroupCPU) && s.Limits.CPUMillis > 0 {
-		period := uint64(100000)
-		quota := s.Limits.CPUMillis * 100
-		res.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
-	}
-	if has(sandbox.CgroupPIDs) && s.Limits.PIDs > 0 {
-		pids := s.Limits.PIDs
-		res.Pids = &specs.LinuxPids{Limit: &pids}
-	}
-	path := filepath.Join(d.CgroupParent, s.CalID)
-	if d.mode == cgroups.Unified {
-		m, err := cgroup2.NewManager("/sys/fs/cgroup", path, cgroup2.ToResources(res))
-		if err != nil {
-			return nil, fmt.Errorf("cgroup v2 %s: %w", path, err)
-		}
-		return &cgroupHandle{v2: m}, nil
-	}
-	root := "/sys/fs/cgroup"
-	var subs []cgroup1.Subsystem
-	if has(sandbox.CgroupMemory) {
-		subs = append(subs, cgroup1.NewMemory(root))
-	}
-	if has(sandbox.CgroupCPU) {
-		subs = append(subs, cgroup1.NewCpu(root), cgroup1.NewCpuacct(root))
-	}
-	if has(sandbox.CgroupPIDs) {
-		subs = append(subs, cgroup1.NewPids(root))
-	}
-	cg, err := cgroup1.New(cgroup1.StaticPath(path), res, cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return subs, nil }))
-	if err != nil {
-		return nil, fmt.Errorf("cgroup v1 %s: %w", path, err)
-	}
-	return &cgroupHandle{v1: cg}, nil
-}
-
-type instance struct {
-	cmd      *exec.Cmd
-	done     chan struct{}
-	err      error
-	cg       *cgroupHandle
-	features []sandbox.Feature
-	calID    string
-	dir      string
-	once     sync.Once
-}
-
-func (i *instance) PID() int { return i.cmd.Process.Pid }
-
-func (i *instance) Wait() error {
-	<-i.done
-	i.cleanup()
-	return i.err
-}
-
-func (i *instance) cleanup() {
-	i.once.Do(func() {
-		if i.cg != nil {
-			i.cg.delete()
-		}
-	})
-}
-
-func (i *instance) Stop(ctx context.Context, grace time.Duration) error {
-	select {
-	case <-i.done:
-		return nil
-	default:
-	}
-	i.cmd.Process.Signal(syscall.SIGTERM)
-	t := time.NewTimer(grace)
-	defer t.Stop()
-	select {
-	case <-i.done:
-	case <-t.C:
-		i.cmd.Process.Kill()
-		<-i.done
-	case <-ctx.Done():
-		i.cmd.Process.Kill()
-		<-i.done
-	}
-	i.cleanup()
-	return nil
-}
-
 // Isolation implements driver.Instance by reading /proc from outside.
 func (i *instance) Isolation() (map[sandbox.Feature]bool, error) {
-	pid := strconv.Itoa(i.PID())
+	pid := strconv.Itoa(i.pid)
 	out := map[sandbox.Feature]bool{}
 	for f, ns := range map[sandbox.Feature]string{
 		sandbox.PIDNamespace: "pid", sandbox.MountNamespace: "mnt", sandbox.IPCNamespace: "ipc",

@@ -1,7 +1,6 @@
 package process
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -55,8 +54,15 @@ func errString(err error) string {
 }
 
 func TestMain(m *testing.M) {
+	if os.Getenv(cpEnv) != "" {
+		controlPlaneMain()
+	}
 	if os.Getenv(childEnv) == "" {
-		os.Exit(m.Run())
+		code := m.Run()
+		if staticDir != "" {
+			os.RemoveAll(staticDir)
+		}
+		os.Exit(code)
 	}
 	cfg, err := sandbox.ReadConfig()
 	if err != nil {
@@ -142,7 +148,7 @@ func TestIsolatedCal(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the process driver's isolation needs root")
 	}
-	d := New("/calnet-test")
+	d := New("/calnet-test", t.TempDir())
 	for _, f := range sandbox.AllFeatures {
 		if !contains(d.Available(), f) {
 			t.Skipf("host lacks %s", f)
@@ -177,31 +183,20 @@ func TestIsolatedCal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
+	out := logFile(t)
 	self := staticSelf(t)
 	inst, err := d.Start(context.Background(), driver.Spec{
 		CalID: id, Dir: dir, RootMount: host.RootMount(), Sockets: socks, Binary: self, Args: []string{"-test.run=^$"},
 		Env: []string{childEnv + "=1", "CALNET_TEST_HOST_ADDR=" + ln.Addr().String()},
 		UID: 200123, GID: 200123, Features: sandbox.AllFeatures,
 		Limits: driver.Limits{CPUMillis: 500, MemoryBytes: 64 << 20, PIDs: 64, DiskBytes: 8 << 20},
-		Secret: "s3cret", Output: &out,
+		Secret: "s3cret", Log: out,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer inst.Stop(context.Background(), time.Second)
-	var r report
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		line, _, ok := strings.Cut(out.String(), "\n")
-		if ok && json.Unmarshal([]byte(line), &r) == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no report from the sandboxed child; output: %q", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	r := readReport(t, out)
 	if r.UID != 200123 || r.PID != 1 || r.Hostname != "cal-testcal0" || r.SecretLength != 6 {
 		t.Errorf("inside view %+v", r)
 	}
@@ -269,24 +264,42 @@ func TestIsolatedCal(t *testing.T) {
 
 // staticSelf is this test binary, rebuilt without cgo if it has it: the
 // sandbox refuses a cgo binary, whose threads' capabilities Go cannot
-// change one by one (calnet itself is built with CGO_ENABLED=0).
+// change one by one (calnet itself is built with CGO_ENABLED=0). The
+// rebuilt copy is shared by the tests of one run.
 func staticSelf(t *testing.T) string {
+	t.Helper()
+	staticMu.Lock()
+	defer staticMu.Unlock()
 	self, _ := os.Executable()
 	bi, ok := debug.ReadBuildInfo()
 	if !ok || !slices.ContainsFunc(bi.Settings, func(s debug.BuildSetting) bool { return s.Key == "CGO_ENABLED" && s.Value == "1" }) {
 		return self
 	}
-	static := filepath.Join(t.TempDir(), "process.test")
+	if staticDir != "" {
+		return filepath.Join(staticDir, "process.test")
+	}
+	dir, err := os.MkdirTemp("", "process-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	static := filepath.Join(dir, "process.test")
 	build := exec.Command("go", "test", "-c", "-o", static, "github.com/soulfra/calnet/internal/driver/process")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
 		t.Fatalf("build a static copy of the test: %v\n%s", err, out)
 	}
+	staticDir = dir
 	return static
 }
 
+var (
+	staticMu  sync.Mutex
+	staticDir string // holds the static copy once built
+)
+
 func TestUnavailableFeatureRefused(t *testing.T) {
-	d := New("/calnet-test")
+	d := New("/calnet-test", t.TempDir())
 	d.mode = 0 // no cgroups at all
 	_, err := d.Start(context.Background(), driver.Spec{CalID: "x", Dir: t.TempDir(), Binary: "/bin/true", Features: []sandbox.Feature{sandbox.CgroupMemory}})
 	if err == nil || !strings.Contains(err.Error(), "cgroup-memory") {
@@ -303,20 +316,31 @@ func contains(fs []sandbox.Feature, f sandbox.Feature) bool {
 	return false
 }
 
-// syncBuffer is a bytes.Buffer safe for the writer goroutine of exec.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+// logFile is a Cal's log file: the driver hands it to the child as is.
+func logFile(t *testing.T) *os.File {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "cal-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+// readReport waits for the sandboxed child's report in its log.
+func readReport(t *testing.T, log *os.File) report {
+	t.Helper()
+	var r report
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		b, _ := os.ReadFile(log.Name())
+		line, _, ok := strings.Cut(string(b), "\n")
+		if ok && json.Unmarshal([]byte(line), &r) == nil {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no report from the sandboxed child; output: %q", b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
