@@ -77,6 +77,14 @@ type calKey struct{}
 // blessing.
 func (s *Server) calGuard(_ string, rule authz.Rule, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Cals are answered once recovery has decided which of them runs:
+		// a registration or a watch stream seen before would be lost when
+		// recovery adopts the Cal (or starts it).
+		select {
+		case <-s.recovered:
+		case <-r.Context().Done():
+			return
+		}
 		id, err := s.peer(r)
 		if err != nil {
 			writeError(w, apiErr(401, "%v", err))

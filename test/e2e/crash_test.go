@@ -73,17 +73,25 @@ func TestReadoptAfterSIGKILL(t *testing.T) {
 	upgraded := copyBinary(t)
 	n.bin = upgraded
 	n.start()
+	var last []client.Cal
 	waitFor(t, "every cal to re-register with the new control plane", 30*time.Second, func() bool {
 		cals, err := n.c.List(ctx)
 		if err != nil {
 			return false
 		}
+		last = cals
 		for _, c := range cals {
 			if c.State != "running" || !c.Healthy {
 				return false
 			}
 		}
 		return len(cals) == 3
+	}, func() {
+		for _, c := range last {
+			t.Logf("cal %s: %s healthy=%v pid %d: %s %s", c.ID, c.State, c.Healthy, c.PID, c.LastError, c.Degraded)
+		}
+		b, _ := os.ReadFile(n.log.Name())
+		t.Logf("calnet up:\n%s", b)
 	})
 	after := n.hostCheck(calnetBin, upgraded)
 	for id, p := range before {
@@ -103,8 +111,8 @@ func TestReadoptAfterSIGKILL(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(data, "logs", sp.Cal+".log"))
 		return strings.Contains(string(b), "re-registered with a new control plane")
 	})
-	// The adopted Cals still work: the grandchild's parent spawns again.
-	if sp2, err := n.c.Spawn(ctx, client.SpawnRequest{Parent: sp.Cal, Permissions: []string{"read"}, CPUMillis: 10, MemoryBytes: 16 << 20, PIDs: 16}, true); err != nil || sp2.State != "running" {
+	// The adopted Cals still work: the adopted Master blesses a child.
+	if sp2, err := n.c.Spawn(ctx, client.SpawnRequest{Permissions: []string{"read"}, CPUMillis: 10, MemoryBytes: 16 << 20, PIDs: 16}, true); err != nil || sp2.State != "running" {
 		t.Fatalf("spawn from an adopted cal: %v %+v", err, sp2)
 	}
 

@@ -175,12 +175,16 @@ func (n *network) master() string {
 	return st.Master
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+// waitFor polls cond until it holds or the deadline passes; then it runs
+// explain, if given, and fails.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool, explain ...func()) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
+			for _, f := range explain {
+				f()
+			}
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
