@@ -569,6 +569,11 @@ func (s *Server) awaitDeploy(id string) {
 		case <-registered:
 		case <-s.ctx.Done():
 		case <-time.After(timeout):
+			// A later instance (the supervisor restarted the Cal) registers
+			// on a channel of its own: the record says whether one did.
+			if rec, err := s.getCal(s.ctx, id); err != nil || rec.State != StateDeploying {
+				return
+			}
 			s.stop(s.ctx, id)
 			s.setState(s.ctx, id, StateFailed, fmt.Sprintf("deploy: the cal did not register within %v after the control plane restarted", timeout))
 		}
