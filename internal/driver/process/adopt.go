@@ -16,6 +16,7 @@ import (
 
 	"github.com/soulfra/calnet/internal/driver"
 	"github.com/soulfra/calnet/internal/sandbox"
+	"github.com/soulfra/calnet/internal/strictjson"
 )
 
 // Re-adoption, the way container runtimes do it (runc's state.json,
@@ -61,13 +62,8 @@ func validID(id string) bool {
 
 // parseRecord decodes and checks a record.
 func parseRecord(b []byte) (*record, error) {
-	if len(b) > maxRecordSize {
-		return nil, fmt.Errorf("record: %d bytes, over the limit of %d", len(b), maxRecordSize)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var r record
-	if err := dec.Decode(&r); err != nil {
+	if err := strictjson.Unmarshal(b, maxRecordSize, &r); err != nil {
 		return nil, fmt.Errorf("record: %w", err)
 	}
 	switch {
