@@ -329,6 +329,11 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.openAudit(); err != nil {
 		return nil, err
 	}
+	if !first {
+		if err := s.removeOrphanSandboxes(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.claimUIDs(ctx); err != nil {
 		return nil, err
 	}

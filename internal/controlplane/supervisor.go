@@ -591,6 +591,39 @@ func features(names []string) []sandbox.Feature {
 	return out
 }
 
+// removeOrphanSandboxes removes the directories of Cals the registry does
+// not hold: a spawn cut short after it wrote the Cal's sandbox and before
+// it recorded the Cal (its blessing, if the ledger has it, is revoked at
+// recovery). No process of such a Cal ever ran: a Cal starts only once
+// recorded. Left alone, the files would keep a uid of this network's that
+// no Cal has.
+func (s *Server) removeOrphanSandboxes(ctx context.Context) error {
+	ents, err := os.ReadDir(filepath.Join(s.cfg.DataDir, "cals"))
+	if err != nil {
+		return fmt.Errorf("cal directories: %w", err)
+	}
+	recs, err := s.listCals(ctx)
+	if err != nil {
+		return err
+	}
+	known := map[string]bool{}
+	for _, r := range recs {
+		known[r.ID] = true
+	}
+	for _, e := range ents {
+		if _, err := identity.ParseID(e.Name()); err != nil || known[e.Name()] {
+			continue
+		}
+		s.log.Warn("removing the sandbox of a cal that was never recorded (its spawn was cut short)", "cal", e.Name())
+		for _, dir := range []string{filepath.Join(s.cfg.DataDir, "cals", e.Name()), filepath.Join(s.cfg.DataDir, "host", e.Name())} {
+			if err := os.RemoveAll(dir); err != nil {
+				return fmt.Errorf("orphan cal directory: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
 // revokeOrphans revokes blessings the ledger holds for Cals the registry
 // never recorded: the control plane died between the ledger append and the
 // registry write. Such a credential must not outlive the failed spawn.

@@ -229,7 +229,8 @@ func TestCrashTrial(t *testing.T) {
 		case "running":
 			running++
 			if procs[sp.Cal].PID == 0 {
-				t.Errorf("acknowledged spawn %s says running but no process runs cal %s", id, sp.Cal)
+				c, err := n.c.Get(ctx, sp.Cal)
+				t.Errorf("acknowledged spawn %s says running but no process runs cal %s: %+v %v", id, sp.Cal, c, err)
 			}
 		case "failed":
 			failed++

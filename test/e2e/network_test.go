@@ -62,7 +62,14 @@ func up(t *testing.T, data string, extra ...string) *network {
 	t.Helper()
 	n := &network{t: t, data: data, addr: freeAddr(t), dns: freeAddr(t), router: freeAddr(t), flags: extra}
 	n.start()
-	t.Cleanup(func() { n.stop(syscall.SIGTERM) })
+	t.Cleanup(func() {
+		n.stop(syscall.SIGTERM)
+		if t.Failed() { // the control plane's last words, for the reader of the failure
+			b, _ := os.ReadFile(n.log.Name())
+			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+			t.Logf("calnet up's log (last lines):\n%s", strings.Join(lines[max(0, len(lines)-60):], "\n"))
+		}
+	})
 	return n
 }
 
