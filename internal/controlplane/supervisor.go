@@ -598,7 +598,7 @@ func features(names []string) []sandbox.Feature {
 // recorded. Left alone, the files would keep a uid of this network's that
 // no Cal has.
 func (s *Server) removeOrphanSandboxes(ctx context.Context) error {
-	ents, err := os.ReadDir(filepath.Join(s.cfg.DataDir, "cals"))
+	ents, err := os.ReadDir(s.calsDir())
 	if err != nil {
 		return fmt.Errorf("cal directories: %w", err)
 	}
@@ -615,10 +615,17 @@ func (s *Server) removeOrphanSandboxes(ctx context.Context) error {
 			continue
 		}
 		s.log.Warn("removing the sandbox of a cal that was never recorded (its spawn was cut short)", "cal", e.Name())
-		for _, dir := range []string{filepath.Join(s.cfg.DataDir, "cals", e.Name()), filepath.Join(s.cfg.DataDir, "host", e.Name())} {
-			if err := os.RemoveAll(dir); err != nil {
-				return fmt.Errorf("orphan cal directory: %w", err)
-			}
+		var err error
+		if s.pool != nil { // a subvolume of the Cal filesystem
+			err = s.pool.Remove(e.Name())
+		} else {
+			err = os.RemoveAll(filepath.Join(s.calsDir(), e.Name()))
+		}
+		if err == nil {
+			err = os.RemoveAll(filepath.Join(s.cfg.DataDir, "host", e.Name()))
+		}
+		if err != nil {
+			return fmt.Errorf("orphan cal directory: %w", err)
 		}
 	}
 	return nil

@@ -63,7 +63,7 @@ func controlPlaneMain() {
 	}
 	inst, err := d.Start(context.Background(), driver.Spec{
 		CalID: p.CalID, Dir: layout.Sandbox(p.CalID).MountSource(), RootMount: host.RootMount(), Sockets: socks, Binary: p.Binary, Args: []string{"-test.run=^$"},
-		Env: []string{childEnv + "=1"}, UID: 200125, GID: 200125, Features: sandbox.AllFeatures,
+		Env: []string{childEnv + "=1"}, UID: 200125, GID: 200125, Features: adoptFeatures,
 		Limits: driver.Limits{CPUMillis: 500, MemoryBytes: 64 << 20, PIDs: 64}, Secret: "s3cret", Log: log,
 	})
 	if err != nil {
@@ -74,12 +74,16 @@ func controlPlaneMain() {
 	select {}
 }
 
+// adoptFeatures is full isolation but the disk quota, which needs a Cal
+// filesystem (TestIsolatedCal covers it) and has no bearing on adoption.
+var adoptFeatures = slices.DeleteFunc(slices.Clone(sandbox.AllFeatures), func(f sandbox.Feature) bool { return f == sandbox.DiskQuota })
+
 func needAllFeatures(t *testing.T, d *Driver) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("the process driver's isolation needs root")
 	}
-	for _, f := range sandbox.AllFeatures {
+	for _, f := range adoptFeatures {
 		if !slices.Contains(d.Available(), f) {
 			t.Skipf("host lacks %s", f)
 		}
@@ -172,7 +176,7 @@ func TestAdoptAfterControlPlaneDeath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range sandbox.AllFeatures {
+	for _, f := range adoptFeatures {
 		if !iso[f] {
 			t.Errorf("isolation feature %s not in force for the adopted cal", f)
 		}
@@ -275,7 +279,7 @@ func TestAdoptRemovesUnrecordedLeftovers(t *testing.T) {
 	needAllFeatures(t, d)
 	id := "leftover012345678"
 	killStray(t, d, id)
-	cg, err := d.cgroup(driver.Spec{CalID: id, Features: sandbox.AllFeatures})
+	cg, err := d.cgroup(driver.Spec{CalID: id, Features: adoptFeatures})
 	if err != nil {
 		t.Fatal(err)
 	}
