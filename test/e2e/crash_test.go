@@ -108,8 +108,9 @@ func TestReadoptAfterSIGKILL(t *testing.T) {
 	// The Cal's output still reaches its log file: it logs its
 	// re-registration with the new control plane.
 	waitFor(t, "the adopted cal's re-registration in its log", 10*time.Second, func() bool {
-		b, _ := os.ReadFile(filepath.Join(data, "logs", sp.Cal+".log"))
-		return strings.Contains(string(b), "re-registered with a new control plane")
+		var b strings.Builder
+		n.c.Logs(ctx, sp.Cal, false, &b)
+		return strings.Contains(b.String(), "re-registered with a new control plane")
 	})
 	// The adopted Cals still work: the adopted Master blesses a child.
 	if sp2, err := n.c.Spawn(ctx, client.SpawnRequest{Permissions: []string{"read"}, CPUMillis: 10, MemoryBytes: 16 << 20, PIDs: 16}, true); err != nil || sp2.State != "running" {
