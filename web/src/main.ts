@@ -28,8 +28,15 @@ const cy = cytoscape({
   style: [
     { selector: 'node', style: { 'background-color': 'data(color)', label: 'data(label)', 'font-size': 10, width: 18, height: 18 } },
     { selector: 'node:selected', style: { 'border-width': 3, 'border-color': '#0969da' } },
-    { selector: 'edge', style: { width: 1, 'line-color': '#afb8c1', 'target-arrow-shape': 'triangle', 'target-arrow-color': '#afb8c1', 'curve-style': 'bezier', label: 'data(label)', 'font-size': 7, color: '#57606a' } },
-    { selector: 'edge.lineage', style: { width: 3, 'line-color': '#0969da', 'target-arrow-color': '#0969da', color: '#0969da', 'font-size': 9 } },
+    { selector: 'node.revoked', style: { opacity: 0.45, 'background-color': '#fff', 'border-width': 1.5, 'border-style': 'dashed', 'border-color': '#57606a' } },
+    // Edges carry no label but on the selected Cal's lineage, where the
+    // permissions each blessing granted are drawn along the edge on a
+    // background: labels on every edge piled up on one another.
+    { selector: 'edge', style: { width: 1, 'line-color': '#afb8c1', 'target-arrow-shape': 'triangle', 'target-arrow-color': '#afb8c1', 'curve-style': 'bezier' } },
+    { selector: 'edge.lineage', style: {
+      width: 3, 'line-color': '#0969da', 'target-arrow-color': '#0969da', label: 'data(perms)', color: '#0969da', 'font-size': 9,
+      'text-background-color': '#fff', 'text-background-opacity': 0.9, 'text-background-padding': '2px', 'z-index': 10,
+    } },
   ],
   wheelSensitivity: 0.3,
   maxZoom: 1.5,
@@ -56,6 +63,7 @@ function select(id: string) {
   for (let cur: Cal | undefined = c; cur && cur.parent !== 'genesis'; cur = cals.find((x) => x.id === cur!.parent)) {
     cy.getElementById(`e-${cur.id}`).addClass('lineage');
   }
+  describeGraph();
   renderTable();
   showChain(c.id);
   showCharts(c.id).catch(() => {});
@@ -90,7 +98,7 @@ async function showChain(id: string) {
     for (const l of r.links) {
       const tr = tb.insertRow();
       tr.dataset.status = l.status;
-      cell(tr, String(l.link)); cell(tr, short(l.cal)); cell(tr, l.permissions.join(',')); cell(tr, l.status, l.status);
+      cell(tr, String(l.link)); cell(tr, short(l.cal)); cell(tr, l.permissions.join(', ')); cell(tr, l.status, l.status);
     }
   } catch (e) { tb.replaceChildren(); const tr = tb.insertRow(); cell(tr, e instanceof Error ? e.message : String(e), 'failed'); }
 }
@@ -116,41 +124,80 @@ function renderMetrics(spawns: (Spawn & { operational_at?: string })[]) {
     const bar = document.createElement('div'); bar.className = 'bar'; bar.style.width = `${Math.max(2, (300 * n) / cals.length)}px`;
     tr.insertCell().append(bar);
   }
-  const svg = $('m-latency') as unknown as SVGSVGElement;
-  svg.replaceChildren();
-  const recent = lat.slice(-100), max = Math.max(1, ...recent);
-  recent.forEach((v, i) => {
-    const r = document.createElementNS('http://www.w3.org/2000/svg', 'rect');
-    const h = (150 * v) / max;
-    r.setAttribute('x', String(i * 9)); r.setAttribute('y', String(155 - h)); r.setAttribute('width', '7'); r.setAttribute('height', String(h));
-    r.setAttribute('fill', '#0969da');
-    svg.append(r);
-  });
+  drawLatency(spawns);
 }
 
-// render updates the graph in place: new Cals appear, changed ones recolour,
-// revoked ones fade; at 1,000 Cals labels go and a cheap layout is used.
+// drawLatency charts the most recent 100 spawns that ran: when each was
+// requested (x) against how long it took to be operational (y, ms).
+let latencyChart: uPlot | null = null;
+function drawLatency(spawns: (Spawn & { operational_at?: string })[]) {
+  const ran = spawns.filter((s) => s.state === 'running' && s.operational_at)
+    .map((s) => [Date.parse(s.requested_at) / 1000, Date.parse(s.operational_at!) - Date.parse(s.requested_at)] as [number, number])
+    .filter(([, ms]) => ms >= 0).sort((a, b) => a[0] - b[0]).slice(-100);
+  const data: uPlot.AlignedData = [ran.map((r) => r[0]), ran.map((r) => r[1])];
+  const el = $('m-latency');
+  el.dataset.points = String(ran.length);
+  if (latencyChart && $('view-metrics').hidden === false && latencyChart.data[0].length === ran.length) { latencyChart.setData(data); return; }
+  latencyChart?.destroy();
+  latencyChart = new uPlot({
+    width: Math.max(320, Math.min(900, el.parentElement!.clientWidth || 900)), height: 220, legend: { show: false },
+    scales: { y: { range: (_u, _min, max) => [0, Math.max(10, max * 1.1)] } },
+    series: [{}, { label: 'requested → operational (ms)', stroke: '#0969da', width: 0, points: { show: true, size: 6, fill: '#0969da' } }],
+    axes: [{ label: 'spawn requested at', labelSize: 20 }, { label: 'ms to operational', labelSize: 20, size: 56 }],
+  }, data, el);
+  el.dataset.axes = latencyChart.axes.map((a) => a.label).join('|');
+}
+
+// render updates the graph in place: new Cals appear, changed ones
+// recolour; revoked ones leave the graph unless "show revoked Cals" is on
+// (then they are drawn dashed and faded; the legend says so). At 1,000
+// Cals labels go and a cheap layout is used. A layout needs the graph on
+// screen: one asked for while it is hidden waits until it is shown.
+let layoutPending = false;
 function render() {
   const big = cals.length > 300;
-  const ids = new Set(cals.map((c) => c.id));
+  const showRevoked = $<HTMLInputElement>('show-revoked').checked;
+  const shown = cals.filter((c) => showRevoked || c.state !== 'revoked');
+  const ids = new Set(shown.map((c) => c.id));
   cy.batch(() => {
-    cy.elements().forEach((el: cytoscape.SingularElementArgument) => { if (!ids.has(el.isNode() ? el.id() : String(el.data('target')))) el.remove(); });
-    let added = false;
-    for (const c of cals) {
+    cy.elements().forEach((el: cytoscape.SingularElementArgument) => {
+      const keep = el.isNode() ? ids.has(el.id()) : ids.has(String(el.data('target'))) && ids.has(String(el.data('source')));
+      if (!keep) el.remove();
+    });
+    for (const c of shown) {
       const data = { id: c.id, label: big ? '' : (c.name || short(c.id)), color: COLORS[c.state] ?? '#8c959f' };
-      const n = cy.getElementById(c.id);
-      if (n.empty()) { cy.add({ group: 'nodes', data }); added = true; } else n.data(data);
+      let n = cy.getElementById(c.id);
+      if (n.empty()) { n = cy.add({ group: 'nodes', data }); layoutPending = true; } else n.data(data);
+      n.toggleClass('revoked', c.state === 'revoked');
       if (c.parent !== 'genesis' && cy.getElementById(`e-${c.id}`).empty() && ids.has(c.parent)) {
-        cy.add({ group: 'edges', data: { id: `e-${c.id}`, source: c.parent, target: c.id, label: big ? '' : c.permissions.join(',') } });
-        added = true;
+        cy.add({ group: 'edges', data: { id: `e-${c.id}`, source: c.parent, target: c.id, perms: c.permissions.join(',') } });
+        layoutPending = true;
       }
     }
-    if (added) cy.layout(big ? { name: 'grid' } : { name: 'breadthfirst', directed: true, spacingFactor: 1.1 }).run();
   });
+  layoutIfShown();
+  describeGraph();
   fillCals('spawn-parent', (c) => c.permissions.includes('spawn'));
   fillCals('console-cal');
   fillCals('matrix-root');
   renderTable();
+}
+
+function layoutIfShown() {
+  if (!layoutPending || $('app').hidden || $('view-topology').hidden) return;
+  layoutPending = false;
+  cy.resize();
+  cy.layout(cals.length > 300 ? { name: 'grid' } : { name: 'breadthfirst', directed: true, spacingFactor: 1.1 }).run();
+}
+
+// describeGraph states what the graph shows on its element, for people
+// using assistive technology and for the browser tests.
+function describeGraph() {
+  const g = $('graph');
+  g.dataset.nodes = String(cy.nodes().length);
+  g.dataset.revokedShown = String(cy.nodes('.revoked').length);
+  g.dataset.labelledEdges = String(cy.edges('.lineage').length);
+  g.setAttribute('aria-label', `network topology: ${cy.nodes().length} Cals shown`);
 }
 
 // fillCals lists the running Cals (that pass only) in a select, keeping
@@ -315,7 +362,7 @@ async function signIn(token: string) {
   }
   text($('signin-error'), '');
   $('signin').hidden = true; $('app').hidden = false; $('signout').hidden = false;
-  cy.resize();
+  layoutPending = true; // laid out while hidden, the nodes would sit in a corner
   stopEvents = events(() => scheduleRefresh(), (s) => text($('conn'), s));
   await refresh();
   if (may('admin')) await loadLimits().catch((e) => showError('limits-error', e));
@@ -389,7 +436,7 @@ for (const b of document.querySelectorAll<HTMLButtonElement>('nav button')) {
   b.onclick = () => {
     for (const x of document.querySelectorAll('nav button')) x.classList.toggle('active', x === b);
     for (const v of document.querySelectorAll<HTMLElement>('.view')) v.hidden = v.id !== `view-${b.dataset.view}`;
-    if (b.dataset.view === 'topology') cy.resize();
+    if (b.dataset.view === 'topology') { cy.resize(); layoutIfShown(); }
     if (b.dataset.view === 'heat') renderHeat().catch(() => {});
     if (b.dataset.view === 'rules') openRules();
     if (b.dataset.view === 'logs') loadLogs(true);
@@ -397,6 +444,7 @@ for (const b of document.querySelectorAll<HTMLButtonElement>('nav button')) {
     if (b.dataset.view === 'matrix') renderMatrix().catch((e) => showError('matrix-error', e));
   };
 }
+$<HTMLInputElement>('show-revoked').onchange = () => { layoutPending = true; render(); };
 $<HTMLSelectElement>('heat-metric').onchange = () => { renderHeat().catch(() => {}); };
 setInterval(() => { if (!$('app').hidden && !$('view-heat').hidden) renderHeat().catch(() => {}); }, 5000);
 $<HTMLInputElement>('chain-file').onchange = async () => {
