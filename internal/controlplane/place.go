@@ -27,7 +27,11 @@ func (s *Server) place(ctx context.Context, p SpawnParams, parent *CalRecord) pl
 	c := placement.Candidate{Name: name, Zone: s.cfg.Zone, CPUCapacity: cpu, CPUFree: cpu, MemCapacity: mem, MemFree: free, Healthy: true,
 		RecentFailures: s.outcomes.Failures("host:" + name)}
 	sib := map[string]int{s.cfg.Zone: len(s.runningChildren(ctx, parent))}
-	return placement.Place([]placement.Candidate{c}, placement.Request{CPUMillis: p.CPUMillis, MemoryBytes: min(p.MemoryBytes, startFootprint), ParentHost: name, Siblings: sib}, placement.DefaultWeights)
+	// A Cal's CPU quota is also the budget of its whole subtree, which
+	// may outgrow one host; the Cal itself can use at most one host's
+	// cores, so that is the most a host is asked for (a 262-core subtree
+	// root was refused on a 2-core host: calnet bench revoke).
+	return placement.Place([]placement.Candidate{c}, placement.Request{CPUMillis: min(p.CPUMillis, cpu), MemoryBytes: min(p.MemoryBytes, startFootprint), ParentHost: name, Siblings: sib}, placement.DefaultWeights)
 }
 
 // hostName names this host among placement candidates.
