@@ -128,8 +128,11 @@ func ReadConfig() (*Config, error) {
 		if fd <= ConfigFD {
 			return nil, fmt.Errorf("sandbox: config: socket %s: descriptor %d is not one the driver passed", name, fd)
 		}
-		// Workloads the Cal starts never inherit them.
-		unix.CloseOnExec(fd)
+	}
+	// Workloads the Cal starts inherit none of its descriptors: neither
+	// the sockets above nor anything else the process was started with.
+	if err := InheritNothing(); err != nil {
+		return nil, err
 	}
 	return &c, nil
 }

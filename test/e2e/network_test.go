@@ -39,6 +39,10 @@ type network struct {
 	exited chan struct{}
 	// flags are the extra flags of `up`, kept for restarts.
 	flags []string
+	// inherit are files `calnet up` is started with beyond 0, 1 and 2,
+	// open and not close-on-exec, as a shell or a supervisor may leave
+	// them.
+	inherit []*os.File
 }
 
 func freeAddr(t *testing.T) string {
@@ -60,7 +64,14 @@ func needRoot(t *testing.T) {
 // the Master Cal runs.
 func up(t *testing.T, data string, extra ...string) *network {
 	t.Helper()
-	n := &network{t: t, data: data, addr: freeAddr(t), dns: freeAddr(t), router: freeAddr(t), flags: extra}
+	return upInheriting(t, data, nil, extra...)
+}
+
+// upInheriting is up with files `calnet up` inherits as descriptors 3, 4,
+// ... (open, not close-on-exec).
+func upInheriting(t *testing.T, data string, inherit []*os.File, extra ...string) *network {
+	t.Helper()
+	n := &network{t: t, data: data, addr: freeAddr(t), dns: freeAddr(t), router: freeAddr(t), flags: extra, inherit: inherit}
 	n.start()
 	t.Cleanup(func() {
 		n.stop(syscall.SIGTERM)
@@ -91,6 +102,7 @@ func (n *network) start(extra ...string) {
 	}
 	n.cmd = exec.Command(bin, append([]string{"up", "--data", n.data, "--addr", n.addr, "--dns", n.dns, "--router", n.router}, n.flags...)...)
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
+	n.cmd.ExtraFiles = n.inherit
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -155,6 +155,12 @@ func (d *Driver) Start(ctx context.Context, s driver.Spec) (driver.Instance, err
 		}
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags, Pdeathsig: syscall.SIGKILL, Setsid: true}
+	// The Cal gets the descriptors named above and nothing this process
+	// was started with.
+	if err := sandbox.InheritNothing(); err != nil {
+		cfgW.Close()
+		return nil, fmt.Errorf("start cal %s: %w", s.CalID, err)
+	}
 	if err := cmd.Start(); err != nil {
 		cfgW.Close()
 		return nil, fmt.Errorf("start cal %s: %w", s.CalID, err)
