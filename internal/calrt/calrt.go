@@ -27,6 +27,7 @@ import (
 	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/caltls"
+	"github.com/soulfra/calnet/internal/connlimit"
 	"github.com/soulfra/calnet/internal/limitedfile"
 	"github.com/soulfra/calnet/internal/sandbox"
 	"github.com/soulfra/calnet/internal/strictjson"
@@ -59,6 +60,7 @@ type Runtime struct {
 	vault    *vault.Log
 	vaultErr error // set when the vault failed verification: reported, never skipped
 	prom     calMetrics
+	conns    *connlimit.Budget // descriptors the Cal's listeners may hold (listeners.go)
 }
 
 // Main enters the sandbox from the driver's config and runs the Cal until
@@ -128,7 +130,7 @@ func Open(dir, runDir, secret string, log *slog.Logger) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt := &Runtime{log: log, dir: dir, runDir: runDir, key: key, root: &root, network: v.Network(), chain: chain, verifier: v, certs: certs, kek: kek, logs: ring,
+	rt := &Runtime{log: log, dir: dir, runDir: runDir, key: key, root: &root, network: v.Network(), chain: chain, verifier: v, certs: certs, kek: kek, logs: ring, conns: newConnBudget(),
 		listen: func(name string) (*net.UnixListener, error) {
 			return nil, fmt.Errorf("no socket %q was passed to this cal", name)
 		}}

@@ -100,7 +100,7 @@ func (rt *Runtime) serveConsole(ctx context.Context, conn net.Conn) {
 	prompt := func() { fmt.Fprintf(w, "cal %s> ", rt.ID().Short()); w.Flush() }
 	fmt.Fprintf(w, "calnet console of cal %s (type help)\n", rt.ID())
 	prompt()
-	sc := bufio.NewScanner(conn)
+	sc := bufio.NewScanner(idleReader{conn})
 	sc.Buffer(make([]byte, maxConsoleLine), maxConsoleLine)
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
@@ -241,17 +241,38 @@ func (rt *Runtime) listenConsole(tier int) error {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	sessions := make(chan struct{}, maxConsoleSessions)
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go rt.serveConsole(ctx, c)
+			select {
+			case sessions <- struct{}{}:
+			default:
+				c.SetWriteDeadline(time.Now().Add(time.Second))
+				fmt.Fprintf(c, "console: %d sessions are open, the limit; try again later\n", maxConsoleSessions)
+				c.Close()
+				continue
+			}
+			go func() {
+				defer func() { <-sessions }()
+				rt.serveConsole(ctx, c)
+			}()
 		}
 	}()
 	stop := func() { cancel(); ln.Close() }
 	rt.tiers.onStop(tier, stop)
 	rt.closers = append(rt.closers, stop)
 	return nil
+}
+
+// idleReader ends a console session whose client sends nothing for
+// consoleIdle: every read gets a fresh deadline.
+type idleReader struct{ c net.Conn }
+
+func (r idleReader) Read(p []byte) (int, error) {
+	r.c.SetReadDeadline(time.Now().Add(consoleIdle))
+	return r.c.Read(p)
 }

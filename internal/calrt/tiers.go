@@ -18,6 +18,7 @@ import (
 
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/caltls"
+	"github.com/soulfra/calnet/internal/connlimit"
 	"github.com/soulfra/calnet/internal/limitedfile"
 	"github.com/soulfra/calnet/internal/router"
 	"github.com/soulfra/calnet/internal/strictjson"
@@ -216,7 +217,7 @@ func (rt *Runtime) startBuiltin(ctx context.Context, tier int, name string) (not
 		rt.challenge = ch.Challenge // answered at activation, once every tier is up
 		return "control plane reachable; registers once every tier is up", nil
 	case "mesh":
-		return "mutual TLS (SPIFFE ID, X25519MLKEM768)", rt.serve(tier, calproto.APISocket, rt.apiHandler(), true)
+		return "mutual TLS (SPIFFE ID, X25519MLKEM768)", rt.serve(tier, calproto.APISocket, rt.apiHandler(), true, apiConns)
 	case "autonomy":
 		return "no spawn rules yet", nil
 	case "console":
@@ -228,7 +229,7 @@ func (rt *Runtime) startBuiltin(ctx context.Context, tier int, name string) (not
 		return "served with the mesh tier's mutual TLS", nil
 	case "gateway":
 		h := rt.gatewayHandler()
-		if err := rt.serve(tier, calproto.GatewaySocket, h, false); err != nil {
+		if err := rt.serve(tier, calproto.GatewaySocket, h, false, gatewayConns); err != nil {
 			return "", err
 		}
 		return "Infinity Router entry (connections routed by Host are handed over)", rt.serveHandoff(tier, h)
@@ -237,13 +238,14 @@ func (rt *Runtime) startBuiltin(ctx context.Context, tier int, name string) (not
 }
 
 // serve starts an HTTP server on one of the sockets the control plane
-// bound for the Cal; stopping the tier closes it.
-func (rt *Runtime) serve(tier int, sock string, h http.Handler, mtls bool) error {
+// bound for the Cal, its connections bounded by lim; stopping the tier
+// closes it.
+func (rt *Runtime) serve(tier int, sock string, h http.Handler, mtls bool, lim connlimit.Limits) error {
 	ln, err := rt.listen(sock)
 	if err != nil {
 		return err
 	}
-	rt.serveOn(tier, ln, h, mtls)
+	rt.serveOn(tier, sock, ln, h, mtls, lim)
 	return nil
 }
 
@@ -254,19 +256,20 @@ func (rt *Runtime) serveLocal(tier int, h http.Handler) error {
 	if err != nil {
 		return err
 	}
-	rt.serveOn(tier, ln, h, false)
+	rt.serveOn(tier, calproto.LocalSocket, ln, h, false, localConns)
 	return nil
 }
 
-func (rt *Runtime) serveOn(tier int, ln net.Listener, h http.Handler, mtls bool) {
+func (rt *Runtime) serveOn(tier int, name string, ln net.Listener, h http.Handler, mtls bool, lim connlimit.Limits) {
+	cl := connlimit.New(ln, connlimit.Config{Limits: lim, Budget: rt.conns, HTTP: !mtls, Name: name, Logger: rt.log})
 	// Idle connections close after two minutes: the router's pinned
 	// connections end with them.
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ConnContext: router.ConnContext}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: headerTimeout, IdleTimeout: idleTimeout, ConnContext: router.ConnContext, ConnState: cl.ConnState}
 	if mtls {
 		srv.TLSConfig = caltls.Config(rt.certs, rt.isControlPlane, true)
-		go srv.ServeTLS(ln, "", "")
+		go srv.ServeTLS(cl, "", "")
 	} else {
-		go srv.Serve(ln)
+		go srv.Serve(cl)
 	}
 	rt.tiers.onStop(tier, func() { srv.Close() })
 	rt.closers = append(rt.closers, func() { srv.Close() })
@@ -281,8 +284,12 @@ func (rt *Runtime) serveHandoff(tier int, h http.Handler) error {
 		return err
 	}
 	hl := router.ListenHandoff(ln)
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ConnContext: router.ConnContext}
-	go srv.Serve(hl)
+	// Handed-over connections are the router's clients: once handed over
+	// they no longer count against the router, so they are bounded here,
+	// per client IP.
+	cl := connlimit.New(hl, connlimit.Config{Limits: handoffConns, Budget: rt.conns, HTTP: true, Name: "handoff", Logger: rt.log})
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: headerTimeout, IdleTimeout: idleTimeout, ConnContext: router.ConnContext, ConnState: cl.ConnState}
+	go srv.Serve(cl)
 	rt.tiers.onStop(tier, func() { srv.Close() })
 	rt.closers = append(rt.closers, func() { srv.Close() })
 	return nil

@@ -55,7 +55,12 @@ func writeError(w http.ResponseWriter, err error) {
 // readJSON decodes a bounded, strict JSON body (internal/strictjson: keys
 // exactly as documented, no duplicate, nothing after the document).
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	// A client has bodyTimeout to send the body: a slow one does not hold
+	// its connection (and descriptor) for ever.
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(bodyTimeout))
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBody))
+	rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		writeError(w, apiErr(413, "body: over the limit of %d bytes", maxRequestBody))
 		return false
@@ -448,9 +453,18 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request, pr principal
 	if st, err := f.Stat(); err == nil && st.Size() > 1<<20 {
 		f.Seek(-1<<20, io.SeekEnd)
 	}
+	follow := r.URL.Query().Get("follow") == "true"
+	if follow {
+		release, aerr := s.streams.acquire(pr.actor())
+		if aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		defer release()
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	io.Copy(w, f)
-	if r.URL.Query().Get("follow") != "true" {
+	if !follow {
 		return
 	}
 	fl, _ := w.(http.Flusher)
@@ -476,6 +490,12 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request, pr principal
 // handleEvents streams events over a WebSocket, resuming after ?after=SEQ.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request, p principal) {
 	after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
+	release, aerr := s.streams.acquire(p.actor())
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	defer release()
 	c, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		return

@@ -23,6 +23,12 @@ func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiErr(409, "cal %s is %s", rec.ID, rec.State))
 		return
 	}
+	release, aerr := s.streams.acquire(actorOf(r))
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	defer release()
 	sock, err := s.calSocket(rec.ID, calproto.ConsoleSocket)
 	if err != nil {
 		writeError(w, err)

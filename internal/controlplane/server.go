@@ -30,6 +30,7 @@ import (
 	"github.com/soulfra/calnet/internal/calfs"
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/caltls"
+	"github.com/soulfra/calnet/internal/connlimit"
 	"github.com/soulfra/calnet/internal/discovery"
 	"github.com/soulfra/calnet/internal/driver"
 	"github.com/soulfra/calnet/internal/hostuid"
@@ -169,6 +170,8 @@ type Server struct {
 	audit      *auditLog
 	prom       *promMetrics
 	deploySem  chan struct{}
+	connBudget *connlimit.Budget // descriptors the listeners may hold (listeners.go)
+	streams    streams           // long-lived streams per principal (streams.go)
 	anchored   atomic.Uint64 // ledger size last recorded in the state store
 	anchorKick chan struct{}
 	recovered  chan struct{} // closed when Run has recovered the Cals
@@ -415,17 +418,8 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("router: listen %s: %w", s.cfg.RouterAddr, err)
 	}
 	s.routerAddr = routerLn.Addr().String()
-	rtr := s.router()
-	rtr.Observe(func(cal string, _ bool) { s.note(fromOutside, cal, "http", 0) })
-	routerSrv := &http.Server{Handler: authz.Whole(authz.Router, authz.Public, rtr), ReadHeaderTimeout: 10 * time.Second}
-	go routerSrv.Serve(routerLn)
-	defer rtr.Close() // pinned connections are hijacked: the server does not track them
-	defer routerSrv.Close()
-	calSrv := &http.Server{Handler: s.calHandler(), TLSConfig: caltls.Config(s.certs, s.resolveCal, true), ReadHeaderTimeout: 10 * time.Second}
-	apiSrv := &http.Server{Handler: s.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 2)
-	go func() { errc <- calSrv.ServeTLS(calLn, "", "") }()
-
+	// State first, then the listeners: a client that reaches the API finds
+	// the rules, policies and grants already loaded.
 	if err := s.rebuildIndex(ctx); err != nil {
 		s.log.Error("namespace index", "err", err)
 	}
@@ -441,9 +435,33 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.loadLearned(); err != nil {
 		s.log.Error("restoring what the control plane learned (that part starts empty)", "err", err)
 	}
+	// No client may take every descriptor: each listener is bounded, in
+	// total and per client, and all of them by one budget that leaves a
+	// reserve for the rest of the process.
+	nofile, budget, err := raiseNoFile()
+	if err != nil {
+		s.log.Warn("file descriptor limit", "err", err)
+	}
+	s.connBudget = connlimit.NewBudget(budget)
+	s.log.Info("connection limits", "nofile", nofile, "budget", budget, "api", apiConns, "router", routerConns, "cal_api", calConns, "dns", dnsConns)
+	apiL := s.limitListener(apiLn, "api", apiConns, true)
+	routerL := s.limitListener(routerLn, "router", routerConns, true)
+	calL := s.limitListener(calLn, "cal-api", calConns, false)
+	rtr := s.router()
+	rtr.Observe(func(cal string, _ bool) { s.note(fromOutside, cal, "http", 0) })
+	routerSrv := &http.Server{Handler: authz.Whole(authz.Router, authz.Public, rtr), ReadHeaderTimeout: headerTimeout, IdleTimeout: idleTimeout, ConnState: routerL.ConnState}
+	go routerSrv.Serve(routerL)
+	defer rtr.Close() // pinned connections are hijacked: the server does not track them
+	defer routerSrv.Close()
+	calSrv := &http.Server{Handler: s.calHandler(), TLSConfig: caltls.Config(s.certs, s.resolveCal, true),
+		ReadHeaderTimeout: headerTimeout, IdleTimeout: idleTimeout, ConnState: calL.ConnState}
+	apiSrv := &http.Server{Handler: s.apiHandler(), ReadHeaderTimeout: headerTimeout, IdleTimeout: idleTimeout, ConnState: apiL.ConnState}
+	errc := make(chan error, 2)
+	go func() { errc <- calSrv.ServeTLS(calL, "", "") }()
 	if s.cfg.DNSAddr != "" {
 		target, _ := net.ResolveTCPAddr("tcp", s.routerAddr)
-		d := discovery.New(discovery.Config{Domain: s.cfg.Domain, Addr: s.cfg.DNSAddr, Target: target, Lookup: s.lookupNS, Logger: s.log})
+		d := discovery.New(discovery.Config{Domain: s.cfg.Domain, Addr: s.cfg.DNSAddr, Target: target, Lookup: s.lookupNS, Logger: s.log,
+			LimitTCP: func(ln net.Listener) net.Listener { return s.limitListener(ln, "dns-tcp", dnsConns, false) }})
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -460,7 +478,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Error("recovering cals", "err", err)
 	}
 	close(s.recovered)
-	go func() { errc <- apiSrv.Serve(apiLn) }()
+	go func() { errc <- apiSrv.Serve(apiL) }()
 	s.log.Info("control plane up", "api", "http://"+apiLn.Addr().String(), "network", s.net.Info.Network.String())
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.collect() }()

@@ -46,6 +46,8 @@ type Config struct {
 	Logger *slog.Logger
 	// TTL of answers (default 5s: the registry changes).
 	TTL uint32
+	// LimitTCP, when set, wraps the TCP listener (connection limits).
+	LimitTCP func(net.Listener) net.Listener
 }
 
 // Server is a DNS server for the registry.
@@ -82,8 +84,14 @@ func (s *Server) Run(ctx context.Context) error {
 		pc.Close()
 		return fmt.Errorf("dns: %w", err)
 	}
+	if s.cfg.LimitTCP != nil {
+		ln = s.cfg.LimitTCP(ln)
+	}
 	udp := &dns.Server{PacketConn: pc, Handler: s}
-	tcp := &dns.Server{Listener: ln, Handler: s, ReadTimeout: 5 * time.Second}
+	// A TCP client has tcpTimeout to send each query and to take each
+	// answer, and a connection idle for tcpIdle closes.
+	tcp := &dns.Server{Listener: ln, Handler: s, ReadTimeout: tcpTimeout, WriteTimeout: tcpTimeout,
+		IdleTimeout: func() time.Duration { return tcpIdle }, MaxTCPQueries: maxTCPQueries}
 	errc := make(chan error, 2)
 	go func() { errc <- udp.ActivateAndServe() }()
 	go func() { errc <- tcp.ActivateAndServe() }()
@@ -98,6 +106,13 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 }
+
+// Limits of DNS over TCP.
+const (
+	tcpTimeout    = 5 * time.Second
+	tcpIdle       = 8 * time.Second
+	maxTCPQueries = 128 // per connection
+)
 
 // maxQuestions bounds the questions handled in one message.
 const maxQuestions = 1

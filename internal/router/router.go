@@ -273,6 +273,14 @@ type pinKey struct{}
 // each connection the state Misdirected keeps.
 func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	pinned := new(atomic.Bool)
+	// A listener wrapper (connection limits) exposes the connection it wraps.
+	for {
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.NetConn()
+	}
 	if _, ok := c.(*handedConn); ok {
 		pinned.Store(true)
 	}

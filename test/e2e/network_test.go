@@ -43,6 +43,8 @@ type network struct {
 	// open and not close-on-exec, as a shell or a supervisor may leave
 	// them.
 	inherit []*os.File
+	// wrap, when set, runs calnet under a command (prlimit ...).
+	wrap []string
 }
 
 func freeAddr(t *testing.T) string {
@@ -100,7 +102,11 @@ func (n *network) start(extra ...string) {
 	if n.bin != "" {
 		bin = n.bin
 	}
-	n.cmd = exec.Command(bin, append([]string{"up", "--data", n.data, "--addr", n.addr, "--dns", n.dns, "--router", n.router}, n.flags...)...)
+	args := append([]string{bin, "up", "--data", n.data, "--addr", n.addr, "--dns", n.dns, "--router", n.router}, n.flags...)
+	if len(n.wrap) > 0 {
+		args = append(append([]string{}, n.wrap...), args...)
+	}
+	n.cmd = exec.Command(args[0], args[1:]...)
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	n.cmd.ExtraFiles = n.inherit
 	if err := n.cmd.Start(); err != nil {
