@@ -17,6 +17,7 @@ import (
 
 	"github.com/soulfra/calnet/internal/limitedfile"
 	"github.com/soulfra/calnet/internal/netdir"
+	"github.com/soulfra/calnet/internal/strictjson"
 )
 
 // Env is what the CLI needs from its process.
@@ -71,8 +72,8 @@ func (a *app) render(v any) error {
 	if err != nil {
 		return err
 	}
-	var data any
-	if err := json.Unmarshal(b, &data); err != nil {
+	var data any // our own encoding, read back as plain values
+	if err := strictjson.Unmarshal(b, len(b), &data); err != nil {
 		return err
 	}
 	if err := a.tmpl.Execute(a.env.Stdout, data); err != nil {
