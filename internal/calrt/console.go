@@ -202,7 +202,7 @@ func (rt *Runtime) serveConsole(ctx context.Context, conn net.Conn) {
 				fmt.Fprintf(w, "error: %v\n", err)
 				break
 			}
-			fmt.Fprintf(w, "spawn %v: cal %v %v\n", sp["state"], sp["cal"], sp["reason"])
+			fmt.Fprintf(w, "spawn %s: cal %s %s\n", str(sp["state"]), str(sp["cal"]), str(sp["reason"]))
 		case "children":
 			var out []map[string]any // Cal records
 			if err := rt.call(ctx, "GET", calproto.PathChildren, nil, &out); err != nil {
@@ -210,7 +210,7 @@ func (rt *Runtime) serveConsole(ctx context.Context, conn net.Conn) {
 				break
 			}
 			for _, c := range out {
-				fmt.Fprintf(w, "%v %-9v %v\n", c["id"], c["state"], str(c["name"]))
+				fmt.Fprintf(w, "%s %-9s %s\n", str(c["id"]), str(c["state"]), str(c["name"]))
 			}
 			if len(out) == 0 {
 				fmt.Fprintln(w, "no children")
