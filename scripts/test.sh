@@ -46,6 +46,14 @@ if ! command -v staticcheck >/dev/null 2>&1; then
 fi
 staticcheck ./...
 
+echo "== OpenAPI document (Redocly CLI lint, pinned in scripts/openapi-lint)"
+if command -v npm >/dev/null 2>&1; then
+  ./scripts/openapi-lint/lint.sh
+else
+  echo "npm not found: install Node.js 20.19+ to lint the OpenAPI document" >&2
+  exit 1
+fi
+
 echo "== go test -race"
 go test -race -count=1 ./...
 
