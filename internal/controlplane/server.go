@@ -172,7 +172,7 @@ type Server struct {
 	deploySem  chan struct{}
 	connBudget *connlimit.Budget // descriptors the listeners may hold (listeners.go)
 	streams    streams           // long-lived streams per principal (streams.go)
-	anchored   atomic.Uint64 // ledger size last recorded in the state store
+	anchored   atomic.Uint64     // ledger size last recorded in the state store
 	anchorKick chan struct{}
 	recovered  chan struct{} // closed when Run has recovered the Cals
 	onShutdown func()
