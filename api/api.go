@@ -134,13 +134,17 @@ type Spawn struct {
 
 // Status summarises the network.
 type Status struct {
-	Network    string         `json:"network"`
-	Master     string         `json:"master"`
-	Cals       map[string]int `json:"cals"`
-	Paused     bool           `json:"spawning_paused"`
-	LedgerSize uint64         `json:"ledger_size"`
-	Driver     string         `json:"driver"`
-	Isolation  []string       `json:"isolation"`
+	Network string `json:"network"`
+	Master  string `json:"master"`
+	// MasterState is the Master Cal's state; when it is failed,
+	// MasterError says why and `calnet restart` runs it again.
+	MasterState string         `json:"master_state,omitempty"`
+	MasterError string         `json:"master_error,omitempty"`
+	Cals        map[string]int `json:"cals"`
+	Paused      bool           `json:"spawning_paused"`
+	LedgerSize  uint64         `json:"ledger_size"`
+	Driver      string         `json:"driver"`
+	Isolation   []string       `json:"isolation"`
 }
 
 // Revoked is the answer to a revocation.

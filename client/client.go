@@ -225,6 +225,19 @@ func (c *Client) Revoke(ctx context.Context, id, reason string) (*Revoked, error
 	return &out, c.do(ctx, http.MethodPost, "/v1/cals/"+url.PathEscape(id)+"/revoke", map[string]string{"reason": reason}, &out)
 }
 
+// Restart runs a Cal again: a failed or stopped one (the Master Cal
+// included) with a fresh restart budget, a running one as a new process.
+// A revoked Cal is refused (409). With wait it returns once the Cal runs
+// or has failed again.
+func (c *Client) Restart(ctx context.Context, id string, wait bool) (*Cal, error) {
+	var out Cal
+	q := ""
+	if wait {
+		q = "?wait=true"
+	}
+	return &out, c.do(ctx, http.MethodPost, "/v1/cals/"+url.PathEscape(id)+"/restart"+q, nil, &out)
+}
+
 // SetSpawning pauses or resumes all spawning (the kill switch).
 func (c *Client) SetSpawning(ctx context.Context, paused bool) error {
 	return c.do(ctx, http.MethodPost, "/v1/spawning", map[string]bool{"paused": paused}, nil)

@@ -32,7 +32,15 @@ func (a *app) statusCmd() *cobra.Command {
 				return err
 			}
 			return a.print(s, func(w io.Writer) {
-				fmt.Fprintf(w, "network   %s\nmaster    %s\ndriver    %s (%s)\nspawning  %s\nledger    %d entries\n", s.Network, s.Master, s.Driver, strings.Join(s.Isolation, ","), map[bool]string{true: "PAUSED", false: "on"}[s.Paused], s.LedgerSize)
+				master := s.Master
+				switch s.MasterState {
+				case "", "running":
+				case "failed", "stopped":
+					master += fmt.Sprintf("  %s: %s (run it again: calnet restart %s)", strings.ToUpper(s.MasterState), s.MasterError, s.Master)
+				default:
+					master += " (" + s.MasterState + ")"
+				}
+				fmt.Fprintf(w, "network   %s\nmaster    %s\ndriver    %s (%s)\nspawning  %s\nledger    %d entries\n", s.Network, master, s.Driver, strings.Join(s.Isolation, ","), map[bool]string{true: "PAUSED", false: "on"}[s.Paused], s.LedgerSize)
 				var states []string
 				for st := range s.Cals {
 					states = append(states, st)
@@ -403,5 +411,49 @@ func (a *app) eventsCmd() *cobra.Command {
 	}
 	cmd.Flags().Uint64Var(&after, "after", 0, "start after this sequence number")
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep following")
+	return cmd
+}
+
+func (a *app) restartCmd() *cobra.Command {
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "restart CAL",
+		Short: "Run a Cal again: a failed or stopped one (the Master Cal too), or a running one as a new process",
+		Long: `Run the Cal CAL (name, full ID or unique prefix) again. A Cal the supervisor
+gave up on (failed: too many restarts in a short time) or that stopped by its
+restart policy starts with a fresh restart budget; a running Cal is stopped
+(SIGTERM, then SIGKILL) and started as a new process. A revoked Cal never runs
+again. By default it waits until the Cal runs, or has failed again, and exits
+non-zero if it did not come up.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.apiClient()
+			if err != nil {
+				return err
+			}
+			t0 := time.Now()
+			cal, err := c.Restart(cmd.Context(), args[0], wait)
+			if err != nil {
+				return err
+			}
+			if err := a.print(cal, func(w io.Writer) {
+				switch cal.State {
+				case "running":
+					fmt.Fprintf(w, "Restarted cal %s: running as pid %d after %s\n", cal.ID, cal.PID, time.Since(t0).Round(time.Millisecond))
+				case "deploying":
+					fmt.Fprintf(w, "Restarting cal %s (pid %d)\n", cal.ID, cal.PID)
+				default:
+					fmt.Fprintf(w, "Cal %s did not come up: %s: %s\n", cal.ID, cal.State, cal.LastError)
+				}
+			}); err != nil {
+				return err
+			}
+			if wait && cal.State != "running" {
+				return fmt.Errorf("cal %s is %s after the restart: %s", cal.ID, cal.State, cal.LastError)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", true, "wait until the Cal runs or has failed")
 	return cmd
 }

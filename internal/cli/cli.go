@@ -203,7 +203,7 @@ recorded in a tamper-evident Merkle ledger.`,
 	pf.StringVar(&a.tokenFile, "token-file", filepath.Join(defaultData, "admin.token"), "credential file; given, it wins over env CALNET_TOKEN, which wins over the default file")
 	a.root = root
 	root.AddCommand(a.initCmd(), a.keygenCmd(), a.blessCmd(), a.verifyCmd(), a.revokeCmd(), a.ledgerCmd(), a.versionCmd(),
-		a.upCmd(), a.calCmd(), a.downCmd(), a.statusCmd(), a.spawnCmd(), a.lsCmd(), a.showCmd(), a.logsCmd(), a.spawningCmd(), a.benchCmd(), a.tokenCmd(), a.eventsCmd(),
+		a.upCmd(), a.calCmd(), a.downCmd(), a.statusCmd(), a.spawnCmd(), a.restartCmd(), a.lsCmd(), a.showCmd(), a.logsCmd(), a.spawningCmd(), a.benchCmd(), a.tokenCmd(), a.eventsCmd(),
 		a.reflectCmd(), a.reflectionsCmd(), a.shareCmd(), a.qrCmd(), a.templateCmd(), a.consoleCmd(), a.limitsCmd(), a.rulesCmd(), a.policyCmd(), a.recommendCmd(), a.simCmd(),
 		a.adminCmd(), a.approvalsCmd(), a.voteCmd(true), a.voteCmd(false), a.pprofCmd(), a.matrixCmd(), a.authzCmd())
 	return root

@@ -124,12 +124,27 @@ mkfs.btrfs (Debian: btrfs-progs), or --without disk-quota.`,
 			srv.SetShutdown(cancel)
 			info := upInfo{Network: srv.Network().Network.String(), API: "http://" + srv.Addr() + "/v1", Events: "ws://" + srv.Addr() + "/v1/events",
 				Router: "http://" + routerAddr + "/<namespace>/", DNS: dnsAddr, Zone: domain, Credential: controlplane.TokenFile(data), Master: srv.Network().Master.String()}
-			if err := a.print(info, func(w io.Writer) {
-				fmt.Fprintf(w, "calnet is up: network %s\n  API        %s (events: %s)\n  router     %s\n  DNS        %s (zone %s)\n  credential %s (0600)\n  master cal %s\nStop with Ctrl-C or `calnet down`.\n",
-					info.Network, info.API, info.Events, info.Router, info.DNS, info.Zone, info.Credential, info.Master)
-			}); err != nil {
-				return err
-			}
+			// The network is up once its Master Cal runs: the banner waits
+			// for it, and a failed Master is said loudly, on stderr, at
+			// start and whenever it fails later. `up` keeps serving: the
+			// API is how the Master is inspected and restarted.
+			first := true
+			go srv.WatchMaster(ctx, func(m *controlplane.CalRecord) {
+				if first {
+					first = false
+					info.MasterState = m.State
+					if m.State != controlplane.StateRunning {
+						info.MasterError = m.LastError
+					}
+					a.print(info, func(w io.Writer) { printUp(w, info) })
+				} else if m.State == controlplane.StateRunning {
+					fmt.Fprintf(a.env.Stderr, "calnet up: the Master Cal %s runs again\n", m.ID)
+				}
+				if m.State != controlplane.StateRunning {
+					fmt.Fprintf(a.env.Stderr, "calnet up: THE MASTER CAL %s HAS %s: %s\n  The network cannot spawn under it. See why: calnet logs %s; then run it again: calnet restart %s\n",
+						m.ID, strings.ToUpper(m.State), m.LastError, m.ID, m.ID)
+				}
+			})
 			return srv.Run(ctx)
 		},
 	}
@@ -154,7 +169,19 @@ mkfs.btrfs (Debian: btrfs-progs), or --without disk-quota.`,
 	return cmd
 }
 
-// upInfo is what `calnet up` prints once it serves.
+// printUp is `calnet up`'s banner.
+func printUp(w io.Writer, info upInfo) {
+	head, master := "calnet is up", info.Master
+	if info.MasterState != controlplane.StateRunning {
+		head = "calnet is up, but its MASTER CAL HAS " + strings.ToUpper(info.MasterState)
+		master += "  " + strings.ToUpper(info.MasterState) + ": " + info.MasterError
+	}
+	fmt.Fprintf(w, "%s: network %s\n  API        %s (events: %s)\n  router     %s\n  DNS        %s (zone %s)\n  credential %s (0600)\n  master cal %s\nStop with Ctrl-C or `calnet down`.\n",
+		head, info.Network, info.API, info.Events, info.Router, info.DNS, info.Zone, info.Credential, master)
+}
+
+// upInfo is what `calnet up` prints once it serves and its Master Cal
+// runs or has failed.
 type upInfo struct {
 	Network    string `json:"network"`
 	API        string `json:"api"`
@@ -164,6 +191,10 @@ type upInfo struct {
 	Zone       string `json:"zone"`
 	Credential string `json:"credential"`
 	Master     string `json:"master"`
+	// MasterState is the Master Cal's state (running, or failed with
+	// MasterError saying why).
+	MasterState string `json:"master_state"`
+	MasterError string `json:"master_error,omitempty"`
 }
 
 func features(without string) ([]sandbox.Feature, error) {

@@ -130,6 +130,7 @@ func (s *Server) apiMux() *authz.Mux {
 	h("GET /v1/cals/{id}", s.handleShow)
 	h("POST /v1/cals", s.handleSpawn)
 	h("POST /v1/cals/{id}/revoke", s.handleRevoke)
+	h("POST /v1/cals/{id}/restart", s.handleRestart)
 	h("GET /v1/cals/{id}/logs", s.handleLogs)
 	h("GET /v1/logs", s.handleLogsAll)
 	h("GET /v1/traffic", s.handleTraffic)
@@ -302,8 +303,15 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request, p principa
 	for i, f := range s.cfg.Features {
 		feats[i] = string(f)
 	}
-	writeJSON(w, 200, api.Status{Network: s.net.Info.Network.String(), Master: s.net.Info.Master.String(), Cals: by,
-		Paused: s.paused.Load(), LedgerSize: s.lg.Size(), Driver: s.cfg.Driver.Name(), Isolation: feats})
+	st := api.Status{Network: s.net.Info.Network.String(), Master: s.net.Info.Master.String(), Cals: by,
+		Paused: s.paused.Load(), LedgerSize: s.lg.Size(), Driver: s.cfg.Driver.Name(), Isolation: feats}
+	if m, err := s.getCal(r.Context(), st.Master); err == nil {
+		st.MasterState = m.State
+		if m.State == StateFailed || m.State == StateStopped {
+			st.MasterError = m.LastError
+		}
+	}
+	writeJSON(w, 200, st)
 }
 
 func (s *Server) handleShow(w http.ResponseWriter, r *http.Request, pr principal) {

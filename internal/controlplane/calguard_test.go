@@ -26,6 +26,7 @@ func TestCalAPIChecksTheBlessing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.store.Close()
+	close(s.recovered) // as Run does once it has recovered the Cals: the Cal API answers from then on
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

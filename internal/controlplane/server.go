@@ -146,7 +146,8 @@ type Server struct {
 	paused  atomic.Bool
 
 	procMu       sync.Mutex
-	shuttingDown bool // set by stopAll: no Cal starts any more
+	shuttingDown bool       // set by stopAll: no Cal starts any more
+	restartMu    sync.Mutex // one restart by hand at a time (restart.go)
 	procs        map[string]*proc
 
 	challenges challenges

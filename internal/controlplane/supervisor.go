@@ -36,6 +36,10 @@ type proc struct {
 	registered chan struct{}
 	regOnce    *sync.Once
 	adopted    bool // the instance was started by an earlier control plane
+	// gen counts the instances tracked for the Cal: a monitor whose
+	// instance was superseded (a restart asked for meanwhile) does not
+	// start another.
+	gen uint64
 }
 
 // newKEK makes a Cal's key-encryption identity and stores it.
@@ -113,6 +117,7 @@ func (s *Server) track(id string) *proc {
 		s.procs[id] = p
 	}
 	p.registered, p.regOnce, p.stopping, p.adopted = make(chan struct{}), new(sync.Once), false, false
+	p.gen++
 	return p
 }
 
@@ -127,11 +132,12 @@ func (s *Server) install(ctx context.Context, p *proc, inst driver.Instance, ado
 		return errShuttingDown
 	}
 	p.inst, p.adopted = inst, adopted
+	gen := p.gen
 	s.procMu.Unlock()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.monitor(p, inst)
+		s.monitor(p, inst, gen)
 	}()
 	return nil
 }
@@ -235,12 +241,14 @@ func (s *Server) markAdopted(ctx context.Context, pids map[string]int) {
 
 // monitor waits for a Cal's process and applies its restart policy, with
 // exponential backoff and an intensity limit as OTP supervisors do.
-func (s *Server) monitor(p *proc, inst driver.Instance) {
+func (s *Server) monitor(p *proc, inst driver.Instance, gen uint64) {
 	err := inst.Wait()
-	s.procMu.Lock()
-	stopping := p.stopping || p.inst != inst
-	s.procMu.Unlock()
-	if stopping || s.ctx.Err() != nil {
+	superseded := func() bool {
+		s.procMu.Lock()
+		defer s.procMu.Unlock()
+		return p.stopping || p.inst != inst || p.gen != gen
+	}
+	if superseded() || s.ctx.Err() != nil {
 		return
 	}
 	if id, err := identity.ParseID(p.id); err == nil {
@@ -291,6 +299,9 @@ func (s *Server) monitor(p *proc, inst driver.Instance) {
 	case <-ctx.Done():
 		return
 	case <-time.After(backoff):
+	}
+	if superseded() { // stopped, or restarted by hand, meanwhile
+		return
 	}
 	s.prom.restarts.Inc()
 	rec, err = s.updateCal(ctx, p.id, func(r *CalRecord) { r.Restarts++ })
@@ -551,6 +562,13 @@ func (s *Server) stopInstance(inst driver.Instance) {
 // awaitDeploy fails a recovered Cal whose spawn is still under way if it
 // does not register in time, as deploy does for a new one.
 func (s *Server) awaitDeploy(id string) {
+	s.awaitRegistration(id, "deploy: the cal did not register within %v after the control plane restarted")
+}
+
+// awaitRegistration stops and fails a Cal that is deploying if it does
+// not register within the deploy timeout; why is the failure, with a %v
+// for the timeout.
+func (s *Server) awaitRegistration(id, why string) {
 	s.procMu.Lock()
 	p := s.procs[id]
 	var registered chan struct{}
@@ -561,7 +579,11 @@ func (s *Server) awaitDeploy(id string) {
 	if registered == nil {
 		return
 	}
+	// The deploy timeout, or more for a template whose Cals are slower.
 	timeout := s.cfg.DeployTimeout
+	if rec, err := s.getCal(s.ctx, id); err == nil && rec.Template != "" {
+		timeout = s.outcomes.Timeout("template:"+rec.Template, s.cfg.DeployTimeout)
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -575,7 +597,7 @@ func (s *Server) awaitDeploy(id string) {
 				return
 			}
 			s.stop(s.ctx, id)
-			s.setState(s.ctx, id, StateFailed, fmt.Sprintf("deploy: the cal did not register within %v after the control plane restarted", timeout))
+			s.setState(s.ctx, id, StateFailed, fmt.Sprintf(why, timeout))
 		}
 	}()
 }

@@ -4,7 +4,7 @@ export class ApiError extends Error {
   constructor(public status: number, message: string) { super(message); }
 }
 
-export interface Cal { id: string; name?: string; parent: string; depth: number; permissions: string[]; state: string; healthy: boolean; namespace: string }
+export interface Cal { id: string; name?: string; parent: string; depth: number; permissions: string[]; state: string; healthy: boolean; namespace: string; pid?: number; restarts?: number; last_error?: string }
 export interface Spawn { id: string; parent: string; state: string; cal?: string; reason?: string; actor: string; requested_at: string; approval?: string }
 export interface LogEntry { cal: string; name?: string; time?: string; level?: string; text: string }
 export interface LogPage { entries: LogEntry[]; truncated?: number; cursor: string }

@@ -49,13 +49,20 @@ function select(id: string) {
   const c = cals.find((x) => x.id === id);
   const box = $('selected');
   box.replaceChildren();
-  if (!c) { text(box, 'Select a Cal in the graph or the table.'); $('revoke').hidden = true; return; }
-  for (const [k, v] of [['Cal', c.id], ['Name', c.name ?? ''], ['State', c.state + (c.healthy ? '' : ' (unhealthy)')], ['Namespace', c.namespace], ['Permissions', c.permissions.join(', ')]]) {
+  if (!c) { text(box, 'Select a Cal in the graph or the table.'); $('revoke').hidden = true; $('restart').hidden = true; return; }
+  const rows = [['Cal', c.id], ['Name', c.name ?? ''], ['State', c.state + (c.healthy ? '' : ' (unhealthy)')], ['Namespace', c.namespace], ['Permissions', c.permissions.join(', ')]];
+  if (c.pid) rows.push(['PID', `${c.pid} (${c.restarts ?? 0} restarts)`]);
+  if (c.last_error && c.state !== 'running') rows.push(['Last error', c.last_error]);
+  for (const [k, v] of rows) {
     const p = document.createElement('div');
     p.textContent = `${k}: ${v}`;
     box.append(p);
   }
   $('revoke').hidden = c.state === 'revoked' || c.parent === 'genesis' || !may('revoke');
+  // Restart: the way back for a failed or stopped Cal (the Master too); a
+  // running one gets a new process. Never a revoked one.
+  $('restart').hidden = c.state === 'revoked' || c.state === 'deploying' || !may('spawn');
+  text($('restart'), c.state === 'failed' || c.state === 'stopped' ? 'Restart (run it again)' : 'Restart');
   $('sel-profiles').hidden = !may('admin') || c.state !== 'running';
   // The lineage: the blessings from the Master Cal down to this one, with
   // the permissions granted on each edge.
@@ -229,6 +236,11 @@ async function refresh() {
   try {
     cals = await api<Cal[]>('GET', '/v1/cals');
     render();
+    // A failed Master Cal is said loudly: nothing spawns under it.
+    const m = cals.find((x) => x.parent === 'genesis');
+    const down = m && (m.state === 'failed' || m.state === 'stopped');
+    $('master-alert').hidden = !down;
+    if (down) text($('master-alert'), `The Master Cal ${short(m.id)} has ${m.state}: ${m.last_error ?? ''}. The network cannot spawn under it; select it and restart it.`);
     if (selected) select(selected);
     const spawns = await api<Spawn[]>('GET', '/v1/spawns');
     const tb = $<HTMLTableElement>('spawns').tBodies[0];
@@ -415,6 +427,16 @@ $('limits-form').onsubmit = async (e) => {
   const next = { ...limits };
   for (const [id, k] of LIMIT_INPUTS) next[k] = Number($<HTMLInputElement>(id).value);
   try { limits = await api<Limits>('PUT', '/v1/limits', next); text($('limits-error'), ''); } catch (err) { showError('limits-error', err); }
+};
+$('restart').onclick = async () => {
+  text($('revoke-error'), '');
+  if (!selected || !confirm(`Restart ${short(selected)}?`)) return;
+  const id = selected;
+  try {
+    const c = await api<Cal>('POST', `/v1/cals/${id}/restart?wait=true`);
+    if (c.state !== 'running') text($('revoke-error'), `${short(id)} did not come up: ${c.state}: ${c.last_error ?? ''}`);
+  } catch (err) { showError('revoke-error', err); }
+  scheduleRefresh();
 };
 $('revoke').onclick = async () => {
   text($('revoke-error'), '');

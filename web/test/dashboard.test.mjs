@@ -1,10 +1,11 @@
 // Browser tests of the dashboard in headless Chromium (Debian's chromium,
 // driven by playwright-core): sign in, spawn from the UI and see the Cal
-// appear live, revoke it and see it go, and the chain validator explaining
+// appear live, restart it, see a failed Master Cal said loudly and run it
+// again, revoke a Cal and see it go, and the chain validator explaining
 // a tampered chain. Screenshots are kept in web/test-artifacts/.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, existsSync, openSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, existsSync, openSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
@@ -199,6 +200,37 @@ test('dashboard in a real browser', { skip, timeout: 180_000 }, async () => {
       assert.ok(i < 49, 'the max Cals slider did not reach the API');
       await new Promise((r) => setTimeout(r, 100));
     }
+
+    // Restart a running Cal from the UI: a new process runs it.
+    const getCal = async (id) => (await fetch(`${base}/v1/cals/${id}`, { headers: { authorization: `Bearer ${token}` } })).json();
+    const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+    await page.click('#cals tbody tr:has(td:text-is("ui-child"))');
+    const pid0 = (await getCal('ui-child')).pid;
+    await page.click('#restart');
+    for (let i = 0; ; i++) {
+      const c = await getCal('ui-child');
+      if (c.state === 'running' && c.pid !== pid0) break;
+      assert.ok(i < 150, `ui-child did not run as a new process after Restart: ${JSON.stringify(c)}`);
+      await sleep(100);
+    }
+    await page.waitForFunction((p) => [...document.querySelectorAll('#selected div')].some((d) => /^PID: \d+/.test(d.textContent) && !d.textContent.startsWith(`PID: ${p} `)), pid0);
+
+    // A failed Master Cal is said loudly, and the UI runs it again: its
+    // soul chain is broken so that every restart of the supervisor fails,
+    // then mended before the Restart button is pressed.
+    const master = await getCal('master');
+    const chainFile = join(dir, 'data/cals', master.id, 'soul-chain.sig');
+    const good = readFileSync(chainFile);
+    writeFileSync(chainFile, 'not a soul chain');
+    process.kill(master.pid, 'SIGKILL');
+    await page.waitForFunction(() => !document.querySelector('#master-alert').hidden && document.querySelector('#master-alert').textContent.includes('has failed'), null, { timeout: 60_000 });
+    await page.screenshot({ path: join(artifacts, '2i-master-failed.png') });
+    writeFileSync(chainFile, good);
+    await page.click('#cals tbody tr:has(td:text-is("master"))');
+    await page.waitForFunction(() => !document.querySelector('#restart').hidden && document.querySelector('#restart').textContent === 'Restart (run it again)');
+    await page.click('#restart');
+    await page.waitForFunction(() => document.querySelector('#master-alert').hidden, null, { timeout: 30_000 });
+    await page.waitForFunction(() => [...document.querySelectorAll('#cals tbody tr')].some((tr) => tr.cells[1].textContent === 'master' && tr.dataset.state === 'running'), null, { timeout: 30_000 });
 
     // Revoke it from the UI; it goes.
     await page.click('#cals tbody tr:has(td:text-is("ui-child"))');

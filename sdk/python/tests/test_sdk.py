@@ -1,5 +1,5 @@
 """Tests of the Python SDK: the golden soul-chain vectors offline, and a
-live `calnet up` (as root) for spawn, list, watch and revoke."""
+live `calnet up` (as root) for spawn, list, watch, restart and revoke."""
 
 import json
 import os
@@ -49,7 +49,7 @@ def free_port():
 
 @unittest.skipUnless(hasattr(os, "geteuid") and os.geteuid() == 0, "isolated Cals need root")
 class LiveNetwork(unittest.TestCase):
-    def test_spawn_list_watch_revoke(self):
+    def test_spawn_list_watch_restart_revoke(self):
         d = tempfile.mkdtemp(prefix="calnet-py-")
         binary = os.path.join(d, "calnet")
         subprocess.run(["go", "build", "-o", binary, "./cmd/calnet"], cwd=REPO, env={**os.environ, "CGO_ENABLED": "0"}, check=True)
@@ -119,8 +119,17 @@ class LiveNetwork(unittest.TestCase):
             self.assertIn("rows[0].grantable", str(cm.exception))
             sim = c.simulate([{"name": "up", "when": "gauges.utilization > 93.0", "cooldown": "10s", "action": {"kind": "spawn", "count": 1, "template": "default"}}], pools=2, duration="1h")
             self.assertEqual(sim["total"]["decisions"], 2 * 720)
+            # Restart: a new process for a running Cal; a revoked one is refused.
+            before = c.get(sp["cal"])
+            re = c.restart(sp["cal"])
+            self.assertEqual(re["state"], "running")
+            self.assertNotEqual(re["pid"], before["pid"])
             rv = c.revoke(sp["cal"], "python test")
             self.assertEqual(rv["subtree"], [sp["cal"]])
+            with self.assertRaises(CalnetError) as cm:
+                c.restart(sp["cal"])
+            self.assertEqual(cm.exception.status, 409)
+            self.assertIn("never runs again", str(cm.exception))
             for _ in range(50):
                 if any(e["type"] == "cal.revoked" for e in events):
                     break

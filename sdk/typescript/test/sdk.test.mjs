@@ -43,7 +43,7 @@ function freePort() {
 
 const root = process.getuid?.() === 0;
 
-test('live network: spawn, list, watch, revoke', { skip: !root && 'needs root for isolated Cals', timeout: 120_000 }, async () => {
+test('live network: spawn, list, watch, restart, revoke', { skip: !root && 'needs root for isolated Cals', timeout: 120_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'calnet-ts-'));
   const bin = join(dir, 'calnet');
   execFileSync('go', ['build', '-o', bin, './cmd/calnet'], { cwd: repo, env: { ...process.env, CGO_ENABLED: '0' }, stdio: 'inherit' });
@@ -102,8 +102,14 @@ test('live network: spawn, list, watch, revoke', { skip: !root && 'needs root fo
     await assert.rejects(c.setMatrix(sp.cal, [{ cal: sp.cal, grantable: ['admin'] }]), (e) => e instanceof CalnetError && e.status === 400 && e.message.includes('rows[0].grantable'));
     const sim = await c.simulate({ rules: [{ name: 'up', when: 'gauges.utilization > 93.0', cooldown: '10s', action: { kind: 'spawn', count: 1, template: 'default' } }], pools: 2, duration: '1h' });
     assert.equal(sim.total.decisions, 2 * 720);
+    // Restart: a new process for a running Cal; a revoked one is refused.
+    const before = await c.get(sp.cal);
+    const re = await c.restart(sp.cal);
+    assert.equal(re.state, 'running');
+    assert.notEqual(re.pid, before.pid);
     const rv = await c.revoke(sp.cal, 'ts test');
     assert.deepEqual(rv.subtree, [sp.cal]);
+    await assert.rejects(c.restart(sp.cal), (e) => e instanceof CalnetError && e.status === 409 && e.message.includes('never runs again'));
     for (let i = 0; i < 50 && !events.some((e) => e.type === 'cal.revoked'); i++) await new Promise((r) => setTimeout(r, 100));
     stop();
     assert.ok(events.some((e) => e.type === 'spawn.running' && e.cal === sp.cal), 'spawn event seen');
