@@ -227,15 +227,15 @@ func (c *Client) Revoke(ctx context.Context, id, reason string) (*Revoked, error
 
 // Restart runs a Cal again: a failed or stopped one (the Master Cal
 // included) with a fresh restart budget, a running one as a new process.
-// A revoked Cal is refused (409). With wait it returns once the Cal runs
-// or has failed again.
-func (c *Client) Restart(ctx context.Context, id string, wait bool) (*Cal, error) {
+// A revoked Cal is refused (409). The reason (optional) goes with the
+// event. With wait it returns once the Cal runs or has failed again.
+func (c *Client) Restart(ctx context.Context, id, reason string, wait bool) (*Cal, error) {
 	var out Cal
 	q := ""
 	if wait {
 		q = "?wait=true"
 	}
-	return &out, c.do(ctx, http.MethodPost, "/v1/cals/"+url.PathEscape(id)+"/restart"+q, nil, &out)
+	return &out, c.do(ctx, http.MethodPost, "/v1/cals/"+url.PathEscape(id)+"/restart"+q, map[string]string{"reason": reason}, &out)
 }
 
 // SetSpawning pauses or resumes all spawning (the kill switch).

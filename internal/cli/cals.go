@@ -416,6 +416,7 @@ func (a *app) eventsCmd() *cobra.Command {
 
 func (a *app) restartCmd() *cobra.Command {
 	var wait bool
+	var reason string
 	cmd := &cobra.Command{
 		Use:   "restart CAL",
 		Short: "Run a Cal again: a failed or stopped one (the Master Cal too), or a running one as a new process",
@@ -432,7 +433,7 @@ non-zero if it did not come up.`,
 				return err
 			}
 			t0 := time.Now()
-			cal, err := c.Restart(cmd.Context(), args[0], wait)
+			cal, err := c.Restart(cmd.Context(), args[0], reason, wait)
 			if err != nil {
 				return err
 			}
@@ -455,5 +456,6 @@ non-zero if it did not come up.`,
 		},
 	}
 	cmd.Flags().BoolVar(&wait, "wait", true, "wait until the Cal runs or has failed")
+	cmd.Flags().StringVar(&reason, "reason", "", "why (goes with the cal.restarted event)")
 	return cmd
 }

@@ -17,10 +17,10 @@ import (
 // when asked to (?wait=true).
 const restartWait = 60 * time.Second
 
-// restartCal runs the Cal id again with a fresh restart budget: a running
-// one is stopped first (SIGTERM, SIGKILL after a grace period), then a new
+// restartCal runs the Cal id again with a fresh restart budget (reason,
+// optional, goes with the event): a running one is stopped first (SIGTERM, SIGKILL after a grace period), then a new
 // process starts and must register within the deploy timeout.
-func (s *Server) restartCal(ctx context.Context, id, actor string) (*CalRecord, *APIError) {
+func (s *Server) restartCal(ctx context.Context, id, actor, reason string) (*CalRecord, *APIError) {
 	ctx = context.WithoutCancel(ctx) // a client that goes away does not cut the restart short
 	cid, err := identity.ParseID(id)
 	if err != nil {
@@ -67,8 +67,12 @@ func (s *Server) restartCal(ctx context.Context, id, actor string) (*CalRecord, 
 	if err != nil {
 		return nil, apiErr(500, "registry unavailable")
 	}
-	s.log.Info("restarting a cal by hand", "cal", id, "was", was, "actor", actor)
-	s.bus.publish(Event{Type: "cal.restarted", Cal: id, Parent: rec.Parent, State: StateDeploying, Reason: "was " + was, Actor: actor})
+	why := "was " + was
+	if reason != "" {
+		why += ": " + reason
+	}
+	s.log.Info("restarting a cal by hand", "cal", id, "was", was, "actor", actor, "reason", reason)
+	s.bus.publish(Event{Type: "cal.restarted", Cal: id, Parent: rec.Parent, State: StateDeploying, Reason: why, Actor: actor})
 	if _, err := s.start(ctx, rec); err != nil {
 		s.setState(ctx, id, StateFailed, "restart: "+err.Error())
 	} else {
@@ -105,12 +109,22 @@ func (s *Server) waitCal(ctx context.Context, id string, timeout time.Duration) 
 
 // handleRestart is POST /v1/cals/{id}/restart.
 func (s *Server) handleRestart(w http.ResponseWriter, r *http.Request, pr principal) {
+	var req struct {
+		Reason string `json:"reason"`
+	}
+	if r.ContentLength != 0 && !readJSON(w, r, &req) {
+		return
+	}
+	if len(req.Reason) > maxComment {
+		writeError(w, apiErr(400, "reason: %d characters, over the limit of %d", len(req.Reason), maxComment))
+		return
+	}
 	rec, aerr := s.resolveScoped(r.Context(), pr, r.PathValue("id"))
 	if aerr != nil {
 		writeError(w, aerr)
 		return
 	}
-	rec, aerr = s.restartCal(r.Context(), rec.ID, pr.actor())
+	rec, aerr = s.restartCal(r.Context(), rec.ID, pr.actor(), req.Reason)
 	if aerr != nil {
 		writeError(w, aerr)
 		return

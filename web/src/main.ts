@@ -433,7 +433,7 @@ $('restart').onclick = async () => {
   if (!selected || !confirm(`Restart ${short(selected)}?`)) return;
   const id = selected;
   try {
-    const c = await api<Cal>('POST', `/v1/cals/${id}/restart?wait=true`);
+    const c = await api<Cal>('POST', `/v1/cals/${id}/restart?wait=true`, { reason: 'restarted from the dashboard' });
     if (c.state !== 'running') text($('revoke-error'), `${short(id)} did not come up: ${c.state}: ${c.last_error ?? ''}`);
   } catch (err) { showError('revoke-error', err); }
   scheduleRefresh();

@@ -69,11 +69,12 @@ class Calnet:
         """Revoke a Cal and its whole subtree."""
         return self._call("POST", "/v1/cals/" + urllib.parse.quote(cal, safe="") + "/revoke", {"reason": reason})
 
-    def restart(self, cal, wait=True):
+    def restart(self, cal, wait=True, reason=""):
         """Run a Cal again: a failed or stopped one (the Master Cal included) with a fresh
         restart budget, a running one as a new process; a revoked Cal is refused (409).
-        With wait it returns once the Cal runs or has failed again."""
-        return self._call("POST", "/v1/cals/" + urllib.parse.quote(cal, safe="") + "/restart" + ("?wait=true" if wait else ""))
+        With wait it returns once the Cal runs or has failed again; the reason goes with
+        the event."""
+        return self._call("POST", "/v1/cals/" + urllib.parse.quote(cal, safe="") + "/restart" + ("?wait=true" if wait else ""), {"reason": reason})
 
     def rules(self, cal):
         """A Cal's spawn criteria, their state and recent decisions."""

@@ -82,9 +82,9 @@ export class Calnet {
   /**
    * Runs a Cal again: a failed or stopped one (the Master Cal included) with a fresh restart
    * budget, a running one as a new process; a revoked Cal is refused (409). With wait it
-   * resolves once the Cal runs or has failed again.
+   * resolves once the Cal runs or has failed again; the reason goes with the event.
    */
-  restart(id: string, wait = true) { return this.call<Cal>('POST', `/v1/cals/${encodeURIComponent(id)}/restart${wait ? '?wait=true' : ''}`); }
+  restart(id: string, wait = true, reason = '') { return this.call<Cal>('POST', `/v1/cals/${encodeURIComponent(id)}/restart${wait ? '?wait=true' : ''}`, { reason }); }
   /** Who this client's credential is. */
   whoami() { return this.call<WhoAmI>('GET', '/v1/whoami'); }
   /** The authorization table: every route, who may call it, and how its target is scoped. */
