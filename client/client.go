@@ -263,9 +263,7 @@ func (c *Client) Logs(ctx context.Context, id string, follow bool, w io.Writer) 
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		var m struct{ Error string }
-		json.Unmarshal(b, &m)
-		return &Error{Status: resp.StatusCode, Message: m.Error}
+		return errorFrom(resp.StatusCode, b)
 	}
 	_, err = io.Copy(w, resp.Body)
 	if errors.Is(err, context.Canceled) {
@@ -336,9 +334,7 @@ func (c *Client) Metrics(ctx context.Context, id string) (string, error) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if resp.StatusCode != 200 {
-		var m struct{ Error string }
-		json.Unmarshal(b, &m)
-		return "", &Error{Status: resp.StatusCode, Message: m.Error}
+		return "", errorFrom(resp.StatusCode, b)
 	}
 	sb.Write(b)
 	return sb.String(), nil
@@ -412,9 +408,7 @@ func (c *Client) getBytes(ctx context.Context, path string, limit int64) ([]byte
 		return nil, err
 	}
 	if resp.StatusCode != 200 {
-		var m struct{ Error string }
-		json.Unmarshal(b, &m)
-		return nil, &Error{Status: resp.StatusCode, Message: m.Error}
+		return nil, errorFrom(resp.StatusCode, b)
 	}
 	return b, nil
 }
@@ -664,4 +658,14 @@ func (c *Client) WhoAmI(ctx context.Context) (*WhoAmI, error) {
 func (c *Client) Authz(ctx context.Context) ([]api.AuthzEntry, error) {
 	var out []api.AuthzEntry
 	return out, c.do(ctx, http.MethodGet, "/v1/authz", nil, &out)
+}
+
+// errorFrom makes the Error of a non-2xx answer: its JSON "error", or its
+// text when the body is not the API's error form (a proxy's page, say).
+func errorFrom(status int, body []byte) *Error {
+	var m struct{ Error string }
+	if err := json.Unmarshal(body, &m); err != nil || m.Error == "" {
+		return &Error{Status: status, Message: strings.TrimSpace(string(body))}
+	}
+	return &Error{Status: status, Message: m.Error}
 }

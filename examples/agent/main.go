@@ -42,7 +42,9 @@ func main() {
 		}
 		depth := readDepth(queueFile)
 		// The queue depth is a gauge in the Cal's metric series.
-		cal.Report(ctx, map[string]float64{"queue": float64(depth)})
+		if err := cal.Report(ctx, map[string]float64{"queue": float64(depth)}); err != nil {
+			log.Printf("report: %v", err)
+		}
 		if depth == last {
 			continue
 		}
@@ -62,7 +64,7 @@ func main() {
 		if len(helpers) >= want {
 			continue
 		}
-		cal.Reflect(ctx, "decision", fmt.Sprintf("spawning %d helper(s): %d queued, %d helpers, capacity %d each", want-len(helpers), depth, len(helpers), capacity), nil)
+		reflect(ctx, cal, "decision", fmt.Sprintf("spawning %d helper(s): %d queued, %d helpers, capacity %d each", want-len(helpers), depth, len(helpers), capacity), nil)
 		for i := len(helpers); i < want; i++ {
 			sp, err := cal.Spawn(ctx, client.LocalSpawn{Name: "", Permissions: []string{"read"}, CPUMillis: 100, MemoryBytes: 32 << 20,
 				IdempotencyKey: fmt.Sprintf("helper-%d", i)})
@@ -70,7 +72,7 @@ func main() {
 			if err != nil {
 				outcome = "spawn failed: " + err.Error()
 			}
-			cal.Reflect(ctx, "spawn-outcome", outcome, map[string]any{"state": sp.State, "reason": sp.Reason})
+			reflect(ctx, cal, "spawn-outcome", outcome, map[string]any{"state": sp.State, "reason": sp.Reason})
 		}
 	}
 }
@@ -89,4 +91,11 @@ func readDepth(path string) int {
 	}
 	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	return max(n, 0)
+}
+
+// reflect records a reflection, logging (not stopping on) a failure.
+func reflect(ctx context.Context, cal *client.Local, kind, text string, data any) {
+	if _, err := cal.Reflect(ctx, kind, text, data); err != nil {
+		log.Printf("reflect %s: %v", kind, err)
+	}
 }

@@ -145,7 +145,7 @@ func (s Socket) Dial(ctx context.Context) (*net.UnixConn, error) {
 	}
 	uc := c.(*net.UnixConn)
 	if err := CheckPeer(uc, s.uid); err != nil {
-		uc.Close()
+		_ = uc.Close()
 		return nil, fmt.Errorf("%s: %w", s.path, err)
 	}
 	return uc, nil

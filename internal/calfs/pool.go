@@ -147,11 +147,11 @@ func Open(ctx context.Context, image, dir string, size int64, log *slog.Logger) 
 		return nil, err
 	}
 	if err := quotaEnable(dir); err != nil {
-		p.Close()
+		_ = p.Close() // unmounting what we mounted; the error that matters is the one returned
 		return nil, fmt.Errorf("cal filesystem: enable quotas: %w", err)
 	}
 	if err := p.migrate(old); err != nil {
-		p.Close()
+		_ = p.Close() // unmounting what we mounted; the error that matters is the one returned
 		return nil, err
 	}
 	return p, p.finish()

@@ -128,7 +128,9 @@ func parsePeer(rawCerts [][]byte, network identity.NetworkID, now *time.Time) (*
 	}
 	for _, e := range c.Extensions {
 		if e.Id.Equal(oidBlessing) {
-			asn1.Unmarshal(e.Value, &p.BlessingDigest)
+			if rest, err := asn1.Unmarshal(e.Value, &p.BlessingDigest); err != nil || len(rest) != 0 {
+				return nil, errors.New("caltls: malformed blessing digest extension")
+			}
 		}
 	}
 	return p, nil

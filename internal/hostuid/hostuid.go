@@ -204,7 +204,7 @@ func (h *Host) release(f *allocFile, dataDir, network string) bool {
 			return false
 		}
 		for _, b := range c.Blocks {
-			if h.processIn(h.Block(b)) != "" {
+			if busy, err := h.processIn(h.Block(b)); err != nil || busy != "" {
 				return false
 			}
 		}
@@ -247,10 +247,12 @@ func (h *Host) Owner(r Range, ours func(uid int) bool) (string, error) {
 	return found, err
 }
 
-func (h *Host) processIn(r Range) string {
+// processIn names a process running as a uid of r; an error (the process
+// table could not be read) counts as busy.
+func (h *Host) processIn(r Range) (string, error) {
 	found := ""
-	h.scan(r, nil, false, func(_ int, what string) bool { found = what; return false })
-	return found
+	err := h.scan(r, nil, false, func(_ int, what string) bool { found = what; return false })
+	return found, err
 }
 
 // scan calls found for each process (and, with files, each file in
@@ -295,7 +297,7 @@ func (h *Host) scan(r Range, ours func(int) bool, files bool, found func(uid int
 	seen := 0
 	for _, root := range h.ScanDirs {
 		stop := false
-		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error { // the callback never returns an error
 			if err != nil {
 				return nil
 			}
@@ -352,7 +354,7 @@ func (h *Host) locked(ctx context.Context, fn func(*allocFile) (bool, error)) er
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	defer unix.Flock(int(lk.Fd()), unix.LOCK_UN)
+	defer func() { _ = unix.Flock(int(lk.Fd()), unix.LOCK_UN) }() // closing the file releases it anyway
 	path := filepath.Join(h.Dir, "uids.json")
 	var f allocFile
 	switch b, err := os.ReadFile(path); {

@@ -175,7 +175,7 @@ func Init(ctx context.Context, dir string, g MasterGrant, opts Options) (n *Netw
 	if err != nil {
 		return nil, err
 	}
-	defer lg.Close()
+	defer closeLedger(lg, &err)
 	if _, err := lg.Append(ctx,
 		ledger.Entry{Type: ledger.TypeGenesis, Time: now, Subject: netID.String(), Actor: trust.AuthorityIssuer, Data: genesisData},
 		ledger.Entry{Type: ledger.TypeBlessing, Time: now, Subject: master.Public().ID().String(), Actor: trust.GenesisParent, Data: bj},

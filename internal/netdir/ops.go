@@ -105,7 +105,7 @@ func (w Narrowing) apply(c trust.Constraints) trust.Constraints {
 // child's blessing.json and soul-chain.sig and records the blessing in the
 // ledger. The parent's chain must verify now and grant spawn; the child
 // must not be blessed already. On error nothing is written.
-func (n *Network) Bless(ctx context.Context, req BlessRequest) (*trust.Blessing, *trust.Chain, error) {
+func (n *Network) Bless(ctx context.Context, req BlessRequest) (_ *trust.Blessing, _ *trust.Chain, err error) {
 	parentChain, err := ReadChain(req.ParentDir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("bless: parent chain: %w", err)
@@ -118,7 +118,7 @@ func (n *Network) Bless(ctx context.Context, req BlessRequest) (*trust.Blessing,
 	if err != nil {
 		return nil, nil, err
 	}
-	defer lg.Close()
+	defer closeLedger(lg, &err)
 	now := n.opts.now()
 	pv, err := n.verifier.Verify(parentChain, now, st)
 	if err != nil {
@@ -176,7 +176,7 @@ func (n *Network) openState(ctx context.Context) (*ledger.Log, *State, error) {
 	}
 	st, err := n.Replay(ctx, lg)
 	if err != nil {
-		lg.Close()
+		_ = lg.Close() // the replay's error is the one to report
 		return nil, nil, err
 	}
 	return lg, st, nil
@@ -198,12 +198,12 @@ var ErrAlreadyRevoked = errors.New("already revoked")
 // Revoke signs a revocation of the target (and so of its subtree) and
 // records it in the ledger. It returns the revocation and the Cals it took
 // out of the network.
-func (n *Network) Revoke(ctx context.Context, req RevokeRequest) (*trust.Revocation, []identity.ID, error) {
+func (n *Network) Revoke(ctx context.Context, req RevokeRequest) (_ *trust.Revocation, _ []identity.ID, err error) {
 	lg, st, err := n.openState(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	defer lg.Close()
+	defer closeLedger(lg, &err)
 	target, err := st.Resolve(req.Target)
 	if err != nil {
 		return nil, nil, fmt.Errorf("revoke: %w", err)
@@ -306,7 +306,7 @@ func (n *Network) verifyPath(ctx context.Context, path string, at time.Time, wit
 		if err != nil {
 			return nil, err
 		}
-		defer lg.Close()
+		defer func() { _ = lg.Close() }() // opened to read
 		st, err := n.Replay(ctx, lg)
 		if err != nil {
 			return nil, fmt.Errorf("ledger: %w", err)
@@ -349,4 +349,13 @@ func checkIdentityDir(dir string, chain *trust.Chain) error {
 		}
 	}
 	return nil
+}
+
+// closeLedger closes a ledger opened for writing (which makes its head
+// durable) and reports a failure through *err unless an earlier error is
+// already there.
+func closeLedger(lg *ledger.Log, err *error) {
+	if cerr := lg.Close(); cerr != nil && *err == nil {
+		*err = fmt.Errorf("ledger: close: %w", cerr)
+	}
 }

@@ -46,7 +46,7 @@ func sendConn(hc *net.UnixConn, client syscall.Conn, prefix []byte) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errNotSent, err)
 	}
-	hc.SetDeadline(time.Now().Add(handoffTimeout))
+	_ = hc.SetDeadline(time.Now().Add(handoffTimeout)) // a failed deadline shows as a write error
 	var n [4]byte
 	binary.BigEndian.PutUint32(n[:], uint32(len(prefix)))
 	var sendErr error
@@ -91,18 +91,18 @@ func (l *HandoffListener) run() {
 	for {
 		c, err := l.ln.AcceptUnix()
 		if err != nil {
-			l.Close()
+			_ = l.Close()
 			return
 		}
 		go func() {
-			defer c.Close()
+			defer func() { _ = c.Close() }()
 			conn, err := receiveConn(c)
 			if err != nil {
 				return // the router closes the client on its side
 			}
 			select {
 			case l.conns <- conn:
-				c.Write([]byte{'k'})
+				_, _ = c.Write([]byte{'k'}) // the acknowledgement; the router times out without it
 			case <-l.done:
 				conn.Close()
 			}
@@ -112,7 +112,7 @@ func (l *HandoffListener) run() {
 
 // receiveConn reads one handoff: the client's socket and the prefix.
 func receiveConn(c *net.UnixConn) (net.Conn, error) {
-	c.SetDeadline(time.Now().Add(handoffTimeout))
+	_ = c.SetDeadline(time.Now().Add(handoffTimeout)) // a failed deadline shows as a read error
 	var n [4]byte
 	oob := make([]byte, syscall.CmsgSpace(4*4)) // room for a few descriptors: extras are closed
 	nn, oobn, flags, _, err := c.ReadMsgUnix(n[:], oob)

@@ -73,7 +73,7 @@ const maxNamespace = 253
 func jsonErr(w http.ResponseWriter, status int, format string, args ...any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(map[string]string{"error": fmt.Sprintf(format, args...)})
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": fmt.Sprintf(format, args...)}) // to a client that may be gone
 }
 
 // ServeHTTP implements http.Handler.
@@ -155,7 +155,7 @@ func (rt *Router) pin(w http.ResponseWriter, r *http.Request, t Target, ns strin
 	}
 	closeDialed := func() {
 		if hc != nil {
-			hc.Close()
+			_ = hc.Close()
 		}
 		if gw != nil {
 			gw.Close()
@@ -180,7 +180,7 @@ func (rt *Router) pin(w http.ResponseWriter, r *http.Request, t Target, ns strin
 		if sc, ok := conn.(syscall.Conn); ok {
 			err = sendConn(hc, sc, prefix)
 		}
-		hc.Close()
+		_ = hc.Close() // the descriptor went with the message (or did not: err says)
 		if !errors.Is(err, errNotSent) { // the gateway has it (or may have it)
 			conn.Close()
 			return true
@@ -214,7 +214,7 @@ func firstRequest(r *http.Request, ns string, buffered *bufio.Reader) []byte {
 		first.Header["User-Agent"] = []string{""} // do not let Write invent one
 	}
 	var b bytes.Buffer
-	first.Write(&b)
+	_ = first.Write(&b) // into memory; the first request's body was already read
 	if n := buffered.Buffered(); n > 0 {
 		p, _ := buffered.Peek(n)
 		b.Write(p)
@@ -238,12 +238,13 @@ func (rt *Router) splice(conn, gw net.Conn, prefix []byte) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		io.Copy(gw, conn) // splice(2): TCP -> unix socket
+		// Either side closing ends the copy; its error says only that.
+		_, _ = io.Copy(gw, conn) // splice(2): TCP -> unix socket
 		if cw, ok := gw.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
+			_ = cw.CloseWrite()
 		}
 	}()
-	io.Copy(conn, gw) // splice(2): unix socket -> TCP
+	_, _ = io.Copy(conn, gw) // splice(2): unix socket -> TCP
 	conn.Close()
 	<-done
 }
@@ -355,7 +356,7 @@ func (rt *Router) forward(w http.ResponseWriter, r *http.Request, socket caldir.
 	}
 	w.WriteHeader(resp.StatusCode)
 	bp := bufPool.Get().(*[]byte)
-	io.CopyBuffer(w, resp.Body, *bp)
+	_, _ = io.CopyBuffer(w, resp.Body, *bp) // the status is sent: a client gone mid-body is all an error could say
 	bufPool.Put(bp)
 }
 

@@ -248,7 +248,9 @@ func pivot(c *Config) error {
 		if st.Mode()&os.ModeSymlink != 0 {
 			target, err := os.Readlink(p)
 			if err == nil {
-				os.Symlink(target, dst)
+				if err := os.Symlink(target, dst); err != nil {
+					return fmt.Errorf("link %s: %w", p, err)
+				}
 			}
 			continue
 		}

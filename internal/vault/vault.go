@@ -130,19 +130,12 @@ func Open(dir string, kek *age.HybridIdentity, signer identity.Signer, now func(
 	l := &Log{dir: dir, id: kek, rcpt: kek.Recipient(), signer: signer, now: now}
 	entries, err := l.readAll()
 	var te *TamperError
+	resign := false
 	if errors.As(err, &te) && te.crashTail {
 		// A crash between writing an entry and re-signing the head: the
 		// entry chains correctly (only the Cal can know the hash it links
 		// to), so keep it and sign the head again.
-		err = nil
-		entries = te.entries
-		defer func() {
-			if l.f != nil {
-				l.mu.Lock()
-				l.writeHead()
-				l.mu.Unlock()
-			}
-		}()
+		err, entries, resign = nil, te.entries, true
 	}
 	if err != nil {
 		return nil, err
@@ -153,6 +146,12 @@ func Open(dir string, kek *age.HybridIdentity, signer identity.Signer, now func(
 	l.f, err = os.OpenFile(filepath.Join(dir, logFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
+	}
+	if resign {
+		if err := l.writeHead(); err != nil {
+			l.f.Close()
+			return nil, fmt.Errorf("vault: sign the head again after a crash: %w", err)
+		}
 	}
 	return l, nil
 }
@@ -204,7 +203,9 @@ func seal(plain []byte, to ...age.Recipient) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	w.Write(plain)
+	if _, err := w.Write(plain); err != nil {
+		return nil, err
+	}
 	if err := w.Close(); err != nil {
 		return nil, err
 	}
