@@ -180,7 +180,7 @@ func (rt *Router) pin(w http.ResponseWriter, r *http.Request, t Target, ns strin
 		if sc, ok := conn.(syscall.Conn); ok {
 			err = sendConn(hc, sc, prefix)
 		}
-		_ = hc.Close() // the descriptor went with the message (or did not: err says)
+		_ = hc.Close()                   // the descriptor went with the message (or did not: err says)
 		if !errors.Is(err, errNotSent) { // the gateway has it (or may have it)
 			conn.Close()
 			return true
