@@ -58,6 +58,18 @@ func (l Layout) Prepare() error {
 	return nil
 }
 
+// Cals is the directory that holds every Cal's sandbox directory (the
+// mount point of the Cal filesystem, when there is one).
+func (l Layout) Cals() string { return filepath.Join(l.data, "cals") }
+
+// LogsName is the directory beside the Cals' sandbox directories that
+// holds their logs: root's, and a name no Cal ID can take (IDs never start
+// with a dot).
+const LogsName = ".logs"
+
+// Logs is where the Cals' logs are kept on the Cal filesystem.
+func (l Layout) Logs() string { return filepath.Join(l.Cals(), LogsName) }
+
 // Sandbox returns the sandbox directory of the Cal id.
 func (l Layout) Sandbox(id string) Sandbox {
 	return Sandbox{path: filepath.Join(l.data, "cals", id), err: checkName("cal id", id)}

@@ -68,6 +68,14 @@ func (h Host) Socket(name string, uid int) Socket {
 	return Socket{path: filepath.Join(h.path, name), uid: uid}
 }
 
+// Remove removes the host directory (a Cal that no longer exists).
+func (h Host) Remove() error {
+	if h.err != nil {
+		return h.err
+	}
+	return os.RemoveAll(h.path)
+}
+
 // RootMount is the empty directory on which the Cal's sandbox builds its
 // new root, in the Cal's own mount namespace (Bind makes it).
 func (h Host) RootMount() string { return filepath.Join(h.path, "root") }

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/soulfra/calnet/internal/caldir"
 	"github.com/soulfra/calnet/internal/calfs"
 	"github.com/soulfra/calnet/internal/sandbox"
 )
@@ -53,9 +54,8 @@ func (s *Server) openPool(ctx context.Context) error {
 	return nil
 }
 
-// logsSubvolume holds the Cals' logs on the Cal filesystem (a Cal ID
-// never starts with a dot).
-const logsSubvolume = ".logs"
+// logsSubvolume holds the Cals' logs on the Cal filesystem.
+const logsSubvolume = caldir.LogsName
 
 // logsDir is where the Cals' logs are.
 func (s *Server) logsDir() string {
@@ -81,8 +81,13 @@ func (s *Server) diskSize() int64 {
 // CalLogPath is where the control plane in dataDir keeps a Cal's log: on
 // the Cal filesystem when it has one.
 func CalLogPath(dataDir, id string) string {
-	if st, err := os.Stat(filepath.Join(dataDir, "cals", logsSubvolume)); err == nil && st.IsDir() {
-		return filepath.Join(dataDir, "cals", logsSubvolume, id+".log")
+	if logs := caldir.New(dataDir).Logs(); isDir(logs) {
+		return filepath.Join(logs, id+".log")
 	}
 	return filepath.Join(dataDir, "logs", id+".log")
+}
+
+func isDir(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
 }

@@ -195,7 +195,7 @@ func (s *Server) now() time.Time {
 func (s *Server) networkDir() string       { return filepath.Join(s.cfg.DataDir, "network") }
 func (s *Server) runDir() string           { return filepath.Join(s.cfg.DataDir, "run") }
 func (s *Server) programsDir() string      { return filepath.Join(s.cfg.DataDir, "programs") }
-func (s *Server) calsDir() string          { return filepath.Join(s.cfg.DataDir, "cals") }
+func (s *Server) calsDir() string          { return s.dirs.Cals() }
 func (s *Server) calsImage() string        { return filepath.Join(s.cfg.DataDir, "cals.img") }
 func (s *Server) logPath(id string) string { return filepath.Join(s.logsDir(), id+".log") }
 

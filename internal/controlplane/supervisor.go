@@ -644,7 +644,7 @@ func (s *Server) removeOrphanSandboxes(ctx context.Context) error {
 			err = os.RemoveAll(filepath.Join(s.calsDir(), e.Name()))
 		}
 		if err == nil {
-			err = os.RemoveAll(filepath.Join(s.cfg.DataDir, "host", e.Name()))
+			err = s.dirs.Host(e.Name()).Remove()
 		}
 		if err != nil {
 			return fmt.Errorf("orphan cal directory: %w", err)
