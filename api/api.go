@@ -535,3 +535,23 @@ type TemplateOutcomes struct {
 	DeployTimeout string `json:"deploy_timeout"`
 	BackedOff     string `json:"backed_off_until,omitempty"`
 }
+
+// AuditRecord is one line of the audit trail: an event with its place in
+// the hash chain (internal/auditlog describes the hashing).
+type AuditRecord struct {
+	Event
+	// Prev is the hash of the record before it.
+	Prev string `json:"prev"`
+	// Hash is this record's hash; it is always the last field.
+	Hash string `json:"hash"`
+}
+
+// AuditPage is a page of GET /v1/audit, oldest first.
+type AuditPage struct {
+	Records []AuditRecord `json:"records"`
+	// More is set when more records match beyond this page: before its
+	// first record (a page without after), or after its last (with after).
+	More bool `json:"more"`
+	// HeadSeq is the sequence number of the newest record in the trail.
+	HeadSeq uint64 `json:"head_seq"`
+}
