@@ -540,6 +540,10 @@ type TemplateOutcomes struct {
 // the hash chain (internal/auditlog describes the hashing).
 type AuditRecord struct {
 	Event
+	// Dropped, on a record of type audit.dropped, is the first and last
+	// sequence number of events that were published but not written (the
+	// disk was below the control plane's reserve).
+	Dropped []uint64 `json:"dropped,omitempty"`
 	// Prev is the hash of the record before it.
 	Prev string `json:"prev"`
 	// Hash is this record's hash; it is always the last field.

@@ -51,6 +51,8 @@ type (
 	LogEntry     = api.LogEntry
 	Approval     = api.Approval
 	Vote         = api.Vote
+	AuditRecord  = api.AuditRecord
+	AuditPage    = api.AuditPage
 	// Policy is an admission policy (package rules).
 	Policy = rules.Policy
 	// Rule is a spawn criterion (package rules).
@@ -668,4 +670,39 @@ func errorFrom(status int, body []byte) *Error {
 		return &Error{Status: status, Message: strings.TrimSpace(string(body))}
 	}
 	return &Error{Status: status, Message: m.Error}
+}
+
+// AuditQuery selects records of the audit trail; zero fields select
+// everything.
+type AuditQuery struct {
+	Since, Until time.Time
+	Actor        string
+	Type         string // an event type, or a prefix ending in "." ("cal.")
+	Cal          string // an ID or a prefix of at least 4 characters
+	// After pages forward from a sequence number (oldest first); without
+	// it the page holds the newest matches before Before (0: the end).
+	After, Before uint64
+	Limit         int // default 100, at most 1,000
+}
+
+// Audit returns a page of the audit trail, oldest first (administrators).
+func (c *Client) Audit(ctx context.Context, q AuditQuery) (*AuditPage, error) {
+	v := url.Values{}
+	for k, x := range map[string]string{"actor": q.Actor, "type": q.Type, "cal": q.Cal} {
+		if x != "" {
+			v.Set(k, x)
+		}
+	}
+	for k, t := range map[string]time.Time{"since": q.Since, "until": q.Until} {
+		if !t.IsZero() {
+			v.Set(k, t.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	for k, n := range map[string]uint64{"after": q.After, "before": q.Before, "limit": uint64(q.Limit)} {
+		if n > 0 {
+			v.Set(k, strconv.FormatUint(n, 10))
+		}
+	}
+	var out api.AuditPage
+	return &out, c.do(ctx, http.MethodGet, "/v1/audit?"+v.Encode(), nil, &out)
 }

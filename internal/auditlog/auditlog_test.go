@@ -201,7 +201,9 @@ func TestVerifyDetects(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(dir, segName(1)))
 		return bytes.SplitAfter(b, []byte("\n"))[:10]
 	}
-	write := func(dir string, ls [][]byte) { os.WriteFile(filepath.Join(dir, segName(1)), bytes.Join(ls, nil), 0o600) }
+	write := func(dir string, ls [][]byte) {
+		os.WriteFile(filepath.Join(dir, segName(1)), bytes.Join(ls, nil), 0o600)
+	}
 	reencode := func(ls [][]byte, from int) {
 		// Recompute each line's prev and hash from line from on, as an
 		// attacker without the ledger key can.
@@ -305,4 +307,38 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-encoded %q\nfrom %q", again, b)
 		}
 	})
+}
+
+// TestSkippedEventsAreDeclared: events published while the disk is below
+// the control plane's reserve are not written, but their sequence numbers
+// are used (the event stream carries them), and the trail declares the gap
+// in an audit.dropped record that verifies; an undeclared gap does not.
+func TestSkippedEventsAreDeclared(t *testing.T) {
+	dir := t.TempDir()
+	l := openTest(t, dir, Config{})
+	fill(t, l, 0, 3)
+	if e := l.Skip(ev(3), "disk: below the reserve"); e.Seq != 4 {
+		t.Fatalf("skipped seq %d", e.Seq)
+	}
+	l.Skip(ev(4), "disk: below the reserve")
+	recs := fill(t, l, 5, 1)
+	if recs[0].Seq != 7 {
+		t.Fatalf("the event after the gap has seq %d, want 7", recs[0].Seq)
+	}
+	p, _ := l.Query(context.Background(), Query{Type: TypeDropped})
+	if len(p.Records) != 1 || p.Records[0].Seq != 6 || fmt.Sprint(p.Records[0].Dropped) != "[4 5]" || !strings.Contains(p.Records[0].Reason, "2 events were published but not written: disk") {
+		t.Fatalf("the declaration: %+v", p.Records)
+	}
+	l.Close()
+	rep, _ := Verify(context.Background(), dir, testNet, nil)
+	if !rep.OK || rep.Dropped != 2 || rep.LastSeq != 7 {
+		t.Fatalf("verify with a declared gap: %+v", rep)
+	}
+	// Removing the line before the declaration is still a removal.
+	b, _ := os.ReadFile(filepath.Join(dir, segName(1)))
+	ls := bytes.SplitAfter(b, []byte("\n"))
+	os.WriteFile(filepath.Join(dir, segName(1)), bytes.Join(append(ls[:2:2], ls[3:]...), nil), 0o600)
+	if rep, _ := Verify(context.Background(), dir, testNet, nil); rep.OK {
+		t.Fatal("a removed line before a declared gap went unnoticed")
+	}
 }

@@ -39,8 +39,10 @@ type Log struct {
 	log *slog.Logger
 
 	mu       sync.Mutex
-	seq      uint64 // of the newest record appended
-	head     string // its hash
+	seq      uint64   // of the newest record appended (or skipped)
+	head     string   // the hash of the newest record appended
+	skipped  []uint64 // first and last seq skipped since the last append
+	skipWhy  string
 	queue    []queued
 	written  uint64 // newest record written to its segment (not yet synced)
 	synced   uint64 // newest record synced
@@ -208,11 +210,28 @@ func (l *Log) Append(e api.Event) (api.AuditRecord, error) {
 	if l.closing {
 		return api.AuditRecord{}, errors.New("audit log: closed")
 	}
+	if l.skipped != nil {
+		// First the record of what was skipped, so the gap is declared in
+		// the chain.
+		d := api.AuditRecord{Event: api.Event{Seq: l.seq + 1, Time: e.Time, Type: TypeDropped,
+			Reason: fmt.Sprintf("%d events were published but not written: %s", l.skipped[1]-l.skipped[0]+1, l.skipWhy)}, Dropped: l.skipped, Prev: l.head}
+		if err := l.queueLocked(&d); err != nil {
+			return d, err
+		}
+		l.skipped = nil
+	}
 	e.Seq = l.seq + 1
 	rec := api.AuditRecord{Event: e, Prev: l.head}
-	line, err := encode(&rec)
+	return rec, l.queueLocked(&rec)
+}
+
+// TypeDropped is the type of the record that declares skipped events.
+const TypeDropped = "audit.dropped"
+
+func (l *Log) queueLocked(rec *api.AuditRecord) error {
+	line, err := encode(rec)
 	if err != nil {
-		return rec, err
+		return err
 	}
 	l.seq, l.head = rec.Seq, rec.Hash
 	l.queue = append(l.queue, queued{seq: rec.Seq, line: append(line, '\n')})
@@ -220,7 +239,23 @@ func (l *Log) Append(e api.Event) (api.AuditRecord, error) {
 	case l.kick <- struct{}{}:
 	default:
 	}
-	return rec, nil
+	return nil
+}
+
+// Skip gives e the next sequence number without writing it (the disk is
+// below the reserve, why says so); the next Append first writes an
+// audit.dropped record declaring every skipped number, so the chain shows
+// the gap and its reason instead of a removal.
+func (l *Log) Skip(e api.Event, why string) api.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e.Seq = l.seq + 1
+	l.seq = e.Seq
+	if l.skipped == nil {
+		l.skipped = []uint64{e.Seq, e.Seq}
+	}
+	l.skipped[1], l.skipWhy = e.Seq, why
+	return e
 }
 
 // Head returns the sequence number and hash of the newest record.

@@ -95,6 +95,9 @@ type Report struct {
 	Pruned bool `json:"pruned"`
 	// AnchorsChecked and AnchorsBefore count the ledger anchors checked
 	// against the trail, and those older than its first kept record.
+	// Dropped counts events declared by audit.dropped records: published
+	// while the disk was below the reserve, never written.
+	Dropped        uint64    `json:"dropped"`
 	AnchorsChecked int       `json:"anchors_checked"`
 	AnchorsBefore  int       `json:"anchors_before"`
 	Problems       []Problem `json:"problems"`
@@ -182,6 +185,13 @@ func Verify(ctx context.Context, dir, network string, anchors []Anchor) (*Report
 			case rec.Seq <= prevSeq:
 				p.What = fmt.Sprintf("seq %d follows seq %d: lines were reordered or repeated", rec.Seq, prevSeq)
 				add(p)
+			case rec.Type == TypeDropped && len(rec.Dropped) == 2 && rec.Dropped[0] == prevSeq+1 && rec.Dropped[1] == rec.Seq-1:
+				// A declared gap: events the disk reserve kept out.
+				if rec.Prev != prevHash {
+					p.What = fmt.Sprintf("prev is not the hash of seq %d before it: the line before was edited or replaced", prevSeq)
+					add(p)
+				}
+				rep.Dropped += rec.Dropped[1] - rec.Dropped[0] + 1
 			default:
 				p.What = fmt.Sprintf("seq %d follows seq %d: %d records were removed", rec.Seq, prevSeq, rec.Seq-prevSeq-1)
 				add(p)

@@ -77,6 +77,7 @@ var table = map[Surface]map[string]Rule{
 		"PUT /v1/policies":                         {Who: admins, Scope: None, Note: "a named administrator's change, while a require_approval policy is in force, is held for the quorum of the strictest one"},
 		"GET /v1/limits":                           {Who: signedIn, Perm: "read", Scope: None},
 		"PUT /v1/limits":                           {Who: admins, Scope: None},
+		"GET /v1/audit":                            {Who: admins, Scope: None, Note: "the audit trail names every Cal and actor of the network; a token scoped to a subtree must not read it"},
 		"POST /v1/spawning":                        {Who: admins, Scope: None, Note: "the kill switch"},
 		"GET /v1/approvals":                        {Who: signedIn, Scope: Filtered, Note: "a token sees the requests it made"},
 		"GET /v1/approvals/{id}":                   {Who: signedIn, Scope: Filtered, Note: "a token sees the requests it made"},

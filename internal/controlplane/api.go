@@ -219,6 +219,7 @@ func (s *Server) apiMux() *authz.Mux {
 	h("PUT /v1/policies", s.handlePoliciesPut)
 	m.HandleFunc("GET /v1/limits", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, s.limits()) })
 	m.HandleFunc("PUT /v1/limits", s.handleSetLimits)
+	m.HandleFunc("GET /v1/audit", s.handleAudit)
 	h("GET /v1/events", s.handleEvents)
 	m.HandleFunc("POST /v1/shutdown", func(w http.ResponseWriter, r *http.Request) {
 		// An optional empty JSON object: a body that is not one is refused

@@ -1,73 +1,178 @@
 package controlplane
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
+	"strconv"
+	"time"
+
+	"github.com/soulfra/calnet/internal/auditlog"
+	"github.com/soulfra/calnet/ledger"
 )
 
-// auditLog is the audit trail: every event (spawn transitions, state
-// changes, revocations, kill switch, tokens), with who and why, appended
-// as JSON lines to <data>/audit.log (0600). Trust events are also in the
-// ledger; this file holds the rest.
-type auditLog struct {
-	mu sync.Mutex
-	f  *os.File
-	w  *bufio.Writer
-	// check refuses writes below the disk reserve; the events it refuses
-	// are counted and the count is written when there is room again.
-	check   func() error
-	dropped int
-	reason  string
-}
+// The audit trail: every event (spawn transitions, state changes,
+// revocations, the kill switch, tokens, approvals), with who and why, in
+// <data>/audit/ (internal/auditlog: hash-chained JSON Lines, rotated,
+// fsynced in groups). Its head is anchored in the ledger every
+// auditAnchorEvery and at shutdown, so the trail cannot be cut back or
+// rewritten past an anchor unnoticed (`calnet audit verify`).
+
+// auditAnchorEvery is how often the trail's head is anchored in the ledger
+// when it moved.
+const auditAnchorEvery = time.Minute
+
+// AuditDir is where a data directory keeps its audit trail.
+func AuditDir(dataDir string) string { return filepath.Join(dataDir, "audit") }
 
 func (s *Server) openAudit() error {
-	f, err := os.OpenFile(filepath.Join(s.cfg.DataDir, "audit.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	a, err := auditlog.Open(auditlog.Config{Dir: AuditDir(s.cfg.DataDir), Network: s.net.Info.Network.String(), Logger: s.log})
 	if err != nil {
 		return err
 	}
-	a := &auditLog{f: f, w: bufio.NewWriter(f), check: func() error { return s.checkDisk(context.Background()) }}
+	if _, err := os.Stat(filepath.Join(s.cfg.DataDir, "audit.log")); err == nil {
+		s.log.Info("audit trail: audit.log (before hash chaining) is kept as it was; the trail goes on in audit/")
+	}
 	s.audit = a
-	s.bus.sink = func(e Event) {
-		a.write(e)
+	// Event sequence numbers are the trail's: they go on across restarts,
+	// so a client resuming the event stream never sees them start over.
+	s.bus.seq, _ = a.Head()
+	s.bus.sink = func(e Event) Event {
+		if err := s.checkDisk(context.Background()); err != nil {
+			// Below the disk reserve nothing is written; the trail declares
+			// the events it missed, and why, when there is room again.
+			e = a.Skip(e, err.Error())
+		} else if rec, err := a.Append(e); err == nil {
+			e = rec.Event
+		} else {
+			s.log.Error("audit trail: append failed", "err", err, "type", e.Type)
+		}
 		s.health.record(e)
+		return e
 	}
 	return nil
 }
 
-func (a *auditLog) write(e Event) {
-	b, err := json.Marshal(e)
+// anchorAudit appends the trail's head to the ledger if it moved since the
+// last anchor, once what it names is on disk.
+func (s *Server) anchorAudit(ctx context.Context) {
+	seq, hash := s.audit.Head()
+	if seq == 0 || seq <= s.auditAnchored {
+		return
+	}
+	if err := s.audit.Sync(ctx); err != nil {
+		s.log.Error("audit trail: sync before anchoring", "err", err)
+		return
+	}
+	data, err := auditlog.AnchorEntry(seq, hash)
+	if err == nil {
+		_, err = s.lg.Append(ctx, ledger.Entry{Type: ledger.TypeAudit, Time: s.now(), Subject: s.net.Info.Network.String(), Actor: "control-plane", Data: data})
+	}
 	if err != nil {
+		s.log.Error("audit trail: anchoring its head in the ledger", "err", err)
 		return
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if err := a.check(); err != nil {
-		a.dropped++
-		a.reason = err.Error()
-		return
+	s.auditAnchored = seq
+}
+
+// auditAnchorLoop anchors the trail every auditAnchorEvery; Run anchors it
+// a last time at shutdown.
+func (s *Server) auditAnchorLoop(ctx context.Context) {
+	t := time.NewTicker(auditAnchorEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.anchorAudit(ctx)
+		}
 	}
-	if a.dropped > 0 {
-		note, _ := json.Marshal(map[string]any{"type": "audit.dropped", "count": a.dropped, "reason": a.reason})
-		a.w.Write(note)
-		a.w.WriteByte('\n')
-		a.dropped = 0
-	}
-	a.w.Write(b)
-	a.w.WriteByte('\n')
-	a.w.Flush()
 }
 
 func (s *Server) closeAudit() {
-	if s.audit == nil {
+	if s.audit != nil {
+		if err := s.audit.Close(); err != nil {
+			s.log.Error("audit trail: close", "err", err)
+		}
+	}
+}
+
+// handleAudit is GET /v1/audit (administrators): a page of the trail,
+// oldest first, filtered by since, until (RFC 3339), actor, type ("cal."
+// for a prefix), cal (an ID or prefix), after or before (sequence numbers)
+// and limit.
+func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
+	q, err := parseAuditQuery(r.URL.Query())
+	if err != nil {
+		writeError(w, apiErr(400, "%v", err))
 		return
 	}
-	s.audit.mu.Lock()
-	defer s.audit.mu.Unlock()
-	s.audit.w.Flush()
-	s.audit.f.Sync()
-	s.audit.f.Close()
+	page, err := s.audit.Query(r.Context(), q)
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			s.log.Error("audit trail: query", "err", err)
+		}
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, page)
+}
+
+// parseAuditQuery reads GET /v1/audit's parameters, naming the one that is
+// wrong.
+func parseAuditQuery(v map[string][]string) (auditlog.Query, error) {
+	var q auditlog.Query
+	get := func(k string) string {
+		if x := v[k]; len(x) > 0 {
+			return x[0]
+		}
+		return ""
+	}
+	for k, x := range v {
+		switch k {
+		case "since", "until", "actor", "type", "cal", "after", "before", "limit":
+			if len(x) > 1 {
+				return q, fmt.Errorf("%s: given %d times", k, len(x))
+			}
+		default:
+			return q, fmt.Errorf("%s: unknown parameter (since, until, actor, type, cal, after, before, limit)", k)
+		}
+	}
+	for _, t := range []struct {
+		name string
+		to   *time.Time
+	}{{"since", &q.Since}, {"until", &q.Until}} {
+		if x := get(t.name); x != "" {
+			tm, err := time.Parse(time.RFC3339Nano, x)
+			if err != nil {
+				return q, fmt.Errorf("%s %q: want an RFC 3339 time", t.name, x)
+			}
+			*t.to = tm
+		}
+	}
+	for _, n := range []struct {
+		name string
+		to   *uint64
+	}{{"after", &q.After}, {"before", &q.Before}} {
+		if x := get(n.name); x != "" {
+			u, err := strconv.ParseUint(x, 10, 64)
+			if err != nil {
+				return q, fmt.Errorf("%s %q: want a sequence number", n.name, x)
+			}
+			*n.to = u
+		}
+	}
+	if x := get("limit"); x != "" {
+		n, err := strconv.Atoi(x)
+		if err != nil || n < 1 || n > auditlog.MaxQueryLimit {
+			return q, fmt.Errorf("limit %q: want 1..%d", x, auditlog.MaxQueryLimit)
+		}
+		q.Limit = n
+	}
+	q.Actor, q.Type, q.Cal = get("actor"), get("type"), get("cal")
+	return q, q.Validate()
 }

@@ -13,9 +13,10 @@ type Event = api.Event
 // bus fans events out to subscribers and keeps the most recent ones so a
 // reconnecting client can resume from a sequence number.
 type bus struct {
-	// sink receives every event, in order, before subscribers; the audit
-	// trail uses it so that it never loses one.
-	sink   func(Event)
+	// sink receives every event, in order, before subscribers, and returns
+	// it with its sequence number; the audit trail uses it so that it never
+	// loses one.
+	sink   func(Event) Event
 	mu     sync.Mutex
 	seq    uint64
 	recent []Event
@@ -35,7 +36,8 @@ func (b *bus) publish(e Event) Event {
 		e.Time = time.Now().UTC()
 	}
 	if b.sink != nil {
-		b.sink(e)
+		e = b.sink(e)
+		b.seq = e.Seq
 	}
 	b.recent = append(b.recent, e)
 	if len(b.recent) > busHistory {

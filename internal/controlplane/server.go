@@ -25,6 +25,7 @@ import (
 	"github.com/soulfra/calnet/api"
 	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/internal/atomicfile"
+	"github.com/soulfra/calnet/internal/auditlog"
 	"github.com/soulfra/calnet/internal/authz"
 	"github.com/soulfra/calnet/internal/caldir"
 	"github.com/soulfra/calnet/internal/calfs"
@@ -136,6 +137,10 @@ type Server struct {
 	token string
 	bus   *bus
 
+	// auditAnchored is the audit trail's sequence number last anchored in
+	// the ledger (auditAnchorLoop, then Run at shutdown).
+	auditAnchored uint64
+
 	trustMu sync.Mutex // serializes ledger appends with trust-state changes
 	state   *netdir.State
 	chains  map[identity.ID]*trust.Chain
@@ -168,7 +173,7 @@ type Server struct {
 	routerAddr string
 	ns         nsIndex
 	watchers   watchers
-	audit      *auditLog
+	audit      *auditlog.Log
 	prom       *promMetrics
 	deploySem  chan struct{}
 	connBudget *connlimit.Budget // descriptors the listeners may hold (listeners.go)
@@ -485,6 +490,8 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer s.wg.Done(); s.collect() }()
 	go func() { defer s.wg.Done(); s.anchorLoop(ctx) }()
 	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.auditAnchorLoop(ctx) }()
+	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.keepLearned(ctx) }()
 	var runErr error
 	select {
@@ -501,6 +508,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.saveLearned(); err != nil {
 		s.log.Error("saving what the control plane learned", "err", err)
 	}
+	s.anchorAudit(context.Background())
 	s.lg.Close()
 	s.store.Close()
 	s.closeAudit()
