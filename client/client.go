@@ -678,7 +678,7 @@ type AuditQuery struct {
 	Since, Until time.Time
 	Actor        string
 	Type         string // an event type, or a prefix ending in "." ("cal.")
-	Cal          string // an ID or a prefix of at least 4 characters
+	Cal          string // a name, an ID or a prefix of at least 4 characters
 	// After pages forward from a sequence number (oldest first); without
 	// it the page holds the newest matches before Before (0: the end).
 	After, Before uint64

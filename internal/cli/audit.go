@@ -39,8 +39,9 @@ func (a *app) auditCmd() *cobra.Command {
 		Use:   "audit",
 		Short: "Query the audit trail (administrators): who did what to which Cal, and why; -o json prints JSON Lines",
 		Long: `Print records of the audit trail, oldest first, filtered by time, actor,
-event type (or a prefix ending in '.', such as cal.) and Cal (an ID or a
-prefix of at least 4 characters: records about it or naming it as parent).
+event type (or a prefix ending in '.', such as cal.) and Cal (a name, an ID
+or a prefix of at least 4 characters: records about it or naming it as
+parent).
 Without --after it prints the newest --limit matches (--before pages back);
 --all follows the whole trail from --after on. Each record carries its
 sequence number and its place in the hash chain (prev, hash); verify the
@@ -84,7 +85,7 @@ chain offline with 'calnet audit verify'.`,
 	f.StringVar(&until, "until", "", "records before this time")
 	f.StringVar(&q.Actor, "actor", "", "records by this actor (admin, dev:NAME, cal:ID, ...)")
 	f.StringVar(&q.Type, "type", "", "records of this event type, or a prefix ending in '.' (cal.)")
-	f.StringVar(&q.Cal, "cal", "", "records about this Cal or naming it as parent (ID or prefix)")
+	f.StringVar(&q.Cal, "cal", "", "records about this Cal or naming it as parent (name, ID or prefix)")
 	f.Uint64Var(&q.After, "after", 0, "records after this sequence number, oldest first")
 	f.Uint64Var(&q.Before, "before", 0, "the newest records before this sequence number")
 	f.IntVar(&q.Limit, "limit", 100, "records per page (at most 1000)")

@@ -103,10 +103,17 @@ func (s *Server) closeAudit() {
 
 // handleAudit is GET /v1/audit (administrators): a page of the trail,
 // oldest first, filtered by since, until (RFC 3339), actor, type ("cal."
-// for a prefix), cal (an ID or prefix), after or before (sequence numbers)
-// and limit.
+// for a prefix), cal (a name, an ID or a prefix), after or before
+// (sequence numbers) and limit.
 func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
-	q, err := parseAuditQuery(r.URL.Query())
+	q, err := parseAuditQuery(r.URL.Query(), func(ref string) string {
+		// A name or prefix of a Cal in the registry becomes its ID; other
+		// values stay prefixes (the trail outlives the registry's records).
+		if rec, aerr := s.resolve(r.Context(), ref); aerr == nil {
+			return rec.ID
+		}
+		return ref
+	})
 	if err != nil {
 		writeError(w, apiErr(400, "%v", err))
 		return
@@ -123,8 +130,8 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
 }
 
 // parseAuditQuery reads GET /v1/audit's parameters, naming the one that is
-// wrong.
-func parseAuditQuery(v map[string][]string) (auditlog.Query, error) {
+// wrong; resolveCal (if not nil) turns a Cal's name into its ID.
+func parseAuditQuery(v map[string][]string, resolveCal func(string) string) (auditlog.Query, error) {
 	var q auditlog.Query
 	get := func(k string) string {
 		if x := v[k]; len(x) > 0 {
@@ -174,5 +181,8 @@ func parseAuditQuery(v map[string][]string) (auditlog.Query, error) {
 		q.Limit = n
 	}
 	q.Actor, q.Type, q.Cal = get("actor"), get("type"), get("cal")
+	if q.Cal != "" && len(q.Cal) <= 64 && resolveCal != nil {
+		q.Cal = resolveCal(q.Cal)
+	}
 	return q, q.Validate()
 }

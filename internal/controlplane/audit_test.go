@@ -26,7 +26,7 @@ func TestParseAuditQuery(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
 			v, _ := url.ParseQuery(tt.in)
-			q, err := parseAuditQuery(v)
+			q, err := parseAuditQuery(v, nil)
 			if tt.want == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -39,7 +39,7 @@ func TestParseAuditQuery(t *testing.T) {
 		})
 	}
 	v, _ := url.ParseQuery("since=2026-12-01T10:00:00Z&type=cal.&after=7&limit=50")
-	q, _ := parseAuditQuery(v)
+	q, _ := parseAuditQuery(v, nil)
 	if !q.Since.Equal(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)) || q.Type != "cal." || q.After != 7 || q.Limit != 50 {
 		t.Fatalf("parsed %+v", q)
 	}
@@ -55,10 +55,23 @@ func FuzzParseAuditQuery(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if q, err := parseAuditQuery(v); err == nil {
+		if q, err := parseAuditQuery(v, nil); err == nil {
 			if err := q.Validate(); err != nil {
 				t.Fatalf("accepted an invalid query: %v", err)
 			}
 		}
 	})
+}
+
+func TestParseAuditQueryResolvesNames(t *testing.T) {
+	v, _ := url.ParseQuery("cal=w")
+	q, err := parseAuditQuery(v, func(ref string) string {
+		if ref == "w" {
+			return "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+		}
+		return ref
+	})
+	if err != nil || q.Cal != "a1b2c3d4e5f60718293a4b5c6d7e8f90" {
+		t.Fatalf("a name: %+v %v", q, err)
+	}
 }

@@ -126,6 +126,17 @@ class Calnet:
         params = {k: v for k, v in dict(q=q, level=level, cals=",".join(cals), lines=lines or "", cursor=cursor).items() if v}
         return self._call("GET", "/v1/logs?" + urllib.parse.urlencode(params))
 
+    def audit(self, since="", until="", actor="", type="", cal="", after=0, before=0, limit=0):
+        """A page of the audit trail (administrators), oldest first: {"records", "more", "head_seq"}.
+
+        since/until are RFC 3339 strings or datetimes; type ending in "." is a
+        prefix; after pages forward from a sequence number, before back."""
+        def ts(v):
+            return v.isoformat().replace("+00:00", "Z") if hasattr(v, "isoformat") else v
+        params = {k: v for k, v in dict(since=ts(since), until=ts(until), actor=actor, type=type, cal=cal,
+                                         after=after or "", before=before or "", limit=limit or "").items() if v}
+        return self._call("GET", "/v1/audit?" + urllib.parse.urlencode(params))
+
     def traffic(self):
         """The traffic matrix, busiest pairs first."""
         return self._call("GET", "/v1/traffic")

@@ -134,6 +134,13 @@ class LiveNetwork(unittest.TestCase):
                 if any(e["type"] == "cal.revoked" for e in events):
                     break
                 time.sleep(0.1)
+            # The audit trail has the revocation, with who and why, in its hash chain.
+            trail = c.audit(cal=sp["cal"], type="cal.", since=datetime.now(timezone.utc).replace(microsecond=0).replace(hour=0, minute=0, second=0))
+            rec = [r for r in trail["records"] if r["type"] == "cal.revoked"]
+            self.assertTrue(rec and rec[0]["reason"] == "python test" and rec[0]["actor"] == "admin" and len(rec[0]["hash"]) == 64)
+            with self.assertRaises(CalnetError) as cm:
+                c.audit(limit=5000)
+            self.assertEqual(cm.exception.status, 400)
             self.assertTrue(any(e["type"] == "spawn.running" and e.get("cal") == sp["cal"] for e in events))
             self.assertTrue(any(e["type"] == "cal.revoked" and e.get("cal") == sp["cal"] for e in events))
         finally:

@@ -23,6 +23,12 @@ export interface SpawnRequest {
   idempotency_key?: string; template?: string; template_yaml?: string; restart_policy?: string;
 }
 export interface CalnetEvent { seq: number; time: string; type: string; cal?: string; parent?: string; spawn?: string; state?: string; actor?: string; reason?: string }
+/** One record of the audit trail: an event with its place in the hash chain. */
+export interface AuditRecord extends CalnetEvent { dropped?: [number, number]; prev: string; hash: string }
+/** A page of the audit trail, oldest first; `more` says more records match beyond it. */
+export interface AuditPage { records: AuditRecord[]; more: boolean; head_seq: number }
+/** Filters of the audit trail; `type` ending in '.' is a prefix; `after` pages forward, `before` back. */
+export interface AuditQuery { since?: string | Date; until?: string | Date; actor?: string; type?: string; cal?: string; after?: number; before?: number; limit?: number }
 
 /** A spawn criterion: a CEL condition over a Cal's metrics and an action (see docs/guide.md). */
 export interface Rule {
@@ -106,6 +112,14 @@ export class Calnet {
     if (q.lines) p.set('lines', String(q.lines));
     if (q.cursor) p.set('cursor', q.cursor);
     return this.call<{ entries: { cal: string; name?: string; time?: string; level?: string; text: string }[]; truncated?: number; cursor: string }>('GET', `/v1/logs?${p}`);
+  }
+  /** A page of the audit trail (administrators), oldest first. */
+  audit(q: AuditQuery = {}) {
+    const p = new URLSearchParams();
+    for (const k of ['since', 'until'] as const) { const v = q[k]; if (v) p.set(k, v instanceof Date ? v.toISOString() : v); }
+    for (const k of ['actor', 'type', 'cal'] as const) { const v = q[k]; if (v) p.set(k, v); }
+    for (const k of ['after', 'before', 'limit'] as const) { const v = q[k]; if (v) p.set(k, String(v)); }
+    return this.call<AuditPage>('GET', `/v1/audit?${p}`);
   }
   /** The traffic matrix, busiest pairs first. */
   traffic() { return this.call<{ pairs: { from: string; to: string; kind: string; count: number; bytes?: number; last: string }[] }>('GET', '/v1/traffic'); }

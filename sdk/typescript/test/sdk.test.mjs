@@ -111,6 +111,11 @@ test('live network: spawn, list, watch, restart, revoke', { skip: !root && 'need
     assert.deepEqual(rv.subtree, [sp.cal]);
     await assert.rejects(c.restart(sp.cal), (e) => e instanceof CalnetError && e.status === 409 && e.message.includes('never runs again'));
     for (let i = 0; i < 50 && !events.some((e) => e.type === 'cal.revoked'); i++) await new Promise((r) => setTimeout(r, 100));
+    // The audit trail has the revocation, with who and why, in its hash chain.
+    const trail = await c.audit({ cal: sp.cal, type: 'cal.', since: new Date(Date.now() - 3600_000) });
+    const rec = trail.records.find((r) => r.type === 'cal.revoked');
+    assert.ok(rec && rec.reason === 'ts test' && rec.actor === 'admin' && rec.hash.length === 64 && trail.head_seq >= rec.seq, 'revocation in the audit trail');
+    await assert.rejects(c.audit({ limit: 5000 }), (e) => e instanceof CalnetError && e.status === 400 && e.message.includes('limit'));
     stop();
     assert.ok(events.some((e) => e.type === 'spawn.running' && e.cal === sp.cal), 'spawn event seen');
     assert.ok(events.some((e) => e.type === 'cal.revoked' && e.cal === sp.cal), 'revocation event seen');
