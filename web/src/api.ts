@@ -15,6 +15,8 @@ export interface Approval {
   subtree_cals?: number; expires_at: string;
 }
 export interface CalEvent { seq: number; type: string; cal?: string; state?: string; reason?: string }
+export interface AuditRecord { seq: number; time: string; type: string; cal?: string; parent?: string; spawn?: string; state?: string; actor?: string; reason?: string; prev: string; hash: string }
+export interface AuditPage { records: AuditRecord[]; more: boolean; head_seq: number }
 
 let token = sessionStorage.getItem('calnet-token') ?? '';
 

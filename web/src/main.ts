@@ -5,7 +5,7 @@ import cytoscape from 'cytoscape';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import './style.css';
-import { api, ApiError, authFetch, clearToken, events, hasToken, setToken, wsURL, type Approval, type Cal, type LogPage, type Spawn, type WhoAmI } from './api';
+import { api, ApiError, authFetch, clearToken, events, hasToken, setToken, wsURL, type Approval, type AuditPage, type Cal, type LogPage, type Spawn, type WhoAmI } from './api';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const PERMS = ['spawn', 'revoke', 'read', 'talk', 'share', 'admin'];
@@ -315,6 +315,7 @@ function applyRole() {
   $('spawn-box').hidden = !may('spawn');
   $('admin-box').hidden = !may('admin');
   document.querySelector<HTMLElement>('nav button[data-view="console"]')!.hidden = !may('admin');
+  document.querySelector<HTMLElement>('nav button[data-view="audit"]')!.hidden = !may('admin');
   for (const cb of document.querySelectorAll<HTMLInputElement>('input[name=perm]')) {
     const ok = me?.admin || (me?.token?.permissions ?? []).includes(cb.value);
     cb.disabled = !ok; cb.parentElement!.hidden = !ok;
@@ -462,6 +463,7 @@ for (const b of document.querySelectorAll<HTMLButtonElement>('nav button')) {
     if (b.dataset.view === 'heat') renderHeat().catch(() => {});
     if (b.dataset.view === 'rules') openRules();
     if (b.dataset.view === 'logs') loadLogs(true);
+    if (b.dataset.view === 'audit') loadAudit(0);
     if (b.dataset.view === 'traffic') renderTraffic().catch(() => {});
     if (b.dataset.view === 'matrix') renderMatrix().catch((e) => showError('matrix-error', e));
   };
@@ -635,6 +637,39 @@ $('logs-form').onsubmit = (e) => { e.preventDefault(); logCursor = ''; loadLogs(
 setInterval(() => {
   if (!$('app').hidden && !$('view-logs').hidden && $<HTMLInputElement>('logs-follow').checked && logCursor) loadLogs(false);
 }, 1500);
+
+// The audit trail (administrators): newest matches first loaded, shown
+// oldest first; Older pages back with before=SEQ.
+let auditOldest = 0;
+async function loadAudit(before: number) {
+  const p = new URLSearchParams({ limit: '200' });
+  const since = $<HTMLInputElement>('audit-since').value;
+  if (since) p.set('since', new Date(since).toISOString());
+  for (const k of ['actor', 'type', 'cal'] as const) {
+    const v = $<HTMLInputElement>(`audit-${k}`).value.trim();
+    if (v) p.set(k, v);
+  }
+  if (before) p.set('before', String(before));
+  const tb = $<HTMLTableElement>('audit').tBodies[0];
+  try {
+    const page = await api<AuditPage>('GET', `/v1/audit?${p}`);
+    text($('audit-error'), '');
+    const rows = page.records.map((r) => {
+      const tr = document.createElement('tr');
+      tr.dataset.seq = String(r.seq); tr.dataset.type = r.type;
+      cell(tr, String(r.seq)); cell(tr, new Date(r.time).toLocaleString()); cell(tr, r.type); cell(tr, r.cal ? short(r.cal) : '');
+      cell(tr, r.state ?? ''); cell(tr, r.actor ?? ''); cell(tr, r.reason ?? '');
+      cell(tr, r.hash.slice(0, 12)).title = `hash ${r.hash}\nprev ${r.prev}`;
+      return tr;
+    });
+    if (before) tb.prepend(...rows); else tb.replaceChildren(...rows);
+    if (page.records.length) auditOldest = page.records[0].seq;
+    $<HTMLButtonElement>('audit-older').disabled = !page.more;
+    text($('audit-summary'), `${tb.rows.length} records shown; the trail's newest is #${page.head_seq}${page.more ? '; older records match' : ''}.`);
+  } catch (err) { showError('audit-error', err); }
+}
+$('audit-form').onsubmit = (e) => { e.preventDefault(); loadAudit(0); };
+$('audit-older').onclick = () => { if (auditOldest) loadAudit(auditOldest); };
 
 // The debugging console (UX-4.5): the Cal's console (tier -2) over a
 // WebSocket, as calnet console gives it in a terminal.

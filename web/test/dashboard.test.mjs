@@ -246,6 +246,26 @@ test('dashboard in a real browser', { skip, timeout: 180_000 }, async () => {
     await page.screenshot({ path: join(artifacts, '3-revoked.png') });
     if (await page.isVisible('#show-revoked')) await page.uncheck('#show-revoked');
 
+    // The audit trail shows the revocation, by whom, filtered by type and
+    // Cal; each record's hash is there for `calnet audit verify`.
+    await page.click('nav button[data-view="audit"]');
+    await page.waitForSelector('#audit tbody tr[data-type="spawn.admitted"]');
+    await page.fill('#audit-type', 'cal.');
+    await page.click('#audit-form button[type="submit"]');
+    await page.waitForFunction(() => {
+      const rows = [...document.querySelectorAll('#audit tbody tr')];
+      return rows.length >= 1 && rows.every((tr) => tr.dataset.type.startsWith('cal.')) && rows.some((tr) => tr.dataset.type === 'cal.revoked' && tr.cells[5].textContent === 'admin');
+    }, null, { timeout: 15_000 });
+    const seqs = await page.$$eval('#audit tbody tr', (rs) => rs.map((tr) => Number(tr.dataset.seq)));
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), 'records oldest first');
+    assert.match(await page.textContent('#audit-summary'), /the trail's newest is #\d+/);
+    await page.fill('#audit-cal', 'ab');
+    await page.click('#audit-form button[type="submit"]');
+    await page.waitForFunction(() => document.querySelector('#audit-error').textContent.includes('prefix of at least 4 characters'));
+    await page.fill('#audit-cal', '');
+    await page.fill('#audit-type', '');
+    await page.screenshot({ path: join(artifacts, '3a-audit.png') });
+
     // The chain validator explains a tampered chain, link by link.
     const chain = await (await fetch(`${base}/v1/cals/master/chain`, { headers: { authorization: `Bearer ${token}` } })).json();
     const sig = chain.blessings[0].signature.ed25519;
