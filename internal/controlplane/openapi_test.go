@@ -36,6 +36,8 @@ func TestOpenAPIDocumentIsStrictJSON(t *testing.T) {
 var wireSchemas = map[string]any{
 	"Admin":                    api.Admin{},
 	"Approval":                 api.Approval{},
+	"AuditPage":                api.AuditPage{},
+	"AuditRecord":              api.AuditRecord{},
 	"AuthzEntry":               api.AuthzEntry{},
 	"Cal":                      api.Cal{},
 	"Card":                     api.Card{},
