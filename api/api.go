@@ -335,18 +335,23 @@ type Approval struct {
 	SubtreeCals int             `json:"subtree_cals,omitempty"`
 	// Policies is the policy set a named administrator asked for
 	// (operation policies), set once approved.
-	Policies  *PoliciesDoc `json:"policies,omitempty"`
-	Actor     string       `json:"actor"`
-	Policy    string       `json:"policy"`
-	Message   string       `json:"message"`
-	Required  int          `json:"required"`
-	Approvals []Vote       `json:"approvals"`
-	Rejection *Vote        `json:"rejection,omitempty"`
-	State     string       `json:"state"`
-	Result    string       `json:"result,omitempty"` // what carrying it out gave
-	CreatedAt time.Time    `json:"created_at"`
-	ExpiresAt time.Time    `json:"expires_at"`
-	UpdatedAt time.Time    `json:"updated_at"`
+	Policies *PoliciesDoc `json:"policies,omitempty"`
+	Actor    string       `json:"actor"`
+	// Behind is the named administrator behind a request another
+	// principal made: the creator of the token, the author of the rules,
+	// or the spawner of the Cal that made it. Like the requester, it may
+	// not approve or reject the request.
+	Behind    string    `json:"behind,omitempty"`
+	Policy    string    `json:"policy"`
+	Message   string    `json:"message"`
+	Required  int       `json:"required"`
+	Approvals []Vote    `json:"approvals"`
+	Rejection *Vote     `json:"rejection,omitempty"`
+	State     string    `json:"state"`
+	Result    string    `json:"result,omitempty"` // what carrying it out gave
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Vote is one administrator's approval or rejection.
@@ -395,6 +400,10 @@ type Token struct {
 	Parent      string    `json:"parent"`
 	Permissions []string  `json:"permissions"`
 	CreatedAt   time.Time `json:"created_at"`
+	// CreatedBy is the administrator who created the token ("admin" for
+	// the root, "admin:NAME"): requests the token makes are its, for
+	// approvals (absent on tokens created before it was recorded).
+	CreatedBy string `json:"created_by,omitempty"`
 }
 
 // Reflection is one entry of a Cal's reflection log.

@@ -128,7 +128,11 @@ func (a *app) approvalsCmd() *cobra.Command {
 }
 
 func printApproval(w io.Writer, ap *client.Approval) {
-	fmt.Fprintf(w, "%s: %s %s of %s, asked by %s\n  policy %s: %s\n  %d of %d approvals", ap.ID, ap.State, ap.Operation, ap.Cal, ap.Actor, ap.Policy, ap.Message, len(ap.Approvals), ap.Required)
+	asked := ap.Actor
+	if ap.Behind != "" {
+		asked += " (for " + ap.Behind + ", who may not decide it)"
+	}
+	fmt.Fprintf(w, "%s: %s %s of %s, asked by %s\n  policy %s: %s\n  %d of %d approvals", ap.ID, ap.State, ap.Operation, ap.Cal, asked, ap.Policy, ap.Message, len(ap.Approvals), ap.Required)
 	var names []string
 	for _, v := range ap.Approvals {
 		names = append(names, v.Admin)

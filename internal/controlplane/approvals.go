@@ -45,14 +45,38 @@ func requesterAdmin(actor string) (string, bool) {
 	return n, ok
 }
 
+// behindNote names the administrator behind a request, for messages.
+func behindNote(a *api.Approval) string {
+	if a.Behind == "" {
+		return ""
+	}
+	return " and " + a.Behind + ", who is behind " + a.Actor
+}
+
+// isAdmin reports whether name is a named administrator now.
+func (s *Server) isAdmin(ctx context.Context, name string) bool {
+	as, _, err := s.admins(ctx)
+	if err != nil {
+		return true // counted out: a refusal is safer than a quorum short of one
+	}
+	return slices.ContainsFunc(as, func(a api.Admin) bool { return a.Name == name && !a.Root })
+}
+
 // openApproval stores a new approval request for a held operation.
 func (s *Server) openApproval(ctx context.Context, a *api.Approval, pol *rules.CompiledPolicy) *APIError {
 	eligible := s.adminCount(ctx)
 	if _, isAdmin := requesterAdmin(a.Actor); isAdmin {
 		eligible--
+	} else if a.Behind = s.behind(ctx, a.Actor, a.Cal); a.Behind != "" && s.isAdmin(ctx, a.Behind) {
+		eligible--
 	}
 	if pol.Approvals > eligible {
-		return apiErr(403, "policy %s: %s; it needs %d approvals from administrators other than the requester, and there are %d (calnet admin add)", pol.Name, pol.Message, pol.Approvals, eligible)
+		return apiErr(403, "policy %s: %s; it needs %d approvals from administrators other than the requester%s, and there are %d (calnet admin add)", pol.Name, pol.Message, pol.Approvals, behindNote(a), eligible)
+	}
+	if a.Request != nil && a.Request.Permissions == nil {
+		// A request that named none (a rule's, or one taking its
+		// template's): an empty list, as the API document has it, not null.
+		a.Request.Permissions = []string{}
 	}
 	now := s.now()
 	a.ID, a.Policy, a.Message, a.Required = newID("apr_"), pol.Name, pol.Message, pol.Approvals
@@ -241,6 +265,9 @@ func (s *Server) vote(ctx context.Context, id string, pr principal, approve bool
 	}
 	if who, ok := requesterAdmin(a.Actor); ok && who == pr.name {
 		return nil, apiErr(403, "administrator %s made this request and cannot approve or reject it", pr.name)
+	}
+	if a.Behind != "" && a.Behind == pr.name {
+		return nil, apiErr(403, "administrator %s is behind this request (%s made it, acting for %s) and cannot approve or reject it", pr.name, a.Actor, pr.name)
 	}
 	if slices.ContainsFunc(a.Approvals, func(v api.Vote) bool { return v.Admin == pr.name }) {
 		return nil, apiErr(409, "administrator %s has already approved %s (%d of %d)", pr.name, a.ID, len(a.Approvals), a.Required)

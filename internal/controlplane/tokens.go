@@ -133,7 +133,7 @@ func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 	raw := make([]byte, 24)
 	rand.Read(raw)
 	secret := tokenPrefix + hex.EncodeToString(raw)
-	rec := TokenRecord{ID: newID("tok_"), Name: req.Name, Parent: parent.ID, Permissions: perms.Names(), CreatedAt: s.now()}
+	rec := TokenRecord{ID: newID("tok_"), Name: req.Name, Parent: parent.ID, Permissions: perms.Names(), CreatedAt: s.now(), CreatedBy: actorOf(r)}
 	if err := s.store.Update(r.Context(), func(tx store.Tx) error { return store.PutJSON(tx, bucketToken, tokenHash(secret), rec) }); err != nil {
 		writeError(w, err)
 		return

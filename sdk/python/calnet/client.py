@@ -114,7 +114,9 @@ class Calnet:
         return self._call("GET", "/v1/approvals?state=" + urllib.parse.quote(state))
 
     def approve(self, approval, comment=""):
-        """Approve a held request as this administrator."""
+        """Approve a held request as this administrator (not one it made, nor one
+        it is behind: its "behind" field names the creator of the token, the
+        author of the rules or the spawner of the Cal that made it)."""
         return self._call("POST", "/v1/approvals/" + urllib.parse.quote(approval, safe="") + "/approve", {"comment": comment})
 
     def reject(self, approval, comment=""):

@@ -46,7 +46,9 @@ export interface Policy { name: string; on?: 'spawn' | 'revoke'; deny?: string; 
 export interface Vote { admin: string; at: string; comment?: string }
 /** A request held by a require_approval policy. */
 export interface Approval {
-  id: string; operation: 'spawn' | 'revoke'; cal: string; spawn?: string; actor: string; policy: string; message: string; required: number;
+  id: string; operation: 'spawn' | 'revoke' | 'policies'; cal: string; spawn?: string; actor: string;
+  /** The named administrator behind a request another principal made (token creator, rules author, spawner of the Cal); it may not decide it. */
+  behind?: string; policy: string; message: string; required: number;
   approvals: Vote[]; rejection?: Vote; state: 'pending' | 'approved' | 'rejected' | 'expired'; result?: string; subtree_cals?: number;
   created_at: string; expires_at: string; [k: string]: unknown;
 }
