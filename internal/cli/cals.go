@@ -282,7 +282,8 @@ each new one.`,
 				if err != nil {
 					return err
 				}
-				return c.Logs(cmd.Context(), args[0], follow, out) // the log file as it is
+				defer out.Flush()
+				return c.Logs(cmd.Context(), args[0], follow, out) // the log file as the Cal wrote it, escapes escaped
 			}
 			q.Cals = append(q.Cals, args...)
 			ctx := cmd.Context()

@@ -18,6 +18,7 @@ import (
 	"github.com/soulfra/calnet/internal/limitedfile"
 	"github.com/soulfra/calnet/internal/netdir"
 	"github.com/soulfra/calnet/internal/strictjson"
+	"github.com/soulfra/calnet/internal/termtext"
 )
 
 // Env is what the CLI needs from its process.
@@ -76,10 +77,11 @@ func (a *app) render(v any) error {
 	if err := strictjson.Unmarshal(b, len(b), &data); err != nil {
 		return err
 	}
-	if err := a.tmpl.Execute(a.env.Stdout, data); err != nil {
+	out := termtext.NewWriter(a.env.Stdout)
+	if err := a.tmpl.Execute(out, data); err != nil {
 		return fmt.Errorf("-o go-template: %w", err)
 	}
-	return nil
+	return out.Flush()
 }
 
 // Every command writes its standard output through print (one result),
@@ -98,8 +100,9 @@ func (a *app) print(v any, text func(w io.Writer)) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)
 	}
-	text(a.env.Stdout)
-	return nil
+	out := termtext.NewWriter(a.env.Stdout)
+	text(out)
+	return out.Flush()
 }
 
 // emit writes one item of a stream (events, log lines, reflections): in
@@ -112,17 +115,24 @@ func (a *app) emit(v any, text func(w io.Writer)) error {
 	if a.json() {
 		return json.NewEncoder(a.env.Stdout).Encode(v)
 	}
-	text(a.env.Stdout)
-	return nil
+	out := termtext.NewWriter(a.env.Stdout)
+	text(out)
+	return out.Flush()
 }
 
 // textStream is standard output for a raw text stream (a Cal's log file,
-// an interactive console). Callers handle -o json before they ask for it.
-func (a *app) textStream() (io.Writer, error) {
+// an interactive console); the caller flushes it when the stream ends.
+// Callers handle -o json before they ask for it.
+//
+// Text output (print, emit, render, textStream, error messages) goes
+// through termtext: what a Cal wrote (its log, console, reflections,
+// reasons) is shown with its escape sequences escaped, never acted on by
+// the reader's terminal.
+func (a *app) textStream() (*termtext.Writer, error) {
 	if a.json() {
 		return nil, errors.New("internal error: a raw text stream in -o json mode")
 	}
-	return a.env.Stdout, nil
+	return termtext.NewWriter(a.env.Stdout), nil
 }
 
 // maxPassphraseFile bounds --passphrase-file.
@@ -171,7 +181,7 @@ func Main(ctx context.Context, args []string, env Env) int {
 	if a.output == "json" {
 		json.NewEncoder(env.Stderr).Encode(map[string]string{"error": err.Error()})
 	} else {
-		fmt.Fprintf(env.Stderr, "calnet: %v\n", err)
+		fmt.Fprintf(env.Stderr, "calnet: %s\n", termtext.String(err.Error()))
 	}
 	return 1
 }

@@ -62,6 +62,7 @@ document: the Cal and, per command, the console's output.`,
 			if err != nil {
 				return err
 			}
+			defer out.Flush()
 			if _, err = io.Copy(out, conn); err != nil && !closedErr(err) {
 				return err
 			}
