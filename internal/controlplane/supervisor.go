@@ -142,6 +142,17 @@ func (s *Server) install(ctx context.Context, p *proc, inst driver.Instance, ado
 	return nil
 }
 
+// A Cal starts with a CPU limit of one core (it runs with GOMAXPROCS=1)
+// for startWindow, then its quota applies (driver.Spec.StartCPUMillis): a
+// start costs tens of milliseconds of CPU, and under a 100m quota the
+// kernel ran it 10 ms per 100 ms period, so a SIGKILLed Cal took ten times
+// longer to come back than its start costs. A Cal on a quota of a core or
+// more starts under its quota.
+const (
+	startCPUMillis = 1000
+	startWindow    = 3 * time.Second
+)
+
 // start launches a Cal's process and supervises it.
 func (s *Server) start(ctx context.Context, rec *CalRecord) (*proc, error) {
 	var kek []byte
@@ -181,6 +192,7 @@ func (s *Server) start(ctx context.Context, rec *CalRecord) (*proc, error) {
 		RunDir: s.runDir(), ProgramsDir: s.programsDir(), Binary: s.cfg.Binary, Args: []string{"cal"},
 		Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin", "GOMAXPROCS=1", "GOGC=50"}, UID: rec.UID, GID: rec.UID,
 		Features: features(rec.Features), Limits: driver.Limits{CPUMillis: rec.Quota.CPUMillis, MemoryBytes: rec.Quota.MemoryBytes, PIDs: rec.Quota.PIDs, DiskBytes: rec.Quota.DiskBytes},
+		StartCPUMillis: startCPUMillis, StartWindow: startWindow,
 		Secret: string(trimSpace(kek)), Log: logf,
 	})
 	if err != nil {

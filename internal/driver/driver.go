@@ -53,6 +53,15 @@ type Spec struct {
 	// provide makes Start fail, never silently downgrade.
 	Features []sandbox.Feature
 	Limits   Limits
+	// StartCPUMillis, when above Limits.CPUMillis, is the CPU limit for the
+	// first StartWindow of the process; then Limits.CPUMillis applies. A
+	// Cal's start (the Go runtime and package init, its own chain check,
+	// the activation proof) costs tens of milliseconds of CPU: under a
+	// 100m limit the kernel runs it 10 ms per 100 ms period, so that each
+	// 10 ms of start cost a period of waiting (healing took 10 times what
+	// it took unthrottled).
+	StartCPUMillis int64
+	StartWindow    time.Duration
 	// Secret is passed to the runtime in memory through the config pipe.
 	Secret string
 	// Log receives the Cal's stdout and stderr. The driver hands the Cal

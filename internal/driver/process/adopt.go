@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,6 +39,10 @@ type record struct {
 	// Dir is the Cal's directory on the host (where its disk quota is
 	// measured).
 	Dir string `json:"dir,omitempty"`
+	// CPUMillis is the Cal's CPU limit once started: an adopting driver
+	// applies it, ending a start-up allowance that the control plane which
+	// started the Cal did not live to end.
+	CPUMillis int64 `json:"cpu_millis,omitempty"`
 }
 
 // Limits on a record, which the driver reads back from disk.
@@ -108,7 +113,7 @@ func (d *Driver) record(i *instance) error {
 	if err != nil {
 		return fmt.Errorf("record: %w", err)
 	}
-	b, err := json.Marshal(record{CalID: i.calID, PID: i.pid, Start: start, BootID: boot, Features: i.features, Dir: i.dir})
+	b, err := json.Marshal(record{CalID: i.calID, PID: i.pid, Start: start, BootID: boot, Features: i.features, Dir: i.dir, CPUMillis: i.cpuMillis})
 	if err != nil {
 		return err
 	}
@@ -243,6 +248,12 @@ func (d *Driver) attach(calID string) (*instance, string) {
 		return nil, err.Error()
 	}
 	inst.cg = cg
+	if cg != nil && slices.Contains(r.Features, sandbox.CgroupCPU) && r.CPUMillis > 0 {
+		if err := cg.setCPU(r.CPUMillis); err != nil {
+			unix.PidfdSendSignal(fd, syscall.SIGKILL, nil, 0)
+			return nil, fmt.Sprintf("cgroup: cpu limit: %v; killed", err)
+		}
+	}
 	return inst, ""
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,6 +37,9 @@ type cpParams struct {
 	// DieBeforeConfig kills the control plane after it recorded the Cal
 	// and before the Cal has its config.
 	DieBeforeConfig bool `json:"die_before_config"`
+	// StartCPUMillis and StartWindowMS give the Cal a start-up CPU limit.
+	StartCPUMillis int64 `json:"start_cpu_millis"`
+	StartWindowMS  int   `json:"start_window_ms"`
 }
 
 // controlPlaneMain is the stand-in control plane's main.
@@ -65,6 +69,7 @@ func controlPlaneMain() {
 		CalID: p.CalID, Dir: layout.Sandbox(p.CalID).MountSource(), RootMount: host.RootMount(), Sockets: socks, Binary: p.Binary, Args: []string{"-test.run=^$"},
 		Env: []string{childEnv + "=1"}, UID: 200125, GID: 200125, Features: adoptFeatures,
 		Limits: driver.Limits{CPUMillis: 500, MemoryBytes: 64 << 20, PIDs: 64}, Secret: "s3cret", Log: log,
+		StartCPUMillis: p.StartCPUMillis, StartWindow: time.Duration(p.StartWindowMS) * time.Millisecond,
 	})
 	if err != nil {
 		fmt.Println("error", err)
@@ -398,4 +403,73 @@ func FuzzParseRecord(f *testing.F) {
 func FuzzParseStat(f *testing.F) {
 	f.Add([]byte("1234 (calnet) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 3 0 98765 1 2"))
 	f.Fuzz(func(t *testing.T, b []byte) { parseStat(b) })
+}
+
+// cpuQuota reads the CFS quota of a Cal's group, in microseconds per
+// 100 ms period (-1: none).
+func cpuQuota(t *testing.T, d *Driver, id string) int64 {
+	t.Helper()
+	v1 := filepath.Join(cgroupRoot, "cpu", d.groupPath(id), "cpu.cfs_quota_us")
+	if b, err := os.ReadFile(v1); err == nil {
+		n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		return n
+	}
+	b, err := os.ReadFile(filepath.Join(cgroupRoot, d.groupPath(id), "cpu.max"))
+	if err != nil {
+		t.Fatalf("no cpu limit for %s: %v", id, err)
+	}
+	q, _, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
+	if q == "max" {
+		return -1
+	}
+	n, _ := strconv.ParseInt(q, 10, 64)
+	return n
+}
+
+// TestStartCPUAllowance: a Cal starts under its start-up CPU limit and runs
+// under its quota (500m: 50,000 µs per 100 ms) once the window has passed;
+// a driver adopting a Cal whose control plane died within the window ends
+// the allowance at once.
+func TestStartCPUAllowance(t *testing.T) {
+	d := New("/calnet-test", t.TempDir())
+	needAllFeatures(t, d)
+	t.Run("window", func(t *testing.T) {
+		stateDir := t.TempDir()
+		id := "startcpu0123456789"
+		killStray(t, d, id)
+		log := logFile(t)
+		runControlPlane(t, cpParams{Parent: "/calnet-test", StateDir: stateDir, CalID: id, Dir: t.TempDir(), Log: log.Name(), StartCPUMillis: 2000, StartWindowMS: 4000})
+		if q := cpuQuota(t, d, id); q != 200000 {
+			t.Fatalf("cpu quota at start = %d, want 200000 (2000m)", q)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for cpuQuota(t, d, id) != 50000 {
+			if time.Now().After(deadline) {
+				t.Fatalf("cpu quota after the window = %d, want 50000 (the 500m quota)", cpuQuota(t, d, id))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	t.Run("adopted", func(t *testing.T) {
+		stateDir := t.TempDir()
+		ad := New("/calnet-test", stateDir)
+		id := "startcpuadopt0123456"
+		killStray(t, ad, id)
+		log := logFile(t)
+		cp, _ := runControlPlane(t, cpParams{Parent: "/calnet-test", StateDir: stateDir, CalID: id, Dir: t.TempDir(), Log: log.Name(), StartCPUMillis: 2000, StartWindowMS: 3600_000})
+		readReport(t, log)
+		if q := cpuQuota(t, ad, id); q != 200000 {
+			t.Fatalf("cpu quota at start = %d, want 200000", q)
+		}
+		cp.Process.Kill()
+		cp.Wait()
+		inst, err := ad.Adopt(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer inst.Stop(t.Context(), time.Second)
+		if q := cpuQuota(t, ad, id); q != 50000 {
+			t.Fatalf("cpu quota of the adopted cal = %d, want 50000: the start-up allowance outlived its control plane", q)
+		}
+	})
 }

@@ -39,6 +39,31 @@ func (c *cgroupHandle) add(pid int) error {
 	return c.v2.AddProc(uint64(pid))
 }
 
+// setCPU changes the CPU limit of the groups.
+func (c *cgroupHandle) setCPU(millis int64) error {
+	res := &specs.LinuxResources{CPU: cpuLimit(millis)}
+	if c.v1 != nil {
+		return c.v1.Update(res)
+	}
+	return c.v2.Update(cgroup2.ToResources(res))
+}
+
+// cpuLimit is a CPU limit of millis thousandths of a core as a CFS quota
+// over the default 100 ms period.
+func cpuLimit(millis int64) *specs.LinuxCPU {
+	period := uint64(100000)
+	quota := millis * 100
+	return &specs.LinuxCPU{Quota: &quota, Period: &period}
+}
+
+// startCPU is the CPU limit a Cal starts with (Spec.StartCPUMillis).
+func startCPU(s driver.Spec) int64 {
+	if s.StartWindow > 0 && s.StartCPUMillis > s.Limits.CPUMillis {
+		return s.StartCPUMillis
+	}
+	return s.Limits.CPUMillis
+}
+
 // groupPath is the Cal's cgroup path inside each hierarchy.
 func (d *Driver) groupPath(calID string) string { return filepath.Join(d.CgroupParent, calID) }
 
@@ -76,9 +101,7 @@ func (d *Driver) cgroup(s driver.Spec) (*cgroupHandle, error) {
 		res.Memory = &specs.LinuxMemory{Limit: &s.Limits.MemoryBytes}
 	}
 	if has(sandbox.CgroupCPU) && s.Limits.CPUMillis > 0 {
-		period := uint64(100000)
-		quota := s.Limits.CPUMillis * 100
-		res.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
+		res.CPU = cpuLimit(startCPU(s))
 	}
 	if has(sandbox.CgroupPIDs) && s.Limits.PIDs > 0 {
 		pids := s.Limits.PIDs

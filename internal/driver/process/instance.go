@@ -19,18 +19,21 @@ import (
 // one adopted from an earlier control plane, which is watched and signalled
 // through a pidfd because it is nobody's child here.
 type instance struct {
-	d        *Driver
-	pid      int
-	start    uint64 // clock ticks after boot, from /proc/<pid>/stat
-	calID    string
-	dir      string // the Cal's directory on the host (its disk quota)
-	features []sandbox.Feature
-	cg       *cgroupHandle
-	signal   func(os.Signal) error
-	done     chan struct{} // closed when the process has exited
-	err      error         // set before done is closed
-	once     sync.Once
-	cleanErr error
+	d     *Driver
+	pid   int
+	start uint64 // clock ticks after boot, from /proc/<pid>/stat
+	calID string
+	dir   string // the Cal's directory on the host (its disk quota)
+	// cpuMillis is the CPU limit once started (recorded for adoption).
+	cpuMillis int64
+	features  []sandbox.Feature
+	cg        *cgroupHandle
+	started   *time.Timer // lowers the start-up CPU limit (endStart)
+	signal    func(os.Signal) error
+	done      chan struct{} // closed when the process has exited
+	err       error         // set before done is closed
+	once      sync.Once
+	cleanErr  error
 }
 
 var _ driver.Instance = (*instance)(nil)
@@ -94,7 +97,26 @@ func (i *instance) Wait() error {
 
 // cleanup removes what is left of the Cal once its process has exited:
 // stray processes of its groups, the groups and the driver's record.
+// endStart lowers the Cal's CPU limit to millis after window, the end of
+// its start-up allowance (driver.Spec.StartCPUMillis). A limit that cannot
+// be lowered ends the Cal: it must not run on above its quota.
+func (i *instance) endStart(window time.Duration, millis int64) {
+	i.started = time.AfterFunc(window, func() {
+		select {
+		case <-i.done:
+			return
+		default:
+		}
+		if err := i.cg.setCPU(millis); err != nil {
+			i.signal(syscall.SIGKILL)
+		}
+	})
+}
+
 func (i *instance) cleanup() {
+	if i.started != nil {
+		i.started.Stop()
+	}
 	i.once.Do(func() {
 		i.cleanErr = errors.Join(i.d.removeGroup(i.calID), i.d.removeRecord(i.calID))
 	})

@@ -166,6 +166,7 @@ func (d *Driver) Start(ctx context.Context, s driver.Spec) (driver.Instance, err
 		return nil, fmt.Errorf("start cal %s: %w", s.CalID, err)
 	}
 	inst := d.childInstance(cmd, s.CalID, s.Features, s.Dir)
+	inst.cpuMillis = s.Limits.CPUMillis
 	// Place the held process in its cgroups before it runs anything.
 	cg, err := d.cgroup(s)
 	if err == nil && cg != nil {
@@ -191,6 +192,9 @@ func (d *Driver) Start(ctx context.Context, s driver.Spec) (driver.Instance, err
 		cmd.Process.Kill()
 		inst.Wait()
 		return nil, fmt.Errorf("start cal %s: %w", s.CalID, err)
+	}
+	if cg != nil && has(sandbox.CgroupCPU) && s.Limits.CPUMillis > 0 && startCPU(s) != s.Limits.CPUMillis {
+		inst.endStart(s.StartWindow, s.Limits.CPUMillis)
 	}
 	return inst, nil
 }
