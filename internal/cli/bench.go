@@ -60,7 +60,7 @@ numbers, and cleans up. They need root (isolated Cals).`,
 			stop()
 		}
 	}
-	cmd.AddCommand(a.benchSpawnCmd(), a.benchIdleCmd(), a.benchHealCmd(), a.benchRevokeCmd())
+	cmd.AddCommand(a.benchSpawnCmd(), a.benchIdleCmd(), a.benchHealCmd(), a.benchRevokeCmd(), a.benchRecoverCmd())
 	return cmd
 }
 

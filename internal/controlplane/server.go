@@ -308,7 +308,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if s.certs, err = caltls.NewSource(s.auth, n.Info.Network, caltls.ControlPlanePath, nil, 30*24*time.Hour, s.now); err != nil {
 		return nil, err
 	}
-	if s.lg, err = n.OpenLedger(true); err != nil {
+	if s.lg, err = openLedgerWaiting(ctx, n, ledgerLockWait); err != nil {
 		return nil, err
 	}
 	if s.state, err = n.Replay(ctx, s.lg); err != nil {

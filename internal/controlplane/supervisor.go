@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/soulfra/calnet/api"
 	"math"
 	"os"
 	"path/filepath"
@@ -12,6 +11,9 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/soulfra/calnet/api"
+	"github.com/soulfra/calnet/ledger"
 
 	"filippo.io/age"
 
@@ -688,6 +690,29 @@ func (s *Server) revokeOrphans(ctx context.Context) {
 			Reason: "orphan: blessed but never deployed (the control plane stopped mid-spawn)", IssuedAt: s.now()})
 		if err == nil {
 			s.revoke(ctx, rev, "control-plane")
+		}
+	}
+}
+
+// ledgerLockWait bounds how long Open waits for the ledger's writer lock.
+const ledgerLockWait = 5 * time.Second
+
+// openLedgerWaiting opens the ledger for writing, waiting a few seconds
+// for its lock: a control plane restarted right after a crash may find it
+// still held by a child the dead one was starting (between fork and exec
+// a child holds a copy of every descriptor; on a loaded host it may not
+// run for a while). Another writer that holds it for good is refused.
+func openLedgerWaiting(ctx context.Context, n *netdir.Network, wait time.Duration) (*ledger.Log, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		lg, err := n.OpenLedger(true)
+		if err == nil || !errors.Is(err, ledger.ErrLocked) || time.Now().After(deadline) {
+			return lg, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }

@@ -157,12 +157,11 @@ var hostBinds = []string{"/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc"}
 // the runtime starts goroutines that do I/O. After it returns, paths are
 // the sandbox's (DataDir, RunDir).
 func Enter(c *Config) error {
-	// The driver starts the process with a parent-death signal so that a
-	// child held on its config pipe dies with a control plane that dies
-	// then. With its config the Cal is on its own: it outlives its control
-	// plane (a crash, restart or upgrade), and the next one adopts it.
-	// (Changing uid below would clear the signal too, but not without
-	// own-uid.)
+	// With its config the Cal is on its own: it outlives its control plane
+	// (a crash, restart or upgrade), and the next one adopts it. A driver
+	// that set a parent-death signal to hold the child does not get to
+	// take a configured Cal down with it. (Changing uid below would clear
+	// the signal too, but not without own-uid.)
 	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, 0, 0, 0, 0); err != nil {
 		return fmt.Errorf("sandbox: clear parent-death signal: %w", err)
 	}

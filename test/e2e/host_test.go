@@ -2,15 +2,20 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // What the host says, not the registry: the `calnet cal` processes in
@@ -262,4 +267,48 @@ func (n *network) hostClean(ids map[string]bool, bins ...string) {
 			t.Errorf("host: %s/%s is left over after the network stopped", dir, g)
 		}
 	}
+}
+
+// reap ends what a test left of its network on the host when `calnet up`
+// was gone before it could stop the Cals (a crash it did not survive, a
+// failed restart): the Cals' processes and groups, and the mount of the
+// Cal filesystem, which the temporary directory's removal would trip on.
+// A network stopped properly has none of these.
+func (n *network) reap() {
+	out, err := exec.Command(calnetBin, "-o", "json", "ledger", "log", "--dir", filepath.Join(n.data, "network"), "--limit", "100000").Output()
+	ids := map[string]bool{}
+	var lg struct {
+		Entries []struct {
+			Type    string `json:"type"`
+			Subject string `json:"subject"`
+		} `json:"entries"`
+	}
+	if err == nil && json.Unmarshal(out, &lg) == nil {
+		for _, e := range lg.Entries {
+			if e.Type == "blessing" {
+				ids[e.Subject] = true
+			}
+		}
+	}
+	bins := []string{calnetBin}
+	if n.bin != "" {
+		bins = append(bins, n.bin)
+	}
+	killed := 0
+	for _, p := range calProcesses(n.t, bins...) {
+		if ids[p.Cal] {
+			syscall.Kill(p.PID, syscall.SIGKILL)
+			killed++
+		}
+	}
+	if killed > 0 {
+		n.t.Logf("reaped %d cal process(es) that outlived calnet up", killed)
+		time.Sleep(200 * time.Millisecond)
+	}
+	for dir, groups := range calGroups(ids) {
+		for _, g := range groups {
+			os.Remove(filepath.Join(dir, g))
+		}
+	}
+	unix.Unmount(filepath.Join(n.data, "cals"), unix.MNT_DETACH)
 }

@@ -77,6 +77,7 @@ func upInheriting(t *testing.T, data string, inherit []*os.File, extra ...string
 	n.start()
 	t.Cleanup(func() {
 		n.stop(syscall.SIGTERM)
+		n.reap()
 		if t.Failed() { // the control plane's last words, for the reader of the failure
 			b, _ := os.ReadFile(n.log.Name())
 			lines := strings.Split(strings.TrimSpace(string(b)), "\n")

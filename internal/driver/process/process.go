@@ -87,11 +87,14 @@ func (d *Driver) Available() []sandbox.Feature {
 var ErrUnavailable = errors.New("isolation feature unavailable on this host")
 
 // Start implements driver.Driver. The child is held on its config pipe
-// (with a parent-death signal, so it dies with a control plane that dies
-// now) until it sits in its groups and the driver's record of it is
-// written; only then does it get its config and run. Once it has its
-// config it is on its own: the sandbox clears the parent-death signal, and
-// a later control plane adopts it from the record.
+// until it sits in its groups and the driver's record of it is written;
+// only then does it get its config and run. A control plane that dies
+// before the whole config is written closes the pipe: the child reads a
+// short config and exits (no parent-death signal is needed, and none is
+// set: it would also kill a Cal that has its config but has not yet run
+// far enough to clear it, which the next control plane can adopt). Once
+// it has its config the Cal is on its own, and a later control plane
+// adopts it from the record.
 func (d *Driver) Start(ctx context.Context, s driver.Spec) (driver.Instance, error) {
 	if !validID(s.CalID) {
 		return nil, fmt.Errorf("start cal: id %q: want 1..%d characters of a-z, 0-9, - and _", s.CalID, maxIDLen)
@@ -154,7 +157,7 @@ func (d *Driver) Start(ctx context.Context, s driver.Spec) (driver.Instance, err
 			flags |= fl
 		}
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags, Pdeathsig: syscall.SIGKILL, Setsid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags, Setsid: true}
 	// The Cal gets the descriptors named above and nothing this process
 	// was started with.
 	if err := sandbox.InheritNothing(); err != nil {
