@@ -84,10 +84,17 @@ type SpawnRequest struct {
 	Parent      string   `json:"parent,omitempty"`
 	Name        string   `json:"name,omitempty"`
 	Permissions []string `json:"permissions"`
-	CPUMillis   int64    `json:"cpu_millis,omitempty"`
-	MemoryBytes int64    `json:"memory_bytes,omitempty"`
-	PIDs        int64    `json:"pids,omitempty"`
-	// DiskBytes is what the Cal may store in its directory (/data).
+	// CPUMillis, MemoryBytes and PIDs are the Cal's limits (its cgroups
+	// cap it there), each at most the parent's and at least what a Cal can
+	// start in (10m, 16 MiB, 16). Zero: the template's, else the default
+	// (250m, 64 MiB, 256) capped at the parent's. Admission reserves a
+	// fraction of each from every ancestor's limit (docs/guide.md, Quotas).
+	CPUMillis   int64 `json:"cpu_millis,omitempty"`
+	MemoryBytes int64 `json:"memory_bytes,omitempty"`
+	PIDs        int64 `json:"pids,omitempty"`
+	// DiskBytes is what the Cal may store in its directory (/data): at
+	// least 16 MiB; zero: the template's, else 64 MiB capped at the
+	// parent's. Not summed (the Cal filesystem bounds all Cals together).
 	DiskBytes      int64  `json:"disk_bytes,omitempty"`
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
 	// RestartPolicy is always (default), on-failure or never.

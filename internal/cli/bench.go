@@ -60,7 +60,7 @@ numbers, and cleans up. They need root (isolated Cals).`,
 			stop()
 		}
 	}
-	cmd.AddCommand(a.benchSpawnCmd(), a.benchIdleCmd(), a.benchHealCmd(), a.benchRevokeCmd(), a.benchRecoverCmd())
+	cmd.AddCommand(a.benchSpawnCmd(), a.benchIdleCmd(), a.benchHealCmd(), a.benchRevokeCmd(), a.benchRecoverCmd(), a.benchTreeCmd())
 	return cmd
 }
 
@@ -75,7 +75,9 @@ type benchNet struct {
 	token  string // the admin credential (printed by bench idle --hold)
 }
 
-func startBenchNet(ctx context.Context, quota trust.Quota) (*benchNet, error) {
+// startBenchNet starts a control plane whose Master Cal has quota (nil:
+// the default, this host's cores and memory).
+func startBenchNet(ctx context.Context, quota *trust.Quota) (*benchNet, error) {
 	dir, err := os.MkdirTemp("", "calnet-bench-")
 	if err != nil {
 		return nil, err
@@ -98,7 +100,7 @@ func startBenchNet(ctx context.Context, quota trust.Quota) (*benchNet, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	srv, err := controlplane.Open(ctx, controlplane.Config{
 		DataDir: dir, Addr: addr, RouterAddr: raddr, Binary: bin, Driver: process.New("/calnet-bench", controlplane.InstancesDir(dir)), Features: sandbox.AllFeatures,
-		Limits: lim, Logger: slog.New(slog.DiscardHandler), MasterQuota: &quota,
+		Limits: lim, Logger: slog.New(slog.DiscardHandler), MasterQuota: quota,
 	})
 	if err != nil {
 		cancel()
@@ -264,7 +266,7 @@ func (a *app) benchSpawnCmd() *cobra.Command {
 				}
 				base = append(base, time.Since(t0))
 			}
-			bn, err := startBenchNet(ctx, trust.Quota{CPUMillis: 1 << 19, MemoryBytes: 1 << 45, PIDs: 1 << 21, DiskBytes: 1 << 45})
+			bn, err := startBenchNet(ctx, &trust.Quota{CPUMillis: 1 << 19, MemoryBytes: 1 << 45, PIDs: 1 << 21, DiskBytes: 1 << 45})
 			if err != nil {
 				return err
 			}
@@ -380,7 +382,7 @@ func (a *app) benchIdleCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			bn, err := startBenchNet(ctx, trust.Quota{CPUMillis: 1 << 19, MemoryBytes: 1 << 45, PIDs: 1 << 21, DiskBytes: 1 << 45})
+			bn, err := startBenchNet(ctx, &trust.Quota{CPUMillis: 1 << 19, MemoryBytes: 1 << 45, PIDs: 1 << 21, DiskBytes: 1 << 45})
 			if err != nil {
 				return err
 			}
@@ -462,7 +464,7 @@ func (a *app) benchHealCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			bn, err := startBenchNet(ctx, trust.Quota{CPUMillis: 4000, MemoryBytes: 4 << 30, PIDs: 4096, DiskBytes: 1 << 40})
+			bn, err := startBenchNet(ctx, &trust.Quota{CPUMillis: 4000, MemoryBytes: 4 << 30, PIDs: 4096, DiskBytes: 1 << 40})
 			if err != nil {
 				return err
 			}
@@ -519,7 +521,7 @@ func (a *app) benchRevokeCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			bn, err := startBenchNet(ctx, trust.Quota{CPUMillis: 1 << 19, MemoryBytes: 1 << 45, PIDs: 1 << 21, DiskBytes: 1 << 45})
+			bn, err := startBenchNet(ctx, &trust.Quota{CPUMillis: 1 << 19, MemoryBytes: 1 << 45, PIDs: 1 << 21, DiskBytes: 1 << 45})
 			if err != nil {
 				return err
 			}

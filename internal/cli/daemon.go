@@ -59,7 +59,7 @@ func (a *app) credential() (string, error) {
 }
 
 func (a *app) upCmd() *cobra.Command {
-	var data, without, dnsAddr, domain, routerAddr, zone, calDisk, minFreeDisk string
+	var data, without, dnsAddr, domain, routerAddr, zone, calDisk, minFreeDisk, overcommit string
 	var acceptRollback bool
 	var idleWindow, observeWindow, deployTimeout time.Duration
 	lim := controlplane.DefaultLimits
@@ -87,6 +87,9 @@ mkfs.btrfs (Debian: btrfs-progs), or --without disk-quota.`,
 			}
 			if data, err = filepath.Abs(data); err != nil {
 				return fmt.Errorf("--data: %w", err)
+			}
+			if lim.Overcommit, err = controlplane.ParseOvercommit(overcommit); err != nil {
+				return fmt.Errorf("--overcommit: %w", err)
 			}
 			drv := process.New("/calnet", controlplane.InstancesDir(data))
 			var missing []string
@@ -165,6 +168,7 @@ mkfs.btrfs (Debian: btrfs-progs), or --without disk-quota.`,
 	cmd.Flags().Float64Var(&lim.MaxCPUPressure, "max-cpu-pressure", lim.MaxCPUPressure, "refuse spawns (429) while tasks waited for CPU more than this percentage of the last 10 s (Linux PSI); over 100 turns the check off")
 	cmd.Flags().StringVar(&minFreeDisk, "min-free-disk", "256Mi", "free space the data directory's filesystem keeps: below it spawns and writes to the ledger, state and audit trail are refused (revocations may use half)")
 	cmd.Flags().StringVar(&calDisk, "cal-disk", "", "size of the Cal filesystem made on first run, what all Cals together may store (sparse; default a quarter of the free space, 1Gi to 64Gi)")
+	cmd.Flags().StringVar(&overcommit, "overcommit", "", "overcommit factors: a Cal requests 1/N of its limits and a subtree's requests fit in its root's limits; one N for every resource (1: limits add up) or cpu_millis=N,memory_bytes=N,pids=N (default "+controlplane.DefaultOvercommit()+")")
 	cmd.Flags().StringVar(&without, "without", "", "isolation features to lower explicitly, comma-separated (e.g. seccomp,net-namespace)")
 	return cmd
 }

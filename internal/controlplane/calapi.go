@@ -522,6 +522,7 @@ func (s *Server) revoke(ctx context.Context, rev *trust.Revocation, actor string
 	}
 	now := s.now()
 	var updated []*CalRecord
+	s.regMu.Lock()
 	err := s.store.Update(ctx, func(tx store.Tx) error {
 		updated = updated[:0]
 		for _, id := range ids {
@@ -542,6 +543,7 @@ func (s *Server) revoke(ctx context.Context, rev *trust.Revocation, actor string
 			s.index(c)
 		}
 	}
+	s.regMu.Unlock()
 	// Told Cals exit by themselves; the supervisor makes sure of it in the
 	// background, so the answer does not wait for 1,000 process exits.
 	s.wg.Add(1)

@@ -9,6 +9,7 @@ import (
 	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/discovery"
 	"github.com/soulfra/calnet/internal/router"
+	"github.com/soulfra/calnet/trust"
 )
 
 // router builds the Infinity Router over the namespace index: only running
@@ -47,7 +48,8 @@ type nsIndex struct {
 	byID map[string]calLite
 }
 
-// calLite is the part of a registry record the rule engine reads.
+// calLite is the part of a registry record the rule engine and admission
+// read.
 type calLite struct {
 	State       string
 	Healthy     bool
@@ -57,6 +59,9 @@ type calLite struct {
 	// PeerUID is the uid its processes run as: every connection to its
 	// sockets must have it (caldir.Socket).
 	PeerUID int
+	Parent  string
+	Name    string
+	Quota   trust.Quota
 }
 
 // lite returns the indexed summary of a Cal.
@@ -75,7 +80,7 @@ func (s *Server) index(r *CalRecord) {
 		s.ns.byID = map[string]calLite{}
 	}
 	s.ns.byID[r.ID] = calLite{State: r.State, Healthy: r.Healthy, Depth: r.Depth, Children: slices.Clone(r.Children), MemoryQuota: r.Quota.MemoryBytes,
-		PeerUID: peerUID(r.Features, r.UID)}
+		PeerUID: peerUID(r.Features, r.UID), Parent: r.Parent, Name: r.Name, Quota: recordQuota(r)}
 	if r.Namespace == "" {
 		return
 	}

@@ -27,11 +27,12 @@ func (s *Server) place(ctx context.Context, p SpawnParams, parent *CalRecord) pl
 	c := placement.Candidate{Name: name, Zone: s.cfg.Zone, CPUCapacity: cpu, CPUFree: cpu, MemCapacity: mem, MemFree: free, Healthy: true,
 		RecentFailures: s.outcomes.Failures("host:" + name)}
 	sib := map[string]int{s.cfg.Zone: len(s.runningChildren(ctx, parent))}
-	// A Cal's CPU quota is also the budget of its whole subtree, which
-	// may outgrow one host; the Cal itself can use at most one host's
-	// cores, so that is the most a host is asked for (a 262-core subtree
+	// A host is chosen for what a Cal requests (its CPU limit over the
+	// overcommit factor), as a scheduler places pods by their requests;
+	// the Cal itself can use at most one host's cores (a 262-core subtree
 	// root was refused on a 2-core host: calnet bench revoke).
-	return placement.Place([]placement.Candidate{c}, placement.Request{CPUMillis: min(p.CPUMillis, cpu), MemoryBytes: min(p.MemoryBytes, startFootprint), ParentHost: name, Siblings: sib}, placement.DefaultWeights)
+	cpuRequest := min(ceilDiv(p.CPUMillis, s.overcommit().CPUMillis), cpu)
+	return placement.Place([]placement.Candidate{c}, placement.Request{CPUMillis: cpuRequest, MemoryBytes: min(p.MemoryBytes, startFootprint), ParentHost: name, Siblings: sib}, placement.DefaultWeights)
 }
 
 // hostName names this host among placement candidates.

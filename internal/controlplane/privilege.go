@@ -242,8 +242,18 @@ func (s *Server) templateOutcomes(ctx context.Context, tmpl string, keep func(ca
 		at := func(q float64) float64 { return ready[min(len(ready)-1, int(q*float64(len(ready))))] }
 		o.OperationalP50, o.OperationalP95 = at(0.5), at(0.95)
 	}
-	if until, _, backing := s.outcomes.BackOff("template:" + tmpl); backing {
-		o.BackedOff = until.UTC().Format(time.RFC3339)
+	// Back-off is per parent: report the latest under any parent.
+	seen := map[string]bool{}
+	for _, sp := range sps {
+		if sp.Template != tmpl || seen[sp.Parent] {
+			continue
+		}
+		seen[sp.Parent] = true
+		for _, ref := range []string{tmpl, "inline:" + tmpl} {
+			if until, _, backing := s.outcomes.BackOff(backOffKey(ref, sp.Parent)); backing && until.UTC().Format(time.RFC3339) > o.BackedOff {
+				o.BackedOff = until.UTC().Format(time.RFC3339)
+			}
+		}
 	}
 	return o
 }

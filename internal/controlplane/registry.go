@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"errors"
 	"github.com/soulfra/calnet/api"
 	"sort"
 
@@ -61,6 +62,8 @@ func (s *Server) getCal(ctx context.Context, id string) (*CalRecord, error) {
 
 func (s *Server) putCal(ctx context.Context, r *CalRecord) error {
 	r.UpdatedAt = s.now()
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
 	if err := s.store.Update(ctx, func(tx store.Tx) error { return store.PutJSON(tx, bucketCals, r.ID, r) }); err != nil {
 		return err
 	}
@@ -71,6 +74,8 @@ func (s *Server) putCal(ctx context.Context, r *CalRecord) error {
 // updateCal applies fn to a stored record atomically.
 func (s *Server) updateCal(ctx context.Context, id string, fn func(*CalRecord)) (*CalRecord, error) {
 	var r CalRecord
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
 	err := s.store.Update(ctx, func(tx store.Tx) error {
 		if err := store.GetJSON(tx, bucketCals, id, &r); err != nil {
 			return err
@@ -109,14 +114,37 @@ func (s *Server) listCals(ctx context.Context) ([]*CalRecord, error) {
 
 func (s *Server) putSpawn(ctx context.Context, r *SpawnRecord) error {
 	r.UpdatedAt = s.now()
-	return s.store.Update(ctx, func(tx store.Tx) error {
+	return s.store.Update(ctx, func(tx store.Tx) error { return store.PutJSON(tx, bucketSpawn, r.ID, r) })
+}
+
+// claimSpawn records a new spawn; with an idempotency key it first claims
+// the key, in the same transaction. If the key is taken it records nothing
+// and returns the spawn that holds it.
+func (s *Server) claimSpawn(ctx context.Context, r *SpawnRecord) (*SpawnRecord, error) {
+	r.UpdatedAt = s.now()
+	var first *SpawnRecord
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		first = nil
 		if r.IdempotencyKey != "" {
+			id, err := tx.Get(bucketIdem, r.Parent+"/"+r.IdempotencyKey)
+			switch {
+			case err == nil:
+				var f SpawnRecord
+				if err := store.GetJSON(tx, bucketSpawn, string(id), &f); err != nil {
+					return err
+				}
+				first = &f
+				return nil
+			case !errors.Is(err, store.ErrNotFound):
+				return err
+			}
 			if err := tx.Put(bucketIdem, r.Parent+"/"+r.IdempotencyKey, []byte(r.ID)); err != nil {
 				return err
 			}
 		}
 		return store.PutJSON(tx, bucketSpawn, r.ID, r)
 	})
+	return first, err
 }
 
 func (s *Server) getSpawn(ctx context.Context, id string) (*SpawnRecord, error) {
@@ -126,19 +154,6 @@ func (s *Server) getSpawn(ctx context.Context, id string) (*SpawnRecord, error) 
 		return nil, err
 	}
 	return &r, nil
-}
-
-func (s *Server) spawnByKey(ctx context.Context, parent, key string) (*SpawnRecord, error) {
-	var id []byte
-	err := s.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		id, err = tx.Get(bucketIdem, parent+"/"+key)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return s.getSpawn(ctx, string(id))
 }
 
 func (s *Server) listSpawns(ctx context.Context) ([]*SpawnRecord, error) {

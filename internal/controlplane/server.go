@@ -69,6 +69,10 @@ type Limits struct {
 	// than this percentage of the last 10 s (Linux PSI); above 100 the
 	// check is off.
 	MaxCPUPressure float64
+	// Overcommit is each resource's overcommit factor: a Cal requests
+	// 1/factor of its limits, and a subtree's requests fit in its root's
+	// limits. Zero fields take the defaults of quotaDims.
+	Overcommit trust.Quota
 }
 
 // DefaultLimits suit one host.
@@ -145,6 +149,13 @@ type Server struct {
 	state   *netdir.State
 	chains  map[identity.ID]*trust.Chain
 	serials map[identity.ID]int // highest child serial reserved per parent
+
+	// book holds admitted spawns' reservations (admission's one decision).
+	book book
+	// regMu orders registry writes of Cal records with their index
+	// updates, so the index (which admission reads) never goes back to an
+	// older state of a Cal.
+	regMu sync.Mutex
 
 	limMu   sync.Mutex // guards limiter and cfg.Limits' spawn fields
 	limiter *limiter

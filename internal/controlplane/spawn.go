@@ -34,22 +34,25 @@ type SpawnParams = api.SpawnRequest
 const (
 	maxNameLen = 63
 	maxKeyLen  = 128
-	// defaultChildMemory and defaultChildCPU apply when a request names no quota.
-	defaultChildMemory = 64 << 20
-	defaultChildCPU    = 250
 	// startFootprint is the memory a Cal needs to start, for the host check.
 	startFootprint = 32 << 20
 	// deployTimeout is the base wait for a new Cal to register; a template
 	// whose Cals are slower is given 4x its p95 (placement.Outcomes).
 	deployTimeout = 15 * time.Second
-	// defaultChildPIDs leaves room for the Go runtime threads of the Cal
-	// and a small workload.
-	defaultChildPIDs = 48
-	// defaultChildDisk holds a Cal's own files (keys, vault, reflection
-	// log) with room for a small workload; a workload that stores more
-	// asks for it. A parent with less gives its own.
-	defaultChildDisk = 64 << 20
+	// startCPU is about the CPU time a Cal takes to start (measured: a Cal
+	// limited to 10m is operational after ~9 s, at 20m after ~4 s).
+	startCPU = 150 * time.Millisecond
 )
+
+// startWait is the least deploy timeout for a Cal limited to cpuMillis:
+// three times what its start takes at that share of a core, so that a
+// small CPU limit the driver can apply is one a Cal can start in.
+func startWait(cpuMillis int64) time.Duration {
+	if cpuMillis <= 0 {
+		return 0
+	}
+	return 3 * startCPU * 1000 / time.Duration(cpuMillis)
+}
 
 // APIError is the one error type of the API: a status and a message that
 // names the field or limit and never leaks internals.
@@ -100,6 +103,7 @@ func (s *Server) spawn(ctx context.Context, p SpawnParams, who requester, held *
 		}
 		return nil, aerr
 	}
+	named := requestQuota(&p)
 	tmpl, terr := s.resolveTemplate(p.Template, p.TemplateYAML)
 	if terr == nil {
 		applyTemplate(&p, tmpl)
@@ -108,17 +112,25 @@ func (s *Server) spawn(ctx context.Context, p SpawnParams, who requester, held *
 	if terr != nil {
 		return reject(terr)
 	}
-	if p.DiskBytes == 0 {
-		p.DiskBytes = defaultChildDisk
-		if prec, err := s.getCal(ctx, p.Parent); err == nil && prec.Quota.DiskBytes > 0 {
-			p.DiskBytes = min(p.DiskBytes, prec.Quota.DiskBytes)
-		}
-	}
 	// Policies see the template as resolved: an inline one is named as
 	// such and cannot pass for a stored template of the same name.
 	p.Template = tmpl.Name
 	if p.TemplateYAML != "" {
 		p.Template = "inline:" + tmpl.Name
+	}
+	// Quotas: what neither the request nor its template names is the
+	// default, capped at the parent's limits; every limit must be one the
+	// driver can apply and a Cal can start in.
+	q := requestQuota(&p)
+	var parentQuota *trust.Quota
+	if prec, err := s.getCal(ctx, p.Parent); err == nil {
+		pq := recordQuota(prec)
+		parentQuota = &pq
+	}
+	src := fillQuota(&q, named, tmpl.Name, parentQuota)
+	setRequestQuota(&p, q)
+	if aerr := checkQuotaBounds(q, src, s.driverMin()); aerr != nil {
+		return reject(aerr)
 	}
 	privilege := ""
 	if p.LeastPrivilege {
@@ -134,28 +146,29 @@ func (s *Server) spawn(ctx context.Context, p SpawnParams, who requester, held *
 		rec.Reason = ""
 		rec.Permissions, rec.Privilege = p.Permissions, privilege
 	} else {
-		if p.IdempotencyKey != "" {
-			if rec, err := s.spawnByKey(ctx, p.Parent, p.IdempotencyKey); err == nil {
-				return rec, nil
-			}
-		}
 		rec = &SpawnRecord{
 			ID: newID("sp_"), IdempotencyKey: p.IdempotencyKey, Parent: p.Parent, Name: p.Name, Permissions: p.Permissions,
 			CPUMillis: p.CPUMillis, MemoryBytes: p.MemoryBytes, DiskBytes: p.DiskBytes, State: SpawnRequested, Actor: actor, RequestedAt: s.now(),
 			Template: tmpl.Name, Privilege: privilege,
 		}
-		if err := s.putSpawn(ctx, rec); err != nil {
+		// One transaction claims the idempotency key and records the
+		// spawn: of concurrent requests with one key, exactly one spawns.
+		first, err := s.claimSpawn(ctx, rec)
+		if err != nil {
 			return nil, err
+		}
+		if first != nil {
+			return first, nil
 		}
 		s.bus.publish(Event{Type: "spawn.requested", Spawn: rec.ID, Parent: p.Parent, State: SpawnRequested, Actor: actor})
 	}
-	if until, n, backing := s.outcomes.BackOff("template:" + tmpl.Name); backing {
+	if until, n, backing := s.outcomes.BackOff(backOffKey(p.Template, p.Parent)); backing {
 		aerr := &APIError{Status: 429, RetryAfter: until.Sub(s.now()),
-			Msg: fmt.Sprintf("template %s: %d failed deploys in the last %v and none succeeded since; backing off until %s", tmpl.Name, n, placement.Window, until.UTC().Format(time.RFC3339))}
+			Msg: fmt.Sprintf("template %s: %d failed deploys under cal %s in the last %v and none succeeded since; backing off its spawns there until %s", tmpl.Name, n, p.Parent, placement.Window, until.UTC().Format(time.RFC3339))}
 		s.finishSpawn(ctx, rec, SpawnRejected, aerr.Msg)
 		return rec, aerr
 	}
-	parentBlessing, serial, hold, aerr := s.admit(ctx, p, actor, held != nil)
+	parentBlessing, serial, hold, aerr := s.admit(ctx, p, src, rec.ID, actor, held != nil)
 	if aerr != nil {
 		s.finishSpawn(ctx, rec, SpawnRejected, aerr.Msg)
 		return rec, aerr
@@ -168,6 +181,7 @@ func (s *Server) spawn(ctx context.Context, p SpawnParams, who requester, held *
 		rec.Placement = pd.Reason()
 		if pd.Chosen == "" {
 			aerr := &APIError{Status: 429, Msg: "placement: " + rec.Placement, RetryAfter: 5 * time.Second}
+			s.release(rec.ID)
 			s.finishSpawn(ctx, rec, SpawnRejected, aerr.Msg)
 			return rec, aerr
 		}
@@ -212,12 +226,6 @@ func validateParams(p *SpawnParams) *APIError {
 	if _, err := trust.ParsePermissions(p.Permissions); err != nil {
 		return apiErr(400, "permissions: %v", err)
 	}
-	if p.CPUMillis < 0 || p.CPUMillis > trust.MaxCPUMillis {
-		return apiErr(400, "cpu_millis: %d is outside 0..%d", p.CPUMillis, trust.MaxCPUMillis)
-	}
-	if p.MemoryBytes < 0 || p.MemoryBytes > trust.MaxMemoryBytes {
-		return apiErr(400, "memory_bytes: %d is outside 0..%d", p.MemoryBytes, int64(trust.MaxMemoryBytes))
-	}
 	switch p.RestartPolicy {
 	case "":
 		p.RestartPolicy = RestartAlways
@@ -230,31 +238,17 @@ func validateParams(p *SpawnParams) *APIError {
 			return apiErr(400, "without: %v", err)
 		}
 	}
-	if p.PIDs < 0 || p.PIDs > trust.MaxPIDs {
-		return apiErr(400, "pids: %d is outside 0..%d", p.PIDs, trust.MaxPIDs)
-	}
-	if p.DiskBytes < 0 || p.DiskBytes > trust.MaxDiskBytes {
-		return apiErr(400, "disk_bytes: %d is outside 0..%d", p.DiskBytes, int64(trust.MaxDiskBytes))
-	}
-
-	if p.PIDs == 0 {
-		p.PIDs = defaultChildPIDs
-	}
-	if p.CPUMillis == 0 {
-		p.CPUMillis = defaultChildCPU
-	}
-	if p.MemoryBytes == 0 {
-		p.MemoryBytes = defaultChildMemory
-	}
 	return nil
 }
 
 // admit checks everything that can refuse a spawn before anything is
-// signed. It returns the parent's blessing and the child's serial.
+// signed, then makes the one decision concurrent spawns contend for and
+// reserves what it grants (reserve, book.go). It returns the parent's
+// blessing and the child's serial.
 //
 // When a policy holds the spawn for approval (and it is not approved
 // already) admit returns that policy, and nothing is reserved.
-func (s *Server) admit(ctx context.Context, p SpawnParams, actor string, approved bool) (*trust.Blessing, int, *rules.CompiledPolicy, *APIError) {
+func (s *Server) admit(ctx context.Context, p SpawnParams, src quotaSource, spawnID, actor string, approved bool) (*trust.Blessing, int, *rules.CompiledPolicy, *APIError) {
 	if s.paused.Load() {
 		return nil, 0, nil, apiErr(403, "spawning is paused by the kill switch (calnet spawning resume)")
 	}
@@ -297,38 +291,14 @@ func (s *Server) admit(ctx context.Context, p SpawnParams, actor string, approve
 	if children >= c.MaxChildren {
 		return nil, 0, nil, apiErr(403, "limit max_children: the parent has %d children, its max_children is %d", children, c.MaxChildren)
 	}
-	// Quotas add up down a subtree: a child's quota comes out of what its
-	// parent has not already given to live children.
-	usedCPU, usedMem, usedPIDs, live, err := s.childUsage(ctx, p.Parent)
-	if err != nil {
-		return nil, 0, nil, apiErr(500, "registry unavailable")
-	}
-	switch {
-	case usedCPU+p.CPUMillis > c.Quota.CPUMillis:
-		return nil, 0, nil, apiErr(403, "quota cpu_millis: %d asked, the parent has %d of %d left", p.CPUMillis, c.Quota.CPUMillis-usedCPU, c.Quota.CPUMillis)
-	case usedMem+p.MemoryBytes > c.Quota.MemoryBytes:
-		return nil, 0, nil, apiErr(403, "quota memory_bytes: %d asked, the parent has %d of %d left", p.MemoryBytes, c.Quota.MemoryBytes-usedMem, c.Quota.MemoryBytes)
-	case usedPIDs+p.PIDs > c.Quota.PIDs:
-		return nil, 0, nil, apiErr(403, "quota pids: %d asked, the parent has %d of %d left", p.PIDs, c.Quota.PIDs-usedPIDs, c.Quota.PIDs)
-	case p.DiskBytes > c.Quota.DiskBytes:
-		// A limit, like a sparse file's size: children's disk quotas are
-		// not summed (the Cal filesystem's size bounds them together).
-		return nil, 0, nil, apiErr(403, "quota disk_bytes: %d asked, over the parent's disk quota of %d", p.DiskBytes, c.Quota.DiskBytes)
-	}
-	_ = live
-	if p.Name != "" {
-		if other := s.holderOf(ctx, p.Name); other != nil {
-			return nil, 0, nil, apiErr(409, "name: %q is taken by cal %s", p.Name, other.ID)
-		}
+	q := requestQuota(&p)
+	if aerr := withinParent(q, c.Quota, p.Parent, src); aerr != nil {
+		return nil, 0, nil, aerr
 	}
 	s.limMu.Lock()
 	maxCalsNow := s.cfg.Limits.MaxCals
 	s.limMu.Unlock()
-	n, err := s.liveCount(ctx)
-	if err == nil && n >= maxCalsNow {
-		return nil, 0, nil, apiErr(429, "limit max_cals: the network holds %d cals, the limit is %d", n, maxCalsNow)
-	}
-	aerr, hold := s.checkPolicies(ctx, p, prec, prec.Depth+1, n, actor, approved)
+	aerr, hold := s.checkPolicies(ctx, p, prec, prec.Depth+1, s.liveIndexed(), actor, approved)
 	if aerr != nil {
 		return nil, 0, nil, aerr
 	}
@@ -352,43 +322,26 @@ func (s *Server) admit(ctx context.Context, p SpawnParams, actor string, approve
 	if ok, which, retry := lim.allow(p.Parent, time.Now()); !ok {
 		return nil, 0, nil, &APIError{Status: 429, Msg: "limit " + which + ": too many spawns, retry later", RetryAfter: retry}
 	}
-	// Reserve the child's serial: concurrent spawns of one parent never
-	// share one. A spawn that fails later leaves its serial unused.
-	s.trustMu.Lock()
-	serial := max(len(s.state.Children[pid]), s.serials[pid]) + 1
-	if serial > c.MaxChildren {
-		s.trustMu.Unlock()
-		return nil, 0, nil, apiErr(403, "limit max_children: the parent has used %d of its %d child serials", serial-1, c.MaxChildren)
+	// The one decision and reservation: name, max_cals, the requests of
+	// every subtree up to the Master, the child's serial.
+	serial, aerr := s.reserve(admitAsk{spawn: spawnID, parent: pid, name: p.Name, quota: q, src: src, maxChildren: c.MaxChildren, maxCals: maxCalsNow})
+	if aerr != nil {
+		return nil, 0, nil, aerr
 	}
-	s.serials[pid] = serial
-	s.trustMu.Unlock()
 	return chain.Leaf(), serial, nil, nil
 }
 
-// childUsage sums the quotas of a parent's children that are not revoked,
-// failed or stopped.
-func (s *Server) childUsage(ctx context.Context, parent string) (cpu, mem, pids int64, n int, err error) {
-	recs, err := s.listCals(ctx)
-	for _, r := range recs {
-		if r.Parent == parent && (isLive(r.State)) {
-			cpu += r.Quota.CPUMillis
-			mem += r.Quota.MemoryBytes
-			pids += r.Quota.PIDs
-			n++
-		}
-	}
-	return
-}
-
-func (s *Server) liveCount(ctx context.Context) (int, error) {
-	recs, err := s.listCals(ctx)
+// liveIndexed counts the live Cals of the registry index.
+func (s *Server) liveIndexed() int {
+	s.ns.mu.RLock()
+	defer s.ns.mu.RUnlock()
 	n := 0
-	for _, r := range recs {
-		if isLive(r.State) {
+	for _, c := range s.ns.byID {
+		if isLive(c.State) {
 			n++
 		}
 	}
-	return n, err
+	return n
 }
 
 // deploy has the parent's SpawnController sign, records the blessing in
@@ -398,6 +351,9 @@ func (s *Server) deploy(ctx context.Context, rec *SpawnRecord, p SpawnParams, tm
 	s.deploySem <- struct{}{}
 	defer func() { <-s.deploySem }()
 	childID, err := s.signAndRecord(ctx, rec, p, tmpl, parent, serial, bound)
+	// Recorded, the Cal counts in the registry index; failed, it never
+	// will: either way the admission reservation ends.
+	s.release(rec.ID)
 	if err != nil {
 		s.finishSpawn(ctx, rec, SpawnFailed, err.Error())
 		return
@@ -415,13 +371,13 @@ func (s *Server) deploy(ctx context.Context, rec *SpawnRecord, p SpawnParams, tm
 			break
 		}
 		t0 := time.Now()
-		timeout := s.outcomes.Timeout("template:"+tmpl.Name, s.cfg.DeployTimeout)
+		timeout := max(s.outcomes.Timeout("template:"+p.Template, s.cfg.DeployTimeout), startWait(p.CPUMillis))
 		pr, err := s.start(ctx, crec)
 		if err == nil {
 			select {
 			case <-pr.registered:
-				s.learn(tmpl.Name, true)
-				s.outcomes.Operational("template:"+tmpl.Name, time.Since(t0))
+				s.learn(p, true)
+				s.outcomes.Operational("template:"+p.Template, time.Since(t0))
 				return // the registration handler finished the spawn
 			case <-time.After(timeout):
 				err = fmt.Errorf("the cal did not register within %v", timeout)
@@ -434,14 +390,20 @@ func (s *Server) deploy(ctx context.Context, rec *SpawnRecord, p SpawnParams, tm
 		s.log.Warn("deploy failed, retrying", "cal", childID, "attempt", attempt+1, "err", err)
 		time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
 	}
-	s.learn(tmpl.Name, false)
+	s.learn(p, false)
 	s.setState(ctx, childID, StateFailed, "deploy: driver: "+lastErr.Error())
 }
 
 // learn records a deploy outcome for the template and this host: failures
 // back the template off and lower the host's placement score.
-func (s *Server) learn(template string, ok bool) {
-	s.outcomes.Record("template:"+template, ok)
+//
+// A template's failures back it off under the parent it failed under
+// only: a tenant can make its own spawns fail (a workload that cannot
+// start in the memory it asked for), and so back off its own subtree, never
+// another's. A template broken for everyone is backed off under each
+// parent after a few failures there.
+func (s *Server) learn(p SpawnParams, ok bool) {
+	s.outcomes.Record(backOffKey(p.Template, p.Parent), ok)
 	s.outcomes.Record("host:"+hostName(), ok)
 }
 
@@ -453,7 +415,7 @@ func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnPar
 	}
 	pc := parent.Constraints()
 	cons := pc
-	cons.Quota = trust.Quota{CPUMillis: p.CPUMillis, MemoryBytes: p.MemoryBytes, PIDs: p.PIDs, DiskBytes: p.DiskBytes}
+	cons.Quota = requestQuota(&p)
 	cons.NotBefore = s.now().Truncate(time.Second)
 	cons.MaxChildren = min(pc.MaxChildren, 100)
 	req := calproto.BlessRequest{Serial: serial, Permissions: p.Permissions, Constraints: cons, Recipient: kek.Recipient().String()}
@@ -620,4 +582,10 @@ func relayErr(id string, err error) *APIError {
 		return apiErr(ce.Status, "cal %s: %s", id, ce.Msg)
 	}
 	return apiErr(502, "cal %s: %v", id, err)
+}
+
+// backOffKey keys a template's deploy outcomes by the template as resolved
+// (an inline one is inline:NAME, apart from a stored one) and the parent.
+func backOffKey(template, parent string) string {
+	return "template:" + template + "@" + parent
 }

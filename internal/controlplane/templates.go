@@ -56,7 +56,8 @@ func validTemplateName(n string) bool {
 	return true
 }
 
-// applyTemplate fills what the request leaves out from the template.
+// applyTemplate fills what the request leaves out from the template (its
+// quantities were checked when it was parsed).
 func applyTemplate(p *SpawnParams, t *template.Template) {
 	if len(p.Permissions) == 0 {
 		p.Permissions = t.Permissions

@@ -244,6 +244,16 @@ func (t *Template) validate(root *yaml.Node) error {
 	if t.Resources.PIDs < 0 {
 		return fail("must not be negative", "resources", "pids")
 	}
+	if t.Resources.CPU != "" {
+		if _, err := cpu.Millis(t.Resources.CPU); err != nil {
+			return fail(err.Error(), "resources", "cpu")
+		}
+	}
+	if t.Resources.Memory != "" {
+		if _, err := cpu.Bytes(t.Resources.Memory); err != nil {
+			return fail(err.Error(), "resources", "memory")
+		}
+	}
 	if t.Resources.Disk != "" {
 		if _, err := cpu.Bytes(t.Resources.Disk); err != nil {
 			return fail(fmt.Sprintf("%q: want bytes like 512Mi, 2Gi or 1073741824", t.Resources.Disk), "resources", "disk")

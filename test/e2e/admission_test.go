@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -116,4 +119,191 @@ func TestSpawnAuthorizedOnExpandedRequest(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestParallelAdmission (reliability issue, finding 6): admission is one
+// decision and one reservation. Spawns fired at once whose quotas together
+// exceed the parent's admit exactly what fits (no overcommit here: limits
+// add up); spawns of one name admit one; spawns with one idempotency key
+// make one spawn and one Cal.
+func TestParallelAdmission(t *testing.T) {
+	needRoot(t)
+	n := up(t, filepath.Join(t.TempDir(), "data"), "--overcommit", "1")
+	ctx := context.Background()
+	p, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "p", Permissions: []string{"spawn", "read"}, CPUMillis: 800, MemoryBytes: 1 << 30, PIDs: 1024}, true)
+	if err != nil || p.State != "running" {
+		t.Fatalf("parent: %+v %v", p, err)
+	}
+	fire := func(k int, req func(i int) client.SpawnRequest) (admitted []*client.Spawn, refusals []string) {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i := range k {
+			wg.Go(func() {
+				sp, err := n.c.Spawn(ctx, req(i), false)
+				mu.Lock()
+				defer mu.Unlock()
+				var ae *client.Error
+				switch {
+				case err == nil:
+					admitted = append(admitted, sp)
+				case asAPIError(err, &ae):
+					refusals = append(refusals, ae.Message)
+				default:
+					t.Errorf("spawn: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		return
+	}
+	admitted, refusals := fire(12, func(int) client.SpawnRequest {
+		return client.SpawnRequest{Parent: "p", Permissions: []string{"read"}, CPUMillis: 200, MemoryBytes: 32 << 20, PIDs: 32}
+	})
+	if len(admitted) != 4 || len(refusals) != 8 || !strings.Contains(refusals[0], "quota cpu_millis") {
+		t.Fatalf("12 spawns of 200m under 800m: %d admitted, refusals %q", len(admitted), refusals)
+	}
+	admitted, refusals = fire(8, func(int) client.SpawnRequest {
+		return client.SpawnRequest{Name: "twin", Permissions: []string{"read"}, CPUMillis: 100, MemoryBytes: 32 << 20, PIDs: 32}
+	})
+	if len(admitted) != 1 || len(refusals) != 7 || !strings.Contains(refusals[0], `name: "twin" is taken`) {
+		t.Fatalf("8 spawns named twin: %d admitted, refusals %q", len(admitted), refusals)
+	}
+	admitted, refusals = fire(8, func(int) client.SpawnRequest {
+		return client.SpawnRequest{IdempotencyKey: "once", Permissions: []string{"read"}, CPUMillis: 100, MemoryBytes: 32 << 20, PIDs: 32}
+	})
+	ids := map[string]bool{}
+	for _, sp := range admitted {
+		ids[sp.ID] = true
+	}
+	if len(admitted) != 8 || len(ids) != 1 {
+		t.Fatalf("8 spawns with one idempotency key: %d answered, %d distinct spawns, refusals %q", len(admitted), len(ids), refusals)
+	}
+	// Every admitted spawn runs; the network holds exactly those Cals.
+	waitFor(t, "the admitted spawns to run", 60*time.Second, func() bool {
+		cals, err := n.c.List(ctx)
+		if err != nil {
+			return false
+		}
+		running := 0
+		for _, c := range cals {
+			if c.State == "running" {
+				running++
+			}
+		}
+		return running == 1+1+4+1+1 // master, p, 4 under p, twin, once
+	})
+	spawns, err := n.c.Spawns(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyed := 0
+	for _, sp := range spawns {
+		if sp.IdempotencyKey == "once" {
+			keyed++
+		}
+	}
+	if keyed != 1 {
+		t.Fatalf("%d spawn records for one idempotency key", keyed)
+	}
+}
+
+// TestQuotaBounds (security issue, finding 9): a quota the driver cannot
+// apply or a Cal cannot start in is refused at admission, naming the field,
+// the value, where it came from and the limit; nothing is spawned.
+func TestQuotaBounds(t *testing.T) {
+	needRoot(t)
+	n := up(t, filepath.Join(t.TempDir(), "data"))
+	ctx := context.Background()
+	tiny := strings.Replace(string(template.DefaultYAML()), "restart: always", "resources: {cpu: 1m}\nrestart: always", 1)
+	garbled := strings.Replace(string(template.DefaultYAML()), "restart: always", "resources: {cpu: lots}\nrestart: always", 1)
+	cases := []struct {
+		name string
+		req  client.SpawnRequest
+		want string
+	}{
+		{"cpu under the CFS minimum", client.SpawnRequest{Permissions: []string{"read"}, CPUMillis: 5}, "cpu_millis: 5m is below the minimum of 10m"},
+		{"memory a Cal cannot start in", client.SpawnRequest{Permissions: []string{"read"}, MemoryBytes: 4 << 20}, "memory_bytes: 4Mi is below the minimum of 16Mi"},
+		{"pids the runtime cannot start with", client.SpawnRequest{Permissions: []string{"read"}, PIDs: 4}, "pids: 4 is below the minimum of 16"},
+		{"cpu from a template", client.SpawnRequest{TemplateYAML: tiny}, "cpu_millis: 1m (template default resources.cpu) is below"},
+		{"a template's quantity that does not parse", client.SpawnRequest{TemplateYAML: garbled}, "resources.cpu: cpu \"lots\""},
+		{"over the parent's limit", client.SpawnRequest{Permissions: []string{"read"}, CPUMillis: 64000}, "quota cpu_millis: 64000m is over the limit of the parent cal"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := n.c.Spawn(ctx, c.req, false)
+			var ae *client.Error
+			if !asAPIError(err, &ae) || ae.Status/100 != 4 || !strings.Contains(ae.Message, c.want) {
+				t.Fatalf("got %v, want 4xx %q", err, c.want)
+			}
+		})
+	}
+	if st, err := n.c.Status(ctx); err != nil || st.Cals["running"] != 1 || len(st.Cals) != 1 {
+		t.Fatalf("something was spawned: %+v %v", st, err)
+	}
+	// The least CPU a Cal can be given is one it starts in (slowly: the
+	// deploy waits for it).
+	if sp, err := n.c.Spawn(ctx, client.SpawnRequest{Permissions: []string{"read"}, CPUMillis: 10, MemoryBytes: 16 << 20, PIDs: 16}, true); err != nil || sp.State != "running" {
+		t.Fatalf("a Cal at every floor: %+v %v", sp, err)
+	}
+}
+
+// TestDefaultQuotasWalkthrough (reliability issue, finding 5): the README's
+// and the guide's spawn steps work as written with the default quotas, and
+// a Cal given no quota holds many children given none.
+func TestDefaultQuotasWalkthrough(t *testing.T) {
+	needRoot(t)
+	data := filepath.Join(t.TempDir(), "data")
+	os.MkdirAll(filepath.Join(data, "programs"), 0o755)
+	build := exec.Command("go", "build", "-o", filepath.Join(data, "programs", "agent"), "github.com/soulfra/calnet/examples/agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the example agent: %v\n%s", err, out)
+	}
+	n := up(t, data)
+	run := func(args ...string) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			r := n.cli(args...)
+			if r.code == 0 {
+				return
+			}
+			// A loaded machine answers 429 (CPU saturated) for a while:
+			// retry as its Retry-After says; any other refusal fails.
+			if !strings.Contains(r.stderr, "(HTTP 429)") || time.Now().After(deadline) {
+				t.Fatalf("calnet %s: exit %d\n%s%s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+			}
+			time.Sleep(2 * time.Second)
+		}
+	}
+	// README, "Running network".
+	run("spawn", "--name", "worker", "--perm", "spawn,read,revoke,share", "--cpu", "500m", "--memory", "128Mi")
+	run("spawn", "--parent", "worker", "--name", "helper", "--perm", "read")
+	// The guide, section 2.
+	run("spawn", "--name", "team", "--perm", "spawn,read,revoke,share,talk", "--cpu", "1", "--memory", "512Mi")
+	run("spawn", "--parent", "team", "--name", "guide-worker", "--perm", "read,talk")
+	run("spawn", "--parent", "team", "--name", "cruncher", "--perm", "read", "--template", "../../examples/agent/template.yaml")
+	// A Cal given no quota, and ten children given none.
+	run("spawn", "--name", "plain", "--perm", "spawn,read")
+	for i := range 10 {
+		run("spawn", "--parent", "plain", "--name", fmt.Sprintf("plain-%d", i), "--perm", "read")
+	}
+	ctx := context.Background()
+	cals, err := n.c.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	running := 0
+	for _, c := range cals {
+		if c.State == "running" {
+			running++
+		}
+	}
+	if running != 1+2+3+11 {
+		t.Fatalf("%d cals running, want 17", running)
+	}
+	h, err := n.c.Get(ctx, "plain-3")
+	if err != nil || h.Quota.CPUMillis != 250 || h.Quota.MemoryBytes != 64<<20 || h.Quota.PIDs != 256 {
+		t.Fatalf("a default Cal's quota: %+v %v", h.Quota, err)
+	}
 }

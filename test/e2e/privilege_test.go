@@ -26,7 +26,7 @@ func TestLeastPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 	yaml := strings.Replace(string(def), "name: default", "name: lp-worker", 1)
-	yaml = strings.Replace(yaml, "cpu: 250m\n  memory: 64Mi\n  pids: 48", "cpu: 800m\n  memory: 512Mi\n  pids: 300", 1)
+	yaml = strings.Replace(yaml, "restart: always", "resources:\n  cpu: 800m\n  memory: 512Mi\n  pids: 300\nrestart: always", 1)
 	asked := []string{"spawn", "revoke", "read", "share"}
 	sp, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "lp1", TemplateYAML: yaml, Permissions: asked}, true)
 	if err != nil || sp.State != "running" || sp.Template != "lp-worker" {

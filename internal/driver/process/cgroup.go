@@ -51,8 +51,8 @@ func (c *cgroupHandle) setCPU(millis int64) error {
 // cpuLimit is a CPU limit of millis thousandths of a core as a CFS quota
 // over the default 100 ms period.
 func cpuLimit(millis int64) *specs.LinuxCPU {
-	period := uint64(100000)
-	quota := millis * 100
+	period := uint64(cfsPeriodMicros)
+	quota := millis * cfsPeriodMicros / 1000
 	return &specs.LinuxCPU{Quota: &quota, Period: &period}
 }
 

@@ -52,6 +52,19 @@ func New(parent, stateDir string) *Driver {
 // Name implements driver.Driver.
 func (d *Driver) Name() string { return "process" }
 
+// MinLimits is the least of each limit the driver can apply: the kernel's
+// CFS bandwidth control refuses a CPU quota under 1 ms per period (the
+// driver's period is 100 ms, so 10 milli-cores).
+func (d *Driver) MinLimits() driver.Limits {
+	return driver.Limits{CPUMillis: minCFSQuotaMicros * 1000 / cfsPeriodMicros}
+}
+
+// The CFS period the driver sets, and the kernel's least quota per period.
+const (
+	cfsPeriodMicros   = 100000
+	minCFSQuotaMicros = 1000
+)
+
 // Available implements driver.Driver: namespaces and seccomp need root;
 // cgroup controllers need a hierarchy with them.
 func (d *Driver) Available() []sandbox.Feature {
