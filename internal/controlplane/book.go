@@ -3,6 +3,7 @@ package controlplane
 import (
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/trust"
@@ -73,7 +74,7 @@ func (s *Server) reserve(ask admitAsk) (int, *APIError) {
 	}
 	if n := live + len(b.pending); n >= ask.maxCals {
 		s.ns.mu.RUnlock()
-		return 0, &APIError{Status: 429, Msg: fmt.Sprintf("limit max_cals: the network holds %d cals, the limit is %d", n, ask.maxCals)}
+		return 0, &APIError{Status: 429, RetryAfter: 10 * time.Second, Msg: fmt.Sprintf("limit max_cals: the network holds %d cals, the limit is %d", n, ask.maxCals)}
 	}
 	// The ancestors of the new Cal: its parent and up to the Master.
 	used := map[string]*trust.Quota{}
