@@ -3,7 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"runtime"
+	"io"
 	"sync"
 	"time"
 
@@ -27,7 +27,6 @@ each with up to --fanout children. Every spawn must be admitted and run.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			out := a.env.Stdout
 			if fanout < 1 || fanout > 99 || cals < 1 {
 				return errors.New("--fanout is 1..99 (a Cal has at most 100 children), --cals at least 1")
 			}
@@ -102,15 +101,21 @@ each with up to --fanout children. Every spawn must be admitted and run.`,
 			}
 			q := master.Quota
 			f, _ := controlplane.ParseOvercommit(controlplane.DefaultOvercommit())
-			fmt.Fprintf(out, "machine: %d CPUs, %s/%s, %s\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, time.Now().UTC().Format(time.RFC3339))
-			fmt.Fprintf(out, "master quota (default): cpu %dm, memory %d MiB, pids %d\n", q.CPUMillis, q.MemoryBytes>>20, q.PIDs)
-			fmt.Fprintf(out, "tree: %d groups (spawn,read) with up to %d children each, no quota named anywhere\n", groups, fanout)
-			fmt.Fprintf(out, "cals running under the master: %d of %d, grown in %s (%d at a time)\n", running, cals, grown.Round(time.Millisecond), parallel)
-			fmt.Fprintf(out, "spawn -> operational, client: p50 %s  p99 %s; server: p50 %s  p99 %s\n",
-				fmtDur(percentile(ds, .5)), fmtDur(percentile(ds, .99)), fmtDur(percentile(server, .5)), fmtDur(percentile(server, .99)))
-			fmt.Fprintf(out, "limits under the master (may reach overcommit x its own): cpu %dm = %.1f%% of %dx%dm, memory %d MiB = %.1f%% of %dx, pids %d = %.1f%% of %dx\n",
-				cpu, 100*float64(cpu)/float64(f.CPUMillis*q.CPUMillis), f.CPUMillis, q.CPUMillis, mem>>20, 100*float64(mem)/float64(f.MemoryBytes*q.MemoryBytes), f.MemoryBytes,
-				pids, 100*float64(pids)/float64(f.PIDs*q.PIDs), f.PIDs)
+			r := benchTreeResult{Machine: machine(), Master: q, Groups: groups, Fanout: fanout, Asked: cals, Running: running,
+				GrownMS: ms(grown), Parallel: parallel, Client: quantiles(ds), Server: quantiles(server),
+				LimitsUnderMaster: client.Quota{CPUMillis: cpu, MemoryBytes: mem, PIDs: pids}, Overcommit: client.Quota{CPUMillis: f.CPUMillis, MemoryBytes: f.MemoryBytes, PIDs: f.PIDs}}
+			pct := func(used, lim, factor int64) float64 { return 100 * float64(used) / float64(lim*factor) }
+			if err := a.print(r, func(w io.Writer) {
+				fmt.Fprintf(w, "machine: %s\n", r.Machine)
+				fmt.Fprintf(w, "master quota (default): cpu %dm, memory %d MiB, pids %d\n", q.CPUMillis, q.MemoryBytes>>20, q.PIDs)
+				fmt.Fprintf(w, "tree: %d groups (spawn,read) with up to %d children each, no quota named anywhere\n", groups, fanout)
+				fmt.Fprintf(w, "cals running under the master: %d of %d, grown in %s (%d at a time)\n", running, cals, grown.Round(time.Millisecond), parallel)
+				fmt.Fprintf(w, "spawn -> operational, client: %s; server: %s\n", r.Client, r.Server)
+				fmt.Fprintf(w, "limits under the master (they may reach overcommit x its own): cpu %dm = %.1f%% of %dx, memory %d MiB = %.1f%% of %dx, pids %d = %.1f%% of %dx\n",
+					cpu, pct(cpu, q.CPUMillis, f.CPUMillis), f.CPUMillis, mem>>20, pct(mem, q.MemoryBytes, f.MemoryBytes), f.MemoryBytes, pids, pct(pids, q.PIDs, f.PIDs), f.PIDs)
+			}); err != nil {
+				return err
+			}
 			if running != cals {
 				return &exitError{code: 1}
 			}
@@ -121,4 +126,20 @@ each with up to --fanout children. Every spawn must be admitted and run.`,
 	cmd.Flags().IntVar(&fanout, "fanout", 99, "children of each group")
 	cmd.Flags().IntVar(&parallel, "parallel", 16, "spawns in flight while growing the tree")
 	return cmd
+}
+
+// benchTreeResult is what `calnet bench tree` measured.
+type benchTreeResult struct {
+	Machine           string       `json:"machine"`
+	Master            client.Quota `json:"master_quota"`
+	Groups            int          `json:"groups"`
+	Fanout            int          `json:"fanout"`
+	Asked             int          `json:"cals"`
+	Running           int          `json:"running"`
+	GrownMS           float64      `json:"grown_ms"`
+	Parallel          int          `json:"parallel"`
+	Client            latency      `json:"client"`
+	Server            latency      `json:"server"`
+	LimitsUnderMaster client.Quota `json:"limits_under_master"`
+	Overcommit        client.Quota `json:"overcommit"`
 }
