@@ -29,7 +29,7 @@ func powerfulTemplate(name string) string {
 // rules a template brings.
 func TestSpawnAuthorizedOnExpandedRequest(t *testing.T) {
 	needRoot(t)
-	n := up(t, filepath.Join(t.TempDir(), "data"))
+	n := up(t, filepath.Join(t.TempDir(), "data"), "--max-cpu-pressure", "101") // neighbours' load must not refuse spawns
 	ctx := context.Background()
 	if err := os.WriteFile(filepath.Join(n.data, "templates", "powerful.yaml"), []byte(powerfulTemplate("powerful")), 0o644); err != nil {
 		t.Fatal(err)
@@ -128,7 +128,7 @@ func TestSpawnAuthorizedOnExpandedRequest(t *testing.T) {
 // make one spawn and one Cal.
 func TestParallelAdmission(t *testing.T) {
 	needRoot(t)
-	n := up(t, filepath.Join(t.TempDir(), "data"), "--overcommit", "1")
+	n := up(t, filepath.Join(t.TempDir(), "data"), "--overcommit", "1", "--max-cpu-pressure", "101")
 	ctx := context.Background()
 	p, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "p", Permissions: []string{"spawn", "read"}, CPUMillis: 800, MemoryBytes: 1 << 30, PIDs: 1024}, true)
 	if err != nil || p.State != "running" {
@@ -212,7 +212,7 @@ func TestParallelAdmission(t *testing.T) {
 // the value, where it came from and the limit; nothing is spawned.
 func TestQuotaBounds(t *testing.T) {
 	needRoot(t)
-	n := up(t, filepath.Join(t.TempDir(), "data"))
+	n := up(t, filepath.Join(t.TempDir(), "data"), "--max-cpu-pressure", "101") // neighbours' load must not refuse spawns
 	ctx := context.Background()
 	tiny := strings.Replace(string(template.DefaultYAML()), "restart: always", "resources: {cpu: 1m}\nrestart: always", 1)
 	garbled := strings.Replace(string(template.DefaultYAML()), "restart: always", "resources: {cpu: lots}\nrestart: always", 1)
@@ -259,7 +259,7 @@ func TestDefaultQuotasWalkthrough(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the example agent: %v\n%s", err, out)
 	}
-	n := up(t, data)
+	n := up(t, data, "--max-cpu-pressure", "101")
 	run := func(args ...string) {
 		t.Helper()
 		deadline := time.Now().Add(2 * time.Minute)
