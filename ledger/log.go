@@ -513,6 +513,47 @@ func (l *Log) closeFiles() {
 // Append adds entries and returns their indices once a signed checkpoint
 // covers them. Concurrent calls share commits (group commit).
 func (l *Log) Append(ctx context.Context, entries ...Entry) ([]uint64, error) {
+	st, err := l.Stage(entries...)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.Wait(ctx); err != nil {
+		return nil, err
+	}
+	return st.Indices, nil
+}
+
+// AppendRaw is Append for already-encoded entries.
+func (l *Log) AppendRaw(ctx context.Context, leaves ...[]byte) ([]uint64, error) {
+	st, err := l.StageRaw(leaves...)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.Wait(ctx); err != nil {
+		return nil, err
+	}
+	return st.Indices, nil
+}
+
+// Staged is a batch of entries given its place in the log but not yet
+// durable. Stage under a lock of your own and Wait outside it: the lock
+// orders your state changes as the log orders the entries, without being
+// held across the disk writes, and concurrent callers share one commit.
+type Staged struct {
+	l *Log
+	// Indices are the entries' positions in the log.
+	Indices []uint64
+	target  uint64
+}
+
+// Wait returns once a signed checkpoint covers the staged entries. An
+// error means they may never become durable: the log is broken (ErrBroken)
+// until reopened, or ctx ended first (they may still be committed).
+func (st *Staged) Wait(ctx context.Context) error { return st.l.waitDurable(ctx, st.target) }
+
+// Stage places entries at the end of the log without waiting for them to
+// be durable; it does no disk I/O but buffered writes.
+func (l *Log) Stage(entries ...Entry) (*Staged, error) {
 	if l.readOnly {
 		return nil, errors.New("ledger: opened read-only")
 	}
@@ -527,11 +568,14 @@ func (l *Log) Append(ctx context.Context, entries ...Entry) ([]uint64, error) {
 		}
 		leaves[i] = b
 	}
-	return l.AppendRaw(ctx, leaves...)
+	return l.StageRaw(leaves...)
 }
 
-// AppendRaw is Append for already-encoded entries.
-func (l *Log) AppendRaw(ctx context.Context, leaves ...[]byte) ([]uint64, error) {
+// StageRaw is Stage for already-encoded entries.
+func (l *Log) StageRaw(leaves ...[]byte) (*Staged, error) {
+	if l.readOnly {
+		return nil, errors.New("ledger: opened read-only")
+	}
 	l.mu.Lock()
 	if l.broken != nil {
 		l.mu.Unlock()
@@ -560,10 +604,7 @@ func (l *Log) AppendRaw(ctx context.Context, leaves ...[]byte) ([]uint64, error)
 	}
 	target := l.tree.size()
 	l.mu.Unlock()
-	if err := l.waitDurable(ctx, target); err != nil {
-		return nil, err
-	}
-	return idx, nil
+	return &Staged{l: l, Indices: idx, target: target}, nil
 }
 
 // breakLocked marks the log broken; l.mu must be held and is released.

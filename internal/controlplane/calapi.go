@@ -45,9 +45,9 @@ func (s *Server) renameKEK(ctx context.Context, from, to string) error {
 // resolveCal authenticates a Cal peer: its certificate key must be the
 // Ed25519 half of the key its recorded blessing names.
 func (s *Server) resolveCal(p *caltls.Peer) error {
-	s.trustMu.Lock()
+	s.trustMu.RLock()
 	b, ok := s.state.Blessings[p.Cal]
-	s.trustMu.Unlock()
+	s.trustMu.RUnlock()
 	if !ok {
 		return fmt.Errorf("unknown cal %s", p.Cal)
 	}
@@ -90,9 +90,9 @@ func (s *Server) calGuard(_ string, rule authz.Rule, next http.Handler) http.Han
 			writeError(w, apiErr(401, "%v", err))
 			return
 		}
-		s.trustMu.Lock()
+		s.trustMu.RLock()
 		b, ok := s.state.Blessings[id]
-		s.trustMu.Unlock()
+		s.trustMu.RUnlock()
 		if !ok {
 			writeError(w, apiErr(401, "unknown cal %s", id))
 			return
@@ -231,9 +231,9 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request, id ident
 		writeError(w, apiErr(403, "activation: %v", err))
 		return
 	}
-	s.trustMu.Lock()
+	s.trustMu.RLock()
 	_, revoked := s.state.RevokedThrough(id)
-	s.trustMu.Unlock()
+	s.trustMu.RUnlock()
 	if revoked {
 		writeJSON(w, 200, calproto.RegisterReply{Revoked: true})
 		return
@@ -321,9 +321,9 @@ func (s *Server) checkActivation(id identity.ID, reg *calproto.Register) error {
 	if !s.challenges.take(id, reg.Challenge, s.now()) {
 		return errors.New("unknown or expired challenge")
 	}
-	s.trustMu.Lock()
+	s.trustMu.RLock()
 	b, ok := s.state.Blessings[id]
-	s.trustMu.Unlock()
+	s.trustMu.RUnlock()
 	if !ok {
 		return errors.New("unknown cal")
 	}
@@ -386,9 +386,9 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request, id identity
 		if s.ctx.Err() != nil {
 			return
 		}
-		s.trustMu.Lock()
+		s.trustMu.RLock()
 		_, revoked := s.state.RevokedThrough(id)
-		s.trustMu.Unlock()
+		s.trustMu.RUnlock()
 		s.procMu.Lock()
 		stopping := s.procs[me] != nil && s.procs[me].stopping
 		s.procMu.Unlock()
@@ -485,28 +485,38 @@ func (s *Server) waitSpawn(ctx context.Context, id string, timeout time.Duration
 // revoke applies a checked revocation: ledger entry, the whole subtree
 // marked revoked and stopped, every Cal told over its watch stream.
 func (s *Server) revoke(ctx context.Context, rev *trust.Revocation, actor string) ([]string, *APIError) {
-	s.trustMu.Lock()
-	if through, ok := s.state.RevokedThrough(rev.Target()); ok {
-		s.trustMu.Unlock()
-		return nil, apiErr(409, "cal %s is already revoked (through %s)", rev.Target(), through)
-	}
-	if err := s.state.Revocations.Check(rev, s.state); err != nil {
-		s.trustMu.Unlock()
-		return nil, apiErr(403, "revocation: %v", err)
-	}
 	rj, _ := rev.MarshalJSON()
-	ctx = critical(ctx) // taking rights away may use half of the disk reserve
-	if _, err := s.ledgerAppend(ctx, ledger.Entry{Type: ledger.TypeRevocation, Time: s.now(), Subject: rev.Target().String(), Actor: actor, Data: rj}); err != nil {
-		s.trustMu.Unlock()
-		var ae *APIError
-		if errors.As(err, &ae) {
-			return nil, ae
+	var refusal *APIError
+	check := func() error {
+		if through, ok := s.state.RevokedThrough(rev.Target()); ok {
+			refusal = apiErr(409, "cal %s is already revoked (through %s)", rev.Target(), through)
+			return refusal
 		}
+		if err := s.state.Revocations.Check(rev, s.state); err != nil {
+			refusal = apiErr(403, "revocation: %v", err)
+			return refusal
+		}
+		return nil
+	}
+	var sub []identity.ID
+	apply := func() {
+		s.state.Revocations.Add(rev, s.state)
+		sub = s.state.Subtree(rev.Target())
+	}
+	// The revocation is in force from its staging on (enforcing it before
+	// it is durable is safe); if it cannot be made durable it is still
+	// carried out, and the request fails saying so.
+	ctx = critical(ctx) // taking rights away may use half of the disk reserve
+	staged, durErr := s.commitTrust(ctx, ledger.Entry{Type: ledger.TypeRevocation, Time: s.now(), Subject: rev.Target().String(), Actor: actor, Data: rj}, check, apply)
+	var ae *APIError
+	switch {
+	case refusal != nil:
+		return nil, refusal
+	case !staged && errors.As(durErr, &ae): // the disk reserve
+		return nil, ae
+	case !staged:
 		return nil, apiErr(500, "ledger unavailable")
 	}
-	s.state.Revocations.Add(rev, s.state)
-	sub := s.state.Subtree(rev.Target())
-	s.trustMu.Unlock()
 	s.kickAnchor()
 	ids := make([]string, len(sub))
 	for i, cid := range sub {
@@ -560,5 +570,8 @@ func (s *Server) revoke(ctx context.Context, rev *trust.Revocation, actor string
 		}
 		wg.Wait()
 	}()
+	if durErr != nil {
+		return ids, apiErr(500, "ledger unavailable: the subtree is revoked and stopped, but the revocation is not recorded")
+	}
 	return ids, nil
 }

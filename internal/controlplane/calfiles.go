@@ -52,9 +52,9 @@ func (s *Server) sandboxFiles(ctx context.Context, id string, uid int, sealedKey
 // chainOf returns the soul chain of a Cal from the control plane's own
 // copy, never from the Cal's directory.
 func (s *Server) chainOf(id identity.ID) (*trust.Chain, error) {
-	s.trustMu.Lock()
+	s.trustMu.RLock()
 	c := s.chains[id]
-	s.trustMu.Unlock()
+	s.trustMu.RUnlock()
 	if c != nil {
 		return c, nil
 	}

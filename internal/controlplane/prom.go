@@ -89,6 +89,63 @@ func (s *Server) ledgerAppend(ctx context.Context, entries ...ledger.Entry) ([]u
 	return idx, err
 }
 
+// commitTrust records one trust event: under trustMu, check runs against
+// the trust state as it is, the entry takes its place in the ledger and
+// apply changes the state, so the state changes in the ledger's order;
+// then, without the lock, it waits until the entry is durable (in a commit
+// it shares with every other event in flight). TLS handshakes and
+// admission, which read the trust state, never wait on the disk.
+//
+// staged reports whether the entry took its place (and apply ran); err is
+// check's error, or the ledger's (the entry may then never be durable).
+func (s *Server) commitTrust(ctx context.Context, e ledger.Entry, check func() error, apply func()) (staged bool, err error) {
+	if err := s.checkDisk(ctx); err != nil { // the data directory's reserve
+		return false, fmt.Errorf("ledger: %w", err)
+	}
+	s.trustMu.Lock()
+	if err := check(); err != nil {
+		s.trustMu.Unlock()
+		return false, err
+	}
+	wait, err := s.ledgerStage(e)
+	if err != nil {
+		s.trustMu.Unlock()
+		return false, fmt.Errorf("ledger: %w", err)
+	}
+	apply()
+	s.trustMu.Unlock()
+	if err := wait(ctx); err != nil {
+		return true, fmt.Errorf("ledger: %w", err)
+	}
+	return true, nil
+}
+
+// ledgerStage gives entries their place in the ledger without waiting for
+// the disk: call it under trustMu, so that the trust state changes in the
+// ledger's order. wait, called without the lock, returns once they are
+// durable (sharing a commit with every other append in flight) and times
+// the append.
+func (s *Server) ledgerStage(entries ...ledger.Entry) (wait func(context.Context) error, err error) {
+	start := time.Now()
+	st, err := s.lg.Stage(entries...)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) error {
+		if err := st.Wait(ctx); err != nil {
+			return err
+		}
+		d := time.Since(start).Seconds()
+		for _, e := range entries {
+			s.prom.ledgerAppend.WithLabelValues(string(e.Type)).Observe(d)
+			if e.Type == ledger.TypeRevocation {
+				s.prom.revocations.Inc()
+			}
+		}
+		return nil
+	}, nil
+}
+
 // handlePrometheus serves the metrics in the Prometheus text format.
 func (s *Server) handlePrometheus() http.Handler {
 	return promhttp.HandlerFor(s.prom.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, MaxRequestsInFlight: 2})

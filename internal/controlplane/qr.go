@@ -17,9 +17,9 @@ func (s *Server) card(rec *CalRecord) (*calproto.Card, *APIError) {
 	if err != nil {
 		return nil, apiErr(404, "no such cal")
 	}
-	s.trustMu.Lock()
+	s.trustMu.RLock()
 	b, ok := s.state.Blessings[id]
-	s.trustMu.Unlock()
+	s.trustMu.RUnlock()
 	if !ok {
 		return nil, apiErr(404, "cal %s has no blessing", rec.ID)
 	}

@@ -71,6 +71,37 @@ func (s *Server) putCal(ctx context.Context, r *CalRecord) error {
 	return nil
 }
 
+// putChild stores a new Cal and adds it to its parent's children, in one
+// transaction.
+func (s *Server) putChild(ctx context.Context, r *CalRecord) error {
+	r.UpdatedAt = s.now()
+	var parent CalRecord
+	found := false
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		if err := store.PutJSON(tx, bucketCals, r.ID, r); err != nil {
+			return err
+		}
+		found = false
+		if err := store.GetJSON(tx, bucketCals, r.Parent, &parent); err != nil {
+			return nil // the Master's parent is the genesis, not a Cal
+		}
+		found = true
+		parent.Children = append(parent.Children, r.ID)
+		parent.UpdatedAt = r.UpdatedAt
+		return store.PutJSON(tx, bucketCals, r.Parent, &parent)
+	})
+	if err != nil {
+		return err
+	}
+	s.index(r)
+	if found {
+		s.index(&parent)
+	}
+	return nil
+}
+
 // updateCal applies fn to a stored record atomically.
 func (s *Server) updateCal(ctx context.Context, id string, fn func(*CalRecord)) (*CalRecord, error) {
 	var r CalRecord

@@ -145,7 +145,10 @@ type Server struct {
 	// the ledger (auditAnchorLoop, then Run at shutdown).
 	auditAnchored uint64
 
-	trustMu sync.Mutex // serializes ledger appends with trust-state changes
+	// trustMu orders trust-state changes with their ledger entries (staged
+	// under it, made durable outside it); readers (every TLS handshake of a
+	// Cal) take it shared.
+	trustMu sync.RWMutex
 	state   *netdir.State
 	chains  map[identity.ID]*trust.Chain
 	serials map[identity.ID]int // highest child serial reserved per parent

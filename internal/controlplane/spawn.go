@@ -267,10 +267,10 @@ func (s *Server) admit(ctx context.Context, p SpawnParams, src quotaSource, spaw
 	if err != nil {
 		return nil, 0, nil, apiErr(409, "parent: soul chain unreadable")
 	}
-	s.trustMu.Lock()
+	s.trustMu.RLock()
 	v, verr := s.net.Verifier().Verify(chain, s.now(), s.state)
 	children := max(len(s.state.Children[pid]), s.serials[pid])
-	s.trustMu.Unlock()
+	s.trustMu.RUnlock()
 	if verr != nil {
 		return nil, 0, nil, apiErr(403, "parent: soul chain does not verify: %v", verr)
 	}
@@ -428,30 +428,46 @@ func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnPar
 		return "", fmt.Errorf("parent returned a bad chain: %w", err)
 	}
 	leaf := chain.Leaf()
-	s.trustMu.Lock()
-	defer s.trustMu.Unlock()
-	if _, err := s.net.Verifier().Verify(chain, s.now(), s.state); err != nil {
-		return "", fmt.Errorf("the child's chain does not verify: %w", err)
-	}
 	want, _ := trust.ParsePermissions(p.Permissions)
 	if leaf.Parent() != parent.Child() || leaf.Permissions() != want || leaf.Constraints().Quota != cons.Quota {
 		return "", errors.New("the parent signed something other than what was asked")
 	}
-	for _, sib := range s.state.Children[parent.Child()] {
-		if s.state.Blessings[sib].Serial() == leaf.Serial() {
-			return "", fmt.Errorf("serial %d is already taken by %s", leaf.Serial(), sib)
-		}
-	}
 	if leaf.Serial() != serial {
 		return "", fmt.Errorf("the parent signed serial %d, not the reserved %d", leaf.Serial(), serial)
 	}
-	bj, _ := leaf.MarshalJSON()
-	if _, err := s.ledgerAppend(ctx, ledger.Entry{Type: ledger.TypeBlessing, Time: s.now(), Subject: leaf.Child().String(), Actor: parent.Child().String(), Data: bj}); err != nil {
-		return "", fmt.Errorf("ledger: %w", err)
+	// Verified first under the read lock (the costly part, which fills the
+	// verifier's cache), then again, cheaply, under the write lock with the
+	// state as it is when the blessing takes its place.
+	s.trustMu.RLock()
+	_, err = s.net.Verifier().Verify(chain, s.now(), s.state)
+	s.trustMu.RUnlock()
+	if err != nil {
+		return "", fmt.Errorf("the child's chain does not verify: %w", err)
 	}
-	s.state.Blessings[leaf.Child()] = leaf
-	s.state.Children[parent.Child()] = append(s.state.Children[parent.Child()], leaf.Child())
-	s.chains[leaf.Child()] = chain
+	bj, _ := leaf.MarshalJSON()
+	entry := ledger.Entry{Type: ledger.TypeBlessing, Time: s.now(), Subject: leaf.Child().String(), Actor: parent.Child().String(), Data: bj}
+	check := func() error {
+		if _, err := s.net.Verifier().Verify(chain, s.now(), s.state); err != nil {
+			return fmt.Errorf("the child's chain does not verify: %w", err)
+		}
+		for _, sib := range s.state.Children[parent.Child()] {
+			if s.state.Blessings[sib].Serial() == leaf.Serial() {
+				return fmt.Errorf("serial %d is already taken by %s", leaf.Serial(), sib)
+			}
+		}
+		return nil
+	}
+	apply := func() {
+		s.state.Blessings[leaf.Child()] = leaf
+		s.state.Children[parent.Child()] = append(s.state.Children[parent.Child()], leaf.Child())
+		s.chains[leaf.Child()] = chain
+	}
+	// Nothing is deployed before the blessing is durable. If it never
+	// becomes so (the ledger broke), the blessing lives only in memory,
+	// names no Cal, and is gone at the next start.
+	if _, err := s.commitTrust(ctx, entry, check, apply); err != nil {
+		return "", err
+	}
 	id := leaf.Child().String()
 	// Move the pending KEK to the Cal's ID.
 	if err := s.renameKEK(ctx, childKEKID, id); err != nil {
@@ -469,14 +485,13 @@ func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnPar
 	crec.RestartPolicy = p.RestartPolicy
 	crec.Template = tmpl.Name
 	crec.Features = slices.DeleteFunc(crec.Features, func(f string) bool { return slices.Contains(p.Without, f) })
-	if err := s.putCal(ctx, crec); err != nil {
+	if err := s.putChild(ctx, crec); err != nil {
 		s.releaseNamespace(crec.Namespace, id)
 		return "", err
 	}
 	if len(tmpl.Rules) > 0 {
 		s.attachRules(ctx, id, tmpl.Rules, bound)
 	}
-	s.updateCal(ctx, parent.Child().String(), func(r *CalRecord) { r.Children = append(r.Children, id) })
 	return id, nil
 }
 

@@ -266,9 +266,9 @@ func (s *Server) monitor(p *proc, inst driver.Instance, gen uint64) {
 		return
 	}
 	if id, err := identity.ParseID(p.id); err == nil {
-		s.trustMu.Lock()
+		s.trustMu.RLock()
 		_, revoked := s.state.RevokedThrough(id)
-		s.trustMu.Unlock()
+		s.trustMu.RUnlock()
 		if revoked {
 			return // told of its revocation, it exited: nothing to heal
 		}
@@ -671,7 +671,7 @@ func (s *Server) removeOrphanSandboxes(ctx context.Context) error {
 // never recorded: the control plane died between the ledger append and the
 // registry write. Such a credential must not outlive the failed spawn.
 func (s *Server) revokeOrphans(ctx context.Context) {
-	s.trustMu.Lock()
+	s.trustMu.RLock()
 	var orphans []identity.ID
 	for id, b := range s.state.Blessings {
 		if b.IsGenesis() {
@@ -684,7 +684,7 @@ func (s *Server) revokeOrphans(ctx context.Context) {
 			orphans = append(orphans, id)
 		}
 	}
-	s.trustMu.Unlock()
+	s.trustMu.RUnlock()
 	for _, id := range orphans {
 		rev, err := trust.Revoke(s.auth, trust.RevokeRequest{Network: s.net.Info.Network, Target: id, Authority: true,
 			Reason: "orphan: blessed but never deployed (the control plane stopped mid-spawn)", IssuedAt: s.now()})

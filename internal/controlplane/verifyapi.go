@@ -30,9 +30,9 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 	chain, err := trust.ParseChain([]byte(req.Chain))
 	var ce *trust.ChainError
 	if err == nil {
-		s.trustMu.Lock()
+		s.trustMu.RLock()
 		_, err = s.net.Verifier().Verify(chain, s.now(), s.state)
-		s.trustMu.Unlock()
+		s.trustMu.RUnlock()
 	}
 	failed := -1
 	if errors.As(err, &ce) {
