@@ -282,16 +282,6 @@ func byName(recs []*CalRecord, name string) *CalRecord {
 	return revoked
 }
 
-// holderOf returns the Cal that holds name now (not revoked: a revoked
-// Cal's name is free for a new spawn), or nil.
-func (s *Server) holderOf(ctx context.Context, name string) *CalRecord {
-	recs, _ := s.listCals(ctx)
-	if r := byName(recs, name); r != nil && r.State != StateRevoked {
-		return r
-	}
-	return nil
-}
-
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request, p principal) {
 	recs, _ := s.listCals(r.Context())
 	by := map[string]int{}
