@@ -29,9 +29,9 @@ func (s *Server) restartCal(ctx context.Context, id, actor, reason string) (*Cal
 	// One restart at a time: two would race to start the same Cal.
 	s.restartMu.Lock()
 	defer s.restartMu.Unlock()
-	s.trustMu.Lock()
+	s.trustMu.RLock()
 	through, revoked := s.state.RevokedThrough(cid)
-	s.trustMu.Unlock()
+	s.trustMu.RUnlock()
 	if revoked {
 		return nil, apiErr(409, "cal %s is revoked (through %s): a revoked Cal never runs again", id, through)
 	}

@@ -506,13 +506,13 @@ func (s *Server) adoptAll(ctx context.Context, recs []*CalRecord) map[string]dri
 		ids[r.ID] = true
 		live[r.ID] = isLive(r.State)
 	}
-	s.trustMu.Lock()
+	s.trustMu.RLock()
 	for id, b := range s.state.Blessings {
 		if !b.IsGenesis() {
 			ids[id.String()] = true
 		}
 	}
-	s.trustMu.Unlock()
+	s.trustMu.RUnlock()
 	recorded, err := s.cfg.Driver.Recorded()
 	if err != nil {
 		s.log.Error("listing the driver's records", "err", err)
