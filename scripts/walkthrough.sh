@@ -20,18 +20,25 @@
 #   scripts/walkthrough.sh               # README.md, then docs/guide.md
 #   scripts/walkthrough.sh docs/guide.md # one document
 #   CALNET_WALKTHROUGH_KEEP=1 scripts/walkthrough.sh   # keep the copies and logs
+#   scripts/walkthrough.sh --check       # only the markers and file blocks (no network)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
+check_only=""
+if [ "${1:-}" = "--check" ]; then
+  check_only=1
+  shift
+fi
 docs=("$@")
 [ ${#docs[@]} -gt 0 ] || docs=(README.md docs/guide.md)
 
-if [ "$(id -u)" != 0 ]; then
+if [ -n "$check_only" ]; then :
+elif [ "$(id -u)" != 0 ]; then
   echo "walkthrough: isolated Cals need root" >&2
   exit 1
 fi
 for tool in curl dig timeout python3; do
-  command -v "$tool" >/dev/null || { echo "walkthrough: $tool is missing (the walkthroughs use it)" >&2; exit 1; }
+  [ -n "$check_only" ] || command -v "$tool" >/dev/null || { echo "walkthrough: $tool is missing (the walkthroughs use it)" >&2; exit 1; }
 done
 
 # Short paths: a Cal's sockets live in <copy>/calnet-data/cals/<id>/ and a
@@ -171,5 +178,11 @@ run_doc() {
 }
 
 for doc in "${docs[@]}"; do
-  run_doc "$doc"
+  if [ -n "$check_only" ]; then
+    name=$(basename "$doc" .md | tr 'A-Z' 'a-z')
+    extract "$doc" "$work/$name.body" "$work/$name.map"
+    echo "$doc: $(wc -l <"$work/$name.body") lines of walkthrough, markers and file blocks in order"
+  else
+    run_doc "$doc"
+  fi
 done
