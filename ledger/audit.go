@@ -37,14 +37,43 @@ func (l *Log) Audit(ctx context.Context) (*AuditReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	l.mu.Lock()
-	size := l.durable
-	var leaves []byte
-	if size > 0 {
-		leaves = append([]byte(nil), l.tree.levels[0][:size*32]...)
+	scan := meta.scan
+	if d := scan.Damage; d != nil && (d.Later || scan.Version == 1) {
+		return nil, damaged("%s: %s", checkpointsFile, d)
 	}
-	offsets := l.offsets[:size:size]
+	// Every checkpoint in the file, verified; the newest one sets how far
+	// the files are read (a writer may have committed since this log was
+	// opened).
+	cps := make([]*Checkpoint, len(scan.Records))
+	var size uint64
+	for k := range scan.Records {
+		rec := &scan.Records[k]
+		cp, err := VerifyCheckpoint(rec.Note, l.cfg.Origin, l.cfg.LogKey)
+		if err != nil {
+			return nil, damaged("%s: record #%d at offset %d: %v", checkpointsFile, rec.Seq, rec.Off, err)
+		}
+		if cp.Size < size {
+			return nil, damaged("%s: record #%d at offset %d: size %d shrinks from %d", checkpointsFile, rec.Seq, rec.Off, cp.Size, size)
+		}
+		cps[k], size = cp, cp.Size
+	}
+	if len(cps) == 0 {
+		return nil, damaged("%s holds no checkpoint", checkpointsFile)
+	}
+	l.mu.Lock()
+	opened := l.durable
+	var known []byte
+	if opened > 0 {
+		known = append([]byte(nil), l.tree.levels[0][:opened*32]...)
+	}
 	l.mu.Unlock()
+	if size < opened {
+		return nil, damaged("%s: the newest checkpoint covers %d entries, fewer than the %d this log opened with", checkpointsFile, size, opened)
+	}
+	index := make([]byte, size*indexRecord)
+	if _, err := l.index.ReadAt(index, 0); err != nil {
+		return nil, damaged("%s: reading %d records: %v", indexFile, size, err)
+	}
 
 	rep := &AuditReport{ByType: map[EntryType]uint64{}, HeadSeq: meta.head.Seq}
 	var rebuilt tree
@@ -58,8 +87,12 @@ func (l *Log) Audit(ctx context.Context) (*AuditReport, error) {
 		fail := func(format string, args ...any) error {
 			return damaged("%s: entry %d at offset %d: %s", entriesFile, i, pos, fmt.Sprintf(format, args...))
 		}
-		if pos != offsets[i] {
-			return nil, damaged("%s: record %d says entry %d starts at offset %d, but the entry before it ends at %d", indexFile, i, i, offsets[i], pos)
+		rec := index[i*indexRecord : (i+1)*indexRecord]
+		if off := int64(binary.BigEndian.Uint64(rec[:8])); pos != off {
+			return nil, damaged("%s: record %d says entry %d starts at offset %d, but the entry before it ends at %d", indexFile, i, i, off, pos)
+		}
+		if i < opened && !bytes.Equal(rec[8:], known[i*32:i*32+32]) {
+			return nil, damaged("%s: record %d changed since the log was opened", indexFile, i)
 		}
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
 			return nil, fail("%v", err)
@@ -76,7 +109,7 @@ func (l *Log) Audit(ctx context.Context) (*AuditReport, error) {
 			return nil, fail("checksum mismatch")
 		}
 		leaf := hasher.HashLeaf(p)
-		if !bytes.Equal(leaf, leaves[i*32:i*32+32]) {
+		if !bytes.Equal(leaf, rec[8:]) {
 			return nil, fail("bytes do not match the leaf hash in %s", indexFile)
 		}
 		e, err := DecodeEntry(p)
@@ -88,25 +121,8 @@ func (l *Log) Audit(ctx context.Context) (*AuditReport, error) {
 		pos += frameHeader + int64(n)
 	}
 	rep.Entries = size
-
-	scan := meta.scan
-	if d := scan.Damage; d != nil && (d.Later || scan.Version == 1) {
-		return nil, damaged("%s: %s", checkpointsFile, d)
-	}
-	var prev uint64
-	var last *cpRecord
-	for k := range scan.Records {
+	for k, cp := range cps {
 		rec := &scan.Records[k]
-		cp, err := VerifyCheckpoint(rec.Note, l.cfg.Origin, l.cfg.LogKey)
-		if err != nil {
-			return nil, damaged("%s: record #%d at offset %d: %v", checkpointsFile, rec.Seq, rec.Off, err)
-		}
-		if cp.Size > size {
-			break // committed after this audit began
-		}
-		if cp.Size < prev {
-			return nil, damaged("%s: record #%d at offset %d: size %d shrinks from %d", checkpointsFile, rec.Seq, rec.Off, cp.Size, prev)
-		}
 		root, err := rebuilt.root(cp.Size)
 		if err != nil {
 			return nil, err
@@ -114,12 +130,9 @@ func (l *Log) Audit(ctx context.Context) (*AuditReport, error) {
 		if !bytes.Equal(root, cp.Root) {
 			return nil, damaged("%s: record #%d at offset %d: root at size %d does not match the entries: history was rewritten", checkpointsFile, rec.Seq, rec.Off, cp.Size)
 		}
-		prev, last = cp.Size, rec
 		rep.Checkpoints++
 	}
-	if last == nil || prev != size {
-		return nil, damaged("%s: the latest checkpoint covers %d entries, the log has %d", checkpointsFile, prev, size)
-	}
+	last := scan.latest()
 	if scan.Version == cpVersion {
 		if !meta.hasHead {
 			return nil, damaged("%s is missing", headFile)

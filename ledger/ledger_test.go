@@ -497,3 +497,27 @@ func TestLegacyCheckpointsMigrated(t *testing.T) {
 		t.Fatalf("damaged format-1 tail: %v", err)
 	}
 }
+
+// TestAuditOfALiveLog: ledger verify reads a log a writer keeps appending
+// to; commits and compactions after the reader opened it are no damage.
+func TestAuditOfALiveLog(t *testing.T) {
+	dir := t.TempDir()
+	w := openLog(t, dir, true)
+	ctx := context.Background()
+	for i := range 5 {
+		w.Append(ctx, testEntry(i))
+	}
+	r := openLog(t, dir, false)
+	for i := range 2*compactAfter + 3 {
+		if _, err := w.Append(ctx, testEntry(100+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := r.Audit(ctx)
+	if err != nil {
+		t.Fatalf("audit of a live log: %v", err)
+	}
+	if rep.Entries != w.Size() || !bytes.Equal(rep.Root, w.Checkpoint().Root) {
+		t.Fatalf("audit saw %d entries, the log has %d", rep.Entries, w.Size())
+	}
+}
