@@ -43,7 +43,7 @@ var table = map[Surface]map[string]Rule{
 
 		"GET /v1/cals":                             {Who: signedIn, Perm: "read", Scope: Filtered},
 		"GET /v1/cals/{id}":                        {Who: signedIn, Perm: "read", Scope: Path},
-		"POST /v1/cals":                            {Who: signedIn, Perm: "spawn", Scope: Body, Note: "authorizeSpawn (spawn.go) on the expanded request: parent in the subtree, permissions within the token's, isolation lowered by administrators only"},
+		"POST /v1/cals":                            {Who: signedIn, Perm: "spawn", Scope: Body, Note: "authorizeSpawn (authorize.go) on the expanded request: parent in the subtree, permissions within the token's, isolation lowered by administrators only"},
 		"POST /v1/cals/{id}/revoke":                {Who: signedIn, Perm: "revoke", Scope: Below, Note: "revoke policies may hold it for approval"},
 		"POST /v1/cals/{id}/restart":               {Who: signedIn, Perm: "spawn", Scope: Path, Note: "runs the Cal again: a failed or stopped one with a fresh restart budget, a running one as a new process; never a revoked one"},
 		"GET /v1/cals/{id}/logs":                   {Who: signedIn, Perm: "read", Scope: Path},
