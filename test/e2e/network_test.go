@@ -806,7 +806,7 @@ func TestDNSDiscovery(t *testing.T) {
 
 func TestInfinityRouterAndQR(t *testing.T) {
 	needRoot(t)
-	n := up(t, filepath.Join(t.TempDir(), "data"))
+	n := up(t, filepath.Join(t.TempDir(), "data"), "--max-cpu-pressure", "101") // neighbours' load must not refuse its spawns
 	ctx := context.Background()
 	sp, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "shop", Permissions: []string{"read"}}, true)
 	if err != nil {
