@@ -69,6 +69,11 @@ func TestReadoptAfterSIGKILL(t *testing.T) {
 			t.Fatalf("cal %s (pid %d) did not outlive its control plane: %v", id, p.PID, err)
 		}
 	}
+	// With no control plane the Cals keep serving: the child's local API
+	// answers its workload.
+	if code, self := n.local(sp.Cal, "GET", "/v1/self", nil); code != 200 || self["id"] != sp.Cal {
+		t.Fatalf("the cal's local API with its control plane gone: %d %v", code, self)
+	}
 
 	upgraded := copyBinary(t)
 	n.bin = upgraded

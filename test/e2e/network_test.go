@@ -556,6 +556,9 @@ func TestControlPlaneKilledMidSpawns(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("ledger verify after the crash: %+v", r)
 	}
+	// The host agrees: one process and one group per running Cal (the
+	// Master adopted, not started twice), nothing of any other.
+	n.hostCheck(calnetBin)
 	// Retrying a request with its idempotency key never makes a second cal.
 	before := len(cals)
 	for i := range 30 {
