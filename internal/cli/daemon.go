@@ -77,7 +77,12 @@ Each Cal runs with full isolation; a feature this host lacks stops the Cal
 from starting unless you lower it explicitly with --without. A Cal's /data
 is a subvolume of the Cal filesystem (<data>/cals.img, btrfs, mounted on
 <data>/cals) whose size limit is its blessing's disk quota: that needs
-mkfs.btrfs (Debian: btrfs-progs), or --without disk-quota.`,
+mkfs.btrfs (Debian: btrfs-progs), or --without disk-quota.
+
+The data directory holds the root credential, the network's keys and the
+programs every Cal runs: it, and every directory above it, must be root's
+and writable by root only (a sticky directory such as /tmp may be above
+it); calnet up refuses one another user owns or may write.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := slog.New(slog.NewTextHandler(a.env.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))

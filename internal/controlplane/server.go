@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -39,6 +40,7 @@ import (
 	"github.com/soulfra/calnet/internal/netdir"
 	"github.com/soulfra/calnet/internal/placement"
 	"github.com/soulfra/calnet/internal/sandbox"
+	"github.com/soulfra/calnet/internal/securedir"
 	"github.com/soulfra/calnet/internal/store"
 	"github.com/soulfra/calnet/ledger"
 	"github.com/soulfra/calnet/rules"
@@ -274,10 +276,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.outcomes = placement.NewOutcomes(s.now)
 	s.simSem = make(chan struct{}, 1)
 	s.prom = newPromMetrics(s)
-	for _, d := range []string{cfg.DataDir, s.runDir(), filepath.Join(cfg.DataDir, "logs"), s.programsDir(), s.templatesDir()} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, err
-		}
+	if err := checkDataDir(cfg.DataDir, s.runDir(), filepath.Join(cfg.DataDir, "logs"), s.programsDir(), s.templatesDir(), s.networkDir(), InstancesDir(cfg.DataDir)); err != nil {
+		return nil, err
 	}
 	s.dirs = caldir.New(cfg.DataDir)
 	// The run dir is mounted into every sandbox; Cals connect to its socket.
@@ -535,6 +535,37 @@ func (s *Server) Run(ctx context.Context) error {
 		runErr = nil
 	}
 	return runErr
+}
+
+// checkDataDir makes the data directory and its subdirectories the
+// control plane fills, and refuses to run on any of them (or on a
+// directory above the data directory) that a user other than root could
+// write, replace or own: that user could rename admin.token, the network's
+// keys, the ledger, the state store, the programs every Cal runs or the
+// Cal filesystem's image away and put their own in its place (a local
+// user who made /tmp/calnet-data before the operator ran calnet up on it
+// chose the root credential at the next start).
+func checkDataDir(data string, subdirs ...string) error {
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return err
+	}
+	if err := securedir.Check(data); err != nil {
+		return fmt.Errorf("data directory %s: %w; use a directory only root can write (chown root:root, chmod go-w on it and on each directory above it; a directory another user could write is theirs: start over in a new one)", data, err)
+	}
+	for _, d := range subdirs {
+		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		if err := securedir.Check(d); err != nil {
+			return fmt.Errorf("data directory %s: %w", data, err)
+		}
+	}
+	// The root credential is read, not only written: another user's file
+	// in its place would choose it.
+	if err := securedir.OwnFile(TokenFile(data)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("admin credential: %w: whoever could write it chose the root credential; remove it to get a new one", err)
+	}
+	return nil
 }
 
 // Addr is the configured API address.
