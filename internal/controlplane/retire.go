@@ -22,8 +22,8 @@ import (
 // again at every firing.
 
 // checkRetireRules refuses retire rules that who (their author) or the
-// Cal cal may not carry out.
-func checkRetireRules(who requester, cal *CalRecord, rs []rules.Rule) *APIError {
+// Cal they belong to (named cal, holding perms) may not carry out.
+func checkRetireRules(who requester, cal string, perms []string, rs []rules.Rule) *APIError {
 	for i, r := range rs {
 		if r.Action.Kind != rules.Retire {
 			continue
@@ -31,8 +31,8 @@ func checkRetireRules(who requester, cal *CalRecord, rs []rules.Rule) *APIError 
 		if !who.admin && !who.perms.Has(trust.PermRevoke) {
 			return apiErr(403, "rules[%d].action: a retire rule revokes children: %s needs the revoke permission (it holds %s)", i, who.actor, who.perms)
 		}
-		if !slices.Contains(cal.Permissions, "revoke") {
-			return apiErr(403, "rules[%d].action: cal %s does not hold revoke: a retirement is the Cal's own revocation", i, cal.ID)
+		if !slices.Contains(perms, "revoke") {
+			return apiErr(403, "rules[%d].action: %s does not hold revoke: a retirement is the Cal's own revocation", i, cal)
 		}
 	}
 	return nil

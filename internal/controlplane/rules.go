@@ -210,7 +210,7 @@ func (s *Server) handleRulesPut(w http.ResponseWriter, r *http.Request, pr princ
 			}
 		}
 	}
-	if aerr := checkRetireRules(pr.requester(), rec, doc.Rules); aerr != nil {
+	if aerr := checkRetireRules(pr.requester(), "cal "+rec.ID, rec.Permissions, doc.Rules); aerr != nil {
 		writeError(w, aerr)
 		return
 	}
@@ -250,7 +250,7 @@ func (s *Server) attachRules(ctx context.Context, id string, rs []rules.Rule, au
 		if err != nil {
 			aerr = apiErr(403, "rules: %v", err)
 		} else {
-			aerr = checkRetireRules(who, rec, rs)
+			aerr = checkRetireRules(who, "cal "+rec.ID, rec.Permissions, rs)
 		}
 	}
 	if aerr != nil {

@@ -141,6 +141,11 @@ func (s *Server) spawn(ctx context.Context, p SpawnParams, who requester, held *
 	if aerr := s.authorizeSpawn(ctx, who, &p); aerr != nil {
 		return reject(aerr)
 	}
+	// The template's rules come with the Cal: a retire rule it could not
+	// carry out refuses the spawn rather than the rules after it.
+	if aerr := checkRetireRules(who, "the new cal", p.Permissions, tmpl.Rules); aerr != nil {
+		return reject(aerr)
+	}
 	rec := held
 	if rec != nil {
 		rec.Reason = ""

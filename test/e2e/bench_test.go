@@ -14,11 +14,12 @@ import (
 func TestBenchSubcommands(t *testing.T) {
 	needRoot(t)
 	small := map[string][]string{
-		"spawn":  {"--n", "3", "--parallel", "3"},
-		"idle":   {"--cals", "3", "--seconds", "1", "--parallel", "3"},
-		"heal":   {"--n", "2"},
-		"revoke": {"--cals", "5"},
-		"tree":   {"--cals", "6", "--fanout", "3", "--parallel", "3"}, // lands with the admission work
+		"spawn":   {"--n", "3", "--parallel", "3"},
+		"idle":    {"--cals", "3", "--seconds", "1", "--parallel", "3"},
+		"heal":    {"--n", "2"},
+		"revoke":  {"--cals", "5"},
+		"tree":    {"--cals", "6", "--fanout", "3", "--parallel", "3"},
+		"recover": {"--cals", "3", "--rounds", "1"},
 	}
 	help := ok(t, t.TempDir(), "bench", "--help")
 	_, cmds, found := strings.Cut(help, "Available Commands:")

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/soulfra/calnet/client"
+	"github.com/soulfra/calnet/internal/calfs"
 	"github.com/soulfra/calnet/internal/store"
 )
 
@@ -221,6 +222,12 @@ func TestChainsKeptAcrossRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The Cals' filesystem is unmounted with the control plane: mount it
+	// for the planting, as a Cal's own writes would have been made.
+	pool, err := calfs.Open(context.Background(), filepath.Join(n.data, "cals.img"), filepath.Join(n.data, "cals"), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Two Cals rewrite their soul-chain.sig with their own uids: one links
 	// it to another Cal's, one copies the Master's (a chain is public).
 	uidOf := func(id string) int {
@@ -238,7 +245,12 @@ func TestChainsKeptAcrossRestart(t *testing.T) {
 	if err := os.WriteFile(copied, []byte(masterChain), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	os.Chown(copied, uidOf(ids["copier"]), uidOf(ids["copier"]))
+	if err := os.Chown(copied, uidOf(ids["copier"]), uidOf(ids["copier"])); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.Close(); err != nil {
+		t.Fatal(err)
+	}
 
 	n.start(noCPUAdmission...)
 	if code, got := n.getChain(ids["honest"]); code != 200 || got != honestChain {

@@ -13,6 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/soulfra/calnet/client"
+	"github.com/soulfra/calnet/internal/auditlog"
+	"github.com/soulfra/calnet/internal/controlplane"
 )
 
 // fillTemplate is a Cal whose workload tries to escape its disk quota:
@@ -136,8 +138,8 @@ func TestControlPlaneRefusesWritesBelowDiskReserve(t *testing.T) {
 	const reserve = 48 << 20
 	n := up(t, filepath.Join(fs, "data"), "--min-free-disk", "48Mi")
 	ctx := context.Background()
-	a := spawnRetry(t, n, client.SpawnRequest{Name: "a", Permissions: []string{"read"}, DiskBytes: 8 << 20})
-	b := spawnRetry(t, n, client.SpawnRequest{Name: "b", Permissions: []string{"read"}, DiskBytes: 8 << 20})
+	a := spawnRetry(t, n, client.SpawnRequest{Name: "a", Permissions: []string{"read"}, DiskBytes: 16 << 20})
+	b := spawnRetry(t, n, client.SpawnRequest{Name: "b", Permissions: []string{"read"}, DiskBytes: 16 << 20})
 	before, err := n.c.List(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -160,7 +162,7 @@ func TestControlPlaneRefusesWritesBelowDiskReserve(t *testing.T) {
 
 	fill(reserve - 8<<20) // between half the reserve and the reserve
 	var ae *client.Error
-	_, err = n.c.Spawn(ctx, client.SpawnRequest{Permissions: []string{"read"}, DiskBytes: 8 << 20}, true)
+	_, err = n.c.Spawn(ctx, client.SpawnRequest{Permissions: []string{"read"}, DiskBytes: 16 << 20}, true)
 	if !asAPIError(err, &ae) || ae.Status != 507 || !strings.Contains(ae.Message, "below the reserve of 50331648") || !strings.Contains(ae.Message, "bytes free") {
 		t.Fatalf("spawn below the disk reserve: %v", err)
 	}
@@ -182,13 +184,18 @@ func TestControlPlaneRefusesWritesBelowDiskReserve(t *testing.T) {
 
 	// Room again: everything works, and the audit trail says what it missed.
 	os.Remove(filler)
-	spawnRetry(t, n, client.SpawnRequest{Permissions: []string{"read"}, DiskBytes: 8 << 20})
+	spawnRetry(t, n, client.SpawnRequest{Permissions: []string{"read"}, DiskBytes: 16 << 20})
 	if _, err := n.c.Revoke(ctx, b.Cal, "disk test"); err != nil {
 		t.Fatal(err)
 	}
 	n.stop(syscall.SIGTERM)
-	audit, _ := os.ReadFile(filepath.Join(n.data, "audit.log"))
-	if !strings.Contains(string(audit), `"type":"audit.dropped"`) {
+	var audit []byte
+	files, _ := filepath.Glob(filepath.Join(controlplane.AuditDir(n.data), "*"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		audit = append(audit, b...)
+	}
+	if !strings.Contains(string(audit), `"type":"`+auditlog.TypeDropped+`"`) {
 		t.Error("the audit trail does not record the events it could not write")
 	}
 	if r := calnet(t, "", "ledger", "verify", "--dir", filepath.Join(n.data, "network")); r.code != 0 || !strings.Contains(r.stdout, "2 revocations verified") {

@@ -219,7 +219,7 @@ func TestAdmissionPolicies(t *testing.T) {
 	if r := n.cli("policy", "--set", file); r.code != 0 || !strings.Contains(r.stdout, "admin-near-root") {
 		t.Fatalf("calnet policy --set: %+v", r)
 	}
-	team, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "team", Permissions: []string{"spawn", "admin", "read"}, CPUMillis: 1000, MemoryBytes: 512 << 20, PIDs: 200}, true)
+	team, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "team", Permissions: []string{"spawn", "admin", "read", "revoke"}, CPUMillis: 1000, MemoryBytes: 512 << 20, PIDs: 200}, true)
 	if err != nil {
 		t.Fatalf("depth 1 with admin: %v", err)
 	}
@@ -237,7 +237,13 @@ func TestAdmissionPolicies(t *testing.T) {
 	// A template's rules come with every Cal spawned from it.
 	tmpl := "name: watcher\ntiers:\n  \"-10\": [{name: identity, builtin: identity}]\n  \"-9\": [{name: vault, builtin: vault}]\n  \"0\": [{name: gateway, builtin: gateway}]\n" +
 		"rules:\n  - name: trim\n    when: idle_children > 100\n    cooldown: 5m\n    action: {kind: retire, count: 1}\n"
-	w, err := n.c.Spawn(ctx, client.SpawnRequest{Parent: team.Cal, Name: "watcher", Permissions: []string{"read"}, TemplateYAML: tmpl}, true)
+	// Its retire rule is the Cal's own revocation: a Cal without revoke
+	// is refused at the spawn, not left without its rules.
+	_, err = n.c.Spawn(ctx, client.SpawnRequest{Parent: team.Cal, Name: "watcher", Permissions: []string{"read"}, TemplateYAML: tmpl}, true)
+	if err == nil || !strings.Contains(err.Error(), "rules[0].action: the new cal does not hold revoke") {
+		t.Fatalf("a retire rule on a Cal without revoke: %v", err)
+	}
+	w, err := n.c.Spawn(ctx, client.SpawnRequest{Parent: team.Cal, Name: "watcher", Permissions: []string{"read", "revoke"}, TemplateYAML: tmpl}, true)
 	if err != nil {
 		t.Fatalf("spawn from a template with rules: %v", err)
 	}

@@ -12,7 +12,8 @@ import (
 
 // escapesTemplate's workload writes terminal escape sequences where an
 // administrator reads them: its log (standard output) and its reflection
-// log (through its local API, with curl), then stays up.
+// log (through its local API, with curl, once the console tier above
+// it serves that API), then stays up.
 const escapesTemplate = `name: escapes
 description: writes terminal escape sequences to its log and reflections
 permissions: [read]
@@ -25,7 +26,7 @@ tiers:
   "-2": [{name: console, builtin: console}]
   "-3":
     - name: escapes
-      command: [/usr/bin/bash, -c, "printf 'PLANTED \\033]52;c;Y3VybCBldmlsIHwgc2g=\\007\\033[1A\\033[2Kall good\\r\\n'; curl -s --unix-socket /data/local.sock -H 'content-type: application/json' -d '{\"kind\":\"note\",\"text\":\"PLANTED \\u001b]0;pwned\\u0007\\u001b[2J\"}' http://cal/v1/reflections; echo; exec sleep infinity"]
+      command: [/usr/bin/bash, -c, "printf 'PLANTED \\033]52;c;Y3VybCBldmlsIHwgc2g=\\007\\033[1A\\033[2Kall good\\r\\n'; for i in $(seq 100); do curl -sf --unix-socket /data/local.sock -H 'content-type: application/json' -d '{\"kind\":\"note\",\"text\":\"PLANTED \\u001b]0;pwned\\u0007\\u001b[2J\"}' http://cal/v1/reflections && break; sleep 0.1; done; echo; exec sleep infinity"]
       restart: never
   "0": [{name: gateway, builtin: gateway}]
 `
@@ -44,18 +45,18 @@ func TestCLIEscapesWhatCalsWrite(t *testing.T) {
 	if err != nil || sp.State != "running" {
 		t.Fatalf("spawn: %+v %v", sp, err)
 	}
+	var r, l result
 	waitFor(t, "the workload's log line and reflection", 30*time.Second, func() bool {
-		r := n.cli("reflections", sp.Cal)
-		l := n.cli("logs", sp.Cal)
+		r, l = n.cli("reflections", sp.Cal), n.cli("logs", sp.Cal)
 		return strings.Contains(r.stdout, "PLANTED") && strings.Contains(l.stdout, "PLANTED")
-	})
+	}, func() { t.Logf("calnet reflections: %+v\ncalnet logs: %+v", r, l) })
 	for _, args := range [][]string{
 		{"logs", sp.Cal},
 		{"logs", "--cal", sp.Cal},
 		{"reflections", sp.Cal},
 		{"reflections", sp.Cal, "-o", "go-template={{range .}}{{.text}}{{end}}"},
 	} {
-		r := n.cli(args...)
+		r = n.cli(args...)
 		if r.code != 0 || !strings.Contains(r.stdout, "PLANTED") {
 			t.Fatalf("calnet %s: %+v", strings.Join(args, " "), r)
 		}
@@ -67,7 +68,7 @@ func TestCLIEscapesWhatCalsWrite(t *testing.T) {
 		}
 	}
 	// JSON keeps the text as written (encoded), for programs.
-	r := n.cli("logs", sp.Cal, "-o", "json")
+	r = n.cli("logs", sp.Cal, "-o", "json")
 	if r.code != 0 || !strings.Contains(r.stdout, `\u001b]52;c;`) {
 		t.Errorf("calnet logs -o json: %+v", r)
 	}
