@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -305,5 +306,32 @@ func TestDefaultQuotasWalkthrough(t *testing.T) {
 	h, err := n.c.Get(ctx, "plain-3")
 	if err != nil || h.Quota.CPUMillis != 250 || h.Quota.MemoryBytes != 64<<20 || h.Quota.PIDs != 256 {
 		t.Fatalf("a default Cal's quota: %+v %v", h.Quota, err)
+	}
+}
+
+// TestCPUPressureRefusesSpawns: with tasks waiting for CPU more than
+// --max-cpu-pressure allows (0: any wait at all, which a running system
+// always has), a spawn is refused with 429, Retry-After and the pressure
+// it saw; revocations and reads still work. Over 100 turns the check off
+// (the other tests' default).
+func TestCPUPressureRefusesSpawns(t *testing.T) {
+	needRoot(t)
+	if _, err := os.Stat("/proc/pressure/cpu"); err != nil {
+		t.Skipf("no PSI on this kernel: %v", err)
+	}
+	n := up(t, filepath.Join(t.TempDir(), "data"), "--max-cpu-pressure", "0")
+	ctx := context.Background()
+	_, err := n.c.Spawn(ctx, client.SpawnRequest{Permissions: []string{"read"}}, true)
+	var ae *client.Error
+	if !asAPIError(err, &ae) || ae.Status != 429 || ae.RetryAfter <= 0 || !strings.Contains(ae.Message, "tasks waited for CPU") || !strings.Contains(ae.Message, "limit 0%") {
+		t.Fatalf("spawn under CPU pressure: %v", err)
+	}
+	if _, err := n.c.List(ctx); err != nil {
+		t.Fatalf("reads under CPU pressure: %v", err)
+	}
+	n.stop(syscall.SIGTERM)
+	n.start("--max-cpu-pressure", "101")
+	if _, err := n.c.Spawn(ctx, client.SpawnRequest{Permissions: []string{"read"}}, true); err != nil {
+		t.Fatalf("spawn with the check off: %v", err)
 	}
 }
