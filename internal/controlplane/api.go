@@ -33,10 +33,18 @@ var OpenAPI []byte
 // maxRequestBody bounds every API request body.
 const maxRequestBody = 64 << 10
 
+// writeJSON is the one writer of the API's JSON answers. v is encoded
+// before the status is sent, so a value that does not encode (a bug)
+// answers 500 rather than a success with half a body. A write that fails
+// means the client has gone: there is nobody left to tell.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(append(b, '\n')) // the client has gone; see above
 }
 
 // writeError writes the API's one error shape; internal errors become a
@@ -57,10 +65,12 @@ func writeError(w http.ResponseWriter, err error) {
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	// A client has bodyTimeout to send the body: a slow one does not hold
 	// its connection (and descriptor) for ever.
+	// Setting a deadline fails only on a connection that is gone (the read
+	// then fails) or on a ResponseWriter that is no server's (a test's).
 	rc := http.NewResponseController(w)
-	rc.SetReadDeadline(time.Now().Add(bodyTimeout))
+	_ = rc.SetReadDeadline(time.Now().Add(bodyTimeout))
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBody))
-	rc.SetReadDeadline(time.Time{})
+	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		writeError(w, apiErr(413, "body: over the limit of %d bytes", maxRequestBody))
 		return false
@@ -450,7 +460,11 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request, pr principal
 	}
 	defer f.Close()
 	if st, err := f.Stat(); err == nil && st.Size() > 1<<20 {
-		f.Seek(-1<<20, io.SeekEnd)
+		if _, err := f.Seek(-1<<20, io.SeekEnd); err != nil {
+			s.log.Error("reading a cal's log", "cal", rec.ID, "err", err)
+			writeError(w, err)
+			return
+		}
 	}
 	follow := r.URL.Query().Get("follow") == "true"
 	if follow {
@@ -462,9 +476,8 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request, pr principal
 		defer release()
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	io.Copy(w, f)
-	if !follow {
-		return
+	if _, err := io.Copy(w, f); err != nil || !follow {
+		return // the status is sent: a failed copy (the client gone) just ends the answer
 	}
 	fl, _ := w.(http.Flusher)
 	if fl != nil {
@@ -479,7 +492,11 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request, pr principal
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
-			if n, _ := io.Copy(w, f); n > 0 && fl != nil {
+			n, err := io.Copy(w, f)
+			if err != nil {
+				return // the client has gone
+			}
+			if n > 0 && fl != nil {
 				fl.Flush()
 			}
 		}

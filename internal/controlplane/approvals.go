@@ -67,8 +67,15 @@ func (s *Server) openApproval(ctx context.Context, a *api.Approval, pol *rules.C
 	eligible := s.adminCount(ctx)
 	if _, isAdmin := requesterAdmin(a.Actor); isAdmin {
 		eligible--
-	} else if a.Behind = s.behind(ctx, a.Actor, a.Cal); a.Behind != "" && s.isAdmin(ctx, a.Behind) {
-		eligible--
+	} else {
+		behind, err := s.behind(ctx, a.Actor, a.Cal)
+		if err != nil {
+			s.log.Error("approvals: who is behind a request", "actor", a.Actor, "cal", a.Cal, "err", err)
+			return apiErr(500, "approvals: who is behind the request could not be read")
+		}
+		if a.Behind = behind; behind != "" && s.isAdmin(ctx, behind) {
+			eligible--
+		}
 	}
 	if pol.Approvals > eligible {
 		return apiErr(403, "policy %s: %s; it needs %d approvals from administrators other than the requester%s, and there are %d (calnet admin add)", pol.Name, pol.Message, pol.Approvals, behindNote(a), eligible)
@@ -115,7 +122,9 @@ func (s *Server) listApprovals(ctx context.Context) ([]*api.Approval, error) {
 		})
 	})
 	for _, a := range out {
-		s.expire(ctx, a)
+		// One that cannot be recorded expired is listed as stored
+		// (pending); expire logged why.
+		_ = s.expire(ctx, a)
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		pi, pj := out[i].State == api.ApprovalPending, out[j].State == api.ApprovalPending
@@ -129,33 +138,45 @@ func (s *Server) listApprovals(ctx context.Context) ([]*api.Approval, error) {
 
 // expire ends a pending request past its time, and the spawn it held.
 // The caller holds no lock; votes take approvalMu, so expiry and a vote
-// cannot both resolve one request.
-func (s *Server) expire(ctx context.Context, a *api.Approval) {
+// cannot both resolve one request. If the expiry cannot be stored, a is
+// left as stored (pending), the failure is logged and returned: a vote
+// must not then count on an expired request.
+func (s *Server) expire(ctx context.Context, a *api.Approval) error {
 	if a.State != api.ApprovalPending || !s.now().After(a.ExpiresAt) {
-		return
+		return nil
 	}
 	s.approvalMu.Lock()
 	defer s.approvalMu.Unlock()
 	cur, err := s.getApproval(ctx, a.ID)
 	if err != nil || cur.State != api.ApprovalPending {
-		return
+		return nil // gone (forgotten) or resolved meanwhile: the vote says so
 	}
-	*a = *cur
-	a.State, a.UpdatedAt = api.ApprovalExpired, s.now()
-	a.Result = fmt.Sprintf("expired after %v with %d of %d approvals", ApprovalTTL, len(a.Approvals), a.Required)
-	s.putApproval(ctx, a)
+	next := *cur
+	next.State, next.UpdatedAt = api.ApprovalExpired, s.now()
+	next.Result = fmt.Sprintf("expired after %v with %d of %d approvals", ApprovalTTL, len(next.Approvals), next.Required)
+	if err := s.putApproval(ctx, &next); err != nil {
+		s.unrecorded(err, "the expiry of an approval request; it stays pending", "approval", a.ID, "cal", a.Cal)
+		return stateErr(err, "approval %s: its expiry", a.ID)
+	}
+	*a = next
 	s.bus.publish(Event{Type: "approval.expired", Cal: a.Cal, Spawn: a.Spawn, Actor: a.Actor, State: a.State, Reason: a.ID + ": " + a.Result})
 	s.endHeldSpawn(ctx, a, "approval "+a.ID+" "+a.Result)
+	return nil
 }
 
-// endHeldSpawn rejects the spawn a resolved request held.
+// endHeldSpawn rejects the spawn a resolved request held. It runs once
+// the request's end is stored; a spawn record that cannot follow is
+// logged (recovery leaves a held spawn waiting, and the request it waits
+// for is resolved, so an operator sees both).
 func (s *Server) endHeldSpawn(ctx context.Context, a *api.Approval, reason string) {
 	if a.Spawn == "" {
 		return
 	}
-	if sp, err := s.getSpawn(ctx, a.Spawn); err == nil && sp.State == SpawnAwaitingApproval {
-		s.finishSpawn(ctx, sp, SpawnRejected, reason)
+	sp, err := s.getSpawn(ctx, a.Spawn)
+	if err != nil || sp.State != SpawnAwaitingApproval {
+		return
 	}
+	s.unrecorded(s.finishSpawn(ctx, sp, SpawnRejected, reason), "the rejection of a held spawn", "spawn", sp.ID, "approval", a.ID)
 }
 
 // expireApprovals sweeps pending requests past their time and forgets
@@ -174,7 +195,7 @@ func (s *Server) expireApprovals(ctx context.Context) {
 	if len(old) == 0 {
 		return
 	}
-	s.store.Update(ctx, func(tx store.Tx) error {
+	err = s.store.Update(ctx, func(tx store.Tx) error {
 		for _, id := range old {
 			if err := tx.Delete(bucketApprovals, id); err != nil {
 				return err
@@ -182,6 +203,11 @@ func (s *Server) expireApprovals(ctx context.Context) {
 		}
 		return nil
 	})
+	// Nothing is lost: the resolved requests stay listed until a later
+	// collection forgets them.
+	if err != nil {
+		s.log.Warn("forgetting resolved approval requests; they stay listed", "requests", len(old), "err", err)
+	}
 }
 
 // mayView: administrators see every request, a token the ones it made.
@@ -211,7 +237,9 @@ func (s *Server) handleApprovalGet(w http.ResponseWriter, r *http.Request, pr pr
 		writeError(w, apiErr(404, "no approval request %s", r.PathValue("id")))
 		return
 	}
-	s.expire(r.Context(), a)
+	// One that cannot be recorded expired is shown as stored (pending);
+	// expire logged why.
+	_ = s.expire(r.Context(), a)
 	writeJSON(w, 200, a)
 }
 
@@ -236,7 +264,10 @@ func (s *Server) handleApprovalVote(approve bool) func(http.ResponseWriter, *htt
 			writeError(w, apiErr(404, "no approval request %s", r.PathValue("id")))
 			return
 		}
-		s.expire(ctx, a)
+		if err := s.expire(ctx, a); err != nil {
+			writeError(w, err)
+			return
+		}
 		s.approvalMu.Lock()
 		a, aerr := s.vote(ctx, a.ID, pr, approve, req.Comment)
 		s.approvalMu.Unlock()
@@ -247,8 +278,17 @@ func (s *Server) handleApprovalVote(approve bool) func(http.ResponseWriter, *htt
 		if approve && a.State == api.ApprovalApproved {
 			a.Result = s.carryOut(ctx, a)
 			a.UpdatedAt = s.now()
-			s.putApproval(ctx, a)
+			// The operation is carried out whether or not its result
+			// is stored: the event says it happened, the answer says
+			// what was not stored.
+			err := s.putApproval(ctx, a)
 			s.bus.publish(Event{Type: "approval.executed", Cal: a.Cal, Spawn: a.Spawn, Actor: a.Actor, State: a.State, Reason: a.ID + ": " + a.Result})
+			if err != nil {
+				s.unrecorded(err, "the result of an approved operation", "approval", a.ID, "cal", a.Cal, "result", a.Result)
+				aerr := stateErr(err, "approval %s: carried out (%s), but its result", a.ID, a.Result)
+				writeError(w, aerr)
+				return
+			}
 		}
 		writeJSON(w, 200, a)
 	}
@@ -280,7 +320,9 @@ func (s *Server) vote(ctx context.Context, id string, pr principal, approve bool
 		if comment != "" {
 			a.Result += ": " + comment
 		}
-		s.putApproval(ctx, a)
+		if err := s.putApproval(ctx, a); err != nil {
+			return nil, stateErr(err, "approval %s: the rejection", a.ID)
+		}
 		s.bus.publish(Event{Type: "approval.rejected", Cal: a.Cal, Spawn: a.Spawn, Actor: pr.actor(), State: a.State, Reason: a.ID + ": " + a.Result})
 		s.endHeldSpawn(ctx, a, "approval "+a.ID+" "+a.Result)
 		return a, nil
@@ -289,7 +331,9 @@ func (s *Server) vote(ctx context.Context, id string, pr principal, approve bool
 	if len(a.Approvals) >= a.Required {
 		a.State = api.ApprovalApproved
 	}
-	s.putApproval(ctx, a)
+	if err := s.putApproval(ctx, a); err != nil {
+		return nil, stateErr(err, "approval %s: the approval", a.ID)
+	}
 	s.bus.publish(Event{Type: "approval.approved", Cal: a.Cal, Spawn: a.Spawn, Actor: pr.actor(), State: a.State,
 		Reason: fmt.Sprintf("%s: %d of %d approvals", a.ID, len(a.Approvals), a.Required)})
 	return a, nil
@@ -314,7 +358,7 @@ func (s *Server) carryOut(ctx context.Context, a *api.Approval) string {
 		}
 		who, err := s.requesterOfActor(ctx, a.Actor, a.Request.Parent)
 		if err != nil {
-			s.finishSpawn(ctx, sp, SpawnRejected, "the requester: "+err.Error())
+			s.unrecorded(s.finishSpawn(ctx, sp, SpawnRejected, "the requester: "+err.Error()), "the rejection of an approved spawn", "spawn", sp.ID, "approval", a.ID)
 			return fmt.Sprintf("spawn %s rejected: the requester: %v", sp.ID, err)
 		}
 		rec, serr := s.spawn(ctx, *a.Request, who, sp)

@@ -163,13 +163,17 @@ func (s *Server) requesterOfActor(ctx context.Context, actor, parent string) (re
 // after the rule, bounded by whoever set the rules (rules stored before
 // authors were recorded act within the Cal's own blessing).
 func (s *Server) ruleRequester(ctx context.Context, cal, rule string) (requester, error) {
+	// Without the author recorded, the rules act within the Cal's own
+	// blessing; an author that cannot be read is no reason to act within
+	// a wider one.
 	bound := "cal:" + cal
-	s.store.View(ctx, func(tx store.Tx) error {
-		if b, err := tx.Get(bucketRuleAuthors, cal); err == nil {
-			bound = string(b)
-		}
-		return nil
-	})
+	author, err := s.ruleAuthor(ctx, cal)
+	if err != nil {
+		return requester{}, fmt.Errorf("the rules' author: %w", err)
+	}
+	if author != "" {
+		bound = author
+	}
 	who, err := s.requesterFor(ctx, bound)
 	if err != nil {
 		return requester{}, fmt.Errorf("the rules' author: %w", err)

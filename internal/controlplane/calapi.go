@@ -246,8 +246,15 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request, id ident
 			c.ActivatedAt = s.now()
 		}
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
 		writeError(w, apiErr(404, "no such cal"))
+		return
+	case err != nil:
+		// Not registered: the Cal asks again, and its spawn is not
+		// reported running while the registry does not say so.
+		s.unrecorded(err, "a cal's registration (running); it is refused", "cal", id.String())
+		writeError(w, stateErr(err, "cal %s: its registration", id))
 		return
 	}
 	if first {
@@ -271,7 +278,9 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request, id ident
 	s.bus.publish(Event{Type: "cal.running", Cal: rec.ID, Parent: rec.Parent, State: StateRunning, Actor: "cal:" + rec.ID})
 	if rec.Spawn != "" {
 		if sp, err := s.getSpawn(r.Context(), rec.Spawn); err == nil && !sp.Terminal() {
-			s.finishSpawn(r.Context(), sp, SpawnRunning, "")
+			// The Cal's record says running; recovery completes the
+			// spawn from it if this write is lost.
+			s.unrecorded(s.finishSpawn(r.Context(), sp, SpawnRunning, ""), "the end of a spawn whose cal registered", "spawn", sp.ID, "cal", rec.ID)
 		}
 	}
 	writeJSON(w, 200, calproto.RegisterReply{Namespace: rec.Namespace, RouterURL: s.routerURL(rec.Namespace), Domain: s.cfg.Domain})
@@ -380,7 +389,8 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request, id identity
 	}
 	// The stream is the Cal's liveness: connected means healthy.
 	if rec, err := s.getCal(r.Context(), me); err == nil && rec.State == StateRunning && !rec.Healthy && rec.Degraded == "" {
-		s.updateCal(r.Context(), me, func(c *CalRecord) { c.Healthy = true })
+		_, err := s.updateCal(r.Context(), me, func(c *CalRecord) { c.Healthy = true })
+		s.unrecorded(err, "a connected cal's health (healthy)", "cal", me)
 	}
 	defer func() {
 		if s.ctx.Err() != nil {
@@ -396,6 +406,7 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request, id identity
 			return // an expected end, not a health problem
 		}
 		rec, err := s.updateCal(context.Background(), me, func(c *CalRecord) { c.Healthy = false })
+		s.unrecorded(err, "a disconnected cal's health (unhealthy)", "cal", me)
 		if err == nil && rec.State == StateRunning {
 			s.bus.publish(Event{Type: "cal.unhealthy", Cal: me, Parent: rec.Parent, Reason: "lost its control-plane stream", Actor: "control-plane"})
 		}
@@ -499,9 +510,14 @@ func (s *Server) revoke(ctx context.Context, rev *trust.Revocation, actor string
 		return nil
 	}
 	var sub []identity.ID
+	var addErr error
 	apply := func() {
-		s.state.Revocations.Add(rev, s.state)
-		sub = s.state.Subtree(rev.Target())
+		// check ran Check under this same lock, so Add cannot refuse;
+		// if it ever did, the ledger would hold a revocation the state
+		// does not enforce, and the request fails saying so.
+		if addErr = s.state.Revocations.Add(rev, s.state); addErr == nil {
+			sub = s.state.Subtree(rev.Target())
+		}
 	}
 	// The revocation is in force from its staging on (enforcing it before
 	// it is durable is safe); if it cannot be made durable it is still
@@ -516,6 +532,9 @@ func (s *Server) revoke(ctx context.Context, rev *trust.Revocation, actor string
 		return nil, ae
 	case !staged:
 		return nil, apiErr(500, "ledger unavailable")
+	case addErr != nil:
+		s.log.Error("a revocation in the ledger is not in force until the next start", "cal", rev.Target().String(), "err", addErr)
+		return nil, apiErr(500, "revocation: recorded in the ledger, but not in force until the control plane restarts: %v", addErr)
 	}
 	s.kickAnchor()
 	ids := make([]string, len(sub))
@@ -554,6 +573,11 @@ func (s *Server) revoke(ctx context.Context, rev *trust.Revocation, actor string
 		}
 	}
 	s.regMu.Unlock()
+	if err != nil {
+		// The revocation is in force (the trust state and the ledger);
+		// the registry's records follow at the next start (recover).
+		s.unrecorded(err, "the state revoked of a revoked subtree; recovery records it at the next start", "cal", rev.Target().String(), "subtree", len(ids))
+	}
 	// Told Cals exit by themselves; the supervisor makes sure of it in the
 	// background, so the answer does not wait for 1,000 process exits.
 	s.wg.Add(1)
@@ -572,6 +596,11 @@ func (s *Server) revoke(ctx context.Context, rev *trust.Revocation, actor string
 	}()
 	if durErr != nil {
 		return ids, apiErr(500, "ledger unavailable: the subtree is revoked and stopped, but the revocation is not recorded")
+	}
+	if err != nil {
+		aerr := stateErr(err, "the registry's records of the revoked subtree")
+		aerr.Msg = "the subtree is revoked and stopped, but " + aerr.Msg
+		return ids, aerr
 	}
 	return ids, nil
 }

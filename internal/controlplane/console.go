@@ -52,7 +52,9 @@ func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request) {
 	s.bus.publish(Event{Type: "console.attached", Cal: rec.ID, Actor: actorOf(r)})
 	s.note(fromOperator, rec.ID, "console", 0)
 	done := make(chan struct{}, 2)
-	go func() { io.Copy(cal, ws); done <- struct{}{} }()
-	go func() { io.Copy(ws, cal); done <- struct{}{} }()
+	// Either side closing ends the session, and both copies with it; an
+	// error is only how that end shows, and nobody is left to tell.
+	go func() { _, _ = io.Copy(cal, ws); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(ws, cal); done <- struct{}{} }()
 	<-done
 }

@@ -48,7 +48,9 @@ func (s *Server) openPool(ctx context.Context) error {
 		err = calfs.SetLimit(logs, max(s.pool.Size()/8, 256<<20))
 	}
 	if err != nil {
-		s.pool.Close()
+		if cerr := s.pool.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("unmounting the cal filesystem: %w", cerr))
+		}
 		return fmt.Errorf("cal logs: %w", err)
 	}
 	return nil

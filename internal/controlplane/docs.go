@@ -175,7 +175,10 @@ func renderDocs() []byte {
 			groups[len(groups)-1].Ops = append(groups[len(groups)-1].Ops, o)
 		}
 		var buf bytes.Buffer
-		docsPage.Execute(&buf, map[string]any{"Title": doc.Info.Title, "Description": codeSpans(doc.Info.Description), "Groups": groups})
+		if err := docsPage.Execute(&buf, map[string]any{"Title": doc.Info.Title, "Description": codeSpans(doc.Info.Description), "Groups": groups}); err != nil {
+			docsHTML = []byte("docs page: " + template.HTMLEscapeString(err.Error()))
+			return
+		}
 		docsHTML = buf.Bytes()
 	})
 	return docsHTML
@@ -192,9 +195,12 @@ func jsonString(v any) string {
 	return string(b)
 }
 
+// compact is b on one line, or b as it is if it is not JSON.
 func compact(b []byte) string {
 	var out bytes.Buffer
-	json.Compact(&out, b)
+	if err := json.Compact(&out, b); err != nil {
+		return string(b)
+	}
 	return out.String()
 }
 

@@ -84,7 +84,11 @@ func (s *Server) handleCalProfile(w http.ResponseWriter, r *http.Request) {
 	s.bus.publish(Event{Type: "cal.profiled", Cal: rec.ID, Actor: actorOf(r), Reason: name})
 	s.note(fromOperator, rec.ID, "profile", 0)
 	setProfileHeaders(w, rec.Name+"-"+name, q.Get("debug"))
-	io.Copy(w, io.LimitReader(resp.Body, 64<<20))
+	if _, err := io.Copy(w, io.LimitReader(resp.Body, 64<<20)); err != nil {
+		// The status is sent: the client sees a cut profile, which does
+		// not parse.
+		s.log.Debug("relaying a profile", "cal", rec.ID, "profile", name, "err", err)
+	}
 }
 
 // handleOwnProfile is GET /v1/debug/pprof/{profile}: the control plane's.

@@ -46,12 +46,15 @@ func (s *Server) usePermission(ctx context.Context, cal, perm string) {
 	if n != 1 && n%persistEvery != 0 {
 		return
 	}
-	s.updateCal(ctx, cal, func(r *CalRecord) {
+	_, err := s.updateCal(ctx, cal, func(r *CalRecord) {
 		if r.PermissionUse == nil {
 			r.PermissionUse = map[string]int64{}
 		}
 		r.PermissionUse[perm] = max(r.PermissionUse[perm], n)
 	})
+	// The count stays in memory (usesOf reads it) and the next
+	// persistEvery uses store it again.
+	s.unrecorded(err, "a cal's permission use count", "cal", cal, "permission", perm, "uses", n)
 }
 
 // usesOf is a Cal's permission uses: the registry's, raised by what is
@@ -165,8 +168,7 @@ func (s *Server) handleTemplateRecommendations(w http.ResponseWriter, r *http.Re
 	tmpl, aerr := s.resolveTemplate(name, "")
 	switch {
 	case aerr == nil:
-		applyTemplate(&p, tmpl)
-		validateParams(&p)
+		applyTemplate(&p, tmpl) // permissions and quotas: nothing a spawn's validation would add is read here
 	case cals == 0:
 		writeError(w, aerr)
 		return

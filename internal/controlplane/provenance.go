@@ -2,6 +2,8 @@ package controlplane
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/soulfra/calnet/internal/store"
@@ -27,61 +29,82 @@ const maxProvenance = 4 * (trust.MaxChainDepth + 1)
 // behind returns the named administrator behind a request made by actor,
 // or "" when there is none (the root, or a token from before tokens
 // recorded their creator). cal is the Cal the request concerns: for a
-// rule:NAME actor, the Cal whose rules fired (a held spawn's parent).
-func (s *Server) behind(ctx context.Context, actor, cal string) string {
+// rule:NAME actor, the Cal whose rules fired (a held spawn's parent). A
+// step that cannot be read is an error, never "nobody": that would let
+// the administrator behind it approve its own request.
+func (s *Server) behind(ctx context.Context, actor, cal string) (string, error) {
+	var err error
 	for range maxProvenance {
 		kind, id, _ := strings.Cut(actor, ":")
 		switch {
 		case actor == "admin":
-			return "" // the root (see above)
+			return "", nil // the root (see above)
 		case kind == "admin":
-			return id
+			return id, nil
 		case kind == "token":
-			actor = s.tokenCreator(ctx, id)
+			if actor, err = s.tokenCreator(ctx, id); err != nil {
+				return "", err
+			}
 		case kind == "rule":
-			actor = s.ruleAuthor(ctx, cal)
+			if actor, err = s.ruleAuthor(ctx, cal); err != nil {
+				return "", err
+			}
 		case kind == "cal":
 			rec, err := s.getCal(ctx, id)
-			if err != nil || rec.Spawn == "" {
-				return "" // the Master Cal, spawned by nobody
+			if errors.Is(err, store.ErrNotFound) {
+				return "", nil // gone: nothing it asked for is held
+			}
+			if err != nil {
+				return "", fmt.Errorf("cal %s: %w", id, err)
+			}
+			if rec.Spawn == "" {
+				return "", nil // the Master Cal, spawned by nobody
 			}
 			sp, err := s.getSpawn(ctx, rec.Spawn)
+			if errors.Is(err, store.ErrNotFound) {
+				return "", nil
+			}
 			if err != nil {
-				return ""
+				return "", fmt.Errorf("spawn %s of cal %s: %w", rec.Spawn, id, err)
 			}
 			// A Cal a rule spawned: the rules were its parent's.
 			actor, cal = sp.Actor, sp.Parent
 		default:
-			return ""
+			return "", nil
 		}
 	}
-	return ""
+	return "", nil
 }
 
 // tokenCreator is the actor who created the token id ("admin" or
 // "admin:NAME"), or "" if the token is gone or from before tokens
 // recorded it.
-func (s *Server) tokenCreator(ctx context.Context, id string) string {
+func (s *Server) tokenCreator(ctx context.Context, id string) (string, error) {
 	ts, err := s.listTokens(ctx)
 	if err != nil {
-		return ""
+		return "", fmt.Errorf("creator of token %s: %w", id, err)
 	}
 	for _, t := range ts {
 		if t.ID == id {
-			return t.CreatedBy
+			return t.CreatedBy, nil
 		}
 	}
-	return ""
+	return "", nil
 }
 
-// ruleAuthor is the principal who set cal's rules (see setRuleAuthor).
-func (s *Server) ruleAuthor(ctx context.Context, cal string) string {
-	author := ""
-	s.store.View(ctx, func(tx store.Tx) error {
-		if b, err := tx.Get(bucketRuleAuthors, cal); err == nil {
-			author = string(b)
-		}
-		return nil
+// ruleAuthor is the principal who set cal's rules (see setRuleAuthor),
+// or "" for rules stored before authors were recorded.
+func (s *Server) ruleAuthor(ctx context.Context, cal string) (string, error) {
+	var b []byte
+	err := s.store.View(ctx, func(tx store.Tx) (err error) {
+		b, err = tx.Get(bucketRuleAuthors, cal)
+		return err
 	})
-	return author
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("rule author of cal %s: %w", cal, err)
+	}
+	return string(b), nil
 }

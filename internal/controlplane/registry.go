@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"errors"
+	"fmt"
 	"github.com/soulfra/calnet/api"
 	"sort"
 
@@ -145,7 +146,34 @@ func (s *Server) listCals(ctx context.Context) ([]*CalRecord, error) {
 
 func (s *Server) putSpawn(ctx context.Context, r *SpawnRecord) error {
 	r.UpdatedAt = s.now()
-	return s.store.Update(ctx, func(tx store.Tx) error { return store.PutJSON(tx, bucketSpawn, r.ID, r) })
+	if err := s.store.Update(ctx, func(tx store.Tx) error { return store.PutJSON(tx, bucketSpawn, r.ID, r) }); err != nil {
+		return fmt.Errorf("spawn %s: record state %s: %w", r.ID, r.State, err)
+	}
+	return nil
+}
+
+// unrecorded logs, at ERROR, a state write that failed where no caller
+// can be told (a background loop, a stream): lost says what the store
+// does not have, attrs name the Cal or spawn. It does nothing when err is
+// nil. What the store refused is not in the registry index either (the
+// index follows only writes that succeeded), so nothing in memory claims
+// it.
+func (s *Server) unrecorded(err error, lost string, attrs ...any) {
+	if err == nil {
+		return
+	}
+	s.log.Error("state write failed", append(append([]any{"lost", lost}, attrs...), "err", err)...)
+}
+
+// stateErr is the API's answer to a state write that failed: the disk
+// reserve's own 507, or a 500 saying what could not be stored (never the
+// store's internals).
+func stateErr(err error, format string, args ...any) *APIError {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	return apiErr(500, format+": could not be stored", args...)
 }
 
 // claimSpawn records a new spawn; with an idempotency key it first claims

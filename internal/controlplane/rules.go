@@ -115,16 +115,23 @@ func (s *Server) loadRules(ctx context.Context) error {
 			return nil
 		})
 	})
+	// The rules' memory (cooldowns, holds): what cannot be read starts
+	// empty, and says so.
 	states := map[string]map[string]*rules.State{}
-	s.store.View(ctx, func(tx store.Tx) error {
+	serr := s.store.View(ctx, func(tx store.Tx) error {
 		return tx.ForEach(bucketRuleState, "", func(k string, _ []byte) error {
 			var st map[string]*rules.State
-			if store.GetJSON(tx, bucketRuleState, k, &st) == nil {
-				states[k] = st
+			if err := store.GetJSON(tx, bucketRuleState, k, &st); err != nil {
+				s.log.Error("a cal's rule memory does not read; its rules start with none", "cal", k, "err", err)
+				return nil
 			}
+			states[k] = st
 			return nil
 		})
 	})
+	if serr != nil {
+		err = errors.Join(err, fmt.Errorf("rule memory (the rules start with none): %w", serr))
+	}
 	for id, d := range docs {
 		c, aerr := compileAll(d)
 		if aerr != nil {

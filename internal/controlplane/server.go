@@ -286,7 +286,11 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	os.Chmod(cfg.DataDir, 0o711)
+	// Cals reach the run directory through the data directory: they may
+	// pass through it, not list it.
+	if err := os.Chmod(cfg.DataDir, 0o711); err != nil {
+		return nil, fmt.Errorf("data directory %s: %w", cfg.DataDir, err)
+	}
 	if err := s.openPool(ctx); err != nil {
 		return nil, err
 	}
@@ -344,9 +348,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.store = reserveStore{Store: bolt, s: s}
 	if err := checkLedgerAnchor(ctx, s.store, s.lg, filepath.Join(s.networkDir(), "ledger"), filepath.Join(cfg.DataDir, "state.db"), cfg.AcceptLedgerRollback, s.log, s.now()); err != nil {
-		s.store.Close()
-		s.lg.Close()
-		return nil, err
+		return nil, errors.Join(err, s.store.Close(), s.lg.Close())
 	}
 	s.anchored.Store(s.lg.Size())
 	if err := s.openAudit(); err != nil {
@@ -470,13 +472,18 @@ func (s *Server) Run(ctx context.Context) error {
 	rtr := s.router()
 	rtr.Observe(func(cal string, _ bool) { s.note(fromOutside, cal, "http", 0) })
 	routerSrv := &http.Server{Handler: authz.Whole(authz.Router, authz.Public, rtr), ReadHeaderTimeout: headerTimeout, IdleTimeout: idleTimeout, ConnState: routerL.ConnState}
-	go routerSrv.Serve(routerL)
+	errc := make(chan error, 3)
+	go func() {
+		if err := routerSrv.Serve(routerL); !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("router server", "err", err)
+			errc <- fmt.Errorf("router: %w", err)
+		}
+	}()
 	defer rtr.Close() // pinned connections are hijacked: the server does not track them
 	defer routerSrv.Close()
 	calSrv := &http.Server{Handler: s.calHandler(), TLSConfig: caltls.Config(s.certs, s.resolveCal, true),
 		ReadHeaderTimeout: headerTimeout, IdleTimeout: idleTimeout, ConnState: calL.ConnState}
 	apiSrv := &http.Server{Handler: s.apiHandler(), ReadHeaderTimeout: headerTimeout, IdleTimeout: idleTimeout, ConnState: apiL.ConnState}
-	errc := make(chan error, 2)
 	go func() { errc <- calSrv.ServeTLS(calL, "", "") }()
 	if s.cfg.DNSAddr != "" {
 		target, _ := net.ResolveTCPAddr("tcp", s.routerAddr)
@@ -523,8 +530,12 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Error("saving what the control plane learned", "err", err)
 	}
 	s.anchorAudit(context.Background())
-	s.lg.Close()
-	s.store.Close()
+	if err := s.lg.Close(); err != nil {
+		s.log.Error("closing the ledger", "err", err)
+	}
+	if err := s.store.Close(); err != nil {
+		s.log.Error("closing the state store", "err", err)
+	}
 	s.closeAudit()
 	if s.pool != nil {
 		if err := s.pool.Close(); err != nil {

@@ -98,7 +98,7 @@ func (s *Server) spawn(ctx context.Context, p SpawnParams, who requester, held *
 	actor := who.actor
 	reject := func(aerr *APIError) (*SpawnRecord, error) {
 		if held != nil {
-			s.finishSpawn(ctx, held, SpawnRejected, aerr.Msg)
+			s.rejectSpawn(ctx, held, aerr)
 			return held, aerr
 		}
 		return nil, aerr
@@ -170,12 +170,12 @@ func (s *Server) spawn(ctx context.Context, p SpawnParams, who requester, held *
 	if until, n, backing := s.outcomes.BackOff(backOffKey(p.Template, p.Parent)); backing {
 		aerr := &APIError{Status: 429, RetryAfter: until.Sub(s.now()),
 			Msg: fmt.Sprintf("template %s: %d failed deploys under cal %s in the last %v and none succeeded since; backing off its spawns there until %s", tmpl.Name, n, p.Parent, placement.Window, until.UTC().Format(time.RFC3339))}
-		s.finishSpawn(ctx, rec, SpawnRejected, aerr.Msg)
+		s.rejectSpawn(ctx, rec, aerr)
 		return rec, aerr
 	}
 	parentBlessing, serial, hold, aerr := s.admit(ctx, p, src, rec.ID, actor, held != nil)
 	if aerr != nil {
-		s.finishSpawn(ctx, rec, SpawnRejected, aerr.Msg)
+		s.rejectSpawn(ctx, rec, aerr)
 		return rec, aerr
 	}
 	if hold != nil {
@@ -187,12 +187,20 @@ func (s *Server) spawn(ctx context.Context, p SpawnParams, who requester, held *
 		if pd.Chosen == "" {
 			aerr := &APIError{Status: 429, Msg: "placement: " + rec.Placement, RetryAfter: 5 * time.Second}
 			s.release(rec.ID)
-			s.finishSpawn(ctx, rec, SpawnRejected, aerr.Msg)
+			s.rejectSpawn(ctx, rec, aerr)
 			return rec, aerr
 		}
 	}
+	// Admitted is acknowledged only once stored: a spawn whose admission
+	// the store refuses deploys nothing and is answered with the failure.
 	rec.State = SpawnAdmitted
-	s.putSpawn(ctx, rec)
+	if err := s.putSpawn(ctx, rec); err != nil {
+		s.release(rec.ID)
+		aerr := stateErr(err, "spawn %s: its admission", rec.ID)
+		s.unrecorded(err, "the admission of a spawn; it is refused", "spawn", rec.ID, "parent", p.Parent)
+		s.rejectSpawn(ctx, rec, aerr)
+		return rec, aerr
+	}
 	s.usePermission(ctx, p.Parent, "spawn")
 	s.bus.publish(Event{Type: "spawn.admitted", Spawn: rec.ID, Parent: p.Parent, State: SpawnAdmitted, Actor: actor})
 	s.wg.Add(1)
@@ -208,11 +216,16 @@ func (s *Server) spawn(ctx context.Context, p SpawnParams, who requester, held *
 func (s *Server) holdSpawn(ctx context.Context, rec *SpawnRecord, asked SpawnParams, actor string, pol *rules.CompiledPolicy) (*SpawnRecord, error) {
 	a := &api.Approval{Operation: rules.OpSpawn, Cal: asked.Parent, Spawn: rec.ID, Request: &asked, Actor: actor}
 	if aerr := s.openApproval(ctx, a, pol); aerr != nil {
-		s.finishSpawn(ctx, rec, SpawnRejected, aerr.Msg)
+		s.rejectSpawn(ctx, rec, aerr)
 		return rec, aerr
 	}
 	rec.Approval = a.ID
-	s.finishSpawn(ctx, rec, SpawnAwaitingApproval, fmt.Sprintf("policy %s: %s; waiting for %d administrator approval(s) (%s)", pol.Name, pol.Message, pol.Approvals, a.ID))
+	if err := s.finishSpawn(ctx, rec, SpawnAwaitingApproval, fmt.Sprintf("policy %s: %s; waiting for %d administrator approval(s) (%s)", pol.Name, pol.Message, pol.Approvals, a.ID)); err != nil {
+		// Not held, then: the request is open, but recovery fails a
+		// spawn left requested, and approving it finds it so.
+		s.unrecorded(err, "the hold of a spawn for approval", "spawn", rec.ID, "approval", a.ID)
+		return rec, stateErr(err, "spawn %s: its hold for approval %s", rec.ID, a.ID)
+	}
 	return rec, nil
 }
 
@@ -360,16 +373,24 @@ func (s *Server) deploy(ctx context.Context, rec *SpawnRecord, p SpawnParams, tm
 	// will: either way the admission reservation ends.
 	s.release(rec.ID)
 	if err != nil {
-		s.finishSpawn(ctx, rec, SpawnFailed, err.Error())
+		s.unrecorded(s.finishSpawn(ctx, rec, SpawnFailed, err.Error()), "the failure of a spawn", "spawn", rec.ID, "reason", err.Error())
 		return
 	}
+	// From here the Cal's record is the registry's truth (stored by
+	// signAndRecord); the spawn record follows its progress, and recovery
+	// rebuilds it from the Cal's record if a write here is lost. So a
+	// failed progress write is logged and the deploy goes on.
 	rec.State, rec.Cal = SpawnDeploying, childID
-	s.putSpawn(ctx, rec)
-	s.bus.publish(Event{Type: "spawn.deploying", Spawn: rec.ID, Cal: childID, Parent: p.Parent, State: SpawnDeploying, Actor: rec.Actor})
+	if err := s.putSpawn(ctx, rec); err != nil {
+		s.unrecorded(err, "a spawn's state deploying", "spawn", rec.ID, "cal", childID)
+	} else {
+		s.bus.publish(Event{Type: "spawn.deploying", Spawn: rec.ID, Cal: childID, Parent: p.Parent, State: SpawnDeploying, Actor: rec.Actor})
+	}
 	var lastErr error
 	for attempt := range 3 {
 		rec.Attempts = attempt + 1
-		s.putSpawn(ctx, rec) // the attempt count is on the record whatever ends it
+		// The attempt count is on the record whatever ends it.
+		s.unrecorded(s.putSpawn(ctx, rec), "a spawn's attempt count", "spawn", rec.ID, "cal", childID, "attempt", rec.Attempts)
 		crec, err := s.getCal(ctx, childID)
 		if err != nil {
 			lastErr = err
@@ -500,15 +521,29 @@ func (s *Server) signAndRecord(ctx context.Context, rec *SpawnRecord, p SpawnPar
 	return id, nil
 }
 
-func (s *Server) finishSpawn(ctx context.Context, rec *SpawnRecord, state, reason string) {
+// finishSpawn records a spawn's end (or its wait for approval) and
+// announces it. A state the store refuses is not announced, and the error
+// says which; recovery completes a spawn from its Cal's record at the
+// next start.
+func (s *Server) finishSpawn(ctx context.Context, rec *SpawnRecord, state, reason string) error {
 	rec.State, rec.Reason = state, reason
 	if state == SpawnRunning && rec.OperationalAt.IsZero() {
 		rec.OperationalAt = s.now()
 		s.note(rec.Parent, rec.Cal, "spawn", 0)
 	}
-	s.putSpawn(ctx, rec)
+	if err := s.putSpawn(ctx, rec); err != nil {
+		return err
+	}
 	s.prom.observeSpawn(state, rec.RequestedAt, rec.OperationalAt)
 	s.bus.publish(Event{Type: "spawn." + state, Spawn: rec.ID, Cal: rec.Cal, Parent: rec.Parent, State: state, Reason: reason, Actor: rec.Actor})
+	return nil
+}
+
+// rejectSpawn records a spawn refused at admission; the refusal is the
+// answer whether or not the record is stored (a record left requested is
+// failed by recovery at the next start), so a store failure is logged.
+func (s *Server) rejectSpawn(ctx context.Context, rec *SpawnRecord, aerr *APIError) {
+	s.unrecorded(s.finishSpawn(ctx, rec, SpawnRejected, aerr.Msg), "the rejection of a spawn", "spawn", rec.ID, "parent", rec.Parent)
 }
 
 // callCal calls a Cal's own API over mutual TLS on its unix socket and

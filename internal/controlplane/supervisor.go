@@ -130,7 +130,9 @@ func (s *Server) install(ctx context.Context, p *proc, inst driver.Instance, ado
 	s.procMu.Lock()
 	if s.shuttingDown {
 		s.procMu.Unlock()
-		inst.Stop(context.Background(), 2*time.Second)
+		if err := inst.Stop(context.Background(), 2*time.Second); err != nil {
+			s.log.Error("stopping a cal started while the control plane stops", "cal", p.id, "err", err)
+		}
 		return errShuttingDown
 	}
 	p.inst, p.adopted = inst, adopted
@@ -203,7 +205,10 @@ func (s *Server) start(ctx context.Context, rec *CalRecord) (*proc, error) {
 	if err := s.install(ctx, p, inst, false); err != nil {
 		return nil, err
 	}
-	s.updateCal(ctx, rec.ID, func(r *CalRecord) { r.PID = inst.PID() })
+	// The PID is for operators (calnet cals); adoption finds the process
+	// through the driver's own record, so the Cal runs on without it.
+	_, err = s.updateCal(ctx, rec.ID, func(r *CalRecord) { r.PID = inst.PID() })
+	s.unrecorded(err, "the pid of a started cal", "cal", rec.ID, "pid", inst.PID())
 	return p, nil
 }
 
@@ -307,7 +312,9 @@ func (s *Server) monitor(p *proc, inst driver.Instance, gen uint64) {
 	if n > 1 {
 		backoff = min(25*time.Millisecond<<(n-2), 5*time.Second)
 	}
-	s.updateCal(ctx, p.id, func(r *CalRecord) { r.Healthy = false; r.LastError = "process " + reason })
+	if _, err := s.updateCal(ctx, p.id, func(r *CalRecord) { r.Healthy = false; r.LastError = "process " + reason }); err != nil {
+		s.unrecorded(err, "a cal's exit (unhealthy, last error); it is restarted all the same", "cal", p.id, "reason", reason)
+	}
 	s.bus.publish(Event{Type: "cal.restarting", Cal: p.id, Reason: "process " + reason, Actor: "supervisor"})
 	select {
 	case <-ctx.Done():
@@ -320,6 +327,9 @@ func (s *Server) monitor(p *proc, inst driver.Instance, gen uint64) {
 	s.prom.restarts.Inc()
 	rec, err = s.updateCal(ctx, p.id, func(r *CalRecord) { r.Restarts++ })
 	if err != nil {
+		// Not restarted: a restart the registry cannot count would
+		// escape the restart intensity limit at the next start.
+		s.unrecorded(err, "a restart of a cal; it is not restarted", "cal", p.id)
 		return
 	}
 	if _, err := s.start(ctx, rec); err != nil {
@@ -327,6 +337,9 @@ func (s *Server) monitor(p *proc, inst driver.Instance, gen uint64) {
 	}
 }
 
+// setState records a Cal's new state for the supervisor, which has
+// nobody to tell when the store refuses: that is logged, and neither the
+// index nor the event stream claims the state.
 func (s *Server) setState(ctx context.Context, id, state, reason string) {
 	rec, err := s.updateCal(ctx, id, func(r *CalRecord) {
 		r.State = state
@@ -336,13 +349,14 @@ func (s *Server) setState(ctx context.Context, id, state, reason string) {
 		}
 	})
 	if err != nil {
+		s.unrecorded(err, "a cal's state "+state, "cal", id, "reason", reason)
 		return
 	}
 	s.bus.publish(Event{Type: "cal." + state, Cal: id, Parent: rec.Parent, State: state, Reason: reason, Actor: "supervisor"})
 	// A Cal that ends before it ever ran ends its spawn too.
 	if state == StateFailed && rec.Spawn != "" {
 		if sp, err := s.getSpawn(ctx, rec.Spawn); err == nil && !sp.Terminal() {
-			s.finishSpawn(ctx, sp, SpawnFailed, reason)
+			s.unrecorded(s.finishSpawn(ctx, sp, SpawnFailed, reason), "the failure of a spawn", "spawn", sp.ID, "cal", id)
 		}
 	}
 }
@@ -358,7 +372,9 @@ func (s *Server) stop(ctx context.Context, id string) {
 	}
 	s.procMu.Unlock()
 	if inst != nil {
-		inst.Stop(ctx, 2*time.Second)
+		if err := inst.Stop(ctx, 2*time.Second); err != nil {
+			s.log.Error("stopping a cal: what is left of it on the host", "cal", id, "err", err)
+		}
 	}
 }
 
@@ -432,7 +448,10 @@ func (s *Server) recover(ctx context.Context) error {
 			continue
 		}
 		if through, ok := s.state.RevokedThrough(id); ok && r.State != StateRevoked {
-			s.updateCal(ctx, r.ID, func(c *CalRecord) { c.State = StateRevoked; c.LastError = "revoked through " + through.String() })
+			// The ledger's revocation rules whatever the record says:
+			// the Cal is not started either way.
+			_, err := s.updateCal(ctx, r.ID, func(c *CalRecord) { c.State = StateRevoked; c.LastError = "revoked through " + through.String() })
+			s.unrecorded(err, "a revoked cal's state revoked; it is not started", "cal", r.ID)
 			r.State = StateRevoked
 		}
 		if !isLive(r.State) {
@@ -472,7 +491,7 @@ func (s *Server) recover(ctx context.Context) error {
 			r = bySpawn[sp.ID]
 		}
 		if r == nil {
-			s.finishSpawn(ctx, sp, SpawnFailed, "the control plane restarted before the Cal was deployed")
+			s.unrecorded(s.finishSpawn(ctx, sp, SpawnFailed, "the control plane restarted before the Cal was deployed"), "the failure of a spawn cut short", "spawn", sp.ID)
 			continue
 		}
 		sp.Cal = r.ID
@@ -482,15 +501,15 @@ func (s *Server) recover(ctx context.Context) error {
 		}
 		switch {
 		case cur.State == StateRunning:
-			s.finishSpawn(ctx, sp, SpawnRunning, "")
+			s.unrecorded(s.finishSpawn(ctx, sp, SpawnRunning, ""), "the end of a spawn whose cal runs", "spawn", sp.ID, "cal", r.ID)
 		case isLive(cur.State):
 			// Started or adopted above: its registration ends the spawn,
 			// or its deadline fails it.
 			sp.State = SpawnDeploying
-			s.putSpawn(ctx, sp)
+			s.unrecorded(s.putSpawn(ctx, sp), "a spawn's state deploying", "spawn", sp.ID, "cal", r.ID)
 			s.awaitDeploy(r.ID)
 		default:
-			s.finishSpawn(ctx, sp, SpawnFailed, "cal "+cur.State+": "+cur.LastError)
+			s.unrecorded(s.finishSpawn(ctx, sp, SpawnFailed, "cal "+cur.State+": "+cur.LastError), "the failure of a spawn", "spawn", sp.ID, "cal", r.ID)
 		}
 	}
 	return nil
@@ -555,7 +574,9 @@ func (s *Server) startAll(ctx context.Context, recs []*CalRecord) {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			s.updateCal(ctx, r.ID, func(c *CalRecord) { c.State = StateDeploying; c.Healthy = false })
+			// Started all the same: the record already says it should run.
+			_, err := s.updateCal(ctx, r.ID, func(c *CalRecord) { c.State = StateDeploying; c.Healthy = false })
+			s.unrecorded(err, "a recovered cal's state deploying", "cal", r.ID)
 			if _, err := s.start(ctx, r); err != nil {
 				s.setState(ctx, r.ID, StateFailed, "start: "+err.Error())
 			}
@@ -569,7 +590,9 @@ func (s *Server) stopInstance(inst driver.Instance) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		inst.Stop(context.Background(), 2*time.Second)
+		if err := inst.Stop(context.Background(), 2*time.Second); err != nil {
+			s.log.Error("stopping a process the supervisor does not keep", "pid", inst.PID(), "err", err)
+		}
 	}()
 }
 
@@ -680,16 +703,26 @@ func (s *Server) revokeOrphans(ctx context.Context) {
 		if _, revoked := s.state.RevokedThrough(id); revoked {
 			continue
 		}
-		if _, err := s.getCal(ctx, id.String()); err != nil {
+		// Only a Cal the registry does not hold is an orphan: one it
+		// cannot be read for is not revoked on a read error.
+		_, err := s.getCal(ctx, id.String())
+		switch {
+		case errors.Is(err, store.ErrNotFound):
 			orphans = append(orphans, id)
+		case err != nil:
+			s.log.Error("checking a blessing for an orphan; it stays", "cal", id, "err", err)
 		}
 	}
 	s.trustMu.RUnlock()
 	for _, id := range orphans {
 		rev, err := trust.Revoke(s.auth, trust.RevokeRequest{Network: s.net.Info.Network, Target: id, Authority: true,
 			Reason: "orphan: blessed but never deployed (the control plane stopped mid-spawn)", IssuedAt: s.now()})
-		if err == nil {
-			s.revoke(ctx, rev, "control-plane")
+		if err != nil {
+			s.log.Error("signing the revocation of an orphan blessing; it stays in force", "cal", id, "err", err)
+			continue
+		}
+		if _, aerr := s.revoke(ctx, rev, "control-plane"); aerr != nil {
+			s.log.Error("revoking an orphan blessing", "cal", id, "err", aerr.Msg)
 		}
 	}
 }

@@ -162,13 +162,16 @@ func (s *Server) handleTokenDelete(w http.ResponseWriter, r *http.Request) {
 	found := false
 	err := s.store.Update(r.Context(), func(tx store.Tx) error {
 		var key string
-		tx.ForEach(bucketToken, "", func(k string, v []byte) error {
+		err := tx.ForEach(bucketToken, "", func(k string, v []byte) error {
 			var t TokenRecord
 			if jsonUnmarshal(v, &t) == nil && t.ID == id {
 				key = k
 			}
 			return nil
 		})
+		if err != nil {
+			return err
+		}
 		if key == "" {
 			return nil
 		}
