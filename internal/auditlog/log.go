@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 
 	"github.com/soulfra/calnet/api"
+	"github.com/soulfra/calnet/internal/atomicfile"
 )
 
 // Config configures a Log.
@@ -386,9 +387,10 @@ func (l *Log) rotate(first uint64) error {
 	if err != nil {
 		return err
 	}
-	if d, err := os.Open(l.cfg.Dir); err == nil {
-		d.Sync()
-		d.Close()
+	// The new segment's name is durable before any record goes in it.
+	if err := atomicfile.SyncDir(l.cfg.Dir); err != nil {
+		f.Close()
+		return fmt.Errorf("new segment %s: sync directory: %w", p, err)
 	}
 	l.segMu.Lock()
 	l.active, l.actSize = f, 0

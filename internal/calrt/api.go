@@ -29,10 +29,18 @@ const (
 	maxTemplateJSON = 256 << 10
 )
 
+// writeJSON is the one writer of the Cal API's JSON answers. v is
+// encoded before the status is sent, so a value that does not encode (a
+// bug) answers 500 rather than a success with half a body. A write that
+// fails means the client has gone: there is nobody left to tell.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(append(b, '\n')) // the client has gone; see above
 }
 
 func writeErr(w http.ResponseWriter, status int, format string, args ...any) {

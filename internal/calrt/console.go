@@ -97,9 +97,16 @@ const consoleHelp = `commands:
 func (rt *Runtime) serveConsole(ctx context.Context, conn net.Conn) {
 	defer conn.Close()
 	w := bufio.NewWriter(conn)
-	prompt := func() { fmt.Fprintf(w, "cal %s> ", rt.ID().Short()); w.Flush() }
+	// Output goes through w; its Flush reports the client gone, which
+	// ends the session (the buffered writer keeps the first error).
+	prompt := func() error {
+		fmt.Fprintf(w, "cal %s> ", rt.ID().Short())
+		return w.Flush()
+	}
 	fmt.Fprintf(w, "calnet console of cal %s (type help)\n", rt.ID())
-	prompt()
+	if prompt() != nil {
+		return
+	}
 	sc := bufio.NewScanner(idleReader{conn})
 	sc.Buffer(make([]byte, maxConsoleLine), maxConsoleLine)
 	for sc.Scan() {
@@ -114,18 +121,22 @@ func (rt *Runtime) serveConsole(ctx context.Context, conn net.Conn) {
 		// refused before it runs.
 		if rule, ok := authz.Lookup(authz.Console, cmd); !ok && cmd != "" {
 			fmt.Fprintf(w, "error: unknown command %q (type help)\n", cmd)
-			prompt()
+			if prompt() != nil {
+				return
+			}
 			continue
 		} else if d := authz.Decide(rule, rt.workload()); ok && !d.Allowed() {
 			fmt.Fprintf(w, "error: cal %s does not hold %s (its blessing grants %s)\n", rt.ID(), rule.Perm, rt.chain.Leaf().Permissions())
-			prompt()
+			if prompt() != nil {
+				return
+			}
 			continue
 		}
 		switch cmd {
 		case "":
 		case "exit":
 			fmt.Fprintln(w, "bye")
-			w.Flush()
+			_ = w.Flush() // the session ends either way
 			return
 		case "help":
 			fmt.Fprint(w, consoleHelp)
@@ -191,7 +202,9 @@ func (rt *Runtime) serveConsole(ctx context.Context, conn net.Conn) {
 				break
 			}
 			fmt.Fprintln(w, "spawning...")
-			w.Flush()
+			if w.Flush() != nil {
+				return // the client has gone: nobody asks for the spawn any more
+			}
 			var out json.RawMessage
 			if err := rt.call(ctx, "POST", calproto.PathSpawnRequest, calproto.SpawnRequest{Permissions: perms}, &out); err != nil {
 				fmt.Fprintf(w, "error: %v\n", err)
@@ -218,11 +231,13 @@ func (rt *Runtime) serveConsole(ctx context.Context, conn net.Conn) {
 		default:
 			fmt.Fprintf(w, "error: unknown command %q (type help)\n", cmd)
 		}
-		prompt()
+		if prompt() != nil {
+			return
+		}
 	}
 	if err := sc.Err(); err != nil && err != io.EOF {
 		fmt.Fprintf(w, "\nerror: %v\n", err)
-		w.Flush()
+		_ = w.Flush() // the session ends either way
 	}
 }
 

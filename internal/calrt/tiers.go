@@ -267,9 +267,9 @@ func (rt *Runtime) serveOn(tier int, name string, ln net.Listener, h http.Handle
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: headerTimeout, IdleTimeout: idleTimeout, ConnContext: router.ConnContext, ConnState: cl.ConnState}
 	if mtls {
 		srv.TLSConfig = caltls.Config(rt.certs, rt.isControlPlane, true)
-		go srv.ServeTLS(cl, "", "")
+		rt.serveLoop(name, func() error { return srv.ServeTLS(cl, "", "") })
 	} else {
-		go srv.Serve(cl)
+		rt.serveLoop(name, func() error { return srv.Serve(cl) })
 	}
 	rt.tiers.onStop(tier, func() { srv.Close() })
 	rt.closers = append(rt.closers, func() { srv.Close() })
@@ -289,17 +289,29 @@ func (rt *Runtime) serveHandoff(tier int, h http.Handler) error {
 	// per client IP.
 	cl := connlimit.New(hl, connlimit.Config{Limits: handoffConns, Budget: rt.conns, HTTP: true, Name: "handoff", Logger: rt.log})
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: headerTimeout, IdleTimeout: idleTimeout, ConnContext: router.ConnContext, ConnState: cl.ConnState}
-	go srv.Serve(cl)
+	rt.serveLoop("handoff", func() error { return srv.Serve(cl) })
 	rt.tiers.onStop(tier, func() { srv.Close() })
 	rt.closers = append(rt.closers, func() { srv.Close() })
 	return nil
+}
+
+// serveLoop runs an HTTP server's serve loop in the background and logs how
+// it ended, unless it was closed (its tier stopped, or the Cal).
+func (rt *Runtime) serveLoop(name string, serve func() error) {
+	go func() {
+		if err := serve(); !errors.Is(err, http.ErrServerClosed) {
+			rt.log.Error("server stopped", "server", name, "err", err)
+		}
+	}()
 }
 
 // startProgram runs a workload program under supervision and waits until
 // it is ready (its health check passes, or it is running if it has none).
 func (rt *Runtime) startProgram(ctx context.Context, tier int, c template.Component) error {
 	work := filepath.Join(rt.dir, "work")
-	os.MkdirAll(work, 0o700)
+	if err := os.MkdirAll(work, 0o700); err != nil {
+		return fmt.Errorf("component %s: work directory: %w", c.Name, err)
+	}
 	p := &program{rt: rt, tier: tier, c: c, work: work}
 	if err := p.start(); err != nil {
 		return err
@@ -374,7 +386,10 @@ func (p *program) start() error {
 		return err
 	}
 	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	go func() {
+		_ = cmd.Wait() // how it ended is read from cmd.ProcessState (exitCode)
+		close(done)
+	}()
 	p.mu.Lock()
 	p.cmd, p.done = cmd, done
 	p.mu.Unlock()
@@ -402,13 +417,26 @@ func (p *program) stop() {
 	if cmd == nil {
 		return
 	}
-	cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		p.kill(cmd, done) // not asked to exit (or exited already)
+		return
+	}
 	select {
 	case <-done:
 	case <-time.After(2 * time.Second):
-		cmd.Process.Kill()
-		<-done
+		p.kill(cmd, done)
 	}
+}
+
+// kill kills the program and waits for it. One that has exited is done;
+// a kill that fails otherwise is logged, and not waited for, as its exit
+// may never come.
+func (p *program) kill(cmd *exec.Cmd, done chan struct{}) {
+	if err := cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		p.rt.log.Error("killing a component", "tier", p.tier, "component", p.c.Name, "pid", cmd.Process.Pid, "err", err)
+		return
+	}
+	<-done
 }
 
 // restart starts the program again, within the intensity limit.
@@ -510,8 +538,7 @@ func (p *program) stopProcess() {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
 	p.mu.Unlock()
-	cmd.Process.Kill()
-	<-done
+	p.kill(cmd, done)
 }
 
 func (p *program) exitCode() int {

@@ -231,30 +231,42 @@ func (d *Driver) attach(calID string) (*instance, string) {
 	if wantsCgroup(r.Features) && !d.inGroup(r.PID, calID) {
 		// The same process, out of its group: it must not run on
 		// unconfined, nor beside the Cal that will be started.
-		unix.PidfdSendSignal(fd, syscall.SIGKILL, nil, 0)
+		why := fmt.Sprintf("pid %d left its cgroup %s; %s", r.PID, d.groupPath(calID), killPidfd(fd))
 		unix.Close(fd)
-		return nil, fmt.Sprintf("pid %d left its cgroup %s; killed", r.PID, d.groupPath(calID))
+		return nil, why
 	}
 	cg, err := d.loadCgroup(calID, r.Features)
 	if err != nil {
-		unix.PidfdSendSignal(fd, syscall.SIGKILL, nil, 0)
+		why := err.Error() + "; " + killPidfd(fd)
 		unix.Close(fd)
-		return nil, err.Error()
+		return nil, why
 	}
 	inst, err := d.adoptedInstance(fd, r)
 	if err != nil {
-		unix.PidfdSendSignal(fd, syscall.SIGKILL, nil, 0)
+		why := err.Error() + "; " + killPidfd(fd)
 		unix.Close(fd)
-		return nil, err.Error()
+		return nil, why
 	}
 	inst.cg = cg
 	if cg != nil && slices.Contains(r.Features, sandbox.CgroupCPU) && r.CPUMillis > 0 {
 		if err := cg.setCPU(r.CPUMillis); err != nil {
-			unix.PidfdSendSignal(fd, syscall.SIGKILL, nil, 0)
-			return nil, fmt.Sprintf("cgroup: cpu limit: %v; killed", err)
+			// The pidfd is the instance's now (it closes it once the
+			// process has exited).
+			return nil, fmt.Sprintf("cgroup: cpu limit: %v; %s", err, killPidfd(fd))
 		}
 	}
 	return inst, ""
+}
+
+// killPidfd kills the process a pidfd holds and says so for an adoption's
+// reason: "killed", or why it could not be (Adopt then kills what is left
+// in the Cal's groups, and fails if anything stays). A process that has
+// exited meanwhile (ESRCH) counts as killed.
+func killPidfd(fd int) string {
+	if err := unix.PidfdSendSignal(fd, syscall.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Sprintf("could not be killed: %v", err)
+	}
+	return "killed"
 }
 
 // procStat reads a process's state and start time from /proc/<pid>/stat.

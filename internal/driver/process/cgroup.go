@@ -200,7 +200,9 @@ func (d *Driver) removeGroup(calID string) error {
 			return fmt.Errorf("cgroup %s: processes %v do not exit", d.groupPath(calID), pids)
 		}
 		for _, pid := range pids {
-			syscall.Kill(pid, syscall.SIGKILL)
+			// One that exited meanwhile refuses (ESRCH); one that stays
+			// is listed again, until the deadline says so.
+			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -3,6 +3,7 @@ package process
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"sync"
@@ -108,7 +109,10 @@ func (i *instance) endStart(window time.Duration, millis int64) {
 		default:
 		}
 		if err := i.cg.setCPU(millis); err != nil {
-			i.signal(syscall.SIGKILL)
+			// send fails only for a process that is there and cannot be
+			// signalled, which a root control plane's own child or pidfd
+			// never is; Stop and the supervisor see it exit.
+			_ = i.send(syscall.SIGKILL)
 		}
 	})
 }
@@ -129,18 +133,35 @@ func (i *instance) Stop(ctx context.Context, grace time.Duration) error {
 		return i.cleanErr
 	default:
 	}
-	i.signal(syscall.SIGTERM)
+	if err := i.send(syscall.SIGTERM); err != nil {
+		grace = 0 // not asked to exit: killed at once
+	}
 	t := time.NewTimer(grace)
 	defer t.Stop()
 	select {
 	case <-i.done:
 	case <-t.C:
-		i.signal(syscall.SIGKILL)
+		if err := i.send(syscall.SIGKILL); err != nil {
+			return err // it may run on: no wait for an exit that may never come
+		}
 		<-i.done
 	case <-ctx.Done():
-		i.signal(syscall.SIGKILL)
+		if err := i.send(syscall.SIGKILL); err != nil {
+			return err
+		}
 		<-i.done
 	}
 	i.cleanup()
 	return i.cleanErr
+}
+
+// send signals the process. One that has exited (it is being reaped, or
+// its pidfd says it is gone) is not an error: there was nothing left to
+// signal.
+func (i *instance) send(sig syscall.Signal) error {
+	err := i.signal(sig)
+	if err == nil || errors.Is(err, os.ErrProcessDone) || errors.Is(err, syscall.ESRCH) {
+		return nil
+	}
+	return fmt.Errorf("cal %s: pid %d: %v: %w", i.calID, i.pid, sig, err)
 }

@@ -205,9 +205,14 @@ func (d *Driver) Start(ctx context.Context, s driver.Spec) (driver.Instance, err
 	}
 	cfgW.Close()
 	if err != nil {
-		cmd.Process.Kill()
-		inst.Wait()
-		return nil, fmt.Errorf("start cal %s: %w", s.CalID, err)
+		// The held child never got its config: kill it and wait for it,
+		// which removes its groups and record. A kill that fails for a
+		// child that has not exited would make the wait endless.
+		if kerr := cmd.Process.Kill(); kerr != nil && !errors.Is(kerr, os.ErrProcessDone) {
+			return nil, fmt.Errorf("start cal %s: %w", s.CalID, errors.Join(err, fmt.Errorf("kill pid %d: %w", inst.pid, kerr)))
+		}
+		_ = inst.Wait() // its exit status is the kill's
+		return nil, fmt.Errorf("start cal %s: %w", s.CalID, errors.Join(err, inst.cleanErr))
 	}
 	if cg != nil && has(sandbox.CgroupCPU) && s.Limits.CPUMillis > 0 && startCPU(s) != s.Limits.CPUMillis {
 		inst.endStart(s.StartWindow, s.Limits.CPUMillis)
