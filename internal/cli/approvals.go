@@ -119,7 +119,7 @@ func (a *app) approvalsCmd() *cobra.Command {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d of %d\t%s\n", ap.ID, ap.State, ap.Operation, short(ap.Cal), ap.Actor, ap.Policy,
 						len(ap.Approvals), ap.Required, ap.ExpiresAt.Local().Format(time.DateTime))
 				}
-				tw.Flush()
+				_ = tw.Flush() // its error is w's: termtext.Writer keeps it, and print returns it
 			})
 		},
 	}

@@ -139,7 +139,9 @@ directly: it needs read access to the data directory, not the API.`,
 				return fmt.Errorf("ledger (for the trail's anchors): %w", err)
 			}
 			anchors, err := auditlog.AnchorsIn(cmd.Context(), lg)
-			lg.Close()
+			if cerr := lg.Close(); err == nil && cerr != nil {
+				err = fmt.Errorf("close: %w", cerr)
+			}
 			if err != nil {
 				return fmt.Errorf("ledger: %w", err)
 			}

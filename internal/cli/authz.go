@@ -42,7 +42,7 @@ func (a *app) authzCmd() *cobra.Command {
 					}
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Surface, e.Route, strings.Join(e.Who, ","), perm, e.Scope)
 				}
-				tw.Flush()
+				_ = tw.Flush() // its error is w's: termtext.Writer keeps it, and print returns it
 			})
 		},
 	}

@@ -119,17 +119,22 @@ func startBenchNet(ctx context.Context, quota *trust.Quota) (*benchNet, error) {
 			return b, nil
 		}
 		if time.Now().After(deadline) {
-			b.close()
-			return nil, errors.New("bench control plane did not start")
+			return nil, errors.Join(errors.New("bench control plane did not start"), b.close())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-func (b *benchNet) close() {
+// close stops the control plane and removes its directory; it returns
+// how the control plane's Run ended.
+func (b *benchNet) close() error {
 	b.cancel()
-	<-b.done
+	err := <-b.done
 	os.RemoveAll(b.dir)
+	if err != nil {
+		return fmt.Errorf("bench control plane: %w", err)
+	}
+	return nil
 }
 
 // fill spawns n Cals, parallel at a time, and fails if any spawn does.
@@ -254,7 +259,7 @@ func (a *app) benchSpawnCmd() *cobra.Command {
 		Use:   "spawn",
 		Short: "Spawn request -> operational, sequential and all at once, against bare fork/exec of this binary",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			ctx := cmd.Context()
 			// Baseline: fork/exec of the same binary until it has printed.
 			bin, _ := os.Executable()
@@ -270,7 +275,7 @@ func (a *app) benchSpawnCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer bn.close()
+			defer func() { err = errors.Join(err, bn.close()) }()
 			req := client.SpawnRequest{Permissions: []string{"read"}, CPUMillis: 200, MemoryBytes: 32 << 20}
 			var seq, seqServer []time.Duration
 			for range n {
@@ -380,13 +385,13 @@ func (a *app) benchIdleCmd() *cobra.Command {
 		Use:   "idle",
 		Short: "Run many idle Cals: RSS and PSS per Cal, and their total CPU while idle",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			ctx := cmd.Context()
 			bn, err := startBenchNet(ctx, &trust.Quota{CPUMillis: 1 << 19, MemoryBytes: 1 << 45, PIDs: 1 << 21, DiskBytes: 1 << 45})
 			if err != nil {
 				return err
 			}
-			defer bn.close()
+			defer func() { err = errors.Join(err, bn.close()) }()
 			req := client.SpawnRequest{Permissions: []string{"read"}, CPUMillis: 200, MemoryBytes: 32 << 20}
 			t0 := time.Now()
 			if err := bn.fill(ctx, cals, parallel, func(int) client.SpawnRequest { return req }); err != nil {
@@ -462,13 +467,13 @@ func (a *app) benchHealCmd() *cobra.Command {
 		Use:   "heal",
 		Short: "SIGKILL a Cal, time until it is operational again",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			ctx := cmd.Context()
 			bn, err := startBenchNet(ctx, &trust.Quota{CPUMillis: 4000, MemoryBytes: 4 << 30, PIDs: 4096, DiskBytes: 1 << 40})
 			if err != nil {
 				return err
 			}
-			defer bn.close()
+			defer func() { err = errors.Join(err, bn.close()) }()
 			// One kill per Cal: repeated kills of one Cal meet the
 			// supervisor's backoff, which is a different measurement.
 			var ds []time.Duration
@@ -482,7 +487,9 @@ func (a *app) benchHealCmd() *cobra.Command {
 					return err
 				}
 				t0 := time.Now()
-				syscall.Kill(c.PID, syscall.SIGKILL)
+				if err := syscall.Kill(c.PID, syscall.SIGKILL); err != nil {
+					return fmt.Errorf("kill cal %s (pid %d): %w", c.ID, c.PID, err)
+				}
 				for {
 					c2, err := bn.c.Get(ctx, sp.Cal)
 					if err == nil && c2.State == "running" && c2.Healthy && c2.PID != c.PID {
@@ -506,10 +513,7 @@ func (a *app) benchHealCmd() *cobra.Command {
 	return cmd
 }
 
-func netListen() (interface {
-	Close() error
-	Addr() net.Addr
-}, error) {
+func netListen() (net.Listener, error) {
 	return net.Listen("tcp", "127.0.0.1:0")
 }
 
@@ -519,13 +523,13 @@ func (a *app) benchRevokeCmd() *cobra.Command {
 		Use:   "revoke",
 		Short: "Revoke a subtree of many Cals: time until every one has been told and has stopped",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			ctx := cmd.Context()
 			bn, err := startBenchNet(ctx, &trust.Quota{CPUMillis: 1 << 19, MemoryBytes: 1 << 45, PIDs: 1 << 21, DiskBytes: 1 << 45})
 			if err != nil {
 				return err
 			}
-			defer bn.close()
+			defer func() { err = errors.Join(err, bn.close()) }()
 			big := client.SpawnRequest{Permissions: []string{"spawn", "read"}, CPUMillis: 1 << 14, MemoryBytes: 1 << 37, PIDs: 1 << 14, DiskBytes: 1 << 37}
 			root, err := bn.c.Spawn(ctx, client.SpawnRequest{Name: "root", Permissions: big.Permissions, CPUMillis: 1 << 18, MemoryBytes: 1 << 42, PIDs: 1 << 20, DiskBytes: 1 << 42}, true)
 			if err != nil {

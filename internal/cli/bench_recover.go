@@ -134,9 +134,14 @@ func (u *benchUp) waitAll(ctx context.Context, n int) error {
 	}
 }
 
-func (u *benchUp) kill() {
-	u.cmd.Process.Signal(syscall.SIGKILL)
-	u.cmd.Wait()
+// kill kills `calnet up` and waits for it. One that has exited already
+// is done; a kill that fails otherwise is an error, not an endless wait.
+func (u *benchUp) kill() error {
+	if err := u.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("kill calnet up (pid %d): %w", u.cmd.Process.Pid, err)
+	}
+	_ = u.cmd.Wait() // its status is the kill's
+	return nil
 }
 
 // startTicks is the start time of pid (/proc/<pid>/stat field 22).
@@ -153,7 +158,7 @@ func startTicks(pid int) (uint64, error) {
 	return strconv.ParseUint(f[19], 10, 64)
 }
 
-func benchRecover(ctx context.Context, n, rounds int) (*benchRecoverResult, error) {
+func benchRecover(ctx context.Context, n, rounds int) (_ *benchRecoverResult, err error) {
 	dir, err := os.MkdirTemp("", "calnet-bench-")
 	if err != nil {
 		return nil, err
@@ -176,18 +181,28 @@ func benchRecover(ctx context.Context, n, rounds int) (*benchRecoverResult, erro
 	if err := u.start(); err != nil {
 		return nil, err
 	}
-	defer func() { // calnet down, whatever happened
+	defer func() { // calnet down, whatever happened; killed if that fails
+		wait := 60 * time.Second
 		if u.c != nil {
-			sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			u.c.Shutdown(sctx)
+			sctx, cancel := context.WithTimeout(context.Background(), wait)
+			if u.c.Shutdown(sctx) != nil {
+				wait = 0
+			}
 			cancel()
 		}
 		done := make(chan struct{})
-		go func() { u.cmd.Wait(); close(done) }()
+		go func() {
+			_ = u.cmd.Wait() // how it ended is not the benchmark's result
+			close(done)
+		}()
 		select {
 		case <-done:
-		case <-time.After(60 * time.Second):
-			u.kill()
+		case <-time.After(wait):
+			if kerr := u.cmd.Process.Kill(); kerr != nil && !errors.Is(kerr, os.ErrProcessDone) {
+				err = errors.Join(err, fmt.Errorf("kill calnet up (pid %d): %w", u.cmd.Process.Pid, kerr))
+				return
+			}
+			<-done
 		}
 	}()
 	if err := u.waitAPI(ctx); err != nil {
@@ -226,7 +241,9 @@ func benchRecover(ctx context.Context, n, rounds int) (*benchRecoverResult, erro
 	r := &benchRecoverResult{Machine: machine(), Cals: n, Rounds: rounds, Observed: len(first)}
 	var adoptAPI, adoptAll, restartAPI, restartAll []time.Duration
 	for range rounds {
-		u.kill()
+		if err := u.kill(); err != nil {
+			return nil, err
+		}
 		t0 := time.Now()
 		if err := u.start(); err != nil {
 			return nil, err
@@ -261,10 +278,15 @@ func benchRecover(ctx context.Context, n, rounds int) (*benchRecoverResult, erro
 		if err != nil {
 			return nil, err
 		}
-		u.kill()
+		if err := u.kill(); err != nil {
+			return nil, err
+		}
 		for _, c := range cs { // the Cals die with it, as they did before adoption
-			if c.PID > 0 {
-				syscall.Kill(c.PID, syscall.SIGKILL)
+			if c.PID <= 0 {
+				continue
+			}
+			if err := syscall.Kill(c.PID, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+				return nil, fmt.Errorf("kill cal %s (pid %d): %w", c.ID, c.PID, err)
 			}
 		}
 		t0 := time.Now()

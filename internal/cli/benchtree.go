@@ -25,7 +25,7 @@ func (a *app) benchTreeCmd() *cobra.Command {
 memory), spawn --cals Cals under it, none given a quota: groups that may spawn,
 each with up to --fanout children. Every spawn must be admitted and run.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			ctx := cmd.Context()
 			if fanout < 1 || fanout > 99 || cals < 1 {
 				return errors.New("--fanout is 1..99 (a Cal has at most 100 children), --cals at least 1")
@@ -34,7 +34,7 @@ each with up to --fanout children. Every spawn must be admitted and run.`,
 			if err != nil {
 				return err
 			}
-			defer bn.close()
+			defer func() { err = errors.Join(err, bn.close()) }()
 			master, err := bn.c.Get(ctx, bn.master)
 			if err != nil {
 				return err

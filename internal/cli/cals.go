@@ -282,8 +282,11 @@ each new one.`,
 				if err != nil {
 					return err
 				}
-				defer out.Flush()
-				return c.Logs(cmd.Context(), args[0], follow, out) // the log file as the Cal wrote it, escapes escaped
+				err = c.Logs(cmd.Context(), args[0], follow, out) // the log file as the Cal wrote it, escapes escaped
+				if ferr := out.Flush(); err == nil {
+					err = ferr
+				}
+				return err
 			}
 			q.Cals = append(q.Cals, args...)
 			ctx := cmd.Context()

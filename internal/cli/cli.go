@@ -179,7 +179,9 @@ func Main(ctx context.Context, args []string, env Env) int {
 		return ee.code
 	}
 	if a.output == "json" {
-		json.NewEncoder(env.Stderr).Encode(map[string]string{"error": err.Error()})
+		// Standard error is the last resort: its own failure has nowhere
+		// to go, and the exit status says the command failed anyway.
+		_ = json.NewEncoder(env.Stderr).Encode(map[string]string{"error": err.Error()})
 	} else {
 		fmt.Fprintf(env.Stderr, "calnet: %s\n", termtext.String(err.Error()))
 	}

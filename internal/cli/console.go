@@ -41,7 +41,9 @@ document: the Cal and, per command, the console's output.`,
 					io.WriteString(conn, strings.Join(cmds, "\n")+"\nexit\n")
 					return
 				}
-				io.Copy(conn, os.Stdin)
+				// Input ends, or the session did: either way the console
+				// is told to exit, and the output below says how it went.
+				_, _ = io.Copy(conn, os.Stdin)
 				io.WriteString(conn, "exit\n")
 			}()
 			if a.json() {
@@ -62,11 +64,10 @@ document: the Cal and, per command, the console's output.`,
 			if err != nil {
 				return err
 			}
-			defer out.Flush()
 			if _, err = io.Copy(out, conn); err != nil && !closedErr(err) {
 				return err
 			}
-			return nil
+			return out.Flush()
 		},
 	}
 	cmd.Flags().StringArrayVarP(&cmds, "command", "c", nil, "run this console command (repeatable) and exit")

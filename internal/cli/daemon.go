@@ -144,7 +144,9 @@ it); calnet up refuses one another user owns or may write.`,
 					if m.State != controlplane.StateRunning {
 						info.MasterError = m.LastError
 					}
-					a.print(info, func(w io.Writer) { printUp(w, info) })
+					if err := a.print(info, func(w io.Writer) { printUp(w, info) }); err != nil {
+						fmt.Fprintf(a.env.Stderr, "calnet up: printing the network's details: %v\n", err)
+					}
 				} else if m.State == controlplane.StateRunning {
 					fmt.Fprintf(a.env.Stderr, "calnet up: the Master Cal %s runs again\n", m.ID)
 				}

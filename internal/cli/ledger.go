@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -43,15 +44,15 @@ func (a *app) ledgerCheckpointCmd() *cobra.Command {
 		Use:   "checkpoint",
 		Short: "Print the latest signed checkpoint (C2SP tlog-checkpoint signed note)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			lg, err := a.openLedger()
 			if err != nil {
 				return err
 			}
-			defer lg.Close()
+			defer func() { err = errors.Join(err, lg.Close()) }()
 			cp := lg.Checkpoint()
 			return a.print(map[string]any{"origin": cp.Origin, "size": cp.Size, "root": cp.Root, "note": string(cp.Note)},
-				func(w io.Writer) { w.Write(cp.Note) })
+				func(w io.Writer) { _, _ = w.Write(cp.Note) }) // an error is w's: print returns it
 		},
 	}
 }
@@ -113,27 +114,22 @@ func (a *app) ledgerConsistencyCmd() *cobra.Command {
 
 // printProof opens the ledger read-only, builds a proof with build and
 // prints it as one line of JSON (the proof formats are JSON in every mode).
-func (a *app) printProof(build func(*ledger.Log) (any, error)) error {
+func (a *app) printProof(build func(*ledger.Log) (any, error)) (err error) {
 	lg, err := a.openLedger()
 	if err != nil {
 		return err
 	}
-	defer lg.Close()
+	defer func() { err = errors.Join(err, lg.Close()) }()
 	p, err := build(lg)
 	if err != nil {
 		return err
 	}
 	// One line of JSON in both modes: a proof file is the same either way.
-	return a.emit(p, func(w io.Writer) { writeJSON(w, p) })
-}
-
-func writeJSON(w io.Writer, v any) error {
-	b, err := json.Marshal(v)
+	b, err := json.Marshal(p)
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(w, "%s\n", b)
-	return err
+	return a.emit(p, func(w io.Writer) { fmt.Fprintf(w, "%s\n", b) })
 }
 
 type logLine struct {
@@ -152,12 +148,12 @@ func (a *app) ledgerLogCmd() *cobra.Command {
 		Use:   "log",
 		Short: "List ledger entries",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			lg, err := a.openLedger()
 			if err != nil {
 				return err
 			}
-			defer lg.Close()
+			defer func() { err = errors.Join(err, lg.Close()) }()
 			if limit == 0 || limit > 100000 {
 				return fmt.Errorf("--limit %d: want 1..100000", limit)
 			}
@@ -206,7 +202,7 @@ With --proof and --checkpoint: check an inclusion proof against a signed
 checkpoint, or a consistency proof against --old-checkpoint and --checkpoint,
 using only the network's public keys.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			n, err := a.network()
 			if err != nil {
 				return err
@@ -218,7 +214,7 @@ using only the network's public keys.`,
 			if err != nil {
 				return err
 			}
-			defer lg.Close()
+			defer func() { err = errors.Join(err, lg.Close()) }()
 			rep, err := lg.Audit(cmd.Context())
 			if err != nil {
 				return fmt.Errorf("ledger audit failed: %w", err)

@@ -98,6 +98,6 @@ func printMatrix(w io.Writer, m *api.PermissionMatrix) {
 		}
 		fmt.Fprintln(tw)
 	}
-	tw.Flush()
+	_ = tw.Flush() // its error is w's: termtext.Writer keeps it, and print returns it
 	fmt.Fprintln(w, "held N: held, used N times; +: may grant it to new children; -: not held")
 }

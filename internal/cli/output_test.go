@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -264,6 +265,48 @@ func TestStdoutOnlyThroughPrinters(t *testing.T) {
 				t.Errorf("%s: writes to os.Stdout; use a.print, a.emit or a.textStream", fset.Position(sel.Pos()))
 			}
 			return true
+		})
+	}
+}
+
+// brokenPipe is standard output whose reader has gone.
+type brokenPipe struct{}
+
+func (brokenPipe) Write([]byte) (int, error) { return 0, syscall.EPIPE }
+
+// TestOutputFailureExitsNonZero (issue 11, finding R8): a command whose
+// standard output cannot be written (a closed pipe, a full disk) exits
+// non-zero and says why, in every kind of output: text through fmt,
+// tables through a tabwriter, raw bytes, a text stream, JSON. Text output
+// used to drop the write errors and exit 0 (seen failing before the fix
+// for the text, table and raw cases).
+func TestOutputFailureExitsNonZero(t *testing.T) {
+	routes := map[string]string{
+		"GET /v1/cals":                          "cals.json",
+		"GET /v1/approvals?state=":              "approvals.json",
+		"GET /v1/cals/worker/logs?follow=false": "worker.log",
+	}
+	for _, args := range [][]string{
+		{"ls"},
+		{"ls", "--tree"},
+		{"approvals"},
+		{"template", "show", "default"},
+		{"logs", "worker"},
+		{"-o", "json", "ls"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			var f apiFake
+			addr := f.serve(t, routes)
+			var errb bytes.Buffer
+			env := map[string]string{"CALNET_TOKEN": testToken}
+			code := Main(context.Background(), append([]string{"--addr", addr}, args...),
+				Env{Stdout: brokenPipe{}, Stderr: &errb, Getenv: func(k string) string { return env[k] }})
+			if code == 0 {
+				t.Fatalf("exit 0 with its output lost; stderr %q", errb.String())
+			}
+			if !strings.Contains(errb.String(), syscall.EPIPE.Error()) {
+				t.Errorf("stderr %q does not say why", errb.String())
+			}
 		})
 	}
 }

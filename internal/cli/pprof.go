@@ -55,7 +55,7 @@ func (a *app) pprofCmd() *cobra.Command {
 				target = "control-plane"
 			}
 			if out == "" { // --debug: text
-				return a.print(profileText{Cal: target, Profile: name, Text: string(b)}, func(w io.Writer) { w.Write(b) })
+				return a.print(profileText{Cal: target, Profile: name, Text: string(b)}, func(w io.Writer) { _, _ = w.Write(b) }) // an error is w's: print returns it
 			}
 			if err := os.WriteFile(out, b, 0o600); err != nil {
 				return err

@@ -118,7 +118,7 @@ func printRules(w io.Writer, v *api.RulesView) {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%s\t%s\n", r.Name, r.When, time.Duration(r.For), time.Duration(r.Cooldown), act, state)
 	}
-	tw.Flush()
+	_ = tw.Flush() // its error is w's: termtext.Writer keeps it, and print returns it
 	if len(v.Decisions) > 0 {
 		fmt.Fprintln(w, "\nrecent decisions:")
 		for _, d := range v.Decisions {
@@ -164,7 +164,7 @@ func (a *app) policyCmd() *cobra.Command {
 				for _, p := range v.Policies {
 					fmt.Fprintf(tw, "%s\t%s\t%s\n", p.Name, p.Deny, p.Message)
 				}
-				tw.Flush()
+				_ = tw.Flush() // its error is w's: termtext.Writer keeps it, and print returns it
 			})
 		},
 	}

@@ -40,7 +40,7 @@ func (a *app) templateCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if args[0] == "default" && !a.json() {
-				return a.print(nil, func(w io.Writer) { w.Write(template.DefaultYAML()) })
+				return a.print(nil, func(w io.Writer) { _, _ = w.Write(template.DefaultYAML()) }) // an error is w's: print returns it
 			}
 			c, err := a.apiClient()
 			if err != nil {

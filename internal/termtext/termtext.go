@@ -81,9 +81,15 @@ func escape(b, p []byte, final bool) (out, rest []byte) {
 // Writer writes to an underlying writer what it is given, escaped as
 // String does. A UTF-8 sequence split between two writes is held until
 // it is complete; Flush writes what is held.
+//
+// The first error of the underlying writer sticks: later writes write
+// nothing and return it, and so does Flush. Text written with fmt.Fprint*
+// (whose errors callers drop) is thus checked once, by Flush: a command
+// whose output could not be written exits non-zero.
 type Writer struct {
 	w       io.Writer
 	pending []byte
+	err     error
 }
 
 // NewWriter returns a Writer that writes escaped text to w.
@@ -92,6 +98,9 @@ func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
 // Write escapes p and writes it. It reports len(p) when the escaped form
 // was written whole.
 func (t *Writer) Write(p []byte) (int, error) {
+	if t.err != nil {
+		return 0, t.err
+	}
 	in := p
 	if len(t.pending) > 0 {
 		in = append(t.pending, p...)
@@ -99,18 +108,20 @@ func (t *Writer) Write(p []byte) (int, error) {
 	out, rest := escape(make([]byte, 0, len(in)+16), in, false)
 	t.pending = append(t.pending[:0], rest...)
 	if _, err := t.w.Write(out); err != nil {
+		t.err = err
 		return 0, err
 	}
 	return len(p), nil
 }
 
-// Flush writes an incomplete UTF-8 sequence still held, escaped.
+// Flush writes an incomplete UTF-8 sequence still held, escaped, and
+// returns the first error of any write.
 func (t *Writer) Flush() error {
-	if len(t.pending) == 0 {
-		return nil
+	if t.err != nil || len(t.pending) == 0 {
+		return t.err
 	}
 	out, _ := escape(nil, t.pending, true)
 	t.pending = t.pending[:0]
-	_, err := t.w.Write(out)
-	return err
+	_, t.err = t.w.Write(out)
+	return t.err
 }

@@ -2,6 +2,8 @@ package termtext
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -81,4 +83,39 @@ func FuzzString(f *testing.F) {
 			t.Fatalf("String(%q) = %q changed safe text", s, out)
 		}
 	})
+}
+
+// failAfter accepts n writes, then fails every one.
+type failAfter struct{ n int }
+
+var errFull = errors.New("no space left on device")
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if f.n == 0 {
+		return 0, errFull
+	}
+	f.n--
+	return len(p), nil
+}
+
+// TestWriterKeepsTheFirstError (issue 11, finding R8): output written
+// with fmt.Fprint*, whose errors callers drop, fails at Flush when any
+// write failed, so a command whose output was lost exits non-zero.
+// Flush used to report only its own write (nil, with nothing held).
+func TestWriterKeepsTheFirstError(t *testing.T) {
+	f := &failAfter{n: 1}
+	w := NewWriter(f)
+	fmt.Fprintln(w, "first")
+	fmt.Fprintln(w, "second") // fails
+	if f.n != 0 {
+		t.Fatalf("underlying writes left: %d", f.n)
+	}
+	f.n = 10 // the disk has room again: the lost line stays lost
+	fmt.Fprintln(w, "third")
+	if f.n != 10 {
+		t.Error("a write after a failure reached the underlying writer")
+	}
+	if err := w.Flush(); !errors.Is(err, errFull) {
+		t.Fatalf("Flush = %v, want %v", err, errFull)
+	}
 }

@@ -108,7 +108,9 @@ func forkCall(trap, a1 uintptr, i386 bool) (uintptr, syscall.Errno) {
 	if i386 {
 		// Without a 32-bit entry int $0x80 faults: let the fault kill the
 		// child rather than the inherited Go handler.
-		syscall.RawSyscall6(syscall.SYS_RT_SIGACTION, uintptr(syscall.SIGSEGV), uintptr(unsafe.Pointer(&sigDefault)), 0, 8, 0, 0)
+		// In the forked child nothing can report a failure; if the
+		// handler stays, the fault kills the child all the same.
+		_, _, _ = syscall.RawSyscall6(syscall.SYS_RT_SIGACTION, uintptr(syscall.SIGSEGV), uintptr(unsafe.Pointer(&sigDefault)), 0, 8, 0, 0)
 		if r := int32(int80(trap, a1, 0, 0)); r < 0 {
 			code = uintptr(-r)
 		}
@@ -116,7 +118,7 @@ func forkCall(trap, a1 uintptr, i386 bool) (uintptr, syscall.Errno) {
 		_, _, e := syscall.RawSyscall(trap, a1, 0, 0)
 		code = uintptr(e)
 	}
-	syscall.RawSyscall(syscall.SYS_EXIT_GROUP, code, 0, 0)
+	_, _, _ = syscall.RawSyscall(syscall.SYS_EXIT_GROUP, code, 0, 0) // does not return
 	return 0, 0
 }
 
@@ -128,10 +130,10 @@ func cloneNewUser() error {
 		return e
 	}
 	if pid == 0 {
-		unix.RawSyscall(unix.SYS_EXIT_GROUP, 0, 0, 0)
+		_, _, _ = unix.RawSyscall(unix.SYS_EXIT_GROUP, 0, 0, 0) // the child: does not return
 	}
 	var ws unix.WaitStatus
-	unix.Wait4(int(pid), &ws, 0, nil)
+	_, _ = unix.Wait4(int(pid), &ws, 0, nil) // reaps the child: the clone succeeding is the result
 	return nil
 }
 
@@ -161,10 +163,10 @@ func clone3() error {
 		return e
 	}
 	if pid == 0 {
-		unix.RawSyscall(unix.SYS_EXIT_GROUP, 0, 0, 0)
+		_, _, _ = unix.RawSyscall(unix.SYS_EXIT_GROUP, 0, 0, 0) // the child: does not return
 	}
 	var ws unix.WaitStatus
-	unix.Wait4(int(pid), &ws, 0, nil)
+	_, _ = unix.Wait4(int(pid), &ws, 0, nil) // reaps the child: the clone succeeding is the result
 	return nil
 }
 
