@@ -27,7 +27,8 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 run() {
   local pkg=$1 name=$2 log="$tmp/$(echo "$pkg $name" | tr '/ .' '___').log"
   local start=$SECONDS status=ok
-  go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg" >"$log" 2>&1 || status=FAILED
+  # -timeout 0: go test's default 10-minute timeout would end a 10-minute campaign
+  go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -timeout 0 "$pkg" >"$log" 2>&1 || status=FAILED
   local last execs seeds kept
   last=$(grep -E '^fuzz: elapsed' "$log" | tail -1)
   execs=$(sed -n 's/.*execs: \([0-9]*\).*/\1/p' <<<"$last")
