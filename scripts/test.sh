@@ -55,7 +55,7 @@ else
 fi
 
 echo "== go test -race"
-go test -race -count=1 ./...
+go test -race -count=1 -timeout 40m ./...  # test/e2e runs ~100 real networks: over 10 min on a loaded 2-core machine
 
 echo "== the README's main command as a newcomer runs it (./scripts/up.sh on a fresh copy)"
 if [ "$(id -u)" = 0 ]; then

@@ -138,10 +138,12 @@ type Server struct {
 	net   *netdir.Network
 	store store.Store
 	lg    *ledger.Log
-	auth  *identity.PrivateKey // network authority (genesis) key
-	certs *caltls.Source       // the control plane's TLS certificate, renewed as it ages
-	token string
-	bus   *bus
+	// calGate bounds the calls in flight to each Cal (callCalRaw).
+	calGate calGate
+	auth    *identity.PrivateKey // network authority (genesis) key
+	certs   *caltls.Source       // the control plane's TLS certificate, renewed as it ages
+	token   string
+	bus     *bus
 
 	// auditAnchored is the audit trail's sequence number last anchored in
 	// the ledger (auditAnchorLoop, then Run at shutdown).

@@ -588,6 +588,11 @@ func (s *Server) calTransport(id identity.ID) *http.Transport {
 
 // callCalRaw is callCal without JSON decoding.
 func (s *Server) callCalRaw(ctx context.Context, id identity.ID, method, path string, in []byte) ([]byte, error) {
+	release, err := s.calGate.acquire(ctx, id.String())
+	if err != nil {
+		return nil, fmt.Errorf("waiting to call cal %s: %w", id, err)
+	}
+	defer release()
 	tr := s.calTransport(id)
 	defer tr.CloseIdleConnections()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
