@@ -93,12 +93,20 @@ var notInDocument = map[string]string{
 	"TemplateOutcomes": "inline in TemplateRecommendations",
 }
 
+// requestBodies are the schemas only clients send: their required lists
+// say what a request must carry, so a field the Go type always encodes
+// may still be optional there.
+var requestBodies = map[string]bool{"SpawnRequest": true, "VoteRequest": true, "RulePreviewRequest": true}
+
 // TestOpenAPISchemasMatchWireTypes: the document and the Go wire types
 // cannot drift apart. Every schema's properties are exactly the JSON
 // fields of its Go type (names and kinds, through $refs and inline
-// objects), every required property is a field the Go type always
-// encodes, and every wire type of package api has a schema or is listed
-// in notInDocument.
+// objects), its required properties are exactly the fields the Go type
+// always encodes (outside requestBodies), and every wire type of package
+// api has a schema or is listed in notInDocument. The TypeScript SDK's
+// and the dashboard's types are generated from the document, so they
+// hold too: a property is optional there only when the server may leave
+// it out.
 func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 	var doc struct {
 		Components struct {
@@ -124,6 +132,7 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		if v == nil {
 			continue
 		}
+		c.input = requestBodies[name]
 		c.compare(schemas[name], reflect.TypeOf(v), name)
 	}
 	for name := range wireSchemas {
@@ -177,6 +186,7 @@ func apiTypes(t *testing.T) []string {
 type schemaCheck struct {
 	schemas map[string]map[string]any
 	seen    map[string]bool // ref and type pairs compared
+	input   bool            // within a request body: required is what a client must send
 	errs    []string
 }
 
@@ -223,7 +233,10 @@ func (c *schemaCheck) compare(s map[string]any, t reflect.Type, path string) {
 			c.errorf(path, "$ref %s is not a schema of the document", ref)
 			return
 		}
+		input := c.input
+		c.input = input || requestBodies[name]
 		c.compare(target, t, path+"("+name+")")
+		c.input = input
 		return
 	}
 	ty := types(s)
@@ -285,10 +298,17 @@ func (c *schemaCheck) compare(s map[string]any, t reflect.Type, path string) {
 			}
 		}
 		req, _ := s["required"].([]any)
+		required := map[string]bool{}
 		for _, r := range req {
+			required[fmt.Sprint(r)] = true
 			f, ok := fields[fmt.Sprint(r)]
 			if ok && f.omitted {
 				c.errorf(path, "property %q is required, but the Go type %s omits it when empty", r, t)
+			}
+		}
+		for name, f := range fields {
+			if !f.omitted && !required[name] && !c.input {
+				c.errorf(path, "property %q is not required, but the Go type %s always encodes it (list it in required)", name, t)
 			}
 		}
 	}
@@ -335,7 +355,7 @@ func TestSchemaCheckFindsDrift(t *testing.T) {
 		T time.Time `json:"t"`
 	}
 	good := `{"type":"object","required":["a","t"],"properties":{"a":{"type":"string"},"b":{"type":"array","items":{"$ref":"#/components/schemas/Inner"}},"t":{"type":"string","format":"date-time"}}}`
-	inner1 := `{"type":"object","properties":{"n":{"type":"integer"}}}`
+	inner1 := `{"type":"object","required":["n"],"properties":{"n":{"type":"integer"}}}`
 	tests := []struct {
 		name, schema, inner, want string
 	}{
@@ -344,6 +364,7 @@ func TestSchemaCheckFindsDrift(t *testing.T) {
 		{"extra property", strings.Replace(good, `"a":{"type":"string"}`, `"a":{"type":"string"},"z":{"type":"string"}`, 1), inner1, `property "z"`},
 		{"wrong kind", strings.Replace(good, `"a":{"type":"string"}`, `"a":{"type":"integer"}`, 1), inner1, `encodes as [string]`},
 		{"required but omitted", strings.Replace(good, `["a","t"]`, `["a","b","t"]`, 1), inner1, `"b" is required`},
+		{"always encoded but optional", strings.Replace(good, `["a","t"]`, `["t"]`, 1), inner1, `"a" is not required`},
 		{"drift through a $ref", good, `{"type":"object","properties":{"m":{"type":"integer"}}}`, `has field "n"`},
 	}
 	for _, tt := range tests {
