@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -145,5 +146,67 @@ func TestDocs(t *testing.T) {
 	}
 	if strings.Contains(string(page), "<script") {
 		t.Error("/docs carries scripts")
+	}
+}
+
+// TestVerifyAnswerMatchesDocument: the trust chain validator's answer, for
+// a valid chain and a tampered one, matches the document, whose required
+// lists the dashboard's generated types rely on (every link has its
+// parent, Cal, permissions and status; an error its link, reason and
+// detail).
+func TestVerifyAnswerMatchesDocument(t *testing.T) {
+	needRoot(t)
+	n := up(t, t.TempDir()+"/data")
+	hc, tok := validatingClient(t), readToken(t, n.data)
+	call := func(method, path string, body any, out any) {
+		t.Helper()
+		var r io.Reader
+		if body != nil {
+			b, err := json.Marshal(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r = bytes.NewReader(b)
+		}
+		req, _ := http.NewRequest(method, "http://"+n.addr+path, r)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b, _ := io.ReadAll(resp.Body)
+			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+		}
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+	}
+	var chain map[string]any
+	call("GET", "/v1/cals/"+n.master()+"/chain", nil, &chain)
+	raw, _ := json.Marshal(chain)
+	type answer struct {
+		Valid bool
+		Error *struct{ Reason string }
+		Links []struct{ Status string }
+	}
+	var ok answer
+	call("POST", "/v1/verify", map[string]string{"chain": string(raw)}, &ok)
+	if !ok.Valid || len(ok.Links) == 0 || ok.Links[0].Status != "ok" {
+		t.Fatalf("valid chain: %+v", ok)
+	}
+	sig := chain["blessings"].([]any)[0].(map[string]any)["signature"].(map[string]any)
+	ed := sig["ed25519"].(string)
+	flip := byte('A')
+	if ed[5] == 'A' {
+		flip = 'B'
+	}
+	sig["ed25519"] = ed[:5] + string(flip) + ed[6:]
+	raw, _ = json.Marshal(chain)
+	var bad answer
+	call("POST", "/v1/verify", map[string]string{"chain": string(raw)}, &bad)
+	if bad.Valid || bad.Error == nil || bad.Error.Reason != "bad-signature" || bad.Links[0].Status != "failed" {
+		t.Fatalf("tampered chain: %+v", bad)
 	}
 }
