@@ -1,6 +1,8 @@
 // The calnet TypeScript SDK: the REST and WebSocket API of a running
 // network (`calnet up`), and offline soul-chain verification.
 import WebSocket from 'ws';
+import type { components } from './openapi.js';
+import { target, type Answer, type Body, type CallOptions, type MethodOf, type Query, type Route } from './routes.js';
 
 export { verifyChain, ChainError } from './verify.js';
 export type { Reason, RootKeys, RevocationJSON, Verified } from './verify.js';
@@ -10,51 +12,62 @@ export class CalnetError extends Error {
   constructor(public status: number, message: string, public retryAfter?: number) { super(`${message} (HTTP ${status})`); }
 }
 
-export interface Cal {
-  id: string; name?: string; parent: string; depth: number; permissions: string[];
-  quota: { cpu_millis: number; memory_bytes: number; pids: number; disk_bytes: number };
-  state: string; healthy: boolean; children: string[]; namespace: string; [k: string]: unknown;
-}
-export interface Spawn { id: string; parent: string; state: string; reason?: string; cal?: string; actor: string; [k: string]: unknown }
-export interface SpawnRequest {
-  parent?: string; name?: string; permissions?: string[]; cpu_millis?: number; memory_bytes?: number; pids?: number;
-  /** What the Cal may store in /data, in bytes (enforced by the kernel; default 64 MiB). */
-  disk_bytes?: number;
-  idempotency_key?: string; template?: string; template_yaml?: string; restart_policy?: string;
-}
-export interface CalnetEvent { seq: number; time: string; type: string; cal?: string; parent?: string; spawn?: string; state?: string; actor?: string; reason?: string }
-/** One record of the audit trail: an event with its place in the hash chain. */
-export interface AuditRecord extends CalnetEvent { dropped?: [number, number]; prev: string; hash: string }
-/** A page of the audit trail, oldest first; `more` says more records match beyond it. */
-export interface AuditPage { records: AuditRecord[]; more: boolean; head_seq: number }
-/** Filters of the audit trail; `type` ending in '.' is a prefix; `after` pages forward, `before` back. */
-export interface AuditQuery { since?: string | Date; until?: string | Date; actor?: string; type?: string; cal?: string; after?: number; before?: number; limit?: number }
+// The wire types are the OpenAPI document's schemas (openapi.ts is
+// generated from internal/controlplane/openapi.json by `npm run gen`; the
+// Go types are checked against the same document), so the SDK's types
+// cannot drift from what the server sends.
+export type { components, operations, paths } from './openapi.js';
+export type { Answer, Body, Method, PathParams, Query, Route } from './routes.js';
+type Schemas = components['schemas'];
 
+/** A Cal: its place in the tree, permissions, quota and state. */
+export type Cal = Schemas['Cal'];
+/** The record of one spawn request and how it went. */
+export type Spawn = Schemas['Spawn'];
+/** What POST /v1/cals asks for; absent quotas are the template's. */
+export type SpawnRequest = Schemas['SpawnRequest'];
+/** One event of the stream (GET /v1/events). */
+export type CalnetEvent = Schemas['Event'];
+/** One record of the audit trail: an event with its place in the hash chain. */
+export type AuditRecord = Schemas['AuditRecord'];
+/** A page of the audit trail, oldest first; `more` says more records match beyond it. */
+export type AuditPage = Schemas['AuditPage'];
+/** Filters of the audit trail; `type` ending in '.' is a prefix; `after` pages forward, `before` back. */
+export type AuditQuery = Omit<Query<'/v1/audit', 'get'>, 'since' | 'until'> & { since?: string | Date; until?: string | Date };
 /** A spawn criterion: a CEL condition over a Cal's metrics and an action (see docs/guide.md). */
-export interface Rule {
-  name: string; when: string; clear?: string; for?: string; cooldown: string; max_per_hour?: number;
-  action: { kind: 'spawn' | 'retire'; count: number; template?: string };
-}
-export interface RuleDecision { rule: string; at: string; outcome: string; reason?: string }
-export interface RulesView {
-  rules: Rule[]; state: Record<string, { since?: string; firing?: boolean; disarmed?: boolean; last?: string; firings?: string[]; error?: string }>;
-  decisions: RuleDecision[]; vars: { name: string; type: string; help: string }[];
-}
-/** An admission policy: spawns for which `deny` holds are refused with `message`. */
+export type Rule = Schemas['Rule'];
+/** What a rule decided at one evaluation. */
+export type RuleDecision = Schemas['RuleDecision'];
+/** A Cal's spawn criteria, their state, recent decisions and the variables a condition may use. */
+export type RulesView = Schemas['RulesView'];
 /** An admission policy: deny, or require_approval by `approvals` distinct administrators; on spawn (default) or revoke. */
-export interface Policy { name: string; on?: 'spawn' | 'revoke'; deny?: string; require_approval?: string; approvals?: number; message: string }
-export interface Vote { admin: string; at: string; comment?: string }
+export type Policy = Schemas['Policy'];
+/** One administrator's approval or rejection. */
+export type Vote = Schemas['Vote'];
 /** A request held by a require_approval policy. */
-export interface Approval {
-  id: string; operation: 'spawn' | 'revoke' | 'policies'; cal: string; spawn?: string; actor: string;
-  /** The named administrator behind a request another principal made (token creator, rules author, spawner of the Cal); it may not decide it. */
-  behind?: string; policy: string; message: string; required: number;
-  approvals: Vote[]; rejection?: Vote; state: 'pending' | 'approved' | 'rejected' | 'expired'; result?: string; subtree_cals?: number;
-  created_at: string; expires_at: string; [k: string]: unknown;
-}
-export interface AuthzEntry { surface: string; route: string; who: string[]; permission?: string; scope: string; note?: string }
-export interface WhoAmI { actor: string; admin: boolean; root?: boolean; name?: string; token?: { id: string; parent: string; permissions: string[] } }
-export interface Recommendation { resource: string; samples: number; observed_p95: number; quota: number; recommended?: number; flag?: string; reason: string }
+export type Approval = Schemas['Approval'];
+/** One row of the authorization table. */
+export type AuthzEntry = Schemas['AuthzEntry'];
+/** Who a credential is. */
+export type WhoAmI = Schemas['WhoAmI'];
+/** A quota recommendation for one resource. */
+export type Recommendation = Schemas['Recommendation'];
+export type Permission = Schemas['Permission'];
+export type Quota = Schemas['Quota'];
+export type Status = Schemas['Status'];
+export type Revoked = Schemas['Revoked'];
+export type Admin = Schemas['Admin'];
+export type LogPage = Schemas['LogPage'];
+export type PermissionMatrix = Schemas['PermissionMatrix'];
+export type SimReport = Schemas['SimReport'];
+export type RulesDoc = Schemas['RulesDoc'];
+export type RulePreview = Schemas['RulePreview'];
+export type PoliciesDoc = Schemas['PoliciesDoc'];
+export type PoliciesView = Schemas['PoliciesView'];
+export type Recommendations = Schemas['Recommendations'];
+export type TemplateRecommendations = Schemas['TemplateRecommendations'];
+/** The traffic matrix: who talked to whom, how often and how much. */
+export type Traffic = Answer<'/v1/traffic', 'get'>;
 
 /** A client of one control plane. */
 export class Calnet {
@@ -63,9 +76,12 @@ export class Calnet {
     this.base = (addr.includes('://') ? addr : `http://${addr}`).replace(/\/$/, '');
   }
 
-  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  /** Calls a route of the document: `{name}` in it is filled from `req.path`. */
+  private async call<R extends Route, M extends MethodOf<R>>(method: M, route: R, req: CallOptions<R, M> = {}): Promise<Answer<R, M>> {
+    const path = target(route, req.path, req.query as Record<string, unknown> | undefined);
+    const body = req.body;
     const res = await fetch(this.base + path, {
-      method, headers: { authorization: `Bearer ${this.token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      method: method.toUpperCase(), headers: { authorization: `Bearer ${this.token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
       body: body ? JSON.stringify(body) : undefined,
     });
     const text = await res.text();
@@ -75,85 +91,77 @@ export class Calnet {
       const ra = res.headers.get('retry-after');
       throw new CalnetError(res.status, msg, ra ? Number(ra) : undefined);
     }
-    return JSON.parse(text) as T;
+    return JSON.parse(text) as Answer<R, M>;
   }
 
-  status() { return this.call<Record<string, unknown>>('GET', '/v1/status'); }
-  list() { return this.call<Cal[]>('GET', '/v1/cals'); }
-  get(id: string) { return this.call<Cal>('GET', `/v1/cals/${encodeURIComponent(id)}`); }
+  /** The network's name, Master Cal, counts of Cals by state and isolation. */
+  status(): Promise<Status> { return this.call('get', '/v1/status'); }
+  list(): Promise<Cal[]> { return this.call('get', '/v1/cals'); }
+  get(id: string): Promise<Cal> { return this.call('get', '/v1/cals/{id}', { path: { id } }); }
   /** Spawns a Cal; with wait it resolves once the spawn has ended. */
-  spawn(req: SpawnRequest, wait = true) { return this.call<Spawn>('POST', `/v1/cals${wait ? '?wait=true' : ''}`, req); }
-  /** Revokes a Cal and its whole subtree. */
-  revoke(id: string, reason = '') {
-    return this.call<{ revoked: string; subtree: string[]; approval?: Approval }>('POST', `/v1/cals/${encodeURIComponent(id)}/revoke`, { reason });
-  }
+  spawn(req: SpawnRequest, wait = true): Promise<Spawn> { return this.call('post', '/v1/cals', { query: wait ? { wait: 'true' } : {}, body: req }); }
+  /** Revokes a Cal and its whole subtree; a revocation held for approval has `approval` set and `revoked` empty. */
+  revoke(id: string, reason = ''): Promise<Revoked> { return this.call('post', '/v1/cals/{id}/revoke', { path: { id }, body: { reason } }); }
   /**
    * Runs a Cal again: a failed or stopped one (the Master Cal included) with a fresh restart
    * budget, a running one as a new process; a revoked Cal is refused (409). With wait it
    * resolves once the Cal runs or has failed again; the reason goes with the event.
    */
-  restart(id: string, wait = true, reason = '') { return this.call<Cal>('POST', `/v1/cals/${encodeURIComponent(id)}/restart${wait ? '?wait=true' : ''}`, { reason }); }
+  restart(id: string, wait = true, reason = ''): Promise<Cal> {
+    return this.call('post', '/v1/cals/{id}/restart', { path: { id }, query: wait ? { wait: 'true' } : {}, body: { reason } });
+  }
   /** Who this client's credential is. */
-  whoami() { return this.call<WhoAmI>('GET', '/v1/whoami'); }
+  whoami(): Promise<WhoAmI> { return this.call('get', '/v1/whoami'); }
   /** The authorization table: every route, who may call it, and how its target is scoped. */
-  authz() { return this.call<AuthzEntry[]>('GET', '/v1/authz'); }
+  authz(): Promise<AuthzEntry[]> { return this.call('get', '/v1/authz'); }
   /** Adds a named administrator (root only); its credential is returned once. */
-  addAdmin(name: string) { return this.call<{ token: string; admin: { name: string } }>('POST', '/v1/admins', { name }); }
+  addAdmin(name: string): Promise<{ token: string; admin: Admin }> { return this.call('post', '/v1/admins', { body: { name } }); }
   /** Approval requests, pending first; state filters them. */
-  approvals(state = '') { return this.call<Approval[]>('GET', `/v1/approvals?state=${encodeURIComponent(state)}`); }
+  approvals(state: Query<'/v1/approvals', 'get'>['state'] = ''): Promise<Approval[]> { return this.call('get', '/v1/approvals', { query: { state } }); }
   /** Approves a held request as this administrator. */
-  approve(id: string, comment = '') { return this.call<Approval>('POST', `/v1/approvals/${encodeURIComponent(id)}/approve`, { comment }); }
+  approve(id: string, comment = ''): Promise<Approval> { return this.call('post', '/v1/approvals/{id}/approve', { path: { id }, body: { comment } }); }
   /** Rejects a held request (a held spawn is rejected with it). */
-  reject(id: string, comment = '') { return this.call<Approval>('POST', `/v1/approvals/${encodeURIComponent(id)}/reject`, { comment }); }
+  reject(id: string, comment = ''): Promise<Approval> { return this.call('post', '/v1/approvals/{id}/reject', { path: { id }, body: { comment } }); }
   /** Every Cal's log merged by time, filtered; pass `cursor` back to follow. */
-  logs(q: { q?: string; level?: string; cals?: string[]; lines?: number; cursor?: string } = {}) {
-    const p = new URLSearchParams();
-    if (q.q) p.set('q', q.q);
-    if (q.level) p.set('level', q.level);
-    if (q.cals?.length) p.set('cals', q.cals.join(','));
-    if (q.lines) p.set('lines', String(q.lines));
-    if (q.cursor) p.set('cursor', q.cursor);
-    return this.call<{ entries: { cal: string; name?: string; time?: string; level?: string; text: string }[]; truncated?: number; cursor: string }>('GET', `/v1/logs?${p}`);
+  logs(q: Omit<Query<'/v1/logs', 'get'>, 'cals'> & { cals?: string[] } = {}): Promise<LogPage> {
+    return this.call('get', '/v1/logs', { query: { ...q, cals: q.cals?.join(',') } });
   }
   /** A page of the audit trail (administrators), oldest first. */
-  audit(q: AuditQuery = {}) {
-    const p = new URLSearchParams();
-    for (const k of ['since', 'until'] as const) { const v = q[k]; if (v) p.set(k, v instanceof Date ? v.toISOString() : v); }
-    for (const k of ['actor', 'type', 'cal'] as const) { const v = q[k]; if (v) p.set(k, v); }
-    for (const k of ['after', 'before', 'limit'] as const) { const v = q[k]; if (v) p.set(k, String(v)); }
-    return this.call<AuditPage>('GET', `/v1/audit?${p}`);
+  audit(q: AuditQuery = {}): Promise<AuditPage> {
+    const time = (v?: string | Date) => (v instanceof Date ? v.toISOString() : v);
+    return this.call('get', '/v1/audit', {
+      query: { ...q, since: time(q.since), until: time(q.until), after: q.after || undefined, before: q.before || undefined, limit: q.limit || undefined },
+    });
   }
   /** The traffic matrix, busiest pairs first. */
-  traffic() { return this.call<{ pairs: { from: string; to: string; kind: string; count: number; bytes?: number; last: string }[] }>('GET', '/v1/traffic'); }
+  traffic(): Promise<Traffic> { return this.call('get', '/v1/traffic'); }
   /** The permission matrix of the subtree rooted at `id`. */
-  matrix(id: string) { return this.call<{ root: string; permissions: string[]; rows: { cal: string; name?: string; held: string[]; used: Record<string, number>; grantable: string[] | null }[] }>('GET', `/v1/cals/${encodeURIComponent(id)}/matrix`); }
+  matrix(id: string): Promise<PermissionMatrix> { return this.call('get', '/v1/cals/{id}/matrix', { path: { id } }); }
   /** Sets what Cals of the subtree may grant to new children (admin); grantable null lifts the limit. */
-  setMatrix(id: string, rows: { cal: string; grantable: string[] | null }[]) { return this.call<Record<string, unknown>>('PUT', `/v1/cals/${encodeURIComponent(id)}/matrix`, { rows }); }
+  setMatrix(id: string, rows: Body<'/v1/cals/{id}/matrix', 'put'>['rows']): Promise<PermissionMatrix> {
+    return this.call('put', '/v1/cals/{id}/matrix', { path: { id }, body: { rows } });
+  }
   /** Previews a rule set in the control plane's simulator (at most 50 pools for a day). */
-  simulate(req: { rules: Rule[]; workloads?: string[]; pools?: number; duration?: string; seed?: number }) {
-    return this.call<{ total: { decisions: number; optimal_percent: number; over_oracle_percent: number; under_capacity_percent: number; oscillations: number }; rules: { rule: string; fired: number }[]; [k: string]: unknown }>('POST', '/v1/sim', req);
-  }
+  simulate(req: Body<'/v1/sim', 'post'>): Promise<SimReport> { return this.call('post', '/v1/sim', { body: req }); }
   /** What the Cals of a template used (quotas, least-privilege permissions) and how its spawns went. */
-  templateRecommendations(name: string) { return this.call<Record<string, unknown>>('GET', `/v1/templates/${encodeURIComponent(name)}/recommendations`); }
-  /** A Cal's spawn criteria, their state and recent decisions. */
-  rules(id: string) { return this.call<RulesView>('GET', `/v1/cals/${encodeURIComponent(id)}/rules`); }
-  /** Replaces a Cal's spawn criteria; a rule that does not compile is refused with its field and CEL position. */
-  setRules(id: string, rules: Rule[]) { return this.call<{ rules: Rule[] }>('PUT', `/v1/cals/${encodeURIComponent(id)}/rules`, { rules }); }
-  /** Replays a rule over a Cal's recorded metrics without storing or acting on it. */
-  previewRule(id: string, rule: Rule) {
-    return this.call<{ samples: number; counts: Record<string, number>; decisions: RuleDecision[] }>('POST', `/v1/cals/${encodeURIComponent(id)}/rules/preview`, { rule });
+  templateRecommendations(name: string): Promise<TemplateRecommendations> {
+    return this.call('get', '/v1/templates/{name}/recommendations', { path: { name } });
   }
+  /** A Cal's spawn criteria, their state and recent decisions. */
+  rules(id: string): Promise<RulesView> { return this.call('get', '/v1/cals/{id}/rules', { path: { id } }); }
+  /** Replaces a Cal's spawn criteria; a rule that does not compile is refused with its field and CEL position. */
+  setRules(id: string, rules: Rule[]): Promise<RulesDoc> { return this.call('put', '/v1/cals/{id}/rules', { path: { id }, body: { rules } }); }
+  /** Replays a rule over a Cal's recorded metrics without storing or acting on it. */
+  previewRule(id: string, rule: Rule): Promise<RulePreview> { return this.call('post', '/v1/cals/{id}/rules/preview', { path: { id }, body: { rule } }); }
   /** The network's admission policies. */
-  policies() { return this.call<{ policies: Policy[]; vars: { name: string; type: string; help: string }[] }>('GET', '/v1/policies'); }
+  policies(): Promise<PoliciesView> { return this.call('get', '/v1/policies'); }
   /**
    * Replaces the admission policies (admin). A named administrator's change while a
    * require_approval policy is in force is held: the answer is then the approval request.
    */
-  setPolicies(policies: Policy[]) { return this.call<{ policies: Policy[] } | Approval>('PUT', '/v1/policies', { policies }); }
+  setPolicies(policies: Policy[]): Promise<PoliciesDoc | Approval> { return this.call('put', '/v1/policies', { body: { policies } }); }
   /** Quota recommendations from a Cal's usage over the last hour. */
-  recommendations(id: string) {
-    return this.call<{ cal: string; window: string; resources: Recommendation[] }>('GET', `/v1/cals/${encodeURIComponent(id)}/recommendations`);
-  }
+  recommendations(id: string): Promise<Recommendations> { return this.call('get', '/v1/cals/{id}/recommendations', { path: { id } }); }
   /** Follows the event stream after `after`; returns a function that stops it. */
   watch(onEvent: (e: CalnetEvent) => void, after = 0, onError?: (err: Error) => void): () => void {
     const ws = new WebSocket(`${this.base.replace(/^http/, 'ws')}/v1/events?after=${after}`, { headers: { authorization: `Bearer ${this.token}` } });
