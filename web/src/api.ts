@@ -1,22 +1,35 @@
 // A small client of calnet's API for the dashboard; errors carry the
 // API's message so they can be shown next to the control that caused them.
+import type { components } from '../../sdk/typescript/src/openapi';
+import { target, type Answer, type CallOptions, type MethodOf, type Route } from '../../sdk/typescript/src/routes';
+
 export class ApiError extends Error {
   constructor(public status: number, message: string) { super(message); }
 }
 
-export interface Cal { id: string; name?: string; parent: string; depth: number; permissions: string[]; state: string; healthy: boolean; namespace: string; pid?: number; restarts?: number; last_error?: string }
-export interface Spawn { id: string; parent: string; state: string; cal?: string; reason?: string; actor: string; requested_at: string; approval?: string }
-export interface LogEntry { cal: string; name?: string; time?: string; level?: string; text: string }
-export interface LogPage { entries: LogEntry[]; truncated?: number; cursor: string }
-export interface WhoAmI { actor: string; admin: boolean; root?: boolean; name?: string; token?: { id: string; parent: string; permissions: string[] } }
-export interface Approval {
-  id: string; operation: string; cal: string; spawn?: string; actor: string; policy: string; message: string; required: number;
-  approvals: { admin: string; at: string; comment?: string }[]; rejection?: { admin: string; comment?: string }; state: string; result?: string;
-  subtree_cals?: number; expires_at: string;
-}
-export interface CalEvent { seq: number; type: string; cal?: string; state?: string; reason?: string }
-export interface AuditRecord { seq: number; time: string; type: string; cal?: string; parent?: string; spawn?: string; state?: string; actor?: string; reason?: string; prev: string; hash: string }
-export interface AuditPage { records: AuditRecord[]; more: boolean; head_seq: number }
+// The wire types and routes are the OpenAPI document's, generated into
+// the TypeScript SDK (sdk/typescript/src/openapi.ts, `npm run gen` there)
+// and shared with it: a call names a route of the document, and its
+// parameters, body and answer are typed from it, so the dashboard cannot
+// drift from what the server sends.
+type Schemas = components['schemas'];
+export type Cal = Schemas['Cal'];
+export type Spawn = Schemas['Spawn'];
+export type LogPage = Schemas['LogPage'];
+export type LogEntry = LogPage['entries'][number];
+export type WhoAmI = Schemas['WhoAmI'];
+export type Approval = Schemas['Approval'];
+export type CalEvent = Schemas['Event'];
+export type AuditRecord = Schemas['AuditRecord'];
+export type AuditPage = Schemas['AuditPage'];
+export type Limits = Schemas['Limits'];
+export type Permission = Schemas['Permission'];
+export type Rule = Schemas['Rule'];
+export type RuleDecision = Schemas['RuleDecision'];
+export type RulesView = Schemas['RulesView'];
+export type PermissionMatrix = Schemas['PermissionMatrix'];
+export type SimQuality = Schemas['SimQuality'];
+export type { Answer, Body, Query } from '../../sdk/typescript/src/routes';
 
 let token = sessionStorage.getItem('calnet-token') ?? '';
 
@@ -42,9 +55,12 @@ export function wsURL(path: string): string {
   return `${proto}://${location.host}${path}${path.includes('?') ? '&' : '?'}access_token=${encodeURIComponent(token)}`;
 }
 
-export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
-  const res = await fetch(path, {
-    method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+// api calls a route of the document ('/v1/cals/{id}', its `{id}` filled
+// from req.path) and answers the JSON the document gives for it.
+export async function api<R extends Route, M extends MethodOf<R>>(method: M, route: R, req: CallOptions<R, M> = {}): Promise<Answer<R, M>> {
+  const body = req.body;
+  const res = await fetch(target(route, req.path, req.query as Record<string, unknown> | undefined), {
+    method: method.toUpperCase(), headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await res.text();
@@ -53,7 +69,7 @@ export async function api<T>(method: string, path: string, body?: unknown): Prom
     try { msg = JSON.parse(text).error ?? msg; } catch { /* not JSON */ }
     throw new ApiError(res.status, msg);
   }
-  return JSON.parse(text) as T;
+  return JSON.parse(text) as Answer<R, M>;
 }
 
 // events follows the WebSocket stream, reconnecting with backoff and
@@ -67,7 +83,7 @@ export function events(onEvent: (e: CalEvent) => void, onState: (s: string) => v
     // A restarted control plane numbers events afresh: the dashboard
     // refetches its state on every (re)connect, so replaying is harmless.
     ws = new WebSocket(`${proto}://${location.host}/v1/events?after=0&access_token=${encodeURIComponent(token)}`);
-    ws.onopen = () => { backoff = 250; onState("live"); onEvent({ seq: 0, type: "connected" }); };
+    ws.onopen = () => { backoff = 250; onState("live"); onEvent({ seq: 0, time: new Date().toISOString(), type: 'connected' }); };
     ws.onmessage = (m) => { try { const e = JSON.parse(m.data); last = Math.max(last, e.seq); onEvent(e); } catch { /* ignore */ } };
     // A stream stopped on sign-out may close after the next sign-in's
     // stream opened: it must not report anything then.

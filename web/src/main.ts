@@ -5,7 +5,7 @@ import cytoscape from 'cytoscape';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import './style.css';
-import { api, ApiError, authFetch, clearToken, events, hasToken, setToken, wsURL, type Approval, type AuditPage, type Cal, type LogPage, type Spawn, type WhoAmI } from './api';
+import { api, ApiError, authFetch, clearToken, events, hasToken, setToken, wsURL, type Body, type Cal, type Permission, type Limits, type PermissionMatrix, type Query, type Rule, type Spawn, type WhoAmI } from './api';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const PERMS = ['spawn', 'revoke', 'read', 'talk', 'share', 'admin'];
@@ -80,7 +80,7 @@ function select(id: string) {
 // minutes (uPlot).
 let charts: uPlot[] = [];
 async function showCharts(id: string) {
-  const r = await api<{ series: Record<string, { t: string; v: number }[]> }>('GET', `/v1/cals/${id}/series`);
+  const r = await api('get', '/v1/cals/{id}/series', { path: { id } });
   if (selected !== id) return;
   for (const ch of charts) ch.destroy();
   charts = [];
@@ -98,8 +98,8 @@ async function showCharts(id: string) {
 async function showChain(id: string) {
   const tb = $<HTMLTableElement>('sel-chain').tBodies[0];
   try {
-    const chain = await api<unknown>('GET', `/v1/cals/${id}/chain`);
-    const r = await api<{ links: { link: number; cal: string; permissions: string[]; status: string }[] }>('POST', '/v1/verify', { chain: JSON.stringify(chain) });
+    const chain = await api('get', '/v1/cals/{id}/chain', { path: { id } });
+    const r = await api('post', '/v1/verify', { body: { chain: JSON.stringify(chain) } });
     if (selected !== id) return;
     tb.replaceChildren();
     for (const l of r.links) {
@@ -112,7 +112,7 @@ async function showChain(id: string) {
 
 // renderMetrics derives the performance view from the spawn records and
 // the registry: latency percentiles, rate, failures, Cals by state.
-function renderMetrics(spawns: (Spawn & { operational_at?: string })[]) {
+function renderMetrics(spawns: Spawn[]) {
   const lat = spawns.filter((s) => s.state === 'running' && s.operational_at)
     .map((s) => Date.parse(s.operational_at!) - Date.parse(s.requested_at)).filter((x) => x >= 0);
   const sorted = [...lat].sort((a, b) => a - b);
@@ -137,7 +137,7 @@ function renderMetrics(spawns: (Spawn & { operational_at?: string })[]) {
 // drawLatency charts the most recent 100 spawns that ran: when each was
 // requested (x) against how long it took to be operational (y, ms).
 let latencyChart: uPlot | null = null;
-function drawLatency(spawns: (Spawn & { operational_at?: string })[]) {
+function drawLatency(spawns: Spawn[]) {
   const ran = spawns.filter((s) => s.state === 'running' && s.operational_at)
     .map((s) => [Date.parse(s.requested_at) / 1000, Date.parse(s.operational_at!) - Date.parse(s.requested_at)] as [number, number])
     .filter(([, ms]) => ms >= 0).sort((a, b) => a[0] - b[0]).slice(-100);
@@ -234,7 +234,7 @@ function renderTable() {
 
 async function refresh() {
   try {
-    cals = await api<Cal[]>('GET', '/v1/cals');
+    cals = await api('get', '/v1/cals');
     render();
     // A failed Master Cal is said loudly: nothing spawns under it.
     const m = cals.find((x) => x.parent === 'genesis');
@@ -242,7 +242,7 @@ async function refresh() {
     $('master-alert').hidden = !down;
     if (down) text($('master-alert'), `The Master Cal ${short(m.id)} has ${m.state}: ${m.last_error ?? ''}. The network cannot spawn under it; select it and restart it.`);
     if (selected) select(selected);
-    const spawns = await api<Spawn[]>('GET', '/v1/spawns');
+    const spawns = await api('get', '/v1/spawns');
     const tb = $<HTMLTableElement>('spawns').tBodies[0];
     tb.replaceChildren();
     for (const s of spawns.slice(-200).reverse()) {
@@ -262,7 +262,7 @@ async function refresh() {
 // coloured from pale (idle) to dark (busiest of the window).
 async function renderHeat() {
   const metric = $<HTMLSelectElement>('heat-metric').value;
-  const r = await api<{ cals: { cal: string; name?: string; points: { t: string; v: number }[] }[] }>('GET', `/v1/heat?metric=${metric}`);
+  const r = await api('get', '/v1/heat', { query: { metric } });
   const svg = $('heat') as unknown as SVGSVGElement;
   const rows = r.cals.slice(0, 200);
   const max = Math.max(1e-9, ...rows.flatMap((c) => c.points.map((p) => p.v)));
@@ -290,12 +290,11 @@ async function renderHeat() {
 
 function scheduleRefresh() { clearTimeout(refreshTimer); refreshTimer = window.setTimeout(refresh, 150); }
 
-interface Limits { max_cals: number; spawn_rate: number; spawn_burst: number; parent_rate: number; parent_burst: number }
 let limits: Limits | null = null;
 const LIMIT_INPUTS: [string, keyof Limits][] = [['lim-rate', 'spawn_rate'], ['lim-burst', 'spawn_burst'], ['lim-max', 'max_cals']];
 
 async function loadLimits() {
-  limits = await api<Limits>('GET', '/v1/limits');
+  limits = await api('get', '/v1/limits');
   for (const [id, k] of LIMIT_INPUTS) {
     $<HTMLInputElement>(id).value = String(limits[k]);
     text($(`${id}-out`), String(limits[k]));
@@ -327,7 +326,7 @@ function applyRole() {
 // renderApprovals lists the approval queue; administrators get Approve and
 // Reject on pending requests they did not make.
 async function renderApprovals() {
-  const list = await api<Approval[]>('GET', '/v1/approvals');
+  const list = await api('get', '/v1/approvals');
   const pending = list.filter((a) => a.state === 'pending');
   text($('approvals-badge'), pending.length ? String(pending.length) : '');
   const tb = $<HTMLTableElement>('approvals').tBodies[0];
@@ -343,13 +342,16 @@ async function renderApprovals() {
     const td = tr.insertCell();
     const mine = a.actor === me?.actor;
     if (a.state === 'pending' && me?.admin && !mine) {
-      for (const [label, verb] of [['Approve', 'approve'], ['Reject', 'reject']]) {
+      for (const [label, verb] of [['Approve', 'approve'], ['Reject', 'reject']] as const) {
         const b = document.createElement('button');
         b.textContent = label; b.dataset.verb = verb;
         b.onclick = async () => {
           text($('approval-error'), '');
           b.disabled = true;
-          try { await api('POST', `/v1/approvals/${a.id}/${verb}`, { comment: $<HTMLInputElement>('approval-comment').value }); }
+          try {
+            const vote = { path: { id: a.id }, body: { comment: $<HTMLInputElement>('approval-comment').value } };
+            await (verb === 'approve' ? api('post', '/v1/approvals/{id}/approve', vote) : api('post', '/v1/approvals/{id}/reject', vote));
+          }
           catch (err) { showError('approval-error', err); }
           finally { scheduleRefresh(); }
         };
@@ -362,9 +364,9 @@ async function renderApprovals() {
 async function signIn(token: string) {
   setToken(token);
   try {
-    me = await api<WhoAmI>('GET', '/v1/whoami');
+    me = await api('get', '/v1/whoami');
     applyRole();
-    const st = await api<{ network: string; spawning_paused: boolean }>('GET', '/v1/status');
+    const st = await api('get', '/v1/status');
     text($('network'), `network ${short(st.network)}`);
     paused = st.spawning_paused;
     text($('pause'), paused ? 'Resume spawning' : 'Pause spawning');
@@ -406,15 +408,15 @@ $('signout').onclick = () => signOut();
 $('spawn-form').onsubmit = async (e) => {
   e.preventDefault();
   text($('spawn-error'), '');
-  const perms = [...document.querySelectorAll<HTMLInputElement>('input[name=perm]:checked')].map((x) => x.value);
+  const perms = [...document.querySelectorAll<HTMLInputElement>('input[name=perm]:checked')].map((x) => x.value as Permission);
   const btn = $<HTMLButtonElement>('spawn-submit');
   btn.disabled = true;
   try {
-    const sp = await api<Spawn>('POST', '/v1/cals?wait=true', {
+    const sp = await api('post', '/v1/cals', { query: { wait: 'true' }, body: {
       parent: $<HTMLSelectElement>('spawn-parent').value || undefined,
       name: $<HTMLInputElement>('spawn-name').value || undefined, permissions: perms,
       cpu_millis: Number($<HTMLInputElement>('spawn-cpu').value), memory_bytes: Number($<HTMLInputElement>('spawn-mem').value) << 20,
-    });
+    } });
     if (sp.state === 'awaiting_approval') text($('spawn-error'), `held for approval (${sp.approval}): ${sp.reason ?? ''}`);
     else if (sp.state !== 'running') text($('spawn-error'), `${sp.state}: ${sp.reason ?? ''}`);
     else $<HTMLInputElement>('spawn-name').value = '';
@@ -427,14 +429,14 @@ $('limits-form').onsubmit = async (e) => {
   if (!limits) return;
   const next = { ...limits };
   for (const [id, k] of LIMIT_INPUTS) next[k] = Number($<HTMLInputElement>(id).value);
-  try { limits = await api<Limits>('PUT', '/v1/limits', next); text($('limits-error'), ''); } catch (err) { showError('limits-error', err); }
+  try { limits = await api('put', '/v1/limits', { body: next }); text($('limits-error'), ''); } catch (err) { showError('limits-error', err); }
 };
 $('restart').onclick = async () => {
   text($('revoke-error'), '');
   if (!selected || !confirm(`Restart ${short(selected)}?`)) return;
   const id = selected;
   try {
-    const c = await api<Cal>('POST', `/v1/cals/${id}/restart?wait=true`, { reason: 'restarted from the dashboard' });
+    const c = await api('post', '/v1/cals/{id}/restart', { path: { id }, query: { wait: 'true' }, body: { reason: 'restarted from the dashboard' } });
     if (c.state !== 'running') text($('revoke-error'), `${short(id)} did not come up: ${c.state}: ${c.last_error ?? ''}`);
   } catch (err) { showError('revoke-error', err); }
   scheduleRefresh();
@@ -443,7 +445,7 @@ $('revoke').onclick = async () => {
   text($('revoke-error'), '');
   if (!selected || !confirm(`Revoke ${short(selected)} and its whole subtree?`)) return;
   try {
-    const r = await api<{ approval?: Approval }>('POST', `/v1/cals/${selected}/revoke`, { reason: 'revoked from the dashboard' });
+    const r = await api('post', '/v1/cals/{id}/revoke', { path: { id: selected }, body: { reason: 'revoked from the dashboard' } });
     if (r.approval) text($('revoke-error'), `held for approval (${r.approval.id}): ${r.approval.policy}: ${r.approval.message}`);
   } catch (err) { showError('revoke-error', err); }
   scheduleRefresh();
@@ -451,7 +453,7 @@ $('revoke').onclick = async () => {
 $('pause').onclick = async () => {
   text($('pause-error'), '');
   try {
-    const r = await api<{ paused: boolean }>('POST', '/v1/spawning', { paused: !paused });
+    const r = await api('post', '/v1/spawning', { body: { paused: !paused } });
     paused = r.paused; text($('pause'), paused ? 'Resume spawning' : 'Pause spawning');
   } catch (err) { showError('pause-error', err); }
 };
@@ -480,8 +482,7 @@ $('chain-verify').onclick = async () => {
   const tb = $<HTMLTableElement>('chain-links').tBodies[0];
   tb.replaceChildren();
   try {
-    const r = await api<{ valid: boolean; cal?: string; error?: { link: number; reason: string; detail: string }; links: { link: number; parent: string; cal: string; permissions: string[]; status: string }[] }>(
-      'POST', '/v1/verify', { chain: $<HTMLTextAreaElement>('chain-text').value });
+    const r = await api('post', '/v1/verify', { body: { chain: $<HTMLTextAreaElement>('chain-text').value } });
     text(verdict, r.valid ? `VALID: cal ${r.cal}` : `INVALID at link ${r.error?.link}: ${r.error?.reason}: ${r.error?.detail}`);
     verdict.className = r.valid ? 'ok' : 'failed';
     for (const l of r.links) {
@@ -496,14 +497,11 @@ if (hasToken()) signIn(sessionStorage.getItem('calnet-token') ?? '');
 
 // The rule builder (UX-2.5): a rule is checked and previewed over the
 // chosen Cal's recorded metrics as it is typed, and enabled with PUT.
-interface Rule { name: string; when: string; clear?: string; for?: string; cooldown: string; max_per_hour?: number; action: { kind: string; count: number; template?: string } }
-interface Decision { rule: string; at: string; outcome: string; reason?: string }
-interface RulesView { rules: Rule[]; state: Record<string, { firing?: boolean; disarmed?: boolean; error?: string }>; decisions: Decision[]; vars: { name: string; type: string; help: string }[] }
 let ruleTimer = 0;
 
 function ruleFromForm(): Rule {
   const v = (id: string) => $<HTMLInputElement>(id).value.trim();
-  const kind = v('rule-kind');
+  const kind = v('rule-kind') as Rule['action']['kind'];
   const r: Rule = { name: v('rule-name'), when: v('rule-when'), cooldown: v('rule-cooldown'), action: { kind, count: Number(v('rule-count')) } };
   if (v('rule-clear')) r.clear = v('rule-clear');
   if (v('rule-for')) r.for = v('rule-for');
@@ -521,7 +519,7 @@ function openRules() {
 async function loadRules() {
   const cal = $<HTMLSelectElement>('rule-cal').value;
   if (!cal) return;
-  const v = await api<RulesView>('GET', `/v1/cals/${cal}/rules`);
+  const v = await api('get', '/v1/cals/{id}/rules', { path: { id: cal } });
   const tb = $<HTMLTableElement>('rules-list').tBodies[0];
   tb.replaceChildren();
   for (const r of v.rules) {
@@ -533,7 +531,7 @@ async function loadRules() {
     cell(tr, st?.error ? 'disabled: ' + st.error : st?.firing ? 'firing: again each cooldown while it holds' : st?.disarmed ? 'fired, waiting to re-arm' : 'armed', st?.error ? 'failed' : '');
     const b = document.createElement('button'); b.textContent = 'Remove'; b.type = 'button';
     b.onclick = async () => {
-      try { await api('PUT', `/v1/cals/${cal}/rules`, { rules: v.rules.filter((x) => x.name !== r.name) }); await loadRules(); }
+      try { await api('put', '/v1/cals/{id}/rules', { path: { id: cal }, body: { rules: v.rules.filter((x) => x.name !== r.name) } }); await loadRules(); }
       catch (e) { showError('rule-error', e); }
     };
     tr.insertCell().append(b);
@@ -550,7 +548,7 @@ function previewRule() {
     if (!cal) return;
     const tb = $<HTMLTableElement>('rule-preview').tBodies[0];
     try {
-      const p = await api<{ samples: number; counts: Record<string, number>; decisions: Decision[] }>('POST', `/v1/cals/${cal}/rules/preview`, { rule: ruleFromForm() });
+      const p = await api('post', '/v1/cals/{id}/rules/preview', { path: { id: cal }, body: { rule: ruleFromForm() } });
       text($('rule-error'), '');
       text($('rule-summary'), p.samples === 0 ? 'The rule compiles. No CPU samples of this Cal to replay yet (one every 5 s).'
         : `Over ${p.samples} samples: ` + Object.entries(p.counts).map(([k, n]) => `${k} ${n}`).join(', '));
@@ -575,8 +573,8 @@ $<HTMLFormElement>('rule-form').onsubmit = async (e) => {
   const cal = $<HTMLSelectElement>('rule-cal').value;
   try {
     const r = ruleFromForm();
-    const v = await api<RulesView>('GET', `/v1/cals/${cal}/rules`);
-    await api('PUT', `/v1/cals/${cal}/rules`, { rules: [...v.rules.filter((x) => x.name !== r.name), r] });
+    const v = await api('get', '/v1/cals/{id}/rules', { path: { id: cal } });
+    await api('put', '/v1/cals/{id}/rules', { path: { id: cal }, body: { rules: [...v.rules.filter((x) => x.name !== r.name), r] } });
     text($('rule-error'), '');
     await loadRules();
   } catch (err) { showError('rule-error', err); }
@@ -612,15 +610,14 @@ for (const b of document.querySelectorAll<HTMLButtonElement>('#sel-profiles butt
 let logCursor = '';
 const MAX_LOG_ROWS = 2000;
 async function loadLogs(reset: boolean) {
-  const p = new URLSearchParams({ lines: '500' });
-  const q = $<HTMLInputElement>('logs-q').value.trim(), level = $<HTMLSelectElement>('logs-level').value, only = $<HTMLInputElement>('logs-cals').value.trim();
-  if (q) p.set('q', q);
-  if (level) p.set('level', level);
-  if (only) p.set('cals', only.split(',').map((x) => x.trim()).filter(Boolean).join(','));
-  if (!reset && logCursor) p.set('cursor', logCursor);
+  const only = $<HTMLInputElement>('logs-cals').value.trim();
+  const p: Query<'/v1/logs', 'get'> = {
+    lines: 500, q: $<HTMLInputElement>('logs-q').value.trim(), level: ($<HTMLSelectElement>('logs-level').value || undefined) as Query<'/v1/logs', 'get'>['level'],
+    cals: only.split(',').map((x) => x.trim()).filter(Boolean).join(','), cursor: reset ? undefined : logCursor,
+  };
   const tb = $<HTMLTableElement>('logs').tBodies[0];
   try {
-    const page = await api<LogPage>('GET', `/v1/logs?${p}`);
+    const page = await api('get', '/v1/logs', { query: p });
     text($('logs-error'), '');
     if (reset) tb.replaceChildren();
     for (const e of page.entries) {
@@ -642,17 +639,12 @@ setInterval(() => {
 // oldest first; Older pages back with before=SEQ.
 let auditOldest = 0;
 async function loadAudit(before: number) {
-  const p = new URLSearchParams({ limit: '200' });
   const since = $<HTMLInputElement>('audit-since').value;
-  if (since) p.set('since', new Date(since).toISOString());
-  for (const k of ['actor', 'type', 'cal'] as const) {
-    const v = $<HTMLInputElement>(`audit-${k}`).value.trim();
-    if (v) p.set(k, v);
-  }
-  if (before) p.set('before', String(before));
+  const p: Query<'/v1/audit', 'get'> = { limit: 200, since: since ? new Date(since).toISOString() : undefined, before: before || undefined };
+  for (const k of ['actor', 'type', 'cal'] as const) p[k] = $<HTMLInputElement>(`audit-${k}`).value.trim();
   const tb = $<HTMLTableElement>('audit').tBodies[0];
   try {
-    const page = await api<AuditPage>('GET', `/v1/audit?${p}`);
+    const page = await api('get', '/v1/audit', { query: p });
     text($('audit-error'), '');
     const rows = page.records.map((r) => {
       const tr = document.createElement('tr');
@@ -704,9 +696,8 @@ $('console-input-form').onsubmit = (e) => {
 
 // The traffic matrix (UX-4.3): rows send, columns receive; the 30 busiest
 // endpoints, each cell the exchanges between them, shaded by volume.
-interface TrafficPair { from: string; from_name?: string; to: string; to_name?: string; kind: string; count: number; bytes?: number }
 async function renderTraffic() {
-  const r = await api<{ pairs: TrafficPair[] }>('GET', '/v1/traffic');
+  const r = await api('get', '/v1/traffic');
   const label = new Map<string, string>();
   const volume = new Map<string, number>();
   const cellOf = new Map<string, { n: number; kinds: string[] }>();
@@ -751,12 +742,11 @@ setInterval(() => { if (!$('app').hidden && !$('view-traffic').hidden) renderTra
 // The permission matrix editor (UX-2.2): rows are the live Cals of a
 // subtree, columns the permissions; a held permission has a checkbox for
 // "may grant it to new children" and the uses seen.
-interface MatrixRow { cal: string; name?: string; depth: number; held: string[]; used: Record<string, number>; grantable: string[] | null }
-let matrixRows: MatrixRow[] = [];
+let matrixRows: PermissionMatrix['rows'] = [];
 async function renderMatrix() {
   const root = $<HTMLSelectElement>('matrix-root').value;
   if (!root) return;
-  const m = await api<{ permissions: string[]; rows: MatrixRow[] }>('GET', `/v1/cals/${root}/matrix`);
+  const m = await api('get', '/v1/cals/{id}/matrix', { path: { id: root } });
   matrixRows = m.rows;
   const table = $<HTMLTableElement>('matrix');
   const head = document.createElement('tr');
@@ -788,34 +778,35 @@ $('matrix-form').onsubmit = async (e) => {
   e.preventDefault();
   $('matrix-error').className = 'error';
   text($('matrix-error'), '');
-  const rows: { cal: string; grantable: string[] | null }[] = [];
+  const rows: Body<'/v1/cals/{id}/matrix', 'put'>['rows'] = [];
   for (const r of matrixRows) {
     const tr = document.querySelector<HTMLTableRowElement>(`#matrix tbody tr[data-cal="${CSS.escape(r.name || r.cal)}"]`);
     if (!tr) continue;
-    const checked = [...tr.querySelectorAll<HTMLInputElement>('input[data-perm]')].filter((x) => x.checked).map((x) => x.dataset.perm!);
+    const checked = [...tr.querySelectorAll<HTMLInputElement>('input[data-perm]')].filter((x) => x.checked).map((x) => x.dataset.perm as Permission);
     const next = checked.length === r.held.length ? null : checked;
     const was = r.grantable === null ? null : [...r.grantable].sort().join(',');
     if ((next === null ? null : [...next].sort().join(',')) !== was) rows.push({ cal: r.cal, grantable: next });
   }
   if (!rows.length) { text($('matrix-error'), 'nothing changed'); return; }
   const status = $('matrix-error');
-  try { await api('PUT', `/v1/cals/${$<HTMLSelectElement>('matrix-root').value}/matrix`, { rows }); await renderMatrix(); status.className = 'ok'; text(status, `${rows.length} Cal(s) updated`); }
+  try { await api('put', '/v1/cals/{id}/matrix', { path: { id: $<HTMLSelectElement>('matrix-root').value }, body: { rows } }); await renderMatrix(); status.className = 'ok'; text(status, `${rows.length} Cal(s) updated`); }
   catch (err) { status.className = 'error'; showError('matrix-error', err); }
 };
+
+type Workload = NonNullable<Body<'/v1/sim', 'post'>['workloads']>[number];
 
 // Simulate (calnet sim, POST /v1/sim): the rule being written, with the
 // Cal's other rules, on simulated pools for a day under the network's
 // policies, scored against the oracle (the fewest Cals that meet the load).
-interface SimQuality { optimal_percent: number; over_oracle_percent: number; under_capacity_percent: number; oscillations: number; spawns: number; retires: number; limit_hits: number }
 $('rule-simulate').onclick = async () => {
   const out = $('rule-sim');
   text(out, 'simulating a day of 10 pools…');
   try {
     const cal = $<HTMLSelectElement>('rule-cal').value;
     const rule = ruleFromForm();
-    const others = cal ? (await api<RulesView>('GET', `/v1/cals/${cal}/rules`)).rules.filter((r) => r.name !== rule.name) : [];
+    const others = cal ? (await api('get', '/v1/cals/{id}/rules', { path: { id: cal } })).rules.filter((r) => r.name !== rule.name) : [];
     const wl = $<HTMLSelectElement>('rule-sim-workload').value;
-    const r = await api<{ total: SimQuality; rules: { rule: string; fired: number; error?: string }[]; wall_seconds: number }>('POST', '/v1/sim', { rules: [...others, rule], pools: 10, duration: '24h', ...(wl ? { workloads: [wl] } : {}) });
+    const r = await api('post', '/v1/sim', { body: { rules: [...others, rule], pools: 10, duration: '24h', ...(wl ? { workloads: [wl as Workload] } : {}) } });
     const t = r.total;
     const mine = r.rules.find((x) => x.rule === rule.name);
     text(out, `Simulated (10 pools, 24 h${wl ? `, ${wl}` : ''}): ${t.optimal_percent.toFixed(1)}% of decisions optimal, ${t.over_oracle_percent.toFixed(1)}% Cal-hours over the oracle, `
