@@ -77,9 +77,18 @@ python3 -m unittest discover -s sdk/python/tests -v
 echo "== dashboard in headless Chromium (node --test)"
 (cd web && npm ci --no-audit --no-fund --loglevel=error && npm test)
 
+echo "== TypeScript wire types: sdk/typescript/src/openapi.ts is what the OpenAPI document generates; the SDK and the dashboard type-check against it"
+if command -v npm >/dev/null 2>&1; then
+  (cd sdk/typescript && npm ci --no-audit --no-fund --loglevel=error && npm run --silent gen:check && npx --no-install tsc --noEmit -p tsconfig.json)
+  (cd web && npx --no-install tsc --noEmit)
+else
+  echo "npm not found: install Node.js 20+ to check the TypeScript wire types" >&2
+  exit 1
+fi
+
 echo "== TypeScript SDK (node --test)"
 if command -v npm >/dev/null 2>&1; then
-  (cd sdk/typescript && npm ci --no-audit --no-fund --loglevel=error && npm test)
+  (cd sdk/typescript && npm test)
 else
   echo "npm not found: install Node.js 20+ to test the TypeScript SDK" >&2
   exit 1
