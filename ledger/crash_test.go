@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -30,7 +31,7 @@ func crashWriter(dir string) {
 	k := testKey(nil)
 	l, err := Open(Config{Dir: dir, Origin: testOrigin, LogKey: k.Public(), Signer: k})
 	if err != nil {
-		os.Stderr.WriteString(err.Error() + "\n")
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
 	}
 	var once sync.Once
@@ -45,7 +46,11 @@ func crashWriter(dir string) {
 				if _, err := l.Append(context.Background(), batch...); err != nil {
 					os.Exit(4)
 				}
-				once.Do(func() { os.Stdout.WriteString("ready\n") })
+				once.Do(func() {
+					if _, err := os.Stdout.WriteString("ready\n"); err != nil {
+						os.Exit(5) // the test reads "ready": without it, nothing to kill
+					}
+				})
 			}
 		})
 	}
@@ -77,12 +82,15 @@ func TestCrashSafetyKillsRealWriter(t *testing.T) {
 		}
 		line, _ := bufio.NewReader(out).ReadString('\n')
 		if line != "ready\n" {
-			cmd.Wait()
-			t.Fatalf("round %d: writer did not start: %q %s", round, line, stderr.String())
+			werr := cmd.Wait()
+			t.Fatalf("round %d: writer did not start (%v): %q %s", round, werr, line, stderr.String())
 		}
 		time.Sleep(time.Duration(rng.IntN(80)) * time.Millisecond)
-		cmd.Process.Signal(syscall.SIGKILL)
-		cmd.Wait()
+		must(t, cmd.Process.Signal(syscall.SIGKILL))
+		werr := cmd.Wait()
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
+			t.Fatalf("round %d: the writer ended before it was killed: %v %s", round, werr, stderr.String())
+		}
 
 		l := openLog(t, dir, true)
 		cp := l.Checkpoint()
@@ -104,7 +112,7 @@ func TestCrashSafetyKillsRealWriter(t *testing.T) {
 		}
 		t.Logf("round %d: %d entries after SIGKILL", round, cp.Size)
 		prevSize, prevRoot = cp.Size, cp.Root
-		l.Close()
+		must(t, l.Close())
 	}
 	if prevSize == 0 {
 		t.Fatal("the writer never committed anything")

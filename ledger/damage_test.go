@@ -47,7 +47,7 @@ func committedLog(t testing.TB, dir string, snap func(dir string)) (uint64, []by
 
 func copyDir(t testing.TB, from, to string) {
 	t.Helper()
-	os.MkdirAll(to, 0o700)
+	must(t, os.MkdirAll(to, 0o700))
 	for _, f := range ledgerFiles {
 		b, err := os.ReadFile(filepath.Join(from, f))
 		if err != nil {
@@ -93,12 +93,12 @@ func openDamaged(t *testing.T, dir string, size uint64, root []byte, what string
 		}
 	}
 	if ro != nil {
-		ro.Close()
+		must(t, ro.Close())
 	}
 	rw, err := Open(Config{Dir: dir, Origin: testOrigin, LogKey: k.Public(), Signer: k})
 	o.rwErr = check(rw, err, "write")
 	if rw != nil {
-		rw.Close()
+		must(t, rw.Close())
 	}
 	return o
 }
@@ -177,7 +177,7 @@ func TestDamageBitFlips(t *testing.T) {
 				copyDir(t, base, dir)
 				b := bytes.Clone(orig)
 				b[p] ^= bit
-				os.WriteFile(filepath.Join(dir, name), b, 0o600)
+				must(t, os.WriteFile(filepath.Join(dir, name), b, 0o600))
 				o := openDamaged(t, dir, size, root, fmt.Sprintf("%s byte %d bit %#x", name, p, bit))
 				if !o.detected() {
 					t.Fatalf("%s byte %d bit %#x: neither Open nor Audit noticed", name, p, bit)
@@ -196,7 +196,7 @@ func TestDamageTruncation(t *testing.T) {
 	size, root := committedLog(t, base, nil)
 	for _, name := range ledgerFiles {
 		t.Run(name, func(t *testing.T) {
-			orig, _ := os.ReadFile(filepath.Join(base, name))
+			orig := readFile(t, filepath.Join(base, name))
 			dir := filepath.Join(t.TempDir(), "l")
 			// A third of the positions, and every record boundary (a cut
 			// there leaves only whole records).
@@ -229,7 +229,7 @@ func TestDamageTruncation(t *testing.T) {
 					os.Remove(filepath.Join(dir, name))
 					what = name + " removed"
 				} else {
-					os.Truncate(filepath.Join(dir, name), int64(n))
+					must(t, os.Truncate(filepath.Join(dir, name), int64(n)))
 				}
 				o := openDamaged(t, dir, size, root, what)
 				// Every byte of every file is acknowledged data: Open
@@ -245,40 +245,38 @@ func TestDamageTruncation(t *testing.T) {
 func TestDamageNamesTheFrame(t *testing.T) {
 	tests := []struct {
 		name   string
-		damage func(dir string)
+		damage func(t *testing.T, dir string)
 		want   []string
 	}{
-		{"checkpoint record before the tail", func(d string) {
-			b, _ := os.ReadFile(filepath.Join(d, checkpointsFile))
+		{"checkpoint record before the tail", func(t *testing.T, d string) {
+			b := readFile(t, filepath.Join(d, checkpointsFile))
 			s, _ := parseCheckpoints(b)
 			r := s.Records[1]
 			b[r.Off+cpRecordHeader+100] ^= 1
-			os.WriteFile(filepath.Join(d, checkpointsFile), b, 0o600)
+			must(t, os.WriteFile(filepath.Join(d, checkpointsFile), b, 0o600))
 		}, []string{checkpointsFile, "#2", "payload checksum mismatch", "an intact record follows"}},
-		{"latest checkpoint record", func(d string) {
-			b, _ := os.ReadFile(filepath.Join(d, checkpointsFile))
+		{"latest checkpoint record", func(t *testing.T, d string) {
+			b := readFile(t, filepath.Join(d, checkpointsFile))
 			b[len(b)-10] ^= 4
-			os.WriteFile(filepath.Join(d, checkpointsFile), b, 0o600)
+			must(t, os.WriteFile(filepath.Join(d, checkpointsFile), b, 0o600))
 		}, []string{checkpointsFile, "ends at checkpoint #4, then a damaged record at offset", "(#5): payload checksum mismatch", "records checkpoint #5 (size 12) as acknowledged"}},
-		{"checkpoints file truncated at a record boundary", func(d string) {
-			b, _ := os.ReadFile(filepath.Join(d, checkpointsFile))
+		{"checkpoints file truncated at a record boundary", func(t *testing.T, d string) {
+			b := readFile(t, filepath.Join(d, checkpointsFile))
 			s, _ := parseCheckpoints(b)
-			os.Truncate(filepath.Join(d, checkpointsFile), s.Records[3].Off)
+			must(t, os.Truncate(filepath.Join(d, checkpointsFile), s.Records[3].Off))
 		}, []string{"ends at checkpoint #3", "truncated, damaged or replaced by an older copy"}},
-		{"index record", func(d string) {
-			f, _ := os.OpenFile(filepath.Join(d, indexFile), os.O_RDWR, 0)
-			f.WriteAt([]byte{0xff}, 3*indexRecord+20)
-			f.Close()
+		{"index record", func(t *testing.T, d string) {
+			writeAt(t, filepath.Join(d, indexFile), []byte{0xff}, 3*indexRecord+20)
 		}, []string{indexFile, "does not match the checkpoint root"}},
-		{"head slot both", func(d string) {
-			os.WriteFile(filepath.Join(d, headFile), make([]byte, headSize), 0o600)
+		{"head slot both", func(t *testing.T, d string) {
+			must(t, os.WriteFile(filepath.Join(d, headFile), make([]byte, headSize), 0o600))
 		}, []string{headFile, "both slots are damaged"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			size, root := committedLog(t, dir, nil)
-			tt.damage(dir)
+			tt.damage(t, dir)
 			o := openDamaged(t, dir, size, root, tt.name)
 			for _, err := range []error{o.roErr, o.rwErr} {
 				if err == nil {
@@ -327,8 +325,8 @@ func TestDamageReordering(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			size, root := committedLog(t, dir, nil)
-			b, _ := os.ReadFile(filepath.Join(dir, tt.file))
-			os.WriteFile(filepath.Join(dir, tt.file), tt.damage(bytes.Clone(b)), 0o600)
+			b := readFile(t, filepath.Join(dir, tt.file))
+			must(t, os.WriteFile(filepath.Join(dir, tt.file), tt.damage(bytes.Clone(b)), 0o600))
 			if o := openDamaged(t, dir, size, root, tt.name); !o.detected() {
 				t.Fatal("reordering went unnoticed")
 			}
@@ -355,8 +353,8 @@ func TestDamageOlderCopies(t *testing.T) {
 				files = ledgerFiles
 			}
 			for _, f := range files {
-				b, _ := os.ReadFile(filepath.Join(old, f))
-				os.WriteFile(filepath.Join(dir, f), b, 0o600)
+				b := readFile(t, filepath.Join(old, f))
+				must(t, os.WriteFile(filepath.Join(dir, f), b, 0o600))
 			}
 			if name == "all" {
 				// A consistent older copy of the whole directory cannot be
@@ -365,7 +363,7 @@ func TestDamageOlderCopies(t *testing.T) {
 				// (internal/controlplane TestLedgerRollbackRefused).
 				l := openLog(t, old, false)
 				size, root = l.Size(), l.Checkpoint().Root
-				l.Close()
+				must(t, l.Close())
 			}
 			o := openDamaged(t, dir, size, root, "older "+name)
 			switch name {
@@ -395,7 +393,7 @@ func TestDamageOlderCopies(t *testing.T) {
 func TestTornTailDroppedOnlyWhenUnacknowledged(t *testing.T) {
 	dir := t.TempDir()
 	size, root := committedLog(t, dir, nil)
-	hb, _ := os.ReadFile(filepath.Join(dir, headFile))
+	hb := readFile(t, filepath.Join(dir, headFile))
 	h, _, _ := parseHead(hb)
 	note, err := signCheckpoint(testOrigin, size+1, root, testKey(t))
 	if err != nil {
@@ -415,9 +413,9 @@ func TestTornTailDroppedOnlyWhenUnacknowledged(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			d := filepath.Join(t.TempDir(), "l")
 			copyDir(t, dir, d)
-			appendFile(d, checkpointsFile, tt.tail)
-			appendFile(d, entriesFile, []byte("\x00\x00\x00\x10torn"))
-			appendFile(d, indexFile, make([]byte, 50))
+			appendFile(t, d, checkpointsFile, tt.tail)
+			appendFile(t, d, entriesFile, []byte("\x00\x00\x00\x10torn"))
+			appendFile(t, d, indexFile, make([]byte, 50))
 			if o := openDamaged(t, d, size, root, tt.name); o.roErr != nil || o.rwErr != nil {
 				t.Fatalf("an unacknowledged tail was refused: %+v", o)
 			}
@@ -426,18 +424,16 @@ func TestTornTailDroppedOnlyWhenUnacknowledged(t *testing.T) {
 			if _, err := l.Audit(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			cb, _ := os.ReadFile(filepath.Join(d, checkpointsFile))
+			cb := readFile(t, filepath.Join(d, checkpointsFile))
 			if s, _ := parseCheckpoints(cb); s.Damage != nil {
 				t.Fatalf("tail left behind: %v", s.Damage)
 			}
 			// The same tail named acknowledged by the head: refused.
 			d2 := filepath.Join(t.TempDir(), "l")
 			copyDir(t, dir, d2)
-			appendFile(d2, checkpointsFile, tt.tail)
+			appendFile(t, d2, checkpointsFile, tt.tail)
 			nh := head{Seq: h.Seq + 1, Size: size, Root: root}
-			f, _ := os.OpenFile(filepath.Join(d2, headFile), os.O_RDWR, 0)
-			f.WriteAt(nh.slot(), slotOffset(nh.Seq))
-			f.Close()
+			writeAt(t, filepath.Join(d2, headFile), nh.slot(), slotOffset(nh.Seq))
 			if o := openDamaged(t, d2, size, root, tt.name+" acknowledged"); o.roErr == nil || o.rwErr == nil {
 				t.Fatalf("an acknowledged record's damage was accepted: %+v", o)
 			}
@@ -448,7 +444,9 @@ func TestTornTailDroppedOnlyWhenUnacknowledged(t *testing.T) {
 func TestSecondWriterRefused(t *testing.T) {
 	dir := t.TempDir()
 	l := openLog(t, dir, true)
-	l.Append(context.Background(), testEntry(1))
+	if _, err := l.Append(context.Background(), testEntry(1)); err != nil {
+		t.Fatal(err)
+	}
 	k := testKey(t)
 	if _, err := Open(Config{Dir: dir, Origin: testOrigin, LogKey: k.Public(), Signer: k}); !errors.Is(err, ErrLocked) {
 		t.Fatalf("second writer: %v", err)
@@ -458,7 +456,7 @@ func TestSecondWriterRefused(t *testing.T) {
 	if ro.Size() != 1 {
 		t.Fatalf("reader sees %d entries", ro.Size())
 	}
-	l.Close()
+	must(t, l.Close())
 	l2 := openLog(t, dir, true)
 	if l2.Size() != 1 {
 		t.Fatal("reopen after close")

@@ -92,7 +92,7 @@ func FuzzOpenCheckpointsFile(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		dir := t.TempDir()
 		copyDir(t, base, dir)
-		os.WriteFile(filepath.Join(dir, checkpointsFile), b, 0o600)
+		must(t, os.WriteFile(filepath.Join(dir, checkpointsFile), b, 0o600))
 		for _, signer := range []*Log{nil, {}} {
 			cfg := Config{Dir: dir, Origin: testOrigin, LogKey: k.Public()}
 			if signer != nil {
@@ -103,7 +103,7 @@ func FuzzOpenCheckpointsFile(f *testing.F) {
 				continue
 			}
 			cp := l.Checkpoint()
-			l.Close()
+			must(t, l.Close())
 			if cp.Size != size || !bytes.Equal(cp.Root, root) {
 				t.Fatalf("opened at size %d, want %d", cp.Size, size)
 			}
@@ -125,7 +125,7 @@ func FuzzRepairCheckpointsFile(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		dir := t.TempDir()
 		copyDir(t, base, dir)
-		os.WriteFile(filepath.Join(dir, checkpointsFile), b, 0o600)
+		must(t, os.WriteFile(filepath.Join(dir, checkpointsFile), b, 0o600))
 		cfg := Config{Dir: dir, Origin: testOrigin, LogKey: k.Public()}
 		if _, err := Repair(cfg, true); err != nil {
 			return
@@ -142,7 +142,7 @@ func FuzzRepairCheckpointsFile(f *testing.F) {
 		if err != nil {
 			t.Fatalf("a repaired log does not open: %v", err)
 		}
-		defer l.Close()
+		closeAtEnd(t, l)
 		if l.Size() != size {
 			t.Fatalf("repaired log opens at %d", l.Size())
 		}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,6 +31,15 @@ func testKey(t testing.TB) *identity.PrivateKey {
 	return k
 }
 
+// must fails the test at once on the error of a step it cannot go on
+// without: setup, the damage it inflicts, a close before a reopen.
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func openLog(t testing.TB, dir string, write bool) *Log {
 	t.Helper()
 	k := testKey(t)
@@ -41,7 +51,11 @@ func openLog(t testing.TB, dir string, write bool) *Log {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	return l
 }
 
@@ -155,7 +169,7 @@ func TestAppendProveReopen(t *testing.T) {
 			t.Fatal("consistency verified a wrong old root")
 		}
 	}
-	l.Close()
+	must(t, l.Close())
 
 	l2 := openLog(t, dir, true)
 	if l2.Size() != 200 || !bytes.Equal(l2.Checkpoint().Root, cp.Root) {
@@ -183,7 +197,9 @@ func TestAppendProveReopen(t *testing.T) {
 
 func TestCheckpointIsAStandardSignedNote(t *testing.T) {
 	l := openLog(t, t.TempDir(), true)
-	l.Append(context.Background(), testEntry(1), testEntry(2))
+	if _, err := l.Append(context.Background(), testEntry(1), testEntry(2)); err != nil {
+		t.Fatal(err)
+	}
 	cp := l.Checkpoint()
 	vkey, err := VerifierKey(testOrigin, testKey(t).Public())
 	if err != nil {
@@ -208,7 +224,9 @@ func TestCheckpointIsAStandardSignedNote(t *testing.T) {
 
 func TestVerifyCheckpointRejects(t *testing.T) {
 	l := openLog(t, t.TempDir(), true)
-	l.Append(context.Background(), testEntry(1))
+	if _, err := l.Append(context.Background(), testEntry(1)); err != nil {
+		t.Fatal(err)
+	}
 	good := string(l.Checkpoint().Note)
 	other, _ := identity.Generate(nil)
 	sigLines := strings.SplitAfter(good, "\n\n")
@@ -238,36 +256,35 @@ func TestVerifyCheckpointRejects(t *testing.T) {
 func TestRecoveryFromTornWrites(t *testing.T) {
 	tests := []struct {
 		name     string
-		damage   func(dir string)
+		damage   func(t *testing.T, dir string)
 		wantSize uint64
 		wantErr  string
 	}{
-		{"garbage after entries", func(d string) { appendFile(d, entriesFile, []byte("\x00\x00\x01\x00torn")) }, 10, ""},
-		{"half index record", func(d string) { appendFile(d, indexFile, make([]byte, 17)) }, 10, ""},
-		{"torn checkpoint", func(d string) { appendFile(d, checkpointsFile, []byte{0, 0, 9, 0, 1, 2}) }, 10, ""},
-		{"uncheckpointed entries", func(d string) {
+		{"garbage after entries", func(t *testing.T, d string) { appendFile(t, d, entriesFile, []byte("\x00\x00\x01\x00torn")) }, 10, ""},
+		{"half index record", func(t *testing.T, d string) { appendFile(t, d, indexFile, make([]byte, 17)) }, 10, ""},
+		{"torn checkpoint", func(t *testing.T, d string) { appendFile(t, d, checkpointsFile, []byte{0, 0, 9, 0, 1, 2}) }, 10, ""},
+		{"uncheckpointed entries", func(t *testing.T, d string) {
 			// A writer that wrote and synced entries and index, then died
 			// before its checkpoint.
 			l := openLog(t, d, true)
 			l.mu.Lock()
-			l.ew.Write(frame([]byte(`{"type":"spawn","time":"2026-01-01T00:00:00Z"}`)))
-			l.ew.Flush()
-			l.iw.Write(make([]byte, indexRecord))
-			l.iw.Flush()
+			_, err1 := l.ew.Write(frame([]byte(`{"type":"spawn","time":"2026-01-01T00:00:00Z"}`)))
+			err2 := l.ew.Flush()
+			_, err3 := l.iw.Write(make([]byte, indexRecord))
+			err4 := l.iw.Flush()
 			l.mu.Unlock()
-			l.Close()
+			must(t, errors.Join(err1, err2, err3, err4))
+			must(t, l.Close())
 		}, 10, ""},
-		{"index lost records", func(d string) { os.Truncate(filepath.Join(d, indexFile), 5*indexRecord) }, 0, "the log lost data"},
-		{"index rewritten", func(d string) {
-			f, _ := os.OpenFile(filepath.Join(d, indexFile), os.O_RDWR, 0)
-			f.WriteAt([]byte{0xff}, 3*indexRecord+20)
-			f.Close()
+		{"index lost records", func(t *testing.T, d string) { must(t, os.Truncate(filepath.Join(d, indexFile), 5*indexRecord)) }, 0, "the log lost data"},
+		{"index rewritten", func(t *testing.T, d string) {
+			writeAt(t, filepath.Join(d, indexFile), []byte{0xff}, 3*indexRecord+20)
 		}, 0, "does not match the checkpoint root"},
-		{"checkpoint record forged", func(d string) {
+		{"checkpoint record forged", func(t *testing.T, d string) {
 			// A well-framed record whose note is not signed by the log key.
-			b, _ := os.ReadFile(filepath.Join(d, headFile))
+			b := readFile(t, filepath.Join(d, headFile))
 			h, _, _ := parseHead(b)
-			appendFile(d, checkpointsFile, cpRecordBytes(h.Seq+1, []byte("calnet.test/ledger\n99\nAAAA\n\n— x y\n")))
+			appendFile(t, d, checkpointsFile, cpRecordBytes(h.Seq+1, []byte("calnet.test/ledger\n99\nAAAA\n\n— x y\n")))
 		}, 0, "latest record"},
 	}
 	for _, tt := range tests {
@@ -275,11 +292,13 @@ func TestRecoveryFromTornWrites(t *testing.T) {
 			dir := t.TempDir()
 			l := openLog(t, dir, true)
 			for i := range 10 {
-				l.Append(context.Background(), testEntry(i))
+				if _, err := l.Append(context.Background(), testEntry(i)); err != nil {
+					t.Fatal(err)
+				}
 			}
 			root := l.Checkpoint().Root
-			l.Close()
-			tt.damage(dir)
+			must(t, l.Close())
+			tt.damage(t, dir)
 			k := testKey(t)
 			l2, err := Open(Config{Dir: dir, Origin: testOrigin, LogKey: k.Public(), Signer: k})
 			if tt.wantErr != "" {
@@ -291,7 +310,7 @@ func TestRecoveryFromTornWrites(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer l2.Close()
+			closeAtEnd(t, l2)
 			if l2.Size() != tt.wantSize || !bytes.Equal(l2.Checkpoint().Root, root) {
 				t.Fatalf("size %d, want %d", l2.Size(), tt.wantSize)
 			}
@@ -309,13 +328,13 @@ func TestCorruptedEntryDetected(t *testing.T) {
 	dir := t.TempDir()
 	l := openLog(t, dir, true)
 	for i := range 10 {
-		l.Append(context.Background(), testEntry(i))
+		if _, err := l.Append(context.Background(), testEntry(i)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	off := l.offsets[4]
-	l.Close()
-	f, _ := os.OpenFile(filepath.Join(dir, entriesFile), os.O_RDWR, 0)
-	f.WriteAt([]byte("X"), off+frameHeader+3)
-	f.Close()
+	must(t, l.Close())
+	writeAt(t, filepath.Join(dir, entriesFile), []byte("X"), off+frameHeader+3)
 	l2 := openLog(t, dir, false)
 	if _, err := l2.Entry(4); err == nil || !strings.Contains(err.Error(), "corrupted") {
 		t.Fatalf("Entry(4) error = %v", err)
@@ -354,10 +373,40 @@ func TestAppendRejectsBadEntries(t *testing.T) {
 	}
 }
 
-func appendFile(dir, name string, b []byte) {
-	f, _ := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_APPEND, 0)
-	f.Write(b)
-	f.Close()
+// closeAtEnd closes c when the test ends, failing it if that fails.
+func closeAtEnd(t testing.TB, c io.Closer) {
+	t.Helper()
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// appendFile appends b to a file of the log (a torn or extra write).
+func appendFile(t testing.TB, dir, name string, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	_, err = f.Write(b)
+	must(t, errors.Join(err, f.Close()))
+}
+
+// writeAt overwrites bytes of a file in place (damage).
+func writeAt(t testing.TB, path string, b []byte, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	must(t, err)
+	_, err = f.WriteAt(b, off)
+	must(t, errors.Join(err, f.Close()))
+}
+
+// readFile reads a file the test wrote.
+func readFile(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	must(t, err)
+	return b
 }
 
 func FuzzParseInclusionProof(f *testing.F) {
@@ -419,7 +468,7 @@ func TestCheckpointsCompacted(t *testing.T) {
 		}
 	}
 	cp := l.Checkpoint()
-	b, _ := os.ReadFile(filepath.Join(dir, checkpointsFile))
+	b := readFile(t, filepath.Join(dir, checkpointsFile))
 	s, err := parseCheckpoints(b)
 	if err != nil || s.Damage != nil {
 		t.Fatalf("parse: %v %v", err, s.Damage)
@@ -433,7 +482,7 @@ func TestCheckpointsCompacted(t *testing.T) {
 	if _, err := l.Audit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	l.Close()
+	must(t, l.Close())
 	l2 := openLog(t, dir, true)
 	if l2.Size() != commits || !bytes.Equal(l2.Checkpoint().Root, cp.Root) {
 		t.Fatal("reopen after compaction differs")
@@ -453,20 +502,22 @@ func TestLegacyCheckpointsMigrated(t *testing.T) {
 	dir := t.TempDir()
 	l := openLog(t, dir, true)
 	for i := range 5 {
-		l.Append(context.Background(), testEntry(i))
+		if _, err := l.Append(context.Background(), testEntry(i)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	cp := l.Checkpoint()
-	l.Close()
+	must(t, l.Close())
 	// Rewrite the checkpoints file in format 1: the latest note preceded by
 	// an older one, no head file.
 	old, _ := signCheckpoint(testOrigin, 0, hasher.EmptyRoot(), testKey(t))
-	os.WriteFile(filepath.Join(dir, checkpointsFile), append(frame(old), frame(cp.Note)...), 0o600)
+	must(t, os.WriteFile(filepath.Join(dir, checkpointsFile), append(frame(old), frame(cp.Note)...), 0o600))
 	os.Remove(filepath.Join(dir, headFile))
 	ro := openLog(t, dir, false)
 	if ro.Size() != 5 {
 		t.Fatalf("read-only open of a format-1 log: size %d", ro.Size())
 	}
-	ro.Close()
+	must(t, ro.Close())
 	l2 := openLog(t, dir, true)
 	if l2.Size() != 5 || !bytes.Equal(l2.Checkpoint().Root, cp.Root) {
 		t.Fatal("migrated log differs")
@@ -477,20 +528,22 @@ func TestLegacyCheckpointsMigrated(t *testing.T) {
 	if _, err := l2.Audit(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	b, _ := os.ReadFile(filepath.Join(dir, checkpointsFile))
+	b := readFile(t, filepath.Join(dir, checkpointsFile))
 	if !bytes.HasPrefix(b, []byte(cpMagic)) {
 		t.Fatal("not converted to format 2")
 	}
 	// A damaged format-1 tail is refused (it may have been acknowledged).
-	l2.Close()
+	must(t, l2.Close())
 	dir2 := t.TempDir()
 	l3 := openLog(t, dir2, true)
-	l3.Append(context.Background(), testEntry(1))
+	if _, err := l3.Append(context.Background(), testEntry(1)); err != nil {
+		t.Fatal(err)
+	}
 	cp3 := l3.Checkpoint()
-	l3.Close()
+	must(t, l3.Close())
 	f := frame(cp3.Note)
 	f[len(f)-3] ^= 1
-	os.WriteFile(filepath.Join(dir2, checkpointsFile), append(frame(old), f...), 0o600)
+	must(t, os.WriteFile(filepath.Join(dir2, checkpointsFile), append(frame(old), f...), 0o600))
 	os.Remove(filepath.Join(dir2, headFile))
 	k := testKey(t)
 	if _, err := Open(Config{Dir: dir2, Origin: testOrigin, LogKey: k.Public(), Signer: k}); !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "format 1") {
@@ -505,7 +558,9 @@ func TestAuditOfALiveLog(t *testing.T) {
 	w := openLog(t, dir, true)
 	ctx := context.Background()
 	for i := range 5 {
-		w.Append(ctx, testEntry(i))
+		if _, err := w.Append(ctx, testEntry(i)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	r := openLog(t, dir, false)
 	for i := range 2*compactAfter + 3 {

@@ -19,11 +19,11 @@ func snapshot(t *testing.T, dir string) map[string][]byte {
 }
 
 func TestRepair(t *testing.T) {
-	flip := func(name string, off func(b []byte) int) func(string) {
-		return func(d string) {
-			b, _ := os.ReadFile(filepath.Join(d, name))
+	flip := func(name string, off func(b []byte) int) func(*testing.T, string) {
+		return func(t *testing.T, d string) {
+			b := readFile(t, filepath.Join(d, name))
 			b[off(b)] ^= 0x10
-			os.WriteFile(filepath.Join(d, name), b, 0o600)
+			must(t, os.WriteFile(filepath.Join(d, name), b, 0o600))
 		}
 	}
 	record := func(i int) func(b []byte) int {
@@ -34,34 +34,34 @@ func TestRepair(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		damage  func(dir string)
+		damage  func(t *testing.T, dir string)
 		action  string // a planned action must contain this
 		lost    string // or repair must refuse, saying this
 		resigns bool
 	}{
-		{"intact", func(string) {}, "", "", false},
+		{"intact", func(*testing.T, string) {}, "", "", false},
 		{"latest checkpoint record damaged", flip(checkpointsFile, func(b []byte) int { return len(b) - 20 }), "sign a new checkpoint #6 for the acknowledged size 12", "", true},
-		{"checkpoints truncated at a record", func(d string) {
-			b, _ := os.ReadFile(filepath.Join(d, checkpointsFile))
+		{"checkpoints truncated at a record", func(t *testing.T, d string) {
+			b := readFile(t, filepath.Join(d, checkpointsFile))
 			s, _ := parseCheckpoints(b)
-			os.Truncate(filepath.Join(d, checkpointsFile), s.Records[2].Off)
+			must(t, os.Truncate(filepath.Join(d, checkpointsFile), s.Records[2].Off))
 		}, "sign a new checkpoint", "", true},
 		{"earlier checkpoint record damaged", flip(checkpointsFile, record(1)), "rewrite checkpoints with checkpoint #6 (size 12): the intact signed copy", "", false},
 		{"index leaf hash damaged", flip(indexFile, func([]byte) int { return 5*indexRecord + 9 }), "rebuild index from the 12 acknowledged entries", "", false},
-		{"index truncated", func(d string) { os.Truncate(filepath.Join(d, indexFile), 3*indexRecord+7) }, "rebuild index", "", false},
-		{"head unreadable", func(d string) { os.WriteFile(filepath.Join(d, headFile), []byte("x"), 0o600) }, "write head naming checkpoint #5 (size 12)", "", false},
-		{"unacknowledged tail", func(d string) {
-			appendFile(d, entriesFile, frame(mustEncode(testEntry(77))))
-			appendFile(d, indexFile, make([]byte, indexRecord))
+		{"index truncated", func(t *testing.T, d string) { must(t, os.Truncate(filepath.Join(d, indexFile), 3*indexRecord+7)) }, "rebuild index", "", false},
+		{"head unreadable", func(t *testing.T, d string) { must(t, os.WriteFile(filepath.Join(d, headFile), []byte("x"), 0o600)) }, "write head naming checkpoint #5 (size 12)", "", false},
+		{"unacknowledged tail", func(t *testing.T, d string) {
+			appendFile(t, d, entriesFile, frame(mustEncode(testEntry(77))))
+			appendFile(t, d, indexFile, make([]byte, indexRecord))
 		}, "drop 89 bytes of entries after offset 1062 (1 entries no acknowledged checkpoint covers", "", false},
 		{"acknowledged entry damaged", flip(entriesFile, func(b []byte) int { return 300 }), "", "entries: 12 entries were acknowledged", false},
-		{"entries truncated", func(d string) { os.Truncate(filepath.Join(d, entriesFile), 500) }, "", "restore", false},
+		{"entries truncated", func(t *testing.T, d string) { must(t, os.Truncate(filepath.Join(d, entriesFile), 500)) }, "", "restore", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			size, root := committedLog(t, dir, nil)
-			tt.damage(dir)
+			tt.damage(t, dir)
 			k := testKey(t)
 			cfg := Config{Dir: dir, Origin: testOrigin, LogKey: k.Public()}
 			before := snapshot(t, dir)
@@ -120,7 +120,7 @@ func TestRepair(t *testing.T) {
 			if _, err := l.Audit(context.Background()); err != nil {
 				t.Fatalf("audit after repair: %v", err)
 			}
-			l.Close()
+			must(t, l.Close())
 			again, err := Repair(cfg, true)
 			if err != nil || len(again.Actions) != 0 {
 				t.Fatalf("a repaired log still needs repair: %v %v %v", err, again.Actions, again.Findings)
@@ -132,11 +132,13 @@ func TestRepair(t *testing.T) {
 func TestRepairLegacyTornTail(t *testing.T) {
 	dir := t.TempDir()
 	l := openLog(t, dir, true)
-	l.Append(context.Background(), testEntry(1), testEntry(2))
+	if _, err := l.Append(context.Background(), testEntry(1), testEntry(2)); err != nil {
+		t.Fatal(err)
+	}
 	cp := l.Checkpoint()
-	l.Close()
+	must(t, l.Close())
 	f := frame(cp.Note)
-	os.WriteFile(filepath.Join(dir, checkpointsFile), append(f, f[:30]...), 0o600)
+	must(t, os.WriteFile(filepath.Join(dir, checkpointsFile), append(f, f[:30]...), 0o600))
 	os.Remove(filepath.Join(dir, headFile))
 	k := testKey(t)
 	if _, err := Open(Config{Dir: dir, Origin: testOrigin, LogKey: k.Public(), Signer: k}); !errors.Is(err, ErrDamaged) {

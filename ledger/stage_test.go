@@ -52,9 +52,9 @@ func TestStageThenWait(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	l.Close()
+	must(t, l.Close())
 	l = openLog(t, dir, false)
-	defer l.Close()
+	closeAtEnd(t, l)
 	if l.Size() != 25 {
 		t.Fatalf("reopened with %d entries, want 25", l.Size())
 	}
