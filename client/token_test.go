@@ -22,7 +22,7 @@ func TestReadTokenFileRefusesShort(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			p := filepath.Join(dir, tt.name)
-			os.WriteFile(p, []byte(tt.content), 0o600)
+			must(t, os.WriteFile(p, []byte(tt.content), 0o600))
 			tok, err := ReadTokenFile(p)
 			if tt.ok != (err == nil) {
 				t.Fatalf("ReadTokenFile(%q) = %q, %v", tt.content, tok, err)
@@ -34,5 +34,14 @@ func TestReadTokenFileRefusesShort(t *testing.T) {
 				t.Errorf("got %q", tok)
 			}
 		})
+	}
+}
+
+// must fails the test at once on the error of a step it cannot go on
+// without (its setup).
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -194,7 +194,7 @@ func TestLoadKeyFileRefusesOpenMode(t *testing.T) {
 	if err := SaveKeyFile(path, k, hy.Recipient()); err != nil {
 		t.Fatal(err)
 	}
-	os.Chmod(path, 0o644)
+	must(t, os.Chmod(path, 0o644))
 	if _, err := LoadKeyFile(path, hy); err == nil || !strings.Contains(err.Error(), "want 0600") {
 		t.Fatalf("error = %v", err)
 	}
@@ -244,4 +244,13 @@ func FuzzOpen(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, _ = Open(data, hy)
 	})
+}
+
+// must fails the test at once on the error of a step it cannot go on
+// without (its setup).
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
 }

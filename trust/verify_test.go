@@ -98,7 +98,7 @@ func TestVerify(t *testing.T) {
 		{name: "swapped attestation", root: f.root, chain: editChain(t, valid, func(m map[string]any) {
 			var o map[string]any
 			b, _ := f.chains[1].MarshalJSON()
-			json.Unmarshal(b, &o)
+			must(t, json.Unmarshal(b, &o))
 			m["attestation"].(map[string]any)["signature"] = o["attestation"].(map[string]any)["signature"]
 		}), at: later, wantLink: 2, wantReason: ReasonBadSignature, wantDetail: "attestation"},
 		{name: "escalation", root: esc.root, chain: escChain, at: later, wantLink: 2, wantReason: ReasonEscalation, wantDetail: "grants admin"},
@@ -310,5 +310,14 @@ func TestIssueRefusesDiskEscalation(t *testing.T) {
 		Permissions: PermissionsOf(PermRead), Constraints: cons, IssuedAt: t0})
 	if err == nil || !strings.Contains(err.Error(), "quota.disk_bytes") {
 		t.Fatalf("issue with a larger disk quota than the parent's: %v", err)
+	}
+}
+
+// must fails the test at once on the error of a step it cannot go on
+// without (its setup).
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -3,6 +3,7 @@ package auditlog
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -25,7 +26,11 @@ func openTest(t *testing.T, dir string, cfg Config) *Log {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	return l
 }
 
@@ -60,7 +65,7 @@ func TestSeqContinuesAcrossRestarts(t *testing.T) {
 	if recs[0].Seq != 1 || recs[0].Prev != Genesis(testNet) || recs[4].Seq != 5 {
 		t.Fatalf("first records: %+v", recs[0])
 	}
-	l.Close()
+	must(t, l.Close())
 	l2 := openTest(t, dir, Config{})
 	seq, head := l2.Head()
 	if seq != 5 || head != recs[4].Hash {
@@ -70,7 +75,7 @@ func TestSeqContinuesAcrossRestarts(t *testing.T) {
 	if r.Seq != 6 || r.Prev != recs[4].Hash {
 		t.Fatalf("the record after a restart: seq %d prev %s", r.Seq, r.Prev)
 	}
-	l2.Close()
+	must(t, l2.Close())
 	rep, err := Verify(context.Background(), dir, testNet, nil)
 	if err != nil || !rep.OK || rep.Records != 6 || rep.LastSeq != 6 {
 		t.Fatalf("verify: %v %+v", err, rep)
@@ -101,11 +106,12 @@ func TestAppendIsDurableAndGroupCommitted(t *testing.T) {
 	if n := bytes.Count(b, []byte("\n")); n != 800 {
 		t.Fatalf("%d lines on disk after Sync, want 800", n)
 	}
-	l.Close()
+	must(t, l.Close())
 	// A torn last line.
-	f, _ := os.OpenFile(filepath.Join(dir, segName(1)), os.O_WRONLY|os.O_APPEND, 0)
-	f.WriteString(`{"seq":801,"time":"2026-`)
-	f.Close()
+	f, err := os.OpenFile(filepath.Join(dir, segName(1)), os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	_, err = f.WriteString(`{"seq":801,"time":"2026-`)
+	must(t, errors.Join(err, f.Close()))
 	rep, _ := Verify(context.Background(), dir, testNet, nil)
 	if !rep.OK || !rep.TornTail {
 		t.Fatalf("a torn tail: %+v", rep)
@@ -143,7 +149,7 @@ func TestRotationAndRetention(t *testing.T) {
 	if err != nil || len(p.Records) != int(60-segs[0].first) || p.Records[0].Seq != segs[0].first+1 {
 		t.Fatalf("query across segments: %v %d", err, len(p.Records))
 	}
-	l.Close()
+	must(t, l.Close())
 	l2 := openTest(t, dir, Config{MaxSegment: 2000, KeepSegments: 3})
 	if seq, h := l2.Head(); seq != 60 || h != recs[59].Hash {
 		t.Fatal("reopen after rotation")
@@ -197,12 +203,13 @@ func TestQuery(t *testing.T) {
 // a rewrite that recomputes every hash after an edit is found by the
 // ledger anchor past it.
 func TestVerifyDetects(t *testing.T) {
-	lines := func(dir string) [][]byte {
-		b, _ := os.ReadFile(filepath.Join(dir, segName(1)))
+	lines := func(t *testing.T, dir string) [][]byte {
+		b, err := os.ReadFile(filepath.Join(dir, segName(1)))
+		must(t, err)
 		return bytes.SplitAfter(b, []byte("\n"))[:10]
 	}
-	write := func(dir string, ls [][]byte) {
-		os.WriteFile(filepath.Join(dir, segName(1)), bytes.Join(ls, nil), 0o600)
+	write := func(t *testing.T, dir string, ls [][]byte) {
+		must(t, os.WriteFile(filepath.Join(dir, segName(1)), bytes.Join(ls, nil), 0o600))
 	}
 	reencode := func(ls [][]byte, from int) {
 		// Recompute each line's prev and hash from line from on, as an
@@ -247,12 +254,12 @@ func TestVerifyDetects(t *testing.T) {
 			dir := t.TempDir()
 			l := openTest(t, dir, Config{})
 			recs := fill(t, l, 0, 10)
-			l.Close()
+			must(t, l.Close())
 			anchors := []Anchor{{AnchorData{Seq: 8, Hash: recs[7].Hash}, 42}}
 			if rep, _ := Verify(context.Background(), dir, testNet, anchors); !rep.OK {
 				t.Fatalf("intact trail: %+v", rep.Problems)
 			}
-			write(dir, tt.change(lines(dir)))
+			write(t, dir, tt.change(lines(t, dir)))
 			rep, err := Verify(context.Background(), dir, testNet, anchors)
 			if err != nil {
 				t.Fatal(err)
@@ -270,7 +277,7 @@ func TestVerifyDetects(t *testing.T) {
 	dir := t.TempDir()
 	l := openTest(t, dir, Config{})
 	fill(t, l, 0, 2)
-	l.Close()
+	must(t, l.Close())
 	if rep, _ := Verify(context.Background(), dir, "other", nil); rep.OK {
 		t.Fatal("a trail verified for another network")
 	}
@@ -284,7 +291,7 @@ func TestLongReasonIsCut(t *testing.T) {
 	if err != nil || !strings.HasSuffix(r.Reason, "[cut]") {
 		t.Fatalf("long reason: %v", err)
 	}
-	l.Sync(context.Background())
+	must(t, l.Sync(context.Background()))
 	if p, _ := l.Query(context.Background(), Query{}); len(p.Records) != 1 || p.Records[0].Hash != r.Hash {
 		t.Fatal("the cut record does not read back")
 	}
@@ -329,7 +336,7 @@ func TestSkippedEventsAreDeclared(t *testing.T) {
 	if len(p.Records) != 1 || p.Records[0].Seq != 6 || fmt.Sprint(p.Records[0].Dropped) != "[4 5]" || !strings.Contains(p.Records[0].Reason, "2 events were published but not written: disk") {
 		t.Fatalf("the declaration: %+v", p.Records)
 	}
-	l.Close()
+	must(t, l.Close())
 	rep, _ := Verify(context.Background(), dir, testNet, nil)
 	if !rep.OK || rep.Dropped != 2 || rep.LastSeq != 7 {
 		t.Fatalf("verify with a declared gap: %+v", rep)
@@ -337,8 +344,17 @@ func TestSkippedEventsAreDeclared(t *testing.T) {
 	// Removing the line before the declaration is still a removal.
 	b, _ := os.ReadFile(filepath.Join(dir, segName(1)))
 	ls := bytes.SplitAfter(b, []byte("\n"))
-	os.WriteFile(filepath.Join(dir, segName(1)), bytes.Join(append(ls[:2:2], ls[3:]...), nil), 0o600)
+	must(t, os.WriteFile(filepath.Join(dir, segName(1)), bytes.Join(append(ls[:2:2], ls[3:]...), nil), 0o600))
 	if rep, _ := Verify(context.Background(), dir, testNet, nil); rep.OK {
 		t.Fatal("a removed line before a declared gap went unnoticed")
+	}
+}
+
+// must fails the test at once on the error of a step it cannot go on
+// without (its setup).
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

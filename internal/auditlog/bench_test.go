@@ -17,14 +17,16 @@ func BenchmarkAppend(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { must(b, l.Close()) }()
 	i := 0
 	for b.Loop() {
-		l.Append(ev(i))
+		if _, err := l.Append(ev(i)); err != nil {
+			b.Fatal(err)
+		}
 		i++
 	}
 	b.StopTimer()
-	l.Sync(context.Background())
+	must(b, l.Sync(context.Background()))
 	b.ReportMetric(float64(i)/float64(l.syncs.Load()), "lines/fsync")
 }
 
@@ -38,14 +40,17 @@ func BenchmarkAppendDurable(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer l.Close()
+			defer func() { must(b, l.Close()) }()
 			per := b.N/writers + 1
 			start := time.Now()
 			var wg sync.WaitGroup
 			for w := range writers {
 				wg.Go(func() {
 					for i := range per {
-						l.Append(ev(w*per + i))
+						if _, err := l.Append(ev(w*per + i)); err != nil {
+							b.Error(err)
+							return
+						}
 						if err := l.Sync(context.Background()); err != nil {
 							b.Error(err)
 							return
@@ -71,7 +76,9 @@ func BenchmarkFsyncPerLine(b *testing.B) {
 	line := make([]byte, 250)
 	line[249] = '\n'
 	for b.Loop() {
-		f.Write(line)
-		f.Sync()
+		if _, err := f.Write(line); err != nil {
+			b.Fatal(err)
+		}
+		must(b, f.Sync())
 	}
 }

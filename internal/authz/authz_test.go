@@ -35,7 +35,7 @@ func TestTableGolden(t *testing.T) {
 	}
 	golden := filepath.Join("testdata", "table.txt")
 	if *update {
-		os.WriteFile(golden, []byte(b.String()), 0o644)
+		must(t, os.WriteFile(golden, []byte(b.String()), 0o644))
 	}
 	want, err := os.ReadFile(golden)
 	if err != nil {
@@ -199,5 +199,14 @@ func TestMuxRouteHeader(t *testing.T) {
 	}
 	if got := len(m.Routes()); got != len(table[Gateway]) {
 		t.Fatalf("Routes: %d, want %d", got, len(table[Gateway]))
+	}
+}
+
+// must fails the test at once on the error of a step it cannot go on
+// without (its setup).
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

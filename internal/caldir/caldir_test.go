@@ -39,7 +39,8 @@ func listenAndSay(t *testing.T, f *os.File, word string) {
 			if err != nil {
 				return
 			}
-			c.Write([]byte(word))
+			// A failed write shows as the test's read of the word.
+			_, _ = c.Write([]byte(word))
 			c.Close()
 		}
 	}()
@@ -142,14 +143,14 @@ func TestHostRefusesAPlantedDirectory(t *testing.T) {
 	}
 	listenAndSay(t, real["api.sock"], "real")
 	os.Remove(filepath.Join(data, "host", "linked"))
-	os.Symlink(filepath.Join(data, "host", "real"), filepath.Join(data, "host", "linked"))
+	must(t, os.Symlink(filepath.Join(data, "host", "real"), filepath.Join(data, "host", "linked")))
 	if _, err := l.Host("linked").Socket("api.sock", os.Geteuid()).Dial(context.Background()); err == nil {
 		t.Fatal("dialed through a symlinked host directory")
 	}
 	if os.Geteuid() == 0 {
 		dir := filepath.Join(data, "host", "theirs")
-		os.Mkdir(dir, 0o700)
-		os.Chown(dir, 12345, 12345)
+		must(t, os.Mkdir(dir, 0o700))
+		must(t, os.Chown(dir, 12345, 12345))
 		if _, err := l.Host("theirs").Bind("api.sock"); err == nil {
 			t.Fatal("bound in another uid's host directory")
 		}
@@ -207,12 +208,12 @@ func TestNamesArePlain(t *testing.T) {
 func TestPopulateNeverFollows(t *testing.T) {
 	l, data := layout(t)
 	dir := filepath.Join(data, "cals", "cal")
-	os.Mkdir(dir, 0o700)
+	must(t, os.Mkdir(dir, 0o700))
 	target := filepath.Join(t.TempDir(), "target")
-	os.WriteFile(target, []byte("untouched"), 0o644)
-	os.Symlink(target, filepath.Join(dir, "identity.key"))
-	unix.Mkfifo(filepath.Join(dir, "template.json"), 0o600)
-	os.Link(target, filepath.Join(dir, "blessing.json"))
+	must(t, os.WriteFile(target, []byte("untouched"), 0o644))
+	must(t, os.Symlink(target, filepath.Join(dir, "identity.key")))
+	must(t, unix.Mkfifo(filepath.Join(dir, "template.json"), 0o600))
+	must(t, os.Link(target, filepath.Join(dir, "blessing.json")))
 	files := map[string][]byte{"identity.key": []byte("key"), "template.json": []byte("tmpl"), "blessing.json": []byte("b")}
 	if err := l.Sandbox("cal").Populate(files, os.Geteuid(), os.Getegid()); err != nil {
 		t.Fatal(err)
@@ -244,10 +245,10 @@ func TestReadFileRefuses(t *testing.T) {
 	}
 	dir := filepath.Join(data, "cals", "cal")
 	outside := filepath.Join(t.TempDir(), "secret")
-	os.WriteFile(outside, []byte("secret"), 0o600)
-	os.Symlink(outside, filepath.Join(dir, "link"))
-	unix.Mkfifo(filepath.Join(dir, "fifo"), 0o600)
-	os.Link(outside, filepath.Join(dir, "hard"))
+	must(t, os.WriteFile(outside, []byte("secret"), 0o600))
+	must(t, os.Symlink(outside, filepath.Join(dir, "link")))
+	must(t, unix.Mkfifo(filepath.Join(dir, "fifo"), 0o600))
+	must(t, os.Link(outside, filepath.Join(dir, "hard")))
 	if b, err := sb.ReadFile("ok", 10); err != nil || string(b) != "chain" {
 		t.Fatalf("ok: %q %v", b, err)
 	}
@@ -282,15 +283,15 @@ func TestRechownNeverFollows(t *testing.T) {
 	}
 	dir := filepath.Join(data, "cals", "cal")
 	outside := filepath.Join(t.TempDir(), "outside")
-	os.WriteFile(outside, nil, 0o600)
-	os.Chown(outside, old, old)
-	os.MkdirAll(filepath.Join(dir, "work", "deep"), 0o700)
-	os.WriteFile(filepath.Join(dir, "work", "deep", "f"), nil, 0o600)
-	os.Symlink(outside, filepath.Join(dir, "work", "link"))
+	must(t, os.WriteFile(outside, nil, 0o600))
+	must(t, os.Chown(outside, old, old))
+	must(t, os.MkdirAll(filepath.Join(dir, "work", "deep"), 0o700))
+	must(t, os.WriteFile(filepath.Join(dir, "work", "deep", "f"), nil, 0o600))
+	must(t, os.Symlink(outside, filepath.Join(dir, "work", "link")))
 	for _, p := range []string{"work", "work/deep", "work/deep/f", "work/link"} {
-		os.Lchown(filepath.Join(dir, p), old, old)
+		must(t, os.Lchown(filepath.Join(dir, p), old, old))
 	}
-	os.WriteFile(filepath.Join(dir, "roots"), nil, 0o600) // root's: stays so
+	must(t, os.WriteFile(filepath.Join(dir, "roots"), nil, 0o600)) // root's: stays so
 	if err := sb.Rechown(old, new); err != nil {
 		t.Fatal(err)
 	}
@@ -311,5 +312,14 @@ func TestRechownNeverFollows(t *testing.T) {
 	}
 	if owner(filepath.Join(dir, "roots")) != 0 {
 		t.Error("root's file was re-owned")
+	}
+}
+
+// must fails the test at once on the error of a step it cannot go on
+// without (its setup).
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -30,13 +30,13 @@ func openPool(t *testing.T) (*Pool, string) {
 	needPool(t)
 	data := t.TempDir()
 	for _, d := range []string{filepath.Dir(data), data} { // the Cal uids traverse it, as in a data dir
-		os.Chmod(d, 0o711)
+		must(t, os.Chmod(d, 0o711))
 	}
 	p, err := Open(context.Background(), filepath.Join(data, "cals.img"), filepath.Join(data, "cals"), MinSize, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { p.Close() })
+	closeAtEnd(t, p)
 	return p, data
 }
 
@@ -116,7 +116,7 @@ func TestSurvivesRemount(t *testing.T) {
 	if err := SetLimit(a, 4<<20); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(a, "kept"), []byte("x"), 0o600)
+	must(t, os.WriteFile(filepath.Join(a, "kept"), []byte("x"), 0o600))
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestSurvivesRemount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { p2.Close() })
+	closeAtEnd(t, p2)
 	if b, err := os.ReadFile(filepath.Join(a, "kept")); err != nil || string(b) != "x" {
 		t.Fatalf("after remount: %q, %v", b, err)
 	}
@@ -151,16 +151,16 @@ func TestMigratesPlainDirectories(t *testing.T) {
 	data := t.TempDir()
 	cals := filepath.Join(data, "cals")
 	old := filepath.Join(cals, "cal-old")
-	os.MkdirAll(filepath.Join(old, "sub"), 0o700)
-	os.WriteFile(filepath.Join(old, "sub", "f"), []byte("data"), 0o600)
-	os.Symlink("sub/f", filepath.Join(old, "link"))
-	os.Chown(old, 3_900_000_002, 3_900_000_002)
-	os.Chown(filepath.Join(old, "sub", "f"), 3_900_000_002, 3_900_000_002)
+	must(t, os.MkdirAll(filepath.Join(old, "sub"), 0o700))
+	must(t, os.WriteFile(filepath.Join(old, "sub", "f"), []byte("data"), 0o600))
+	must(t, os.Symlink("sub/f", filepath.Join(old, "link")))
+	must(t, os.Chown(old, 3_900_000_002, 3_900_000_002))
+	must(t, os.Chown(filepath.Join(old, "sub", "f"), 3_900_000_002, 3_900_000_002))
 	p, err := Open(context.Background(), filepath.Join(data, "cals.img"), cals, MinSize, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	closeAtEnd(t, p)
 	if ok, err := isSubvolume(old); err != nil || !ok {
 		t.Fatalf("migrated directory is not a subvolume: %v", err)
 	}
@@ -168,10 +168,11 @@ func TestMigratesPlainDirectories(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := io.ReadAll(f)
+	b, err := io.ReadAll(f)
 	f.Close()
+	must(t, err)
 	var st syscall.Stat_t
-	syscall.Stat(filepath.Join(old, "sub", "f"), &st)
+	must(t, syscall.Stat(filepath.Join(old, "sub", "f"), &st))
 	if string(b) != "data" || st.Uid != 3_900_000_002 || st.Mode&0o777 != 0o600 {
 		t.Fatalf("migrated file: %q uid %d mode %o", b, st.Uid, st.Mode&0o777)
 	}
@@ -200,7 +201,11 @@ func BenchmarkCreateAndLimit(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer p.Close()
+	defer func() {
+		if err := p.Close(); err != nil {
+			b.Error(err)
+		}
+	}()
 	b.ResetTimer()
 	for i := range b.N {
 		dir, err := p.Create("cal-" + strconv.Itoa(i))
@@ -227,7 +232,10 @@ func TestNoSecondFilesystemWhileHeld(t *testing.T) {
 	if err := holder.Start(); err != nil {
 		t.Skip(err)
 	}
-	defer func() { holder.Process.Kill(); holder.Wait() }()
+	defer func() { // killed below unless the test ends before
+		_ = holder.Process.Kill() // done already: the test killed it
+		_ = holder.Wait()         // its status is the kill's
+	}()
 	time.Sleep(200 * time.Millisecond) // until unshare has copied the mounts
 	if err := p.Close(); err == nil || !strings.Contains(err.Error(), "still in use") {
 		t.Fatalf("Close while a namespace holds the filesystem: %v", err)
@@ -236,7 +244,7 @@ func TestNoSecondFilesystemWhileHeld(t *testing.T) {
 	go func() {
 		p2, err := Open(context.Background(), filepath.Join(data, "cals.img"), filepath.Join(data, "cals"), MinSize, nil)
 		if err == nil {
-			t.Cleanup(func() { p2.Close() })
+			closeAtEnd(t, p2)
 		}
 		opened <- err
 	}()
@@ -245,12 +253,32 @@ func TestNoSecondFilesystemWhileHeld(t *testing.T) {
 		t.Fatalf("Open returned (%v) while the old filesystem lives", err)
 	case <-time.After(time.Second):
 	}
-	holder.Process.Kill()
-	holder.Wait()
+	must(t, holder.Process.Kill())
+	_ = holder.Wait() // its status is the kill's
 	if err := <-opened; err != nil {
 		t.Fatal(err)
 	}
 	if b, err := os.ReadFile(filepath.Join(a, "kept")); err != nil || string(b) != "x" {
 		t.Fatalf("after the holder ended: %q, %v", b, err)
+	}
+}
+
+// closeAtEnd closes p when the test ends (it unmounts), failing the
+// test if that fails.
+func closeAtEnd(t testing.TB, p *Pool) {
+	t.Helper()
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// must fails the test at once on the error of a step it cannot go on
+// without (its setup).
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

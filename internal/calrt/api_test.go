@@ -58,7 +58,11 @@ func serveLocal(t *testing.T, rt *Runtime) *client.Local {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: rt.localHandler()}
-	go srv.Serve(ln)
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			t.Error(err)
+		}
+	}()
 	t.Cleanup(func() { srv.Close() })
 	return client.NewLocal(sock)
 }
@@ -108,4 +112,13 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("refused with %d", w.Code)
 		}
 	})
+}
+
+// must fails the test at once on the error of a step it cannot go on
+// without (its setup).
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
 }

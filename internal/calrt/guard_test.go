@@ -71,7 +71,7 @@ func TestSignRevocationOnlyWithRevoke(t *testing.T) {
 			continue
 		}
 		var reply calproto.RevokeRequest
-		json.Unmarshal(rec.Body.Bytes(), &reply)
+		must(t, json.Unmarshal(rec.Body.Bytes(), &reply))
 		rev, err := trust.ParseRevocation(reply.Revocation)
 		if err != nil {
 			t.Fatal(err)

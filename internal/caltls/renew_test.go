@@ -106,7 +106,11 @@ func TestMutualTLSAcrossLifetimes(t *testing.T) {
 			io.WriteString(w, p.Cal.String())
 		}),
 	}
-	go srv.ServeTLS(ln, "", "")
+	go func() {
+		if err := srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
+			t.Error(err)
+		}
+	}()
 	defer srv.Close()
 	client := func() *http.Client {
 		return &http.Client{Transport: &http.Transport{

@@ -2,6 +2,7 @@ package connlimit
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -33,7 +34,11 @@ func serve(t *testing.T, network, addr string, cfg Config, block chan struct{}) 
 		ReadHeaderTimeout: 10 * time.Second,
 		ConnState:         l.ConnState,
 	}
-	go srv.Serve(l)
+	go func() {
+		if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			t.Error(err)
+		}
+	}()
 	t.Cleanup(func() { srv.Close() })
 	return l, ln.Addr().String()
 }
@@ -80,7 +85,9 @@ func idleConns(t *testing.T, network, addr string, n int) []net.Conn {
 			c.SetReadDeadline(time.Now().Add(30 * time.Second))
 			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 			if err == nil {
-				io.Copy(io.Discard, resp.Body)
+				if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+					t.Fatal(err)
+				}
 				resp.Body.Close()
 			}
 			c.SetReadDeadline(time.Time{})
@@ -135,7 +142,12 @@ func TestBusyConnectionsAreRefused(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Add(1)
-		go func() { defer wg.Done(); request("tcp", addr, "/block") }()
+		go func() {
+			defer wg.Done()
+			if code, err := request("tcp", addr, "/block"); err != nil || code != 200 {
+				t.Errorf("a busy connection: %d %v", code, err)
+			}
+		}()
 	}
 	waitFor(t, "four busy connections", func() bool { st := l.Stats(); return st.Open == 4 && st.Idle == 0 })
 	c, err := net.Dial("tcp", addr)
@@ -165,7 +177,7 @@ func TestBudgetIsShared(t *testing.T) {
 	a, addrA := serve(t, "tcp", "127.0.0.1:0", Config{Budget: b, HTTP: true}, block)
 	_, addrB := serve(t, "tcp", "127.0.0.1:0", Config{Budget: b, HTTP: true}, block)
 	for range 10 {
-		go request("tcp", addrA, "/block")
+		go func() { _, _ = request("tcp", addrA, "/block") }() // holds a connection until the test ends
 	}
 	waitFor(t, "ten busy connections on A", func() bool { st := a.Stats(); return st.Open == 10 && st.Idle == 0 })
 	if code := get(t, "tcp", addrB, "/"); code != 503 {
@@ -206,12 +218,12 @@ func TestSyscallConnPassesThrough(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := New(ln, Config{})
-	defer l.Close()
+	defer func() { must(t, l.Close()) }()
 	go func() {
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err == nil {
 			defer c.Close()
-			io.Copy(io.Discard, c)
+			_, _ = io.Copy(io.Discard, c) // until the test's side closes
 		}
 	}()
 	c, err := l.Accept()
@@ -248,7 +260,7 @@ func raiseNoFile(t *testing.T, n uint64) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
+	t.Cleanup(func() { must(t, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old)) })
 }
 
 // TestIdleFloodOnOneListenerDoesNotStarveAnother: idle connections on one
@@ -266,5 +278,14 @@ func TestIdleFloodOnOneListenerDoesNotStarveAnother(t *testing.T) {
 	}
 	if st := a.Stats(); st.Evicted < 150 || b.InUse() > 50 {
 		t.Fatalf("A %+v, budget in use %d", st, b.InUse())
+	}
+}
+
+// must fails the test at once on the error of a step it cannot go on
+// without (its setup).
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -30,7 +30,7 @@ func TestLedgerRollbackRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	defer func() { must(t, st.Close()) }()
 	ctx := context.Background()
 	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	log := slog.New(slog.DiscardHandler)
@@ -42,20 +42,24 @@ func TestLedgerRollbackRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lg.Append(ctx, entry(0))
+	if _, err := lg.Append(ctx, entry(0)); err != nil {
+		t.Fatal(err)
+	}
 	if err := checkLedgerAnchor(ctx, st, lg, dir, "state.db", false, log, now); err != nil {
 		t.Fatalf("first start: %v", err)
 	}
-	lg.Close()
+	must(t, lg.Close())
 	copyTree(t, dir, old)
 
 	// Later: a revocation, recorded by the anchor.
 	lg, _ = ledger.Open(cfg)
-	lg.Append(ctx, entry(1))
+	if _, err := lg.Append(ctx, entry(1)); err != nil {
+		t.Fatal(err)
+	}
 	if err := writeLedgerAnchor(ctx, st, lg.Checkpoint(), now); err != nil {
 		t.Fatal(err)
 	}
-	lg.Close()
+	must(t, lg.Close())
 
 	// The older copy comes back.
 	os.RemoveAll(dir)
@@ -70,7 +74,9 @@ func TestLedgerRollbackRefused(t *testing.T) {
 		t.Fatalf("rolled-back ledger: %v", err)
 	}
 	// A forked history of the same size is refused too.
-	lg.Append(ctx, entry(7))
+	if _, err := lg.Append(ctx, entry(7)); err != nil {
+		t.Fatal(err)
+	}
 	if err := checkLedgerAnchor(ctx, st, lg, dir, "state.db", false, log, now); !errors.Is(err, ErrLedgerRollback) || !strings.Contains(err.Error(), "different history at entry 2") {
 		t.Fatalf("forked ledger: %v", err)
 	}
@@ -81,12 +87,12 @@ func TestLedgerRollbackRefused(t *testing.T) {
 	if err := checkLedgerAnchor(ctx, st, lg, dir, "state.db", false, log, now); err != nil {
 		t.Fatalf("after accepting: %v", err)
 	}
-	lg.Close()
+	must(t, lg.Close())
 }
 
 func copyTree(t *testing.T, from, to string) {
 	t.Helper()
-	os.MkdirAll(to, 0o700)
+	must(t, os.MkdirAll(to, 0o700))
 	ents, err := os.ReadDir(from)
 	if err != nil {
 		t.Fatal(err)
@@ -96,6 +102,6 @@ func copyTree(t *testing.T, from, to string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		os.WriteFile(filepath.Join(to, e.Name()), b, 0o600)
+		must(t, os.WriteFile(filepath.Join(to, e.Name()), b, 0o600))
 	}
 }

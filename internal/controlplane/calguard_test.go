@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -25,14 +26,18 @@ func TestCalAPIChecksTheBlessing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.store.Close()
+	defer func() { must(t, s.store.Close()) }()
 	close(s.recovered) // as Run does once it has recovered the Cals: the Cal API answers from then on
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: s.calHandler(), TLSConfig: caltls.Config(s.certs, s.resolveCal, true)}
-	go srv.ServeTLS(ln, "", "")
+	go func() {
+		if err := srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
+			t.Error(err)
+		}
+	}()
 	defer srv.Close()
 
 	masterKey, err := s.net.LoadKey(filepath.Join(s.networkDir(), "master"))

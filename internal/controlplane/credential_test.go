@@ -27,7 +27,7 @@ func TestShortAdminTokenRefused(t *testing.T) {
 			if err == nil {
 				r := httptest.NewRequest("GET", "/v1/tokens", nil)
 				_, admin := s.who(r)
-				s.store.Close()
+				must(t, s.store.Close())
 				t.Fatalf("Open accepted a %q admin.token (a request without a credential is admin: %v)", tt.content, admin)
 			}
 			for _, want := range []string{TokenFile(data), "at least 32", "remove"} {

@@ -18,7 +18,7 @@ func TestServersMatchTheTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.store.Close()
+	defer func() { must(t, s.store.Close()) }()
 	m := s.apiMux()
 	m.Handler()
 	if got, want := len(m.Routes()), len(authz.Routes(authz.Operator)); got != want {

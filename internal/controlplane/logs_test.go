@@ -28,25 +28,27 @@ func TestParseLogLine(t *testing.T) {
 func TestReadLog(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "c.log")
 	long := strings.Repeat("x", logTail)
-	os.WriteFile(p, []byte(long+"\nfirst\nsecond\npart"), 0o600)
+	must(t, os.WriteFile(p, []byte(long+"\nfirst\nsecond\npart"), 0o600))
 	lines, off, err := readLog(p, -1, logTail)
 	if err != nil || len(lines) != 2 || lines[0] != "first" || lines[1] != "second" {
 		t.Fatalf("tail: %q %v", lines, err)
 	}
 	f, _ := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
-	f.WriteString("ial\nthird\n")
+	if _, err := f.WriteString("ial\nthird\n"); err != nil {
+		t.Fatal(err)
+	}
 	f.Close()
 	lines, off2, _ := readLog(p, off, logFollowMax)
 	if len(lines) != 2 || lines[0] != "partial" || lines[1] != "third" || off2 <= off {
 		t.Fatalf("follow: %q", lines)
 	}
-	os.WriteFile(p, []byte("new\n"), 0o600)
+	must(t, os.WriteFile(p, []byte("new\n"), 0o600))
 	if lines, _, _ := readLog(p, off2, logFollowMax); len(lines) != 1 || lines[0] != "new" {
 		t.Fatalf("replaced: %q", lines)
 	}
 	// A small share reads only the last lines that fit, and a cursor
 	// advances only over what was read.
-	os.WriteFile(p, []byte("aaaa\nbbbb\ncccc\n"), 0o600)
+	must(t, os.WriteFile(p, []byte("aaaa\nbbbb\ncccc\n"), 0o600))
 	if lines, _, _ := readLog(p, -1, 10); len(lines) != 1 || lines[0] != "cccc" {
 		t.Fatalf("share of 10 bytes: %q", lines)
 	}

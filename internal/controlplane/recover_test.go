@@ -18,14 +18,16 @@ func TestOpenLedgerWaitsForItsLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.store.Close()
+	defer func() { must(t, s.store.Close()) }()
 	if _, err := openLedgerWaiting(ctx, s.net, 100*time.Millisecond); !errors.Is(err, ledger.ErrLocked) {
 		t.Fatalf("open while the lock is held for good: %v, want ErrLocked", err)
 	}
 	released := make(chan struct{})
 	go func() {
 		time.Sleep(50 * time.Millisecond)
-		s.lg.Close()
+		if err := s.lg.Close(); err != nil {
+			t.Error(err)
+		}
 		close(released)
 	}()
 	lg, err := openLedgerWaiting(ctx, s.net, time.Minute)
@@ -33,5 +35,5 @@ func TestOpenLedgerWaitsForItsLock(t *testing.T) {
 		t.Fatalf("open once the lock is released: %v", err)
 	}
 	<-released
-	lg.Close()
+	must(t, lg.Close())
 }

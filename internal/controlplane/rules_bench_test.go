@@ -25,7 +25,7 @@ func BenchmarkEvalCycle(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer st.Close()
+	defer func() { must(b, st.Close()) }()
 	s := &Server{store: st, cfg: Config{IdleWindow: time.Minute}, rules: ruleBook{byCal: map[string]*calRules{}}}
 	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	var compiled []*rules.Compiled

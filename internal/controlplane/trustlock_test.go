@@ -47,7 +47,7 @@ func TestTrustLockNotHeldAcrossCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lg.Close()
+	defer func() { must(t, lg.Close()) }()
 	g.stall.Store(true)
 	s := &Server{lg: lg, state: &netdir.State{}}
 	s.prom = newPromMetrics(s)

@@ -180,3 +180,12 @@ func TestApprovalVoteUnstoredIs5xx(t *testing.T) {
 		})
 	}
 }
+
+// must fails the test at once on the error of a step it cannot go on
+// without (its setup).
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -31,7 +31,12 @@ func startDNS(t testing.TB) string {
 		Lookup: func(ns string) (*Record, bool) { r, ok := records[ns]; return r, ok }})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { s.Run(ctx); close(done) }()
+	go func() {
+		defer close(done)
+		if err := s.Run(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
 	t.Cleanup(func() { cancel(); <-done })
 	c := new(dns.Client)
 	deadline := time.Now().Add(5 * time.Second)
@@ -183,7 +188,10 @@ func BenchmarkDNSQueries(b *testing.B) {
 			q, _ := m.Pack()
 			buf := make([]byte, 512)
 			for range per {
-				conn.Write(q)
+				if _, err := conn.Write(q); err != nil {
+					b.Error(err)
+					return
+				}
 				conn.SetReadDeadline(time.Now().Add(time.Second))
 				if _, err := conn.Read(buf); err == nil {
 					n.Add(1)

@@ -38,7 +38,7 @@ func dataDir(t *testing.T) string {
 func fakeProc(t *testing.T, h *Host, pid, uid int) {
 	t.Helper()
 	d := filepath.Join(h.ProcDir, strconv.Itoa(pid))
-	os.MkdirAll(d, 0o755)
+	must(t, os.MkdirAll(d, 0o755))
 	status := fmt.Sprintf("Name:\tcal\nUid:\t%d\t%d\t%d\t%d\n", uid, uid, uid, uid)
 	if err := os.WriteFile(filepath.Join(d, "status"), []byte(status), 0o644); err != nil {
 		t.Fatal(err)
@@ -152,7 +152,9 @@ func TestReleasedWhenDataDirIsGone(t *testing.T) {
 		t.Fatalf("after a's data dir is removed, a new network got %v (%v), want a's %v", got, err, first)
 	}
 	c := dataDir(t)
-	h.Claim(ctx, c, "c", nil)
+	if _, err := h.Claim(ctx, c, "c", nil); err != nil {
+		t.Fatal(err)
+	}
 	if err := h.Release(ctx, c, "c"); err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +183,7 @@ func TestBlocksInUseAreSkipped(t *testing.T) {
 	ctx := context.Background()
 	fakeProc(t, h, 42, h.Block(0).First+7) // an older calnet's Cal
 	f := filepath.Join(h.ScanDirs[0], "left")
-	os.WriteFile(f, nil, 0o600)
+	must(t, os.WriteFile(f, nil, 0o600))
 	if os.Geteuid() == 0 {
 		if err := os.Chown(f, h.Block(1).First, h.Block(1).First); err != nil {
 			t.Fatal(err)
@@ -217,7 +219,10 @@ func TestRealProcessBlocksItsBlock(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	defer func() {
+		must(t, cmd.Process.Kill())
+		_ = cmd.Wait() // its status is the kill's
+	}()
 	got, err := h.Claim(context.Background(), dataDir(t), "a", nil)
 	if err != nil || !slices.Equal(got, []int{1}) {
 		t.Fatalf("claim: %v, %v; want block 1 (block 0 has pid %d)", got, err, cmd.Process.Pid)
@@ -245,5 +250,14 @@ func TestGrowAndExhaustion(t *testing.T) {
 	defer cancel()
 	if _, err := h.Grow(cctx, "/nowhere", "x"); err == nil {
 		t.Fatal("grow without a claim succeeded")
+	}
+}
+
+// must fails the test at once on the error of a step it cannot go on
+// without (its setup).
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

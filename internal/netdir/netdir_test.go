@@ -56,7 +56,7 @@ func TestInitLoadReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lg.Close()
+	defer func() { must(t, lg.Close()) }()
 	st, err := loaded.Replay(context.Background(), lg)
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +88,9 @@ func TestBlessLimits(t *testing.T) {
 		n.child(t, master, "c"+string(rune('0'+i)), trust.PermissionsOf(trust.PermRead))
 	}
 	extra := filepath.Join(filepath.Dir(n.Dir), "extra")
-	n.Keygen(extra)
+	if _, err := n.Keygen(extra); err != nil {
+		t.Fatal(err)
+	}
 	_, _, err := n.Bless(context.Background(), BlessRequest{ParentDir: master, ChildDir: extra, Permissions: trust.PermissionsOf(trust.PermRead)})
 	if err == nil || !strings.Contains(err.Error(), "max_children is 3") {
 		t.Fatalf("fourth child: %v", err)
@@ -132,7 +134,7 @@ func TestRevokeSubtree(t *testing.T) {
 
 func TestInitRefusesAndCleansUp(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "keep"), []byte("x"), 0o644)
+	must(t, os.WriteFile(filepath.Join(dir, "keep"), []byte("x"), 0o644))
 	if _, err := Init(context.Background(), dir, MasterGrant{}, testOpts()); err == nil {
 		t.Fatal("init into a non-empty directory")
 	}
@@ -172,7 +174,7 @@ func TestCorruptCheckpointNeverRollsBackRevocation(t *testing.T) {
 	// A byte in the middle of the file: inside an earlier checkpoint than
 	// the latest one.
 	b[len(b)/2] ^= 0x20
-	os.WriteFile(cps, b, 0o600)
+	must(t, os.WriteFile(cps, b, 0o600))
 
 	res, err := n.VerifyPath(context.Background(), a, testNow)
 	if err == nil && res.Err == nil {
@@ -183,7 +185,9 @@ func TestCorruptCheckpointNeverRollsBackRevocation(t *testing.T) {
 	}
 	// A write is refused, and the revocation is still on disk.
 	other := filepath.Join(filepath.Dir(n.Dir), "other")
-	n.Keygen(other)
+	if _, err := n.Keygen(other); err != nil {
+		t.Fatal(err)
+	}
 	if _, _, err := n.Bless(context.Background(), BlessRequest{ParentDir: master, ChildDir: other, Permissions: trust.PermissionsOf(trust.PermRead)}); err == nil {
 		t.Fatal("a write to the damaged ledger succeeded")
 	}
@@ -213,5 +217,14 @@ func TestVerifyNeedsTheLedger(t *testing.T) {
 	res, err := n.VerifyPathWithoutLedger(context.Background(), a, testNow)
 	if err != nil || res.Err != nil || res.RevocationsChecked {
 		t.Fatalf("explicit verify without the ledger: %v %v %+v", err, res.Err, res)
+	}
+}
+
+// must fails the test at once on the error of a step it cannot go on
+// without (its setup).
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

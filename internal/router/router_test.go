@@ -57,13 +57,21 @@ func fakeGateway(t testing.TB, name, ns string, handoff bool, uid int) Target {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.Serve(ln)
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			t.Error(err)
+		}
+	}()
 	if handoff {
 		hln, err := caldir.Listen(socks["gateway.handoff.sock"])
 		if err != nil {
 			t.Fatal(err)
 		}
-		go srv.Serve(ListenHandoff(hln))
+		go func() {
+			if err := srv.Serve(ListenHandoff(hln)); !errors.Is(err, http.ErrServerClosed) {
+				t.Error(err)
+			}
+		}()
 		tg.Handoff = host.Socket("gateway.handoff.sock", uid)
 	}
 	return tg
@@ -221,7 +229,9 @@ func testPinned(t *testing.T, routes map[string]Target, spliced bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	io.ReadAll(resp.Body)
+	if _, err := io.ReadAll(resp.Body); err != nil {
+		t.Fatal(err)
+	}
 	rt.Close()
 	c2.SetReadDeadline(time.Now().Add(time.Second))
 	_, err = br2.ReadByte()
@@ -260,9 +270,11 @@ func load(b *testing.B, url, host, socket string, d time.Duration) float64 {
 				if err != nil {
 					continue
 				}
-				io.Copy(io.Discard, resp.Body)
+				_, err = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
-				k++
+				if err == nil { // a cut answer is not a request served
+					k++
+				}
 			}
 			mu.Lock()
 			n += k
@@ -318,11 +330,22 @@ func FuzzReceiveConn(f *testing.F) {
 		b.Close()
 		defer ca.Close()
 		defer cb.Close()
-		ca.Write(data)
-		ca.(*net.UnixConn).CloseWrite()
+		if _, err := ca.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		must(t, ca.(*net.UnixConn).CloseWrite())
 		if c, err := receiveConn(cb.(*net.UnixConn)); err == nil {
 			c.Close()
 			t.Fatalf("accepted %x without a descriptor", data)
 		}
 	})
+}
+
+// must fails the test at once on the error of a step it cannot go on
+// without (its setup).
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
 }

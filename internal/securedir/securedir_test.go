@@ -81,7 +81,7 @@ func TestCheck(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			base := t.TempDir()
-			os.Chmod(base, 0o755)
+			must(t, os.Chmod(base, 0o755))
 			err := Check(tc.setup(t, base))
 			switch {
 			case tc.want == "" && err != nil:
@@ -118,8 +118,8 @@ func TestOwnFile(t *testing.T) {
 		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		os.Chmod(p, mode)
-		os.Chown(p, uid, uid)
+		must(t, os.Chmod(p, mode))
+		must(t, os.Chown(p, uid, uid))
 		return p
 	}
 	if err := OwnFile(file("mine", 0o600, 0)); err != nil {
@@ -131,8 +131,17 @@ func TestOwnFile(t *testing.T) {
 		}
 	}
 	link := filepath.Join(dir, "link")
-	os.Symlink(filepath.Join(dir, "mine"), link)
+	must(t, os.Symlink(filepath.Join(dir, "mine"), link))
 	if err := OwnFile(link); !errors.Is(err, ErrNotOwn) {
 		t.Errorf("a link: %v, want ErrNotOwn", err)
+	}
+}
+
+// must fails the test at once on the error of a step it cannot go on
+// without (its setup).
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -27,19 +27,26 @@ func TestBolt(t *testing.T) {
 	}
 	// A failing update leaves nothing behind.
 	boom := errors.New("boom")
-	if err := s.Update(ctx, func(tx Tx) error { tx.Put("main", "cal/c", nil); return boom }); !errors.Is(err, boom) {
+	if err := s.Update(ctx, func(tx Tx) error {
+		if err := tx.Put("main", "cal/c", nil); err != nil {
+			return err
+		}
+		return boom
+	}); !errors.Is(err, boom) {
 		t.Fatal(err)
 	}
-	s.Close()
+	must(t, s.Close())
 
 	s, err = OpenBolt(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { must(t, s.Close()) }()
 	err = s.View(ctx, func(tx Tx) error {
 		var keys []string
-		tx.ForEach("main", "cal/", func(k string, _ []byte) error { keys = append(keys, k); return nil })
+		if err := tx.ForEach("main", "cal/", func(k string, _ []byte) error { keys = append(keys, k); return nil }); err != nil {
+			return err
+		}
 		if len(keys) != 2 || keys[0] != "cal/a" || keys[1] != "cal/b" {
 			t.Fatalf("keys %v", keys)
 		}
@@ -62,5 +69,14 @@ func TestBolt(t *testing.T) {
 	cancel()
 	if err := s.Update(ctxDone, func(Tx) error { return nil }); err == nil {
 		t.Fatal("update ran with a cancelled context")
+	}
+}
+
+// must fails the test at once on the error of a step it cannot go on
+// without (its setup).
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -56,11 +56,13 @@ func TestWriterSplitsAnywhere(t *testing.T) {
 func TestWriterFlushesAnIncompleteCharacter(t *testing.T) {
 	var b bytes.Buffer
 	w := NewWriter(&b)
-	w.Write([]byte("ok\xe2\x82"))
+	if _, err := w.Write([]byte("ok\xe2\x82")); err != nil {
+		t.Fatal(err)
+	}
 	if b.String() != "ok" {
 		t.Fatalf("before Flush: %q", b.String())
 	}
-	w.Flush()
+	must(t, w.Flush())
 	if b.String() != `ok\xe2\x82` {
 		t.Fatalf("after Flush: %q", b.String())
 	}
@@ -117,5 +119,14 @@ func TestWriterKeepsTheFirstError(t *testing.T) {
 	}
 	if err := w.Flush(); !errors.Is(err, errFull) {
 		t.Fatalf("Flush = %v, want %v", err, errFull)
+	}
+}
+
+// must fails the test at once on the error of a step it cannot go on
+// without (its setup).
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

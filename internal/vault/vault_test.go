@@ -29,7 +29,11 @@ func newLog(t testing.TB, dir string, kek *age.HybridIdentity, k *identity.Priva
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
+	t.Cleanup(func() { // a test that closed it already is done with it
+		if err := l.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+			t.Error(err)
+		}
+	})
 	return l
 }
 
@@ -43,7 +47,7 @@ func filled(t *testing.T) (string, *age.HybridIdentity, *identity.PrivateKey) {
 			t.Fatal(err)
 		}
 	}
-	l.Close()
+	must(t, l.Close())
 	return dir, kek, k
 }
 
@@ -111,7 +115,7 @@ func TestTamperingDetected(t *testing.T) {
 		{"truncated mid-record", func(_ string, b []byte) []byte { return b[:len(b)-10] }, "truncated"},
 		{"head forged", func(dir string, b []byte) []byte {
 			h, _ := os.ReadFile(filepath.Join(dir, headFile))
-			os.WriteFile(filepath.Join(dir, headFile), bytes.Replace(h, []byte(`"count":4`), []byte(`"count":2`), 1), 0o600)
+			must(t, os.WriteFile(filepath.Join(dir, headFile), bytes.Replace(h, []byte(`"count":4`), []byte(`"count":2`), 1), 0o600))
 			return b
 		}, "signature does not verify"},
 	}
@@ -120,7 +124,7 @@ func TestTamperingDetected(t *testing.T) {
 			dir, kek, k := filled(t)
 			p := filepath.Join(dir, logFile)
 			b, _ := os.ReadFile(p)
-			os.WriteFile(p, tt.damage(dir, b), 0o600)
+			must(t, os.WriteFile(p, tt.damage(dir, b), 0o600))
 			_, err := Open(dir, kek, k, nil)
 			var te *TamperError
 			if !errors.As(err, &te) || !strings.Contains(err.Error(), tt.want) {
@@ -137,8 +141,8 @@ func TestCrashBeforeHeadIsRecovered(t *testing.T) {
 	if _, err := l.Append(KindNote, "fifth", nil); err != nil {
 		t.Fatal(err)
 	}
-	l.Close()
-	os.WriteFile(filepath.Join(dir, headFile), head, 0o600) // the head of before the append
+	must(t, l.Close())
+	must(t, os.WriteFile(filepath.Join(dir, headFile), head, 0o600)) // the head of before the append
 	l2 := newLog(t, dir, kek, k)
 	if l2.Len() != 5 {
 		t.Fatalf("len %d", l2.Len())
@@ -188,9 +192,9 @@ func FuzzReadLog(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 4, 1, 2, 3, 4, 'a', 'b', 'c', 'd'})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		dir := t.TempDir()
-		os.WriteFile(filepath.Join(dir, logFile), data, 0o600)
+		must(t, os.WriteFile(filepath.Join(dir, logFile), data, 0o600))
 		if l, err := Open(dir, kek, k, nil); err == nil {
-			l.Close()
+			must(t, l.Close())
 		}
 	})
 }
@@ -199,6 +203,19 @@ func FuzzOpenShared(f *testing.F) {
 	kek, _ := age.GenerateHybridIdentity()
 	f.Add([]byte("age-encryption.org/v1\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		OpenShared(data, kek, identity.ID{}, func(identity.ID) (*identity.PublicKey, error) { return nil, errors.New("no") })
+		// Whatever the bytes, OpenShared must not panic; nothing here can
+		// be a bundle (no sender key is known), so it must not accept one.
+		if _, err := OpenShared(data, kek, identity.ID{}, func(identity.ID) (*identity.PublicKey, error) { return nil, errors.New("no") }); err == nil {
+			t.Fatalf("opened a bundle from %x with no sender key", data)
+		}
 	})
+}
+
+// must fails the test at once on the error of a step it cannot go on
+// without (its setup).
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
 }

@@ -2,6 +2,7 @@ package process
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -50,7 +51,12 @@ func controlPlaneMain() {
 	}
 	d := New(p.Parent, p.StateDir)
 	if p.DieBeforeConfig {
-		d.beforeConfig = func() { syscall.Kill(os.Getpid(), syscall.SIGKILL); select {} }
+		d.beforeConfig = func() {
+			if err := syscall.Kill(os.Getpid(), syscall.SIGKILL); err != nil {
+				panic(err)
+			}
+			select {} // until the signal is delivered
+		}
 	}
 	log, err := os.OpenFile(p.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -111,7 +117,7 @@ func runControlPlane(t *testing.T, p cpParams) (*exec.Cmd, int) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() { killWait(t, cmd) })
 	if p.DieBeforeConfig {
 		return cmd, 0
 	}
@@ -144,7 +150,11 @@ func waitGone(t *testing.T, pid int) {
 
 // killStray ends a Cal the test started if the test fails before it does.
 func killStray(t *testing.T, d *Driver, id string) {
-	t.Cleanup(func() { d.removeGroup(id) })
+	t.Cleanup(func() {
+		if err := d.removeGroup(id); err != nil {
+			t.Error(err)
+		}
+	})
 }
 
 func TestAdoptAfterControlPlaneDeath(t *testing.T) {
@@ -160,8 +170,7 @@ func TestAdoptAfterControlPlaneDeath(t *testing.T) {
 
 	// SIGKILL of the control plane: the Cal (configured, in its sandbox)
 	// lives on, no longer anybody's child here.
-	cp.Process.Kill()
-	cp.Wait()
+	killWait(t, cp)
 	time.Sleep(50 * time.Millisecond)
 	if _, now, err := procStat(pid); err != nil || now != start || !alive(pid) {
 		t.Fatalf("the cal did not outlive its control plane: %v", err)
@@ -199,7 +208,7 @@ func TestAdoptAfterControlPlaneDeath(t *testing.T) {
 	// it goes.
 	waited := make(chan error, 1)
 	go func() { waited <- inst.Wait() }()
-	syscall.Kill(pid, syscall.SIGKILL)
+	must(t, syscall.Kill(pid, syscall.SIGKILL))
 	select {
 	case err := <-waited:
 		if !errors.Is(err, driver.ErrExitUnknown) {
@@ -225,8 +234,7 @@ func TestStopAdopted(t *testing.T) {
 	log := logFile(t)
 	cp, pid := runControlPlane(t, cpParams{Parent: "/calnet-test", StateDir: stateDir, CalID: id, Dir: t.TempDir(), Log: log.Name()})
 	readReport(t, log)
-	cp.Process.Kill()
-	cp.Wait()
+	killWait(t, cp)
 	inst, err := d.Adopt(t.Context(), id)
 	if err != nil {
 		t.Fatal(err)
@@ -256,7 +264,9 @@ func TestControlPlaneDiesBeforeConfig(t *testing.T) {
 	id := "heldchild01234567"
 	killStray(t, d, id)
 	cp, _ := runControlPlane(t, cpParams{Parent: "/calnet-test", StateDir: stateDir, CalID: id, Dir: t.TempDir(), Log: logFile(t).Name(), DieBeforeConfig: true})
-	cp.Wait()
+	if err := cp.Wait(); err == nil {
+		t.Fatal("the stand-in control plane exited 0; it was to die of SIGKILL before the config")
+	}
 	b, err := os.ReadFile(d.recordPath(id))
 	if err != nil {
 		t.Fatalf("the control plane died before its record: %v", err)
@@ -293,7 +303,10 @@ func TestAdoptRemovesUnrecordedLeftovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	waited := make(chan struct{})
-	go func() { sleep.Wait(); close(waited) }()
+	go func() {
+		_ = sleep.Wait() // killed by Adopt, as the test wants: the status is not the point
+		close(waited)
+	}()
 	if err := cg.add(sleep.Process.Pid); err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +330,7 @@ func TestAdoptRefusesAnotherProcess(t *testing.T) {
 	if err := sleep.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { sleep.Process.Kill(); sleep.Wait() }()
+	defer killWait(t, sleep)
 	_, start, err := procStat(sleep.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
@@ -402,7 +415,11 @@ func FuzzParseRecord(f *testing.F) {
 
 func FuzzParseStat(f *testing.F) {
 	f.Add([]byte("1234 (calnet) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 3 0 98765 1 2"))
-	f.Fuzz(func(t *testing.T, b []byte) { parseStat(b) })
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if _, _, err := parseStat(b); err == nil && !bytes.Contains(b, []byte(")")) {
+			t.Fatalf("parsed %q, which has no comm field", b)
+		}
+	})
 }
 
 // cpuQuota reads the CFS quota of a Cal's group, in microseconds per
@@ -461,13 +478,12 @@ func TestStartCPUAllowance(t *testing.T) {
 		if q := cpuQuota(t, ad, id); q != 200000 {
 			t.Fatalf("cpu quota at start = %d, want 200000", q)
 		}
-		cp.Process.Kill()
-		cp.Wait()
+		killWait(t, cp)
 		inst, err := ad.Adopt(t.Context(), id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer inst.Stop(t.Context(), time.Second)
+		defer func() { must(t, inst.Stop(context.Background(), time.Second)) }()
 		if q := cpuQuota(t, ad, id); q != 50000 {
 			t.Fatalf("cpu quota of the adopted cal = %d, want 50000: the start-up allowance outlived its control plane", q)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -66,11 +67,11 @@ func TestMain(m *testing.M) {
 	}
 	cfg, err := sandbox.ReadConfig()
 	if err != nil {
-		os.Stderr.WriteString(err.Error())
+		fmt.Fprint(os.Stderr, err)
 		os.Exit(3)
 	}
 	if err := sandbox.Enter(cfg); err != nil {
-		os.Stderr.WriteString(err.Error())
+		fmt.Fprint(os.Stderr, err)
 		os.Exit(4)
 	}
 	var r report
@@ -96,7 +97,7 @@ func TestMain(m *testing.M) {
 				if err != nil {
 					return
 				}
-				c.Write([]byte("cal"))
+				_, _ = c.Write([]byte("cal")) // the test's read says whether it arrived
 				c.Close()
 			}
 		}()
@@ -105,7 +106,9 @@ func TestMain(m *testing.M) {
 	}
 	r.Subvolume = errString(makeSubvolume("/data", "escape"))
 	r.WriteBig = errString(writeMiB("/data/big", 32))
-	json.NewEncoder(os.Stdout).Encode(r)
+	if err := json.NewEncoder(os.Stdout).Encode(r); err != nil {
+		os.Exit(5) // the test reads the report: without it, it fails
+	}
 	time.Sleep(time.Hour) // until stopped
 }
 
@@ -164,13 +167,13 @@ func TestIsolatedCal(t *testing.T) {
 	const id = "testcal0123456789"
 	data := t.TempDir()
 	for _, d := range []string{filepath.Dir(data), data} {
-		os.Chmod(d, 0o711) // the Cal's uid traverses it to its directory
+		must(t, os.Chmod(d, 0o711)) // the Cal's uid traverses it to its directory
 	}
 	pool, err := calfs.Open(context.Background(), filepath.Join(data, "cals.img"), filepath.Join(data, "cals"), calfs.MinSize, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pool.Close()
+	defer func() { must(t, pool.Close()) }()
 	layout := caldir.New(data)
 	if err := layout.Prepare(); err != nil {
 		t.Fatal(err)
@@ -195,7 +198,7 @@ func TestIsolatedCal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer inst.Stop(context.Background(), time.Second)
+	defer func() { must(t, inst.Stop(context.Background(), time.Second)) }()
 	r := readReport(t, out)
 	if r.UID != 200123 || r.PID != 1 || r.Hostname != "cal-testcal0" || r.SecretLength != 6 {
 		t.Errorf("inside view %+v", r)
@@ -256,7 +259,7 @@ func TestIsolatedCal(t *testing.T) {
 	if err == nil && strings.TrimSpace(string(lim)) != "67108864" {
 		t.Errorf("memory limit %s", lim)
 	}
-	inst.Stop(context.Background(), time.Second)
+	must(t, inst.Stop(context.Background(), time.Second))
 	if _, err := os.Stat("/sys/fs/cgroup/memory/calnet-test/testcal0123456789"); err == nil {
 		t.Error("cgroup not removed after stop")
 	}
@@ -342,5 +345,25 @@ func readReport(t *testing.T, log *os.File) report {
 			t.Fatalf("no report from the sandboxed child; output: %q", b)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// killWait kills a process the test started (a stand-in control plane, a
+// workload) and waits for it: its exit status is the kill's, or Wait was
+// called already.
+func killWait(t testing.TB, cmd *exec.Cmd) {
+	t.Helper()
+	if err := cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+}
+
+// must fails the test at once on the error of a step it cannot go on
+// without (its setup).
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }
