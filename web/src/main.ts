@@ -17,6 +17,10 @@ let selected = '';
 let paused = false;
 let stopEvents: (() => void) | null = null;
 let refreshTimer = 0;
+// session counts sign-ins and sign-outs: a refresh begun in an earlier
+// session (its requests made with that session's credential, or with none
+// after a sign-out) must not act on the current one.
+let session = 0;
 
 function text(el: HTMLElement, s: string) { el.textContent = s; }
 function cell(tr: HTMLTableRowElement, s: string, cls = '') { const td = tr.insertCell(); td.textContent = s; if (cls) td.className = cls; return td; }
@@ -233,8 +237,12 @@ function renderTable() {
 }
 
 async function refresh() {
+  const mine = session;
+  if (!me) return;
   try {
-    cals = await api('get', '/v1/cals');
+    const list = await api('get', '/v1/cals');
+    if (mine !== session) return;
+    cals = list;
     render();
     // A failed Master Cal is said loudly: nothing spawns under it.
     const m = cals.find((x) => x.parent === 'genesis');
@@ -243,6 +251,7 @@ async function refresh() {
     if (down) text($('master-alert'), `The Master Cal ${short(m.id)} has ${m.state}: ${m.last_error ?? ''}. The network cannot spawn under it; select it and restart it.`);
     if (selected) select(selected);
     const spawns = await api('get', '/v1/spawns');
+    if (mine !== session) return;
     const tb = $<HTMLTableElement>('spawns').tBodies[0];
     tb.replaceChildren();
     for (const s of spawns.slice(-200).reverse()) {
@@ -254,7 +263,7 @@ async function refresh() {
     await renderApprovals();
     if (!$('view-heat').hidden) await renderHeat();
   } catch (e) {
-    if (e instanceof ApiError && e.status === 401) signOut('Your credential was refused; sign in again.');
+    if (e instanceof ApiError && e.status === 401 && mine === session) signOut('Your credential was refused; sign in again.');
   }
 }
 
@@ -362,6 +371,7 @@ async function renderApprovals() {
 }
 
 async function signIn(token: string) {
+  session++; clearTimeout(refreshTimer);
   setToken(token);
   try {
     me = await api('get', '/v1/whoami');
@@ -384,6 +394,7 @@ async function signIn(token: string) {
 }
 
 function signOut(msg = '') {
+  session++; clearTimeout(refreshTimer);
   stopEvents?.(); stopEvents = null; clearToken(); me = null;
   text($('conn'), ''); text($('whoami'), '');
   $('app').hidden = true; $('signin').hidden = false; $('signout').hidden = true;

@@ -315,6 +315,8 @@ test('dashboard in a real browser', { skip, timeout: 180_000 }, async () => {
     await page.fill('#token', dev);
     await page.click('#signin-form button');
     await page.waitForFunction(() => document.querySelector('#whoami').textContent.startsWith('token '));
+    // Signed in (a hidden app would hide the boxes below too).
+    assert.ok(await page.isVisible('#app') && await page.isVisible('#signout'));
     assert.ok(await page.isHidden('#spawn-box'));
     assert.ok(await page.isHidden('#admin-box'));
     assert.ok(await page.isHidden('nav button[data-view="console"]'));
