@@ -25,12 +25,14 @@ targets=$(grep -rl --include='*_test.go' '^func Fuzz' $(go list -f '{{.Dir}}' "$
 cache=$(go env GOCACHE)/fuzz
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 run() {
-  local pkg=$1 name=$2 log="$tmp/$(echo "$pkg $name" | tr '/ .' '___').log"
+  # Two statements: one `local` expands all its words before assigning any.
+  local pkg=$1 name=$2
+  local log="$tmp/$(echo "$pkg $name" | tr '/ .' '___').log"
   local start=$SECONDS status=ok
   # -timeout 0: go test's default 10-minute timeout would end a 10-minute campaign
   go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -timeout 0 "$pkg" >"$log" 2>&1 || status=FAILED
   local last execs seeds kept
-  last=$(grep -E '^fuzz: elapsed' "$log" | tail -1)
+  last=$(grep -aE '^fuzz: elapsed' "$log" | tail -1)
   execs=$(sed -n 's/.*execs: \([0-9]*\).*/\1/p' <<<"$last")
   seeds=$(ls "$pkg/testdata/fuzz/$name" 2>/dev/null | wc -l)
   kept=$(ls "$cache/$(go list "$pkg")/$name" 2>/dev/null | wc -l)
@@ -44,7 +46,7 @@ printf '%s\n' "$targets" | xargs -P "$JOBS" -L 1 bash -c 'run "$0" "$1"'
 {
   echo "Fuzzing campaign: $(date -u +%Y-%m-%d), $(nproc) cores, FUZZTIME=$FUZZTIME, $JOBS targets at a time (\`scripts/fuzz.sh\`)."
   echo
-  echo "| package | target | time | executions | corpus (seeds + kept) | result |"
+  echo "| package | target | time | executions | corpus (testdata files + kept by the fuzzer; f.Add seeds not counted) | result |"
   echo "|---|---|---|---|---|---|"
   sort "$tmp/rows"
 } >"$out"
