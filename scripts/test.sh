@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 STATICCHECK_VERSION=v0.8.2
+ERRCHECK_VERSION=v1.30.0
 export PATH="$(go env GOPATH)/bin:$PATH"
 
 # dig (Debian's dnsutils) is the real DNS client the discovery tests use.
@@ -45,6 +46,13 @@ if ! command -v staticcheck >/dev/null 2>&1; then
   go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
 fi
 staticcheck ./...
+
+echo "== errcheck (no error dropped; .errcheck-excludes lists the calls whose error nothing can act on)"
+if ! command -v errcheck >/dev/null 2>&1; then
+  echo "installing errcheck $ERRCHECK_VERSION from the Go module proxy"
+  go install "github.com/kisielk/errcheck@$ERRCHECK_VERSION"
+fi
+errcheck -exclude .errcheck-excludes ./...
 
 echo "== OpenAPI document (Redocly CLI lint, pinned in scripts/openapi-lint)"
 if command -v npm >/dev/null 2>&1; then

@@ -254,7 +254,7 @@ func TestQuotaBounds(t *testing.T) {
 func TestDefaultQuotasWalkthrough(t *testing.T) {
 	needRoot(t)
 	data := filepath.Join(t.TempDir(), "data")
-	os.MkdirAll(filepath.Join(data, "programs"), 0o755)
+	must(t, os.MkdirAll(filepath.Join(data, "programs"), 0o755))
 	build := exec.Command("go", "build", "-o", filepath.Join(data, "programs", "agent"), "github.com/soulfra/calnet/examples/agent")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {

@@ -85,7 +85,7 @@ func TestAuditTrail(t *testing.T) {
 	verify := func() (result, map[string]any) {
 		r := calnet(t, "", "-o", "json", "audit", "verify", "--data", data)
 		var rep map[string]any
-		json.Unmarshal([]byte(r.stdout), &rep)
+		must(t, json.Unmarshal([]byte(r.stdout), &rep))
 		return r, rep
 	}
 	r, rep := verify()
@@ -106,15 +106,15 @@ func TestAuditTrail(t *testing.T) {
 	}
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	var first uint64
-	n.c.Watch(wctx, lastSeq, func(e client.Event) {
+	werr := n.c.Watch(wctx, lastSeq, func(e client.Event) {
 		if first == 0 {
 			first = e.Seq
 			cancel()
 		}
 	})
 	cancel()
-	if first != lastSeq+1 {
-		t.Fatalf("the event stream after a restart starts at %d, want %d", first, lastSeq+1)
+	if werr != nil || first != lastSeq+1 {
+		t.Fatalf("the event stream after a restart starts at %d, want %d (watch: %v)", first, lastSeq+1, werr)
 	}
 	n.stop(syscall.SIGTERM)
 
@@ -124,19 +124,19 @@ func TestAuditTrail(t *testing.T) {
 	seg := segs[len(segs)-1]
 	orig, _ := os.ReadFile(seg)
 	edited := bytes.Replace(orig, []byte(`"reason":"audit test"`), []byte(`"reason":"nothing to see"`), 1)
-	os.WriteFile(seg, edited, 0o600)
+	must(t, os.WriteFile(seg, edited, 0o600))
 	r, rep = verify()
 	if r.code != 1 || rep["ok"] != false || !strings.Contains(r.stdout, "it was edited") {
 		t.Fatalf("an edited line: %d %s", r.code, r.stdout)
 	}
 	cut := orig[:bytes.Index(orig, []byte(`"reason":"audit test"`))]
 	cut = cut[:bytes.LastIndexByte(cut, '\n')+1]
-	os.WriteFile(seg, cut, 0o600)
+	must(t, os.WriteFile(seg, cut, 0o600))
 	r, _ = verify()
 	if r.code != 1 || !strings.Contains(r.stdout, "the ledger anchored seq") || !strings.Contains(r.stdout, "cut short or removed") {
 		t.Fatalf("a trail cut back past its anchor: %d %s", r.code, r.stdout)
 	}
-	os.WriteFile(seg, orig, 0o600)
+	must(t, os.WriteFile(seg, orig, 0o600))
 	if r, _ := verify(); r.code != 0 {
 		t.Fatalf("restored trail: %s", r.stdout)
 	}

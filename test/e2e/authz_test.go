@@ -319,7 +319,9 @@ func (a *authzNet) localRaw(t *testing.T, id, method, path string, body any) (in
 		t.Fatalf("local API of %s: %v", id, err)
 	}
 	defer resp.Body.Close()
-	io.Copy(io.Discard, resp.Body)
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		t.Fatal(err)
+	}
 	return resp.StatusCode, resp.Header
 }
 
@@ -361,7 +363,7 @@ func TestTokenReadsStayInScope(t *testing.T) {
 	dev := a.as(a.tokens["read"])
 	var mu sync.Mutex
 	var seen []client.Event
-	go dev.Watch(ctx, 0, func(e client.Event) {
+	watch(t, dev, 0, func(e client.Event) {
 		mu.Lock()
 		seen = append(seen, e)
 		mu.Unlock()
@@ -554,7 +556,7 @@ func ledgerRevocations(t *testing.T, data string) map[string]string {
 		var rev struct {
 			Issuer string `json:"issuer"`
 		}
-		json.Unmarshal(e.Data, &rev)
+		must(t, json.Unmarshal(e.Data, &rev))
 		signed[e.Subject] = rev.Issuer
 	}
 	return signed

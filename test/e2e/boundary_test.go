@@ -218,7 +218,7 @@ func TestChainsKeptAcrossRestart(t *testing.T) {
 		}
 		return nil
 	})
-	st.Close()
+	must(t, st.Close())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -114,8 +114,8 @@ func TestReadoptAfterSIGKILL(t *testing.T) {
 	// re-registration with the new control plane.
 	waitFor(t, "the adopted cal's re-registration in its log", 10*time.Second, func() bool {
 		var b strings.Builder
-		n.c.Logs(ctx, sp.Cal, false, &b)
-		return strings.Contains(b.String(), "re-registered with a new control plane")
+		err := n.c.Logs(ctx, sp.Cal, false, &b)
+		return err == nil && strings.Contains(b.String(), "re-registered with a new control plane")
 	})
 	// The adopted Cals still work: the adopted Master blesses a child.
 	if sp2, err := n.c.Spawn(ctx, client.SpawnRequest{Permissions: []string{"read"}, CPUMillis: 10, MemoryBytes: 16 << 20, PIDs: 16}, true); err != nil || sp2.State != "running" {

@@ -103,13 +103,13 @@ func TestCalDiskQuota(t *testing.T) {
 	// (which may traverse the test's directories, as a data dir's).
 	c, _ = n.c.Get(ctx, "filler")
 	for d := filepath.Dir(n.data); d != filepath.Dir(d) && strings.HasPrefix(d, os.TempDir()+"/"); d = filepath.Dir(d) {
-		os.Chmod(d, 0o711)
+		must(t, os.Chmod(d, 0o711))
 	}
 	f, err := os.OpenFile(filepath.Join(n.data, "cals", c.ID, "again"), os.O_CREATE|os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Chown(c.UID, c.UID)
+	must(t, f.Chown(c.UID, c.UID))
 	f.Close()
 	out, _ := runAs(c.UID, "dd", "if=/dev/zero", "of="+filepath.Join(n.data, "cals", c.ID, "again"), "bs=1M", "count=32", "conv=fsync")
 	if st, err := os.Stat(filepath.Join(n.data, "cals", c.ID, "again")); err != nil || st.Size() > quota || !strings.Contains(out, "Disk quota exceeded") {
@@ -132,7 +132,7 @@ func TestControlPlaneRefusesWritesBelowDiskReserve(t *testing.T) {
 		t.Skipf("tmpfs: %v", err)
 	}
 	t.Cleanup(func() {
-		unix.Unmount(fs, unix.MNT_DETACH)
+		must(t, unix.Unmount(fs, unix.MNT_DETACH))
 		os.Remove(fs)
 	})
 	const reserve = 48 << 20
@@ -148,7 +148,7 @@ func TestControlPlaneRefusesWritesBelowDiskReserve(t *testing.T) {
 	fill := func(free int64) {
 		t.Helper()
 		var st unix.Statfs_t
-		unix.Statfs(fs, &st)
+		must(t, unix.Statfs(fs, &st))
 		have := int64(st.Bavail) * st.Bsize
 		f, err := os.OpenFile(filler, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {

@@ -43,7 +43,7 @@ tiers:
 func TestEscapeCal(t *testing.T) {
 	needRoot(t)
 	data := filepath.Join(t.TempDir(), "data")
-	os.MkdirAll(filepath.Join(data, "programs"), 0o755)
+	must(t, os.MkdirAll(filepath.Join(data, "programs"), 0o755))
 	build := exec.Command("go", "build", "-o", filepath.Join(data, "programs", "escape"), "github.com/soulfra/calnet/test/e2e/escape")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -297,7 +298,9 @@ func (n *network) reap() {
 	killed := 0
 	for _, p := range calProcesses(n.t, bins...) {
 		if ids[p.Cal] {
-			syscall.Kill(p.PID, syscall.SIGKILL)
+			if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) { // ESRCH: it exited meanwhile
+				n.t.Errorf("reaping cal %s (pid %d): %v", p.Cal, p.PID, err)
+			}
 			killed++
 		}
 	}
@@ -310,5 +313,8 @@ func (n *network) reap() {
 			os.Remove(filepath.Join(dir, g))
 		}
 	}
-	unix.Unmount(filepath.Join(n.data, "cals"), unix.MNT_DETACH)
+	// calnet up unmounts it when it stops cleanly (EINVAL: not mounted).
+	if err := unix.Unmount(filepath.Join(n.data, "cals"), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+		n.t.Errorf("unmounting the cal filesystem: %v", err)
+	}
 }

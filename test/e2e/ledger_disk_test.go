@@ -51,7 +51,7 @@ func TestUpRefusesDamagedOrOlderLedger(t *testing.T) {
 	good, _ := os.ReadFile(cps)
 	bad := append([]byte(nil), good...)
 	bad[len(bad)-40] ^= 0x08
-	os.WriteFile(cps, bad, 0o600)
+	must(t, os.WriteFile(cps, bad, 0o600))
 	entries, _ := os.ReadFile(filepath.Join(ledgerDir, "entries"))
 	code, out := upOnce()
 	if code == 0 || !strings.Contains(out, "checkpoints") || !strings.Contains(out, "acknowledged") || !strings.Contains(out, "calnet ledger repair") {
@@ -87,7 +87,7 @@ func TestUpRefusesDamagedOrOlderLedger(t *testing.T) {
 
 func copyDirFiles(t *testing.T, from, to string) {
 	t.Helper()
-	os.MkdirAll(to, 0o700)
+	must(t, os.MkdirAll(to, 0o700))
 	ents, err := os.ReadDir(from)
 	if err != nil {
 		t.Fatal(err)

@@ -66,7 +66,7 @@ func TestDataDirOfAnotherUserRefused(t *testing.T) {
 
 	// The directory is root's, but it is world-writable.
 	open := mine("open")
-	os.Chmod(open, 0o777)
+	must(t, os.Chmod(open, 0o777))
 	if out := upRefused(t, open); !strings.Contains(out, "writable by its group or others") {
 		t.Errorf("calnet up on a world-writable directory: %s", out)
 	}

@@ -2,12 +2,16 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
+
+	"github.com/soulfra/calnet/client"
 )
 
 var calnetBin string
@@ -71,5 +75,40 @@ func okJSON(t *testing.T, dir string, v any, args ...string) {
 	out := ok(t, dir, append([]string{"-o", "json"}, args...)...)
 	if err := json.Unmarshal([]byte(out), v); err != nil {
 		t.Fatalf("calnet %v: stdout is not JSON: %v\n%s", args, err, out)
+	}
+}
+
+// watch streams the network's events after seq to fn until the test
+// ends, and fails the test if the stream ends with an error: a watch that
+// never ran would make every "not seen" check pass.
+func watch(t *testing.T, c *client.Client, after uint64, fn func(client.Event)) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Watch(ctx, after, fn) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("event stream: %v", err)
+		}
+	})
+}
+
+// killPID SIGKILLs a Cal's process, as a crash would. A PID that is not
+// one fails the test: 0 would signal the test's own process group.
+func killPID(t *testing.T, pid int) {
+	t.Helper()
+	if pid <= 0 {
+		t.Fatalf("no process to kill (pid %d)", pid)
+	}
+	must(t, syscall.Kill(pid, syscall.SIGKILL))
+}
+
+// must fails the test at once on the error of a step it cannot go on
+// without (its setup).
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -29,7 +29,9 @@ func scrape(t *testing.T, n *network, tok string) (int, map[string]*dto.MetricFa
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 {
-		io.Copy(io.Discard, resp.Body)
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			t.Fatal(err)
+		}
 		return resp.StatusCode, nil
 	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)

@@ -43,7 +43,7 @@ func TestProfiles(t *testing.T) {
 	if err != nil || len(own) < 2 || own[0] != 0x1f {
 		t.Fatalf("control plane heap: %v", err)
 	}
-	os.WriteFile(filepath.Join(dir, "cp.pb.gz"), own, 0o600)
+	must(t, os.WriteFile(filepath.Join(dir, "cp.pb.gz"), own, 0o600))
 	if out, err := exec.Command("go", "tool", "pprof", "-top", filepath.Join(dir, "cp.pb.gz")).CombinedOutput(); err != nil {
 		t.Fatalf("go tool pprof on the control plane's heap: %v\n%s", err, out)
 	}

@@ -58,8 +58,11 @@ func TestMasterFailureIsLoudAndRestartable(t *testing.T) {
 	if err := os.WriteFile(chainFile, []byte("not a soul chain"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m, _ := n.c.Get(ctx, master)
-	syscall.Kill(m.PID, syscall.SIGKILL)
+	m, err := n.c.Get(ctx, master)
+	if err != nil {
+		t.Fatal(err)
+	}
+	killPID(t, m.PID)
 	loud := "calnet up: THE MASTER CAL " + master + " HAS FAILED"
 	waitFor(t, "up to say the Master failed", 60*time.Second, func() bool { return strings.Contains(n.upLog(), loud) })
 	st, err := n.c.Status(ctx)

@@ -136,7 +136,7 @@ func TestSpawnRules(t *testing.T) {
 	if len(c.Children) != 2 {
 		t.Fatalf("the kill switch let a rule spawn: %d children", len(c.Children))
 	}
-	n.c.SetSpawning(ctx, false)
+	must(t, n.c.SetSpawning(ctx, false))
 
 	// A retire rule revokes one idle child (idle: under 1% of a core for
 	// the idle window, 10 s here), then re-arms only when fewer than two
@@ -179,11 +179,11 @@ func TestSpawnRules(t *testing.T) {
 		t.Fatalf("calnet rules: %+v", r)
 	}
 	file := filepath.Join(t.TempDir(), "rules.yaml")
-	os.WriteFile(file, []byte("rules:\n  - name: calm\n    when: cpu_percent > 500.0\n    for: 1m\n    cooldown: 5m\n    action: {kind: retire, count: 1}\n"), 0o600)
+	must(t, os.WriteFile(file, []byte("rules:\n  - name: calm\n    when: cpu_percent > 500.0\n    for: 1m\n    cooldown: 5m\n    action: {kind: retire, count: 1}\n"), 0o600))
 	if r := n.cli("rules", team, "--set", file); r.code != 0 || !strings.Contains(r.stdout, "calm") || strings.Contains(strings.Split(r.stdout, "recent decisions")[0], "keep-two") {
 		t.Fatalf("calnet rules --set: %+v", r)
 	}
-	os.WriteFile(file, []byte("rules:\n  - name: calm\n    when: cpu > 5\n    cooldown: 5m\n    action: {kind: retire, count: 1}\n"), 0o600)
+	must(t, os.WriteFile(file, []byte("rules:\n  - name: calm\n    when: cpu > 5\n    cooldown: 5m\n    action: {kind: retire, count: 1}\n"), 0o600))
 	if r := n.cli("rules", team, "--set", file); r.code == 0 || !strings.Contains(r.stderr, "undeclared reference to 'cpu'") {
 		t.Fatalf("calnet rules --set with a bad rule: %+v", r)
 	}
@@ -215,7 +215,7 @@ func TestAdmissionPolicies(t *testing.T) {
 		}
 	}
 	file := filepath.Join(t.TempDir(), "policies.yaml")
-	os.WriteFile(file, []byte("policies:\n  - name: admin-near-root\n    deny: depth > 2 && \"admin\" in request_permissions\n    message: admin is granted only to the master's children\n"), 0o600)
+	must(t, os.WriteFile(file, []byte("policies:\n  - name: admin-near-root\n    deny: depth > 2 && \"admin\" in request_permissions\n    message: admin is granted only to the master's children\n"), 0o600))
 	if r := n.cli("policy", "--set", file); r.code != 0 || !strings.Contains(r.stdout, "admin-near-root") {
 		t.Fatalf("calnet policy --set: %+v", r)
 	}

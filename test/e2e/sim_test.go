@@ -55,14 +55,14 @@ func TestSimPreviewsRules(t *testing.T) {
 
 	// Spawning only: far more Cals than the load needs; below the target.
 	grow := filepath.Join(dir, "grow.yaml")
-	os.WriteFile(grow, []byte("rules:\n  - {name: grow, when: 'children < 500', cooldown: 5s, action: {kind: spawn, count: 5, template: worker}}\n"), 0o600)
+	must(t, os.WriteFile(grow, []byte("rules:\n  - {name: grow, when: 'children < 500', cooldown: 5s, action: {kind: spawn, count: 5, template: worker}}\n"), 0o600))
 	r := calnet(t, dir, "sim", "--rules", grow, "--pools", "2", "--duration", "1h")
 	if r.code != 3 || !strings.Contains(r.stdout, "NOT met") {
 		t.Fatalf("a rule that only grows: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 
 	bad := filepath.Join(dir, "bad.yaml")
-	os.WriteFile(bad, []byte("rules:\n  - {name: x, when: 'cpu > 1.0', cooldown: 5s, action: {kind: spawn, count: 1, template: worker}}\n"), 0o600)
+	must(t, os.WriteFile(bad, []byte("rules:\n  - {name: x, when: 'cpu > 1.0', cooldown: 5s, action: {kind: spawn, count: 1, template: worker}}\n"), 0o600))
 	for _, tt := range []struct {
 		args []string
 		want string

@@ -81,8 +81,8 @@ func TestOfflineTrustWorkflow(t *testing.T) {
 		t.Fatalf("note.Open: %v", err)
 	}
 	// Proofs check offline against checkpoints.
-	os.WriteFile(filepath.Join(dir, "cp-old.txt"), []byte(cp), 0o644)
-	os.WriteFile(filepath.Join(dir, "proof.json"), []byte(ok(t, dir, "ledger", "proof", "--dir", "net", "3")), 0o644)
+	must(t, os.WriteFile(filepath.Join(dir, "cp-old.txt"), []byte(cp), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "proof.json"), []byte(ok(t, dir, "ledger", "proof", "--dir", "net", "3")), 0o644))
 	ok(t, dir, "ledger", "verify", "--dir", "net", "--proof", "proof.json", "--checkpoint", "cp-old.txt")
 
 	// A revocation by an ancestor with revoke takes the subtree out.
@@ -98,8 +98,8 @@ func TestOfflineTrustWorkflow(t *testing.T) {
 		t.Fatal("revoking b must not touch its parent a")
 	}
 	// Consistency between the old checkpoint and now.
-	os.WriteFile(filepath.Join(dir, "cp-new.txt"), []byte(ok(t, dir, "ledger", "checkpoint", "--dir", "net")), 0o644)
-	os.WriteFile(filepath.Join(dir, "cons.json"), []byte(ok(t, dir, "ledger", "consistency", "--dir", "net", "5")), 0o644)
+	must(t, os.WriteFile(filepath.Join(dir, "cp-new.txt"), []byte(ok(t, dir, "ledger", "checkpoint", "--dir", "net")), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "cons.json"), []byte(ok(t, dir, "ledger", "consistency", "--dir", "net", "5")), 0o644))
 	ok(t, dir, "ledger", "verify", "--dir", "net", "--proof", "cons.json", "--old-checkpoint", "cp-old.txt", "--checkpoint", "cp-new.txt")
 	out := ok(t, dir, "ledger", "verify", "--dir", "net")
 	if !strings.Contains(out, "4 blessings and 1 revocations verified") {
@@ -120,7 +120,7 @@ func mustID(t *testing.T, dir, identityDir string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	json.Unmarshal(b, &pub)
+	must(t, json.Unmarshal(b, &pub))
 	return pub.ID
 }
 
@@ -182,7 +182,7 @@ func TestVerifyTamperedAndMalformedChains(t *testing.T) {
 		t.Fatal(err)
 	}
 	var m map[string]any
-	json.Unmarshal(good, &m)
+	must(t, json.Unmarshal(good, &m))
 	link1 := m["blessings"].([]any)[1].(map[string]any)
 	link1["permissions"] = []string{"spawn", "read", "admin"}
 	tampered, _ := json.Marshal(m)
@@ -199,7 +199,7 @@ func TestVerifyTamperedAndMalformedChains(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "-")+".sig")
-			os.WriteFile(p, []byte(tt.content), 0o644)
+			must(t, os.WriteFile(p, []byte(tt.content), 0o644))
 			v, code := verify(t, dir, filepath.Base(p))
 			if code != 1 || v.Valid || v.Error == nil || v.Error.Reason != tt.reason || v.Error.Link != tt.link {
 				t.Fatalf("exit %d, %+v", code, v.Error)
@@ -208,7 +208,7 @@ func TestVerifyTamperedAndMalformedChains(t *testing.T) {
 	}
 	// An identity directory whose identity.pub does not match the chain.
 	ok(t, dir, "keygen", "--dir", "net", "--out", "b")
-	os.WriteFile(filepath.Join(dir, "b", "soul-chain.sig"), good, 0o644)
+	must(t, os.WriteFile(filepath.Join(dir, "b", "soul-chain.sig"), good, 0o644))
 	r := calnet(t, dir, "verify", "--dir", "net", "b")
 	if r.code != 1 || !strings.Contains(r.stdout, "identity.pub is cal") {
 		t.Fatalf("mismatched identity dir: %+v", r)
@@ -217,7 +217,7 @@ func TestVerifyTamperedAndMalformedChains(t *testing.T) {
 
 func TestPassphraseProtectedNetwork(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "pass"), []byte("correct horse battery staple\n"), 0o600)
+	must(t, os.WriteFile(filepath.Join(dir, "pass"), []byte("correct horse battery staple\n"), 0o600))
 	ok(t, dir, "init", "--dir", "net", "--passphrase-file", "pass")
 	if _, err := os.Stat(filepath.Join(dir, "net", "kek.age")); err == nil {
 		t.Fatal("passphrase network wrote a kek.age")
@@ -227,7 +227,7 @@ func TestPassphraseProtectedNetwork(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "passphrase") {
 		t.Fatalf("bless without the passphrase: %+v", r)
 	}
-	os.WriteFile(filepath.Join(dir, "wrong"), []byte("wrong\n"), 0o600)
+	must(t, os.WriteFile(filepath.Join(dir, "wrong"), []byte("wrong\n"), 0o600))
 	if r := calnet(t, dir, "bless", "--dir", "net", "--parent", "net/master", "--child", "a", "--perm", "read", "--passphrase-file", "wrong"); r.code == 0 {
 		t.Fatal("bless with the wrong passphrase succeeded")
 	}
