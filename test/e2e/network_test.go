@@ -245,15 +245,16 @@ func (n *network) local(id, method, path string, body any) (int, map[string]any)
 		n.t.Fatalf("local API of %s: %v", id, err)
 	}
 	defer resp.Body.Close()
-	var m map[string]any
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		n.t.Fatalf("local API of %s: %v", id, err)
 	}
 	// A success answers JSON; an error page from outside the API may not.
-	if err := json.Unmarshal(b, &m); err != nil && resp.StatusCode/100 == 2 && len(b) > 0 {
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil && resp.StatusCode/100 == 2 && len(b) > 0 {
 		n.t.Fatalf("local API of %s: %d %q: %v", id, resp.StatusCode, b, err)
 	}
+	m, _ := v.(map[string]any) // a list has no fields to return
 	return resp.StatusCode, m
 }
 
