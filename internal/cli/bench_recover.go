@@ -17,6 +17,7 @@ import (
 
 	"github.com/soulfra/calnet/client"
 	"github.com/soulfra/calnet/internal/controlplane"
+	"github.com/soulfra/calnet/internal/driver/process"
 )
 
 // benchRecoverResult is what `calnet bench recover` measured.
@@ -144,20 +145,6 @@ func (u *benchUp) kill() error {
 	return nil
 }
 
-// startTicks is the start time of pid (/proc/<pid>/stat field 22).
-func startTicks(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 20 {
-		return 0, errors.New("short stat")
-	}
-	return strconv.ParseUint(f[19], 10, 64)
-}
-
 func benchRecover(ctx context.Context, n, rounds int) (_ *benchRecoverResult, err error) {
 	dir, err := os.MkdirTemp("", "calnet-bench-")
 	if err != nil {
@@ -225,7 +212,7 @@ func benchRecover(ctx context.Context, n, rounds int) (_ *benchRecoverResult, er
 		out := map[string][2]uint64{}
 		for _, c := range cs {
 			if c.State == "running" {
-				st, err := startTicks(c.PID)
+				st, err := process.StartTime(c.PID)
 				if err != nil {
 					return nil, fmt.Errorf("cal %s: %w", c.ID, err)
 				}
@@ -268,7 +255,7 @@ func benchRecover(ctx context.Context, n, rounds int) (_ *benchRecoverResult, er
 	}
 	if m, err := u.c.Status(ctx); err == nil {
 		if c, err := u.c.Get(ctx, m.Master); err == nil {
-			if st, err := startTicks(c.PID); err == nil {
+			if st, err := process.StartTime(c.PID); err == nil {
 				r.UptimeSeconds = uptimeOf(st)
 			}
 		}

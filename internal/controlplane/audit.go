@@ -81,16 +81,7 @@ func (s *Server) anchorAudit(ctx context.Context) {
 // auditAnchorLoop anchors the trail every auditAnchorEvery; Run anchors it
 // a last time at shutdown.
 func (s *Server) auditAnchorLoop(ctx context.Context) {
-	t := time.NewTicker(auditAnchorEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s.anchorAudit(ctx)
-		}
-	}
+	every(ctx, auditAnchorEvery, func() { s.anchorAudit(ctx) })
 }
 
 func (s *Server) closeAudit() {

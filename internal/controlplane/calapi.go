@@ -472,15 +472,26 @@ func (w *watchers) notify(id string, ev calproto.Event) {
 	}
 }
 
-// waitSpawn polls a spawn until it ends or timeout passes.
+// waitSpawn waits until a spawn ends (or awaits approval), or timeout
+// passes, and returns its record.
 func (s *Server) waitSpawn(ctx context.Context, id string, timeout time.Duration) *SpawnRecord {
+	return waitEvents(ctx, s, timeout, func() (*SpawnRecord, bool) {
+		rec, err := s.getSpawn(ctx, id)
+		return rec, err != nil || rec.Terminal() || rec.State == SpawnAwaitingApproval
+	})
+}
+
+// waitEvents reads a record with read after every event on the bus until
+// read says it is final, timeout passes or ctx ends, and returns the
+// last record read.
+func waitEvents[T any](ctx context.Context, s *Server, timeout time.Duration, read func() (T, bool)) T {
 	_, ch, cancel := s.bus.subscribe(^uint64(0))
 	defer cancel()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
-		rec, err := s.getSpawn(ctx, id)
-		if err != nil || rec.Terminal() || rec.State == SpawnAwaitingApproval {
+		rec, done := read()
+		if done {
 			return rec
 		}
 		select {

@@ -162,16 +162,23 @@ func readBounded(path string, limit int64) ([]byte, error) {
 // keepLearned saves the learned state every SaveLearnedEvery until ctx
 // ends.
 func (s *Server) keepLearned(ctx context.Context) {
-	t := time.NewTicker(SaveLearnedEvery)
+	every(ctx, SaveLearnedEvery, func() {
+		if err := s.saveLearned(); err != nil {
+			s.log.Error("saving what the control plane learned", "err", err)
+		}
+	})
+}
+
+// every runs f every d until ctx ends.
+func every(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := s.saveLearned(); err != nil {
-				s.log.Error("saving what the control plane learned", "err", err)
-			}
+			f()
 		}
 	}
 }

@@ -88,23 +88,10 @@ func (s *Server) restartCal(ctx context.Context, id, actor, reason string) (*Cal
 // waitCal waits until the Cal id is no longer deploying, or timeout
 // passes, and returns its record.
 func (s *Server) waitCal(ctx context.Context, id string, timeout time.Duration) *CalRecord {
-	_, ch, cancel := s.bus.subscribe(^uint64(0))
-	defer cancel()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
+	return waitEvents(ctx, s, timeout, func() (*CalRecord, bool) {
 		rec, err := s.getCal(ctx, id)
-		if err != nil || rec.State != StateDeploying {
-			return rec
-		}
-		select {
-		case <-ctx.Done():
-			return rec
-		case <-deadline.C:
-			return rec
-		case <-ch:
-		}
-	}
+		return rec, err != nil || rec.State != StateDeploying
+	})
 }
 
 // handleRestart is POST /v1/cals/{id}/restart.

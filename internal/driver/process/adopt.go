@@ -269,6 +269,13 @@ func killPidfd(fd int) string {
 	return "killed"
 }
 
+// StartTime is the start time of process pid, in clock ticks since boot
+// (/proc/<pid>/stat field 22): with the pid, it names one process.
+func StartTime(pid int) (uint64, error) {
+	_, start, err := procStat(pid)
+	return start, err
+}
+
 // procStat reads a process's state and start time from /proc/<pid>/stat.
 func procStat(pid int) (state byte, start uint64, err error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
