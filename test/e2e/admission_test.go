@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -30,7 +29,7 @@ func powerfulTemplate(name string) string {
 // rules a template brings.
 func TestSpawnAuthorizedOnExpandedRequest(t *testing.T) {
 	needRoot(t)
-	n := up(t, filepath.Join(t.TempDir(), "data"), "--max-cpu-pressure", "101") // neighbours' load must not refuse spawns
+	n := up(t, filepath.Join(t.TempDir(), "data"))
 	ctx := context.Background()
 	if err := os.WriteFile(filepath.Join(n.data, "templates", "powerful.yaml"), []byte(powerfulTemplate("powerful")), 0o644); err != nil {
 		t.Fatal(err)
@@ -129,7 +128,7 @@ func TestSpawnAuthorizedOnExpandedRequest(t *testing.T) {
 // make one spawn and one Cal.
 func TestParallelAdmission(t *testing.T) {
 	needRoot(t)
-	n := up(t, filepath.Join(t.TempDir(), "data"), "--overcommit", "1", "--max-cpu-pressure", "101")
+	n := up(t, filepath.Join(t.TempDir(), "data"), "--overcommit", "1")
 	ctx := context.Background()
 	p, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "p", Permissions: []string{"spawn", "read"}, CPUMillis: 800, MemoryBytes: 1 << 30, PIDs: 1024}, true)
 	if err != nil || p.State != "running" {
@@ -213,7 +212,7 @@ func TestParallelAdmission(t *testing.T) {
 // the value, where it came from and the limit; nothing is spawned.
 func TestQuotaBounds(t *testing.T) {
 	needRoot(t)
-	n := up(t, filepath.Join(t.TempDir(), "data"), "--max-cpu-pressure", "101") // neighbours' load must not refuse spawns
+	n := up(t, filepath.Join(t.TempDir(), "data"))
 	ctx := context.Background()
 	tiny := strings.Replace(string(template.DefaultYAML()), "restart: always", "resources: {cpu: 1m}\nrestart: always", 1)
 	garbled := strings.Replace(string(template.DefaultYAML()), "restart: always", "resources: {cpu: lots}\nrestart: always", 1)
@@ -254,13 +253,8 @@ func TestQuotaBounds(t *testing.T) {
 func TestDefaultQuotasWalkthrough(t *testing.T) {
 	needRoot(t)
 	data := filepath.Join(t.TempDir(), "data")
-	must(t, os.MkdirAll(filepath.Join(data, "programs"), 0o755))
-	build := exec.Command("go", "build", "-o", filepath.Join(data, "programs", "agent"), "github.com/soulfra/calnet/examples/agent")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the example agent: %v\n%s", err, out)
-	}
-	n := up(t, data, "--max-cpu-pressure", "101")
+	buildAgent(t, data)
+	n := up(t, data)
 	run := func(args ...string) {
 		t.Helper()
 		deadline := time.Now().Add(2 * time.Minute)

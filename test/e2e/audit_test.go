@@ -23,7 +23,7 @@ import (
 func TestAuditTrail(t *testing.T) {
 	needRoot(t)
 	data := filepath.Join(t.TempDir(), "data")
-	n := up(t, data, "--max-cpu-pressure", "101") // neighbours' load must not refuse spawns
+	n := up(t, data)
 	ctx := context.Background()
 	start := time.Now().Add(-time.Second)
 	sp, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "audited", Permissions: []string{"read"}}, true)
@@ -96,7 +96,7 @@ func TestAuditTrail(t *testing.T) {
 	if lastSeq < headBefore {
 		t.Fatalf("trail ends at %d, the API said %d", lastSeq, headBefore)
 	}
-	n.start("--max-cpu-pressure", "101")
+	n.start()
 	if _, _, err := n.c.CreateToken(ctx, "after-restart", "team", []string{"read"}); err != nil {
 		t.Fatal(err)
 	}

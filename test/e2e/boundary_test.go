@@ -31,10 +31,6 @@ func asCal(t *testing.T, uid int, dir, script string) error {
 	return err
 }
 
-// noCPUAdmission turns off the host CPU check of spawns: these tests are
-// about isolation, on a machine other work may saturate.
-var noCPUAdmission = []string{"--max-cpu-pressure", "101"}
-
 // TestSocketRedirect is finding 1 of issue 10: a
 // Cal owns its directory, so whatever sits there is the Cal's to replace.
 // The Cal "evil" replaces every socket the router and the control plane
@@ -53,7 +49,7 @@ func TestSocketRedirect(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	n := up(t, filepath.Join(tmp, "data"), noCPUAdmission...)
+	n := up(t, filepath.Join(tmp, "data"))
 	ctx := context.Background()
 	master := n.master()
 	evil, err := n.c.Spawn(context.Background(), client.SpawnRequest{Name: "evil", Permissions: []string{"read"}}, true)
@@ -191,7 +187,7 @@ func TestChainsKeptAcrossRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	n := up(t, filepath.Join(tmp, "data"), noCPUAdmission...)
+	n := up(t, filepath.Join(tmp, "data"))
 	master := n.master()
 	ids := map[string]string{}
 	for _, name := range []string{"honest", "linker", "copier"} {
@@ -252,7 +248,7 @@ func TestChainsKeptAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	n.start(noCPUAdmission...)
+	n.start()
 	if code, got := n.getChain(ids["honest"]); code != 200 || got != honestChain {
 		t.Errorf("honest's chain after the restart: %d %s", code, got)
 	}

@@ -48,7 +48,7 @@ func jsonDoc(t *testing.T, what string, r result, v any) {
 // ls --tree shows a developer token's subtree.
 func TestCLIOutputAndCredentials(t *testing.T) {
 	needRoot(t)
-	n := up(t, filepath.Join(t.TempDir(), "data"), "--max-cpu-pressure", "101") // neighbours' load must not refuse spawns
+	n := up(t, filepath.Join(t.TempDir(), "data"))
 	admin := readToken(t, n.data)
 	dir := t.TempDir()
 	if r := n.cli("spawn", "--name", "worker", "--perm", "spawn,read,revoke,share"); r.code != 0 {
@@ -132,7 +132,7 @@ func TestCLIOutputAndCredentials(t *testing.T) {
 // namespace with the live Cal.
 func TestRevokedNameIsFreed(t *testing.T) {
 	needRoot(t)
-	n := up(t, filepath.Join(t.TempDir(), "data"), "--max-cpu-pressure", "101")
+	n := up(t, filepath.Join(t.TempDir(), "data"))
 	ctx := context.Background()
 	spawn := func(parent, name string) *client.Spawn {
 		t.Helper()
@@ -179,7 +179,7 @@ func TestRevokedNameIsFreed(t *testing.T) {
 	// rebuilt from every record, the revoked ones included), and the
 	// router and DNS index send it there.
 	n.stop(syscall.SIGTERM)
-	n.start("--max-cpu-pressure", "101")
+	n.start()
 	waitFor(t, "the new worker running again", 30*time.Second, func() bool {
 		c, err := n.c.Get(ctx, nw.Cal)
 		return err == nil && c.State == "running"

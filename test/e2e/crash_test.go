@@ -47,7 +47,7 @@ func copyBinary(t *testing.T) string {
 func TestReadoptAfterSIGKILL(t *testing.T) {
 	needRoot(t)
 	data := filepath.Join(t.TempDir(), "data")
-	n := up(t, data, "--max-cpu-pressure", "101") // others load this machine
+	n := up(t, data)
 	ctx := t.Context()
 	sp, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "survivor", Permissions: []string{"read", "spawn"}}, true)
 	if err != nil || sp.State != "running" {
@@ -141,7 +141,7 @@ func TestCrashTrial(t *testing.T) {
 	needRoot(t)
 	const spawns, kills = 100, 20
 	data := filepath.Join(t.TempDir(), "data")
-	n := up(t, data, "--max-cpu-pressure", "101") // others load this machine
+	n := up(t, data)
 	ctx := t.Context()
 	master := n.master()
 	m0 := n.hostCheck(calnetBin)[master]

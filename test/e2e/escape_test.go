@@ -64,7 +64,7 @@ func TestEscapeCal(t *testing.T) {
 	// overwrite a lower one in the Cal's process.
 	inherit := make([]*os.File, 18)
 	inherit[17] = sf
-	n := upInheriting(t, data, inherit, noCPUAdmission...)
+	n := upInheriting(t, data, inherit)
 	sp, err := n.c.Spawn(context.Background(), client.SpawnRequest{Name: "escape", TemplateYAML: escapeTemplate}, true)
 	if err != nil || sp.State != "running" {
 		t.Fatalf("spawn the escape Cal: %+v %v", sp, err)

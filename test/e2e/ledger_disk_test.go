@@ -21,7 +21,7 @@ func TestUpRefusesDamagedOrOlderLedger(t *testing.T) {
 	needRoot(t)
 	data := filepath.Join(t.TempDir(), "data")
 	ledgerDir := filepath.Join(data, "network", "ledger")
-	n := up(t, data, "--max-cpu-pressure", "101")
+	n := up(t, data)
 	ctx := context.Background()
 	if _, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "doomed", Permissions: []string{"read"}}, true); err != nil {
 		t.Fatal(err)
@@ -29,7 +29,7 @@ func TestUpRefusesDamagedOrOlderLedger(t *testing.T) {
 	n.stop(syscall.SIGTERM)
 	old := filepath.Join(t.TempDir(), "ledger-before-revoke")
 	copyDirFiles(t, ledgerDir, old)
-	n.start("--max-cpu-pressure", "101")
+	n.start()
 	if _, err := n.c.Revoke(ctx, "doomed", "compromised"); err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestUpRefusesDamagedOrOlderLedger(t *testing.T) {
 		t.Fatalf("calnet up on an older ledger: exit %d\n%s", code, out)
 	}
 	// The operator accepts the loss explicitly: it starts.
-	n.start("--max-cpu-pressure", "101", "--accept-ledger-rollback")
+	n.start("--accept-ledger-rollback")
 	st, err := n.c.Status(ctx)
 	if err != nil || st.LedgerSize == 0 {
 		t.Fatalf("status after accepting: %+v %v", st, err)

@@ -835,7 +835,7 @@ func TestDNSDiscovery(t *testing.T) {
 
 func TestInfinityRouterAndQR(t *testing.T) {
 	needRoot(t)
-	n := up(t, filepath.Join(t.TempDir(), "data"), "--max-cpu-pressure", "101") // neighbours' load must not refuse its spawns
+	n := up(t, filepath.Join(t.TempDir(), "data"))
 	ctx := context.Background()
 	sp, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "shop", Permissions: []string{"read"}}, true)
 	if err != nil {
@@ -1154,12 +1154,7 @@ func TestTemplatesAndTiers(t *testing.T) {
 func TestExampleAgent(t *testing.T) {
 	needRoot(t)
 	data := filepath.Join(t.TempDir(), "data")
-	must(t, os.MkdirAll(filepath.Join(data, "programs"), 0o755))
-	build := exec.Command("go", "build", "-o", filepath.Join(data, "programs", "agent"), "github.com/soulfra/calnet/examples/agent")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the example agent: %v\n%s", err, out)
-	}
+	buildAgent(t, data)
 	tmpl, err := os.ReadFile("../../examples/agent/template.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -1257,5 +1252,17 @@ func TestLimitsAtRunTime(t *testing.T) {
 	r := n.cli("limits", "--max-cals", "5")
 	if r.code != 0 || !strings.Contains(r.stdout, "max cals            5") {
 		t.Fatalf("calnet limits: %+v", r)
+	}
+}
+
+// buildAgent builds examples/agent (static) into data's programs
+// directory, where a template's workload command finds it.
+func buildAgent(t *testing.T, data string) {
+	t.Helper()
+	must(t, os.MkdirAll(filepath.Join(data, "programs"), 0o755))
+	build := exec.Command("go", "build", "-o", filepath.Join(data, "programs", "agent"), "github.com/soulfra/calnet/examples/agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the example agent: %v\n%s", err, out)
 	}
 }

@@ -15,7 +15,7 @@ import (
 // outcomes say why, and other templates and other parents are unaffected.
 func TestTemplateBackOff(t *testing.T) {
 	needRoot(t)
-	n := up(t, filepath.Join(t.TempDir(), "data"), "--deploy-timeout", "2s", "--zone", "rack-a", "--max-cpu-pressure", "101")
+	n := up(t, filepath.Join(t.TempDir(), "data"), "--deploy-timeout", "2s", "--zone", "rack-a")
 	ctx := context.Background()
 	// Its workload takes 60 s to report ready: the Cal cannot register in 2 s
 	// (its 500m start in well under that: a smaller CPU limit would be

@@ -22,7 +22,7 @@ import (
 func TestNoQuorumThroughProxies(t *testing.T) {
 	needRoot(t)
 	data := filepath.Join(t.TempDir(), "data")
-	n := up(t, data, noCPUAdmission...)
+	n := up(t, data)
 	ctx := context.Background()
 	admin := map[string]*client.Client{}
 	for _, name := range []string{"alice", "bob"} {

@@ -26,7 +26,7 @@ func (n *network) upLog() string {
 func TestMasterFailureIsLoudAndRestartable(t *testing.T) {
 	needRoot(t)
 	data := filepath.Join(t.TempDir(), "data")
-	n := up(t, data, "--max-cpu-pressure", "101") // others load this machine
+	n := up(t, data)
 	ctx := t.Context()
 	master := n.master()
 	if !strings.Contains(n.upLog(), "calnet is up: network") {

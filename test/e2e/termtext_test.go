@@ -39,7 +39,7 @@ tiers:
 // escaped (\x1b), in text and go-template output and in the raw log.
 func TestCLIEscapesWhatCalsWrite(t *testing.T) {
 	needRoot(t)
-	n := up(t, filepath.Join(t.TempDir(), "data"), noCPUAdmission...)
+	n := up(t, filepath.Join(t.TempDir(), "data"))
 	ctx := context.Background()
 	sp, err := n.c.Spawn(ctx, client.SpawnRequest{Name: "escapes", TemplateYAML: escapesTemplate}, true)
 	if err != nil || sp.State != "running" {
