@@ -83,7 +83,7 @@ type RaftConfig struct {
 	// Snapshots: after SnapshotThreshold new entries, checked every
 	// SnapshotInterval, keeping TrailingLogs entries behind the snapshot.
 	SnapshotThreshold, TrailingLogs uint64
-	SnapshotInterval              time.Duration
+	SnapshotInterval                time.Duration
 	// ApplyTimeout bounds the wait to enqueue a command (default 10 s).
 	ApplyTimeout time.Duration
 }
