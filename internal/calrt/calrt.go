@@ -149,6 +149,14 @@ func Open(dir, runDir, secret string, log *slog.Logger) (*Runtime, error) {
 	return rt, nil
 }
 
+// ListenWith makes listen how the Cal listens on the sockets the control
+// plane bound for it (Main uses sandbox.Config.Listener): for a runtime
+// run in some other process than the one a driver started, such as the
+// in-process Cals of the fake driver's tests. Call it before Run.
+func (rt *Runtime) ListenWith(listen func(name string) (*net.UnixListener, error)) {
+	rt.listen = listen
+}
+
 // ID returns the Cal's ID.
 func (rt *Runtime) ID() identity.ID { return rt.key.Public().ID() }
 

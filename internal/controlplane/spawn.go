@@ -398,10 +398,10 @@ func (s *Server) deploy(ctx context.Context, rec *SpawnRecord, p SpawnParams, tm
 		}
 		t0 := time.Now()
 		timeout := max(s.outcomes.Timeout("template:"+p.Template, s.cfg.DeployTimeout), startWait(p.CPUMillis))
-		pr, err := s.start(ctx, crec)
+		registered, err := s.start(ctx, crec)
 		if err == nil {
 			select {
-			case <-pr.registered:
+			case <-registered:
 				s.learn(p, true)
 				s.outcomes.Operational("template:"+p.Template, time.Since(t0))
 				return // the registration handler finished the spawn

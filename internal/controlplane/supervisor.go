@@ -109,8 +109,10 @@ func (s *Server) newRecord(b *trust.Blessing, name string, uid int, spawn string
 var errShuttingDown = errors.New("the control plane is stopping")
 
 // track makes p the supervisor's process for its Cal with a fresh
-// registration, creating it if needed.
-func (s *Server) track(id string) *proc {
+// registration, creating it if needed, and returns that registration's
+// channel: p.registered is replaced (under procMu) by the next track, a
+// restart that may come before the caller reads it.
+func (s *Server) track(id string) (*proc, <-chan struct{}) {
 	s.procMu.Lock()
 	defer s.procMu.Unlock()
 	p := s.procs[id]
@@ -120,7 +122,7 @@ func (s *Server) track(id string) *proc {
 	}
 	p.registered, p.regOnce, p.stopping, p.adopted = make(chan struct{}), new(sync.Once), false, false
 	p.gen++
-	return p
+	return p, p.registered
 }
 
 // install makes inst the Cal's running instance and supervises it, unless
@@ -157,8 +159,9 @@ const (
 	startWindow    = 3 * time.Second
 )
 
-// start launches a Cal's process and supervises it.
-func (s *Server) start(ctx context.Context, rec *CalRecord) (*proc, error) {
+// start launches a Cal's process and supervises it. The channel it
+// returns is closed when that instance registers.
+func (s *Server) start(ctx context.Context, rec *CalRecord) (<-chan struct{}, error) {
 	var kek []byte
 	err := s.store.View(ctx, func(tx store.Tx) error {
 		var err error
@@ -175,7 +178,7 @@ func (s *Server) start(ctx context.Context, rec *CalRecord) (*proc, error) {
 	// The Cal holds its own descriptor of the log from here on: it keeps
 	// writing to it when this control plane is gone.
 	defer logf.Close()
-	p := s.track(rec.ID)
+	p, registered := s.track(rec.ID)
 
 	// The sockets the control plane and the router dial, bound where the
 	// Cal cannot write; the Cal's process listens on its copies (and keeps
@@ -209,7 +212,7 @@ func (s *Server) start(ctx context.Context, rec *CalRecord) (*proc, error) {
 	// through the driver's own record, so the Cal runs on without it.
 	_, err = s.updateCal(ctx, rec.ID, func(r *CalRecord) { r.PID = inst.PID() })
 	s.unrecorded(err, "the pid of a started cal", "cal", rec.ID, "pid", inst.PID())
-	return p, nil
+	return registered, nil
 }
 
 // adopt supervises a Cal's process that an earlier control plane started.
@@ -217,7 +220,7 @@ func (s *Server) start(ctx context.Context, rec *CalRecord) (*proc, error) {
 // stream reconnects, which proves it still holds its key. (recover marks
 // the adopted Cals unhealthy until then, in one transaction.)
 func (s *Server) adopt(ctx context.Context, rec *CalRecord, inst driver.Instance) (*proc, error) {
-	p := s.track(rec.ID)
+	p, _ := s.track(rec.ID)
 	if err := s.install(ctx, p, inst, true); err != nil {
 		return nil, err
 	}
