@@ -13,6 +13,7 @@ func FuzzDecodeBatch(f *testing.F) {
 		{},
 		{ops: []op{{kind: opPut, bucket: "cals", key: "a", value: []byte("1")}}},
 		{ops: []op{{kind: opDelete, bucket: "cals", key: "a"}, {kind: opPut, bucket: reservedPrefix + "raft", key: "k", value: []byte{}}}},
+		{ops: []op{{kind: opPut, bucket: "b", key: "k", value: []byte("v")}}, leafStart: 7, leaves: [][]byte{[]byte("leaf one"), []byte("2")}},
 	} {
 		enc, err := b.encode()
 		if err != nil {

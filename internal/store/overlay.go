@@ -2,8 +2,12 @@ package store
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/soulfra/calnet/ledger"
 )
 
 // overlayTx is the transaction the leader runs an Update in: reads see the
@@ -17,6 +21,42 @@ type overlayTx struct {
 	b       batch
 	// internal allows the store's own (reserved) buckets.
 	internal bool
+	// ledger is the replicated ledger, nil if the store has none.
+	ledger Ledger
+}
+
+var _ LedgerTx = (*overlayTx)(nil)
+
+// LedgerTx is the transaction of a store that replicates a ledger with its
+// state (store.Raft with RaftConfig.Ledger): the entries it appends become
+// durable on every server together with its writes, or not at all.
+type LedgerTx interface {
+	Tx
+	// AppendLedger appends entries (encoded ledger entries) and returns
+	// the index the first will have.
+	AppendLedger(leaves ...[]byte) (first uint64, err error)
+}
+
+func (x *overlayTx) AppendLedger(leaves ...[]byte) (uint64, error) {
+	if x.ledger == nil {
+		return 0, errors.New("store: this store replicates no ledger")
+	}
+	if len(x.b.leaves)+len(leaves) > ledger.MaxBatch {
+		return 0, fmt.Errorf("store: ledger entries: %d in one transaction, the limit is %d", len(x.b.leaves)+len(leaves), ledger.MaxBatch)
+	}
+	for i, l := range leaves {
+		if len(l) == 0 || len(l) > ledger.MaxEntrySize {
+			return 0, fmt.Errorf("store: ledger entry %d: %d bytes, between 1 and %d allowed", i, len(l), ledger.MaxEntrySize)
+		}
+	}
+	if len(x.b.leaves) == 0 {
+		x.b.leafStart = x.ledger.Size()
+	}
+	first := x.b.leafStart + uint64(len(x.b.leaves))
+	for _, l := range leaves {
+		x.b.leaves = append(x.b.leaves, bytes.Clone(l))
+	}
+	return first, nil
 }
 
 func newOverlayTx(base Tx) *overlayTx {

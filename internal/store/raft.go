@@ -76,6 +76,11 @@ type RaftConfig struct {
 	Meta []byte
 	// Logger receives the store's and the Raft library's logs.
 	Logger *slog.Logger
+	// Ledger, if set, is replicated with the state: Update's transaction
+	// is a LedgerTx, and every server appends the same entries to its
+	// own Ledger, in the same order, as it applies the batches. Nothing
+	// else may append to it.
+	Ledger Ledger
 
 	// Raft timing; zero values take hashicorp/raft's defaults (heartbeat
 	// and election 1 s, leader lease 500 ms).
@@ -175,7 +180,7 @@ func OpenRaft(cfg RaftConfig) (*Raft, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: raft snapshots: %w", err)
 	}
-	if s.fsm, err = openFSM(filepath.Join(cfg.Dir, "state.db"), log); err != nil {
+	if s.fsm, err = openFSM(filepath.Join(cfg.Dir, "state.db"), cfg.Ledger, log); err != nil {
 		return nil, err
 	}
 	// The state file survives restarts; only when it is older than the
@@ -353,13 +358,14 @@ func (s *Raft) update(ctx context.Context, internal bool, fn func(Tx) error) err
 	err := s.fsm.view(func(t *bolt.Tx) error {
 		ox := newOverlayTx(boltTx{t})
 		ox.internal = internal
+		ox.ledger = s.cfg.Ledger
 		if err := fn(ox); err != nil {
 			return err
 		}
 		b = &ox.b
 		return nil
 	})
-	if err != nil || len(b.ops) == 0 {
+	if err != nil || len(b.ops) == 0 && len(b.leaves) == 0 {
 		release()
 		return err
 	}

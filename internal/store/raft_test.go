@@ -75,6 +75,7 @@ func (ca *testCA) configs(t testing.TB, id string) (server, client *tls.Config) 
 type testNode struct {
 	id, dir, addr string
 	s             *Raft
+	cfg           RaftConfig
 }
 
 type testCluster struct {
@@ -141,6 +142,7 @@ func (c *testCluster) start(nd *testNode) {
 	if c.tune != nil {
 		c.tune(&cfg)
 	}
+	nd.cfg = cfg
 	nd.s, err = OpenRaft(cfg)
 	must(c.t, err)
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/soulfra/calnet/ledger"
 )
 
 // The command format of the replicated store. One Update on the leader
@@ -12,11 +14,13 @@ import (
 // (written by a leader, possibly of another version), so the decoder checks
 // every length against a limit before it allocates.
 //
-//	batch   = magic(4) version(1) count(uvarint) op*
+//	batch   = magic(4) version(1) count(uvarint) op* leaves
 //	op      = kind(1) bucket key [value]
-//	bucket, key, value = length(uvarint) bytes
+//	leaves  = n(uvarint) [start(uvarint) leaf*n]
+//	bucket, key, value, leaf = length(uvarint) bytes
 //
-// kind 1 is a put (with a value), kind 2 a delete (without).
+// kind 1 is a put (with a value), kind 2 a delete (without). The leaves are
+// entries appended to the replicated ledger, the first at index start.
 
 const (
 	cmdMagic   = "CNSB"
@@ -50,9 +54,12 @@ type op struct {
 	value  []byte
 }
 
-// batch is the writes of one transaction, in the order they were made.
+// batch is the writes of one transaction, in the order they were made,
+// and the ledger entries it appends (the first at index leafStart).
 type batch struct {
-	ops []op
+	ops       []op
+	leafStart uint64
+	leaves    [][]byte
 }
 
 // checkWrite says whether a write of these sizes may be made, naming the
@@ -81,6 +88,10 @@ func (b *batch) size() int {
 	for _, o := range b.ops {
 		n += 1 + 3*binary.MaxVarintLen64 + len(o.bucket) + len(o.key) + len(o.value)
 	}
+	n += 2 * binary.MaxVarintLen64
+	for _, l := range b.leaves {
+		n += binary.MaxVarintLen64 + len(l)
+	}
 	return n
 }
 
@@ -103,6 +114,13 @@ func (b *batch) encode() ([]byte, error) {
 		out = appendBytes(out, []byte(o.key))
 		if o.kind == opPut {
 			out = appendBytes(out, o.value)
+		}
+	}
+	out = binary.AppendUvarint(out, uint64(len(b.leaves)))
+	if len(b.leaves) > 0 {
+		out = binary.AppendUvarint(out, b.leafStart)
+		for _, l := range b.leaves {
+			out = appendBytes(out, l)
 		}
 	}
 	if len(out) > MaxBatchLen {
@@ -169,6 +187,32 @@ func decodeBatch(data []byte) (*batch, error) {
 			return nil, fmt.Errorf("store command: write %d: %w", i, err)
 		}
 		b.ops = append(b.ops, o)
+	}
+	n, err := r.uvarint("ledger entries")
+	if err != nil {
+		return nil, err
+	}
+	if n > ledger.MaxBatch || n > uint64(len(r.b)) {
+		return nil, fmt.Errorf("store command: %d ledger entries in %d bytes (the limit is %d entries)", n, len(r.b), ledger.MaxBatch)
+	}
+	if n > 0 {
+		if b.leafStart, err = r.uvarint("ledger start"); err != nil {
+			return nil, err
+		}
+		if b.leafStart+n < b.leafStart {
+			return nil, fmt.Errorf("store command: ledger start %d overflows", b.leafStart)
+		}
+		b.leaves = make([][]byte, 0, n)
+		for i := range n {
+			l, err := r.bytes("ledger entry", ledger.MaxEntrySize)
+			if err != nil {
+				return nil, fmt.Errorf("store command: ledger entry %d: %w", i, err)
+			}
+			if len(l) == 0 {
+				return nil, fmt.Errorf("store command: ledger entry %d: empty", i)
+			}
+			b.leaves = append(b.leaves, l)
+		}
 	}
 	if len(r.b) != 0 {
 		return nil, fmt.Errorf("store command: %d bytes after the last write", len(r.b))

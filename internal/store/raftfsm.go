@@ -1,6 +1,9 @@
 package store
 
 import (
+	"bufio"
+	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -13,6 +16,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/soulfra/calnet/ledger"
 )
 
 // fsm is the replicated state machine: every server applies the committed
@@ -22,8 +27,9 @@ import (
 // log after its newest snapshot and the entries already in the file are
 // skipped.
 type fsm struct {
-	path string
-	log  *slog.Logger
+	path   string
+	log    *slog.Logger
+	ledger Ledger // nil: batches with ledger entries are refused
 
 	// mu guards db: Restore swaps the file under the write lock; every
 	// reader and applier holds the read lock.
@@ -39,15 +45,29 @@ var (
 	appliedKey = []byte("applied")
 )
 
-// snapMagic starts every snapshot: the format, then bbolt's file.
-const snapMagic = "CNSNAP01"
+// snapMagic starts every snapshot:
+//
+//	snapshot = magic(8) boltLen(u64) bolt-file ledgerLen(u64) (leafLen(u32) leaf)*ledgerLen
+const snapMagic = "CNSNAP02"
 
-func openFSM(path string, log *slog.Logger) (*fsm, error) {
+// Ledger is the append-only log the replicated state carries beside its
+// buckets: every server appends the same entries at the same indices
+// (calnet: the network's ledger, a *ledger.Log).
+type Ledger interface {
+	// Size is the number of durable entries.
+	Size() uint64
+	// Entry returns entry i's bytes.
+	Entry(i uint64) ([]byte, error)
+	// AppendRaw appends entries durably and returns their indices.
+	AppendRaw(ctx context.Context, leaves ...[]byte) ([]uint64, error)
+}
+
+func openFSM(path string, lg Ledger, log *slog.Logger) (*fsm, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 3 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("open replicated state %s: %w", path, err)
 	}
-	return &fsm{path: path, db: db, log: log}, nil
+	return &fsm{path: path, db: db, ledger: lg, log: log}, nil
 }
 
 func readApplied(tx *bolt.Tx) uint64 {
@@ -115,6 +135,12 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 				resp[i] = err
 				continue
 			}
+			// The ledger first: an entry durable there and not yet in
+			// the file is found there on the replay, and not appended
+			// twice.
+			if err := f.appendLeaves(b); err != nil {
+				return fmt.Errorf("log entry %d: %w", l.Index, err)
+			}
 			if err := applyOps(tx, b.ops); err != nil {
 				return fmt.Errorf("log entry %d: %w", l.Index, err)
 			}
@@ -139,6 +165,37 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 	}
 	return resp
+}
+
+// appendLeaves appends b's ledger entries that the ledger lacks, after
+// checking that those it has are the same.
+func (f *fsm) appendLeaves(b *batch) error {
+	if len(b.leaves) == 0 {
+		return nil
+	}
+	if f.ledger == nil {
+		return errors.New("a batch carries ledger entries but this server has no ledger (every server must be configured alike)")
+	}
+	size, end := f.ledger.Size(), b.leafStart+uint64(len(b.leaves))
+	if size < b.leafStart {
+		return fmt.Errorf("the ledger holds %d entries, the log appends at index %d: entries are missing", size, b.leafStart)
+	}
+	for i := b.leafStart; i < size && i < end; i++ {
+		e, err := f.ledger.Entry(i)
+		if err != nil {
+			return fmt.Errorf("ledger: %w", err)
+		}
+		if !bytes.Equal(e, b.leaves[i-b.leafStart]) {
+			return fmt.Errorf("the ledger's entry %d differs from the replicated log's: this server's ledger diverged", i)
+		}
+	}
+	if size >= end {
+		return nil
+	}
+	if _, err := f.ledger.AppendRaw(context.Background(), b.leaves[size-b.leafStart:]...); err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	return nil
 }
 
 func applyOps(tx *bolt.Tx, ops []op) error {
@@ -177,20 +234,47 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		f.mu.RUnlock()
 		return nil, err
 	}
-	return &fsmSnapshot{tx: tx, release: f.mu.RUnlock}, nil
+	// Called between two applies: the ledger's size is the file's.
+	var n uint64
+	if f.ledger != nil {
+		n = f.ledger.Size()
+	}
+	return &fsmSnapshot{tx: tx, ledger: f.ledger, ledgerSize: n, release: f.mu.RUnlock}, nil
 }
 
 type fsmSnapshot struct {
-	tx      *bolt.Tx
-	once    sync.Once
-	release func()
+	tx         *bolt.Tx
+	ledger     Ledger
+	ledgerSize uint64
+	once       sync.Once
+	release    func()
 }
 
 // Persist implements raft.FSMSnapshot.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	_, err := io.WriteString(sink, snapMagic)
+	w := bufio.NewWriterSize(sink, 1<<16)
+	_, err := w.WriteString(snapMagic)
 	if err == nil {
-		_, err = s.tx.WriteTo(sink)
+		err = binary.Write(w, binary.BigEndian, uint64(s.tx.Size()))
+	}
+	if err == nil {
+		_, err = s.tx.WriteTo(w)
+	}
+	if err == nil {
+		err = binary.Write(w, binary.BigEndian, s.ledgerSize)
+	}
+	// Ledger entries never change once written: the first ledgerSize of
+	// them are the snapshot's, even while later ones are appended.
+	for i := uint64(0); err == nil && i < s.ledgerSize; i++ {
+		var e []byte
+		if e, err = s.ledger.Entry(i); err == nil {
+			if err = binary.Write(w, binary.BigEndian, uint32(len(e))); err == nil {
+				_, err = w.Write(e)
+			}
+		}
+	}
+	if err == nil {
+		err = w.Flush()
 	}
 	if err != nil {
 		return errors.Join(fmt.Errorf("store snapshot: %w", err), sink.Cancel())
@@ -216,8 +300,16 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if _, err := io.ReadFull(rc, magic); err != nil || string(magic) != snapMagic {
 		return fmt.Errorf("store snapshot: not a calnet store snapshot (bad magic)")
 	}
+	var boltLen uint64
+	if err := binary.Read(rc, binary.BigEndian, &boltLen); err != nil {
+		return fmt.Errorf("store snapshot: truncated: %w", err)
+	}
 	tmp := f.path + ".restore"
-	if err := writeSynced(tmp, rc); err != nil {
+	if err := writeSynced(tmp, io.LimitReader(rc, int64(boltLen)), int64(boltLen)); err != nil {
+		return fmt.Errorf("store snapshot: %w", err)
+	}
+	if err := f.restoreLedger(rc); err != nil {
+		_ = os.Remove(tmp)
 		return fmt.Errorf("store snapshot: %w", err)
 	}
 	ndb, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: 3 * time.Second})
@@ -263,18 +355,79 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
+// restoreLedger reads the snapshot's ledger entries: those the local
+// ledger has must be the same, the others are appended.
+func (f *fsm) restoreLedger(r io.Reader) error {
+	var n uint64
+	if err := binary.Read(r, binary.BigEndian, &n); err != nil {
+		return fmt.Errorf("ledger part truncated: %w", err)
+	}
+	if n > 0 && f.ledger == nil {
+		return fmt.Errorf("the snapshot holds %d ledger entries but this server has no ledger", n)
+	}
+	var size uint64
+	if f.ledger != nil {
+		size = f.ledger.Size()
+	}
+	var chunk [][]byte
+	flush := func() error {
+		if len(chunk) == 0 {
+			return nil
+		}
+		_, err := f.ledger.AppendRaw(context.Background(), chunk...)
+		chunk = chunk[:0]
+		return err
+	}
+	for i := range n {
+		var l uint32
+		if err := binary.Read(r, binary.BigEndian, &l); err != nil {
+			return fmt.Errorf("ledger entry %d: truncated: %w", i, err)
+		}
+		if l == 0 || l > ledger.MaxEntrySize {
+			return fmt.Errorf("ledger entry %d: %d bytes, the limit is %d", i, l, ledger.MaxEntrySize)
+		}
+		e := make([]byte, l)
+		if _, err := io.ReadFull(r, e); err != nil {
+			return fmt.Errorf("ledger entry %d: truncated: %w", i, err)
+		}
+		if i < size {
+			have, err := f.ledger.Entry(i)
+			if err != nil {
+				return fmt.Errorf("ledger: %w", err)
+			}
+			if !bytes.Equal(have, e) {
+				return fmt.Errorf("the local ledger's entry %d differs from the snapshot's: this server's ledger belongs to another history", i)
+			}
+			continue
+		}
+		if chunk = append(chunk, e); len(chunk) == ledger.MaxBatch {
+			if err := flush(); err != nil {
+				return fmt.Errorf("ledger: %w", err)
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	return nil
+}
+
 func (f *fsm) close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.db.Close()
 }
 
-func writeSynced(path string, r io.Reader) error {
+func writeSynced(path string, r io.Reader, size int64) error {
 	w, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(w, r)
+	var n int64
+	n, err = io.Copy(w, r)
+	if err == nil && n != size {
+		err = fmt.Errorf("truncated: %d of %d bytes", n, size)
+	}
 	if err == nil {
 		err = w.Sync()
 	}
