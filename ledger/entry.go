@@ -56,8 +56,8 @@ func (e *Entry) Encode() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode entry: %w", err)
 	}
-	if len(b) > MaxEntrySize {
-		return nil, fmt.Errorf("entry is %d bytes, over the limit of %d", len(b), MaxEntrySize)
+	if len(b) > MaxBundleEntrySize {
+		return nil, fmt.Errorf("entry is %d bytes, over the limit of %d", len(b), MaxBundleEntrySize)
 	}
 	return b, nil
 }

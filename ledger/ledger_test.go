@@ -356,7 +356,7 @@ func TestAppendRejectsBadEntries(t *testing.T) {
 		want string
 	}{
 		{"unknown type", Entry{Type: "party"}, `entry type "party" is unknown`},
-		{"oversized", Entry{Type: TypeAudit, Data: json.RawMessage(`"` + strings.Repeat("x", MaxEntrySize) + `"`)}, "over the limit of 65536"},
+		{"oversized", Entry{Type: TypeAudit, Data: json.RawMessage(`"` + strings.Repeat("x", MaxEntrySize) + `"`)}, "over the limit of 65535"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -15,4 +15,8 @@ const (
 	MaxProofHashes = 130
 	// MaxProofJSON bounds an encoded proof.
 	MaxProofJSON = 16 << 10
+	// MaxWitnessKeyLen bounds a witness verifier key.
+	MaxWitnessKeyLen = 512
+	// MaxWitnesses bounds a witness policy's set.
+	MaxWitnesses = 64
 )

@@ -584,9 +584,10 @@ func (l *Log) StageRaw(leaves ...[]byte) (*Staged, error) {
 	idx := make([]uint64, len(leaves))
 	var rec [indexRecord]byte
 	for i, b := range leaves {
-		if len(b) > MaxEntrySize {
+		if len(b) > MaxBundleEntrySize {
+			// Every entry must fit a tlog-tiles entry bundle (uint16 length).
 			l.mu.Unlock()
-			return nil, fmt.Errorf("ledger: entry is %d bytes, over the limit of %d", len(b), MaxEntrySize)
+			return nil, fmt.Errorf("ledger: entry is %d bytes, over the limit of %d", len(b), MaxBundleEntrySize)
 		}
 		leaf := hasher.HashLeaf(b)
 		binary.BigEndian.PutUint64(rec[:8], uint64(l.end))
