@@ -44,13 +44,16 @@ const (
 	Gateway Surface = "gateway"
 	// Router is the Infinity Router (calnet up --router).
 	Router Surface = "router"
+	// Ledger is the ledger's public tlog-tiles listener (calnet up
+	// --ledger-addr): the checkpoint and tiles, read-only, no credential.
+	Ledger Surface = "ledger"
 	// Console is a Cal's CLI server (/data/console.sock, 0600); its
 	// "routes" are its commands.
 	Console Surface = "console"
 )
 
 // Surfaces lists every surface, in the order the table is printed.
-var Surfaces = []Surface{Operator, CalAPI, Local, CalServe, Gateway, Router, Console}
+var Surfaces = []Surface{Operator, CalAPI, Local, CalServe, Gateway, Router, Ledger, Console}
 
 // Kind is a kind of principal.
 type Kind string

@@ -31,15 +31,17 @@ var (
 // registered with net/http, or a console command), then its rule.
 var table = map[Surface]map[string]Rule{
 	Operator: {
-		"GET /":                {Who: anyone, Scope: None, Note: "the dashboard's static files; it signs in with a credential"},
-		"GET /docs":            {Who: anyone, Scope: None},
-		"GET /healthz":         {Who: anyone, Scope: None, Note: "whether the control plane serves; says nothing of the Cals"},
-		"GET /metrics":         {Who: admins, Scope: None, Note: "Prometheus metrics of the whole network"},
-		"GET /v1/openapi.json": {Who: anyone, Scope: None},
-		"GET /v1/authz":        {Who: signedIn, Scope: None, Note: "this table, as the running server registered it"},
-		"GET /v1/whoami":       {Who: signedIn, Scope: None},
-		"GET /v1/status":       {Who: signedIn, Scope: Filtered, Note: "a token's counts are of its subtree"},
-		"POST /v1/verify":      {Who: signedIn, Scope: None, Note: "verifies a pasted chain; reveals only whether it is valid now"},
+		"GET /":                  {Who: anyone, Scope: None, Note: "the dashboard's static files; it signs in with a credential"},
+		"GET /docs":              {Who: anyone, Scope: None},
+		"GET /healthz":           {Who: anyone, Scope: None, Note: "whether the control plane serves; says nothing of the Cals"},
+		"GET /metrics":           {Who: admins, Scope: None, Note: "Prometheus metrics of the whole network"},
+		"GET /v1/openapi.json":   {Who: anyone, Scope: None},
+		"GET /ledger/checkpoint": {Who: anyone, Scope: None, Note: "the ledger's signed checkpoint with its witnesses' cosignatures (C2SP tlog-tiles); rate-limited per address"},
+		"GET /ledger/tile/":      {Who: anyone, Scope: None, Note: "the ledger's hash tiles and entry bundles (C2SP tlog-tiles): every entry is public; rate-limited per address"},
+		"GET /v1/authz":          {Who: signedIn, Scope: None, Note: "this table, as the running server registered it"},
+		"GET /v1/whoami":         {Who: signedIn, Scope: None},
+		"GET /v1/status":         {Who: signedIn, Scope: Filtered, Note: "a token's counts are of its subtree"},
+		"POST /v1/verify":        {Who: signedIn, Scope: None, Note: "verifies a pasted chain; reveals only whether it is valid now"},
 
 		"GET /v1/cals":                             {Who: signedIn, Perm: "read", Scope: Filtered},
 		"GET /v1/cals/{id}":                        {Who: signedIn, Perm: "read", Scope: Path},
@@ -132,6 +134,10 @@ var table = map[Surface]map[string]Rule{
 	},
 	Router: {
 		"/": {Who: public, Scope: None, Note: "to the gateway socket of the namespace's Cal, nothing else"},
+	},
+	Ledger: {
+		"GET /ledger/checkpoint": {Who: public, Scope: None, Note: "as on the operator surface"},
+		"GET /ledger/tile/":      {Who: public, Scope: None, Note: "as on the operator surface"},
 	},
 	Console: {
 		"help":        {Who: workload, Scope: Self},

@@ -59,7 +59,7 @@ func (a *app) credential() (string, error) {
 }
 
 func (a *app) upCmd() *cobra.Command {
-	var data, without, dnsAddr, domain, routerAddr, zone, calDisk, minFreeDisk, overcommit string
+	var data, without, dnsAddr, domain, routerAddr, zone, calDisk, minFreeDisk, overcommit, ledgerAddr string
 	var acceptRollback bool
 	var idleWindow, observeWindow, deployTimeout time.Duration
 	lim := controlplane.DefaultLimits
@@ -125,13 +125,14 @@ it); calnet up refuses one another user owns or may write.`,
 			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			srv, err := controlplane.Open(ctx, controlplane.Config{DataDir: data, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim, DNSAddr: dnsAddr, Domain: domain, RouterAddr: routerAddr, IdleWindow: idleWindow, ObserveWindow: observeWindow, DeployTimeout: deployTimeout, Zone: zone, AcceptLedgerRollback: acceptRollback, CalDiskBytes: calDiskBytes})
+			srv, err := controlplane.Open(ctx, controlplane.Config{DataDir: data, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim, DNSAddr: dnsAddr, Domain: domain, RouterAddr: routerAddr, IdleWindow: idleWindow, ObserveWindow: observeWindow, DeployTimeout: deployTimeout, Zone: zone, AcceptLedgerRollback: acceptRollback, CalDiskBytes: calDiskBytes, LedgerAddr: ledgerAddr})
 			if err != nil {
 				return err
 			}
 			srv.SetShutdown(cancel)
 			info := upInfo{Network: srv.Network().Network.String(), API: "http://" + srv.Addr() + "/v1", Events: "ws://" + srv.Addr() + "/v1/events",
-				Router: "http://" + routerAddr + "/<namespace>/", DNS: dnsAddr, Zone: domain, Credential: controlplane.TokenFile(data), Master: srv.Network().Master.String()}
+				Router: "http://" + routerAddr + "/<namespace>/", DNS: dnsAddr, Zone: domain, Credential: controlplane.TokenFile(data), Master: srv.Network().Master.String(),
+				Ledger: "http://" + srv.Addr() + "/ledger"}
 			// The network is up once its Master Cal runs: the banner waits
 			// for it, and a failed Master is said loudly, on stderr, at
 			// start and whenever it fails later. `up` keeps serving: the
@@ -167,6 +168,7 @@ it); calnet up refuses one another user owns or may write.`,
 	cmd.Flags().StringVar(&routerAddr, "router", "127.0.0.1:7080", "Infinity Router address: /<namespace>/... and Host <namespace>.<domain>")
 	cmd.Flags().StringVar(&dnsAddr, "dns", "127.0.0.1:8600", "DNS address for discovery (A, SRV, TXT of <namespace>.<domain>); empty turns it off")
 	cmd.Flags().StringVar(&domain, "domain", "calnet.", "DNS zone of the network")
+	cmd.Flags().StringVar(&ledgerAddr, "ledger-addr", "", "also serve the ledger alone, public and read-only, as a C2SP tlog-tiles log at http://ADDR/ledger (it is always at /ledger on --addr)")
 	cmd.Flags().IntVar(&lim.MaxCals, "max-cals", lim.MaxCals, "most Cals the network may hold")
 	cmd.Flags().Float64Var(&lim.SpawnRate, "spawn-rate", lim.SpawnRate, "network-wide spawns per second (token bucket rate)")
 	cmd.Flags().IntVar(&lim.SpawnBurst, "spawn-burst", lim.SpawnBurst, "network-wide spawn burst")
@@ -187,8 +189,8 @@ func printUp(w io.Writer, info upInfo) {
 		head = "calnet is up, but its MASTER CAL HAS " + strings.ToUpper(info.MasterState)
 		master += "  " + strings.ToUpper(info.MasterState) + ": " + info.MasterError
 	}
-	fmt.Fprintf(w, "%s: network %s\n  API        %s (events: %s)\n  router     %s\n  DNS        %s (zone %s)\n  credential %s (0600)\n  master cal %s\nStop with Ctrl-C or `calnet down`.\n",
-		head, info.Network, info.API, info.Events, info.Router, info.DNS, info.Zone, info.Credential, master)
+	fmt.Fprintf(w, "%s: network %s\n  API        %s (events: %s)\n  router     %s\n  DNS        %s (zone %s)\n  credential %s (0600)\n  master cal %s\n  ledger     %s (C2SP tlog-tiles, public)\nStop with Ctrl-C or `calnet down`.\n",
+		head, info.Network, info.API, info.Events, info.Router, info.DNS, info.Zone, info.Credential, master, info.Ledger)
 }
 
 // upInfo is what `calnet up` prints once it serves and its Master Cal
@@ -202,6 +204,8 @@ type upInfo struct {
 	Zone       string `json:"zone"`
 	Credential string `json:"credential"`
 	Master     string `json:"master"`
+	// Ledger is the URL of the ledger as a public tlog-tiles log.
+	Ledger string `json:"ledger"`
 	// MasterState is the Master Cal's state (running, or failed with
 	// MasterError saying why).
 	MasterState string `json:"master_state"`

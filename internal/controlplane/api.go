@@ -121,6 +121,7 @@ func (s *Server) apiMux() *authz.Mux {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(OpenAPI)
 	})
+	s.handleLedgerRoutes(m)
 	m.HandleFunc("GET /v1/authz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, s.authzTable(m)) })
 	h("GET /v1/status", s.handleStatus)
 	h("GET /v1/cals", func(w http.ResponseWriter, r *http.Request, p principal) {

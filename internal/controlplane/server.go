@@ -43,6 +43,7 @@ import (
 	"github.com/soulfra/calnet/internal/securedir"
 	"github.com/soulfra/calnet/internal/store"
 	"github.com/soulfra/calnet/ledger"
+	"github.com/soulfra/calnet/ledger/tiles"
 	"github.com/soulfra/calnet/rules"
 	"github.com/soulfra/calnet/trust"
 )
@@ -129,6 +130,9 @@ type Config struct {
 	// it is made, what all Cals together may store (default: a quarter of
 	// the data directory's free space, 1 to 64 GiB; sparse).
 	CalDiskBytes int64
+	// LedgerAddr, if set, serves the ledger as a C2SP tlog-tiles log on
+	// its own listener (it is always at /ledger/ on Addr too).
+	LedgerAddr string
 }
 
 // Server is a running control plane. Create it with Open, run it with Run.
@@ -138,6 +142,7 @@ type Server struct {
 	net   *netdir.Network
 	store store.Store
 	lg    *ledger.Log
+	tiles *tiles.Handler // the ledger as tlog-tiles (tlog.go)
 	// calGate bounds the calls in flight to each Cal (callCalRaw).
 	calGate calGate
 	auth    *identity.PrivateKey // network authority (genesis) key
@@ -331,6 +336,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if s.lg, err = openLedgerWaiting(ctx, n, ledgerLockWait); err != nil {
 		return nil, err
 	}
+	s.tiles = s.newTiles()
 	if s.state, err = n.Replay(ctx, s.lg); err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
 	}
@@ -442,6 +448,15 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("router: listen %s: %w", s.cfg.RouterAddr, err)
 	}
 	s.routerAddr = routerLn.Addr().String()
+	var ledgerLn net.Listener
+	if s.cfg.LedgerAddr != "" {
+		if ledgerLn, err = net.Listen("tcp", s.cfg.LedgerAddr); err != nil {
+			calLn.Close()
+			apiLn.Close()
+			routerLn.Close()
+			return fmt.Errorf("ledger: listen %s: %w", s.cfg.LedgerAddr, err)
+		}
+	}
 	// State first, then the listeners: a client that reaches the API finds
 	// the rules, policies and grants already loaded.
 	if err := s.rebuildIndex(ctx); err != nil {
@@ -508,6 +523,17 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	close(s.recovered)
 	go func() { errc <- apiSrv.Serve(apiL) }()
+	var ledgerSrv *http.Server
+	if ledgerLn != nil {
+		srv, l := s.ledgerServer(ledgerLn)
+		ledgerSrv = srv
+		go func() {
+			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("ledger listener", "err", err)
+			}
+		}()
+		s.log.Info("ledger served as tlog-tiles", "url", "http://"+ledgerLn.Addr().String()+ledgerPrefix)
+	}
 	s.log.Info("control plane up", "api", "http://"+apiLn.Addr().String(), "network", s.net.Info.Network.String())
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.collect() }()
@@ -526,6 +552,9 @@ func (s *Server) Run(ctx context.Context) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	apiSrv.Shutdown(shutdownCtx)
+	if ledgerSrv != nil {
+		ledgerSrv.Close()
+	}
 	calSrv.Close()
 	s.wg.Wait()
 	if err := s.saveLearned(); err != nil {
