@@ -24,6 +24,17 @@ if ! command -v mkfs.btrfs >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v a
     || echo "could not install btrfs-progs; calnet up will ask for --without disk-quota"
 fi
 
+# iproute2 (ip, tc) builds the network labs of internal/netlab (nodes in
+# network namespaces on a bridge); nftables drops a share of packets where
+# the kernel has no netem. Without them those tests skip.
+for tool in ip:iproute2 nft:nftables; do
+  if ! command -v "${tool%%:*}" >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${tool#*:} for the network lab tests"
+    (apt-get install -y -qq "${tool#*:}" >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "${tool#*:}" >/dev/null 2>&1; }) \
+      || echo "could not install ${tool#*:}; the network lab tests that need it will be skipped"
+  fi
+done
+
 # Debian's Chromium drives the dashboard's browser tests.
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing chromium for the dashboard tests"
