@@ -21,8 +21,11 @@ type overlayTx struct {
 	b       batch
 	// internal allows the store's own (reserved) buckets.
 	internal bool
-	// ledger is the replicated ledger, nil if the store has none.
-	ledger Ledger
+	// ledger is the replicated ledger, nil if the store has none;
+	// ledgerBase is its size under this transaction (with the batches in
+	// flight before it).
+	ledger     Ledger
+	ledgerBase uint64
 }
 
 var _ LedgerTx = (*overlayTx)(nil)
@@ -50,7 +53,7 @@ func (x *overlayTx) AppendLedger(leaves ...[]byte) (uint64, error) {
 		}
 	}
 	if len(x.b.leaves) == 0 {
-		x.b.leafStart = x.ledger.Size()
+		x.b.leafStart = x.ledgerBase
 	}
 	first := x.b.leafStart + uint64(len(x.b.leaves))
 	for _, l := range leaves {

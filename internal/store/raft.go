@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,10 +23,11 @@ import (
 // same state on every server with the Raft consensus protocol
 // (hashicorp/raft, its log and stable store on bbolt via raft-boltdb).
 //
-// On the leader, Update runs one writer at a time: fn reads the local
-// committed state with its own writes laid over it, its writes become one
-// command in the Raft log, and Update returns once that command is
-// committed (on a quorum's disks) and applied here. Every server applies
+// On the leader, Update runs one fn at a time: fn reads the local
+// committed state with the writes still being committed and its own laid
+// over it, its writes become one command in the Raft log, and Update
+// returns once that command is committed (on a quorum's disks) and applied
+// here. The commits of concurrent Updates overlap (Raft batches them). Every server applies
 // the committed commands, in order, to its own bbolt file; View reads that
 // file, so a follower's reads may lag the leader (Status says by how
 // much). Update on a follower returns a *NotLeaderError naming the leader,
@@ -38,8 +40,13 @@ type Raft struct {
 	logs  *raftboltdb.BoltStore
 	trans *raft.NetworkTransport
 
-	// writeSem serialises Update (a channel, so waiting honours ctx).
+	// writeSem serialises making batches (a channel, so waiting honours
+	// ctx); their commits overlap.
 	writeSem chan struct{}
+	// pipe holds the batches handed to Raft and not yet answered, in log
+	// order.
+	pipeMu sync.Mutex
+	pipe   []*overlayTx
 	// readyTerm is the term in which this server, as leader, saw a
 	// barrier pass: from then on its file holds every committed write.
 	// Guarded by writeSem.
@@ -198,6 +205,7 @@ func OpenRaft(cfg RaftConfig) (*Raft, error) {
 	rc.LocalID = raft.ServerID(cfg.ID)
 	rc.Logger = newRaftLogger(log, "raft")
 	rc.NoSnapshotRestoreOnStart = true
+	rc.BatchApplyCh = true
 	setDur(&rc.HeartbeatTimeout, cfg.HeartbeatTimeout)
 	setDur(&rc.ElectionTimeout, cfg.ElectionTimeout)
 	setDur(&rc.LeaderLeaseTimeout, cfg.LeaderLeaseTimeout)
@@ -349,43 +357,22 @@ func (s *Raft) update(ctx context.Context, internal bool, fn func(Tx) error) err
 	case <-s.stop:
 		return ErrClosed
 	}
-	release := func() { <-s.writeSem }
-	if err := s.barrier(); err != nil {
-		release()
+	f, layer, err := s.submit(internal, fn)
+	<-s.writeSem
+	if err != nil || f == nil {
 		return err
 	}
-	var b *batch
-	err := s.fsm.view(func(t *bolt.Tx) error {
-		ox := newOverlayTx(boltTx{t})
-		ox.internal = internal
-		ox.ledger = s.cfg.Ledger
-		if err := fn(ox); err != nil {
-			return err
-		}
-		b = &ox.b
-		return nil
-	})
-	if err != nil || len(b.ops) == 0 && len(b.leaves) == 0 {
-		release()
-		return err
-	}
-	cmd, err := b.encode()
-	if err != nil {
-		release()
-		return err
-	}
-	f := s.r.Apply(cmd, s.cfg.ApplyTimeout)
 	done := make(chan error, 1)
-	// The next writer must read this write's outcome: the semaphore is
-	// held until Raft answers, even if ctx ends first.
 	go func() {
-		defer release()
 		err := f.Error()
 		if err == nil {
 			if rerr, ok := f.Response().(error); ok {
 				err = rerr
 			}
 		}
+		s.pipeMu.Lock()
+		s.pipe = slices.DeleteFunc(s.pipe, func(l *overlayTx) bool { return l == layer })
+		s.pipeMu.Unlock()
 		done <- err
 	}()
 	select {
@@ -394,6 +381,71 @@ func (s *Raft) update(ctx context.Context, internal bool, fn func(Tx) error) err
 	case <-ctx.Done():
 		return fmt.Errorf("store: %w while the write was being committed; it may still be", ctx.Err())
 	}
+}
+
+// submit runs fn and hands its batch to Raft; called with writeSem held.
+//
+// Writers are pipelined: fn reads the local state with the batches still
+// in flight in this term laid over it, in log order, so the next writer
+// does not wait for the disks. A batch carries its term and is applied
+// only if its log entry is of that term: within one term a leader's log
+// holds its batches in the order they were made, without gaps, so every
+// batch that commits read every batch before it.
+func (s *Raft) submit(internal bool, fn func(Tx) error) (raft.ApplyFuture, *overlayTx, error) {
+	if err := s.barrier(); err != nil {
+		return nil, nil, err
+	}
+	term := s.readyTerm
+	s.pipeMu.Lock()
+	var layers []*overlayTx
+	for _, l := range s.pipe {
+		if l.b.term == term {
+			layers = append(layers, l)
+		}
+	}
+	s.pipeMu.Unlock()
+	// The layers are taken before the file is read: a batch applied in
+	// between is in both, the same writes twice, rather than in neither.
+	var ox *overlayTx
+	err := s.fsm.view(func(t *bolt.Tx) error {
+		var base Tx = boltTx{t}
+		for _, l := range layers {
+			base = &overlayTx{base: base, pending: l.pending}
+		}
+		ox = newOverlayTx(base)
+		ox.internal = internal
+		ox.ledger = s.cfg.Ledger
+		ox.ledgerBase = ledgerEnd(layers, s.cfg.Ledger)
+		ox.b.term = term
+		return fn(ox)
+	})
+	if err != nil || len(ox.b.ops) == 0 && len(ox.b.leaves) == 0 {
+		return nil, nil, err
+	}
+	cmd, err := ox.b.encode()
+	if err != nil {
+		return nil, nil, err
+	}
+	ox.base = nil // the file's transaction is over
+	s.pipeMu.Lock()
+	s.pipe = append(s.pipe, ox)
+	s.pipeMu.Unlock()
+	// No enqueue timeout: a batch given up before it reached the log
+	// would be a gap under the batches after it.
+	return s.r.Apply(cmd, 0), ox, nil
+}
+
+// ledgerEnd is the ledger's size once the in-flight layers are applied.
+func ledgerEnd(layers []*overlayTx, lg Ledger) uint64 {
+	for i := len(layers) - 1; i >= 0; i-- {
+		if b := layers[i].b; len(b.leaves) > 0 {
+			return b.leafStart + uint64(len(b.leaves))
+		}
+	}
+	if lg == nil {
+		return 0
+	}
+	return lg.Size()
 }
 
 // barrier makes sure, once per term, that every entry committed before
@@ -428,7 +480,7 @@ func (s *Raft) raftErr(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, errStaleBatch):
 		return s.notLeader("leadership moved before the write reached the log; it was not made")
 	case errors.Is(err, raft.ErrLeadershipLost):
 		e := s.notLeader("leadership was lost while the write was being committed (a quorum was not reached in time); a later leader may still commit it")

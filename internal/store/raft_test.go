@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
 )
 
 // The tests run real clusters in one process: each server has its own
@@ -79,14 +80,14 @@ type testNode struct {
 }
 
 type testCluster struct {
-	t     *testing.T
+	t     testing.TB
 	ca    *testCA
 	nodes []*testNode
 	tune  func(*RaftConfig)
 }
 
 // newTestCluster starts n servers and bootstraps them as one cluster.
-func newTestCluster(t *testing.T, n int, tune func(*RaftConfig)) *testCluster {
+func newTestCluster(t testing.TB, n int, tune func(*RaftConfig)) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, ca: newTestCA(t, "test network"), tune: tune}
 	var servers []RaftServer
@@ -154,7 +155,7 @@ func (c *testCluster) stop(nd *testNode) {
 }
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() error) {
+func eventually(t testing.TB, what string, cond func() error) {
 	t.Helper()
 	var err error
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
@@ -457,7 +458,7 @@ func TestRaftFollowerCatchesUp(t *testing.T) {
 	}
 }
 
-func dump(t *testing.T, s Store) string {
+func dump(t testing.TB, s Store) string {
 	t.Helper()
 	var b strings.Builder
 	must(t, s.View(context.Background(), func(tx Tx) error {
@@ -544,7 +545,7 @@ func TestRaftRefusesAnotherNetwork(t *testing.T) {
 	}
 }
 
-func mustListen(t *testing.T) net.Listener {
+func mustListen(t testing.TB) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
@@ -644,4 +645,36 @@ func TestRaftConcurrentIncrements(t *testing.T) {
 		t.Fatalf("counter %d after %d acknowledged and %d unknown increments", n, acked, unknown)
 	}
 	c.hasValue("k", "n", v)
+}
+
+// A batch made in one term and appended to the log in another is refused
+// by every server alike: it may have read a batch of its term that never
+// reached the log.
+func TestFSMRefusesBatchOfAnotherTerm(t *testing.T) {
+	f, err := openFSM(filepath.Join(t.TempDir(), "state.db"), nil, slog.New(slog.DiscardHandler))
+	must(t, err)
+	defer func() { must(t, f.close()) }()
+	mk := func(term uint64, key string) []byte {
+		b := batch{term: term, ops: []op{{kind: opPut, bucket: "k", key: key, value: []byte("v")}}}
+		enc, err := b.encode()
+		must(t, err)
+		return enc
+	}
+	resp := f.ApplyBatch([]*raft.Log{
+		{Index: 1, Term: 2, Type: raft.LogCommand, Data: mk(2, "same-term")},
+		{Index: 2, Term: 3, Type: raft.LogCommand, Data: mk(2, "earlier-term")},
+	})
+	if resp[0] != nil || !errors.Is(resp[1].(error), errStaleBatch) {
+		t.Fatalf("responses %v", resp)
+	}
+	must(t, f.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("k"))
+		if b == nil || b.Get([]byte("same-term")) == nil || b.Get([]byte("earlier-term")) != nil {
+			t.Fatal("the stale batch was applied, or the good one was not")
+		}
+		if readApplied(tx) != 2 {
+			t.Fatalf("applied index %d", readApplied(tx))
+		}
+		return nil
+	}))
 }

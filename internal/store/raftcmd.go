@@ -14,13 +14,16 @@ import (
 // (written by a leader, possibly of another version), so the decoder checks
 // every length against a limit before it allocates.
 //
-//	batch   = magic(4) version(1) count(uvarint) op* leaves
+//	batch   = magic(4) version(1) term(uvarint) count(uvarint) op* leaves
 //	op      = kind(1) bucket key [value]
 //	leaves  = n(uvarint) [start(uvarint) leaf*n]
 //	bucket, key, value, leaf = length(uvarint) bytes
 //
 // kind 1 is a put (with a value), kind 2 a delete (without). The leaves are
-// entries appended to the replicated ledger, the first at index start.
+// entries appended to the replicated ledger, the first at index start. term
+// is the leader's term when the batch was made: a batch read state that
+// included the batches before it in the same term, so it is applied only
+// in that term (see fsm.ApplyBatch).
 
 const (
 	cmdMagic   = "CNSB"
@@ -57,6 +60,7 @@ type op struct {
 // batch is the writes of one transaction, in the order they were made,
 // and the ledger entries it appends (the first at index leafStart).
 type batch struct {
+	term      uint64
 	ops       []op
 	leafStart uint64
 	leaves    [][]byte
@@ -84,7 +88,7 @@ func checkWrite(bucket, key string, value []byte, internal bool) error {
 
 // size is the encoded length of b.
 func (b *batch) size() int {
-	n := len(cmdMagic) + 1 + binary.MaxVarintLen64
+	n := len(cmdMagic) + 1 + 2*binary.MaxVarintLen64
 	for _, o := range b.ops {
 		n += 1 + 3*binary.MaxVarintLen64 + len(o.bucket) + len(o.key) + len(o.value)
 	}
@@ -107,6 +111,7 @@ func (b *batch) encode() ([]byte, error) {
 	out := make([]byte, 0, b.size())
 	out = append(out, cmdMagic...)
 	out = append(out, cmdVersion)
+	out = binary.AppendUvarint(out, b.term)
 	out = binary.AppendUvarint(out, uint64(len(b.ops)))
 	for _, o := range b.ops {
 		out = append(out, o.kind)
@@ -148,6 +153,10 @@ func decodeBatch(data []byte) (*batch, error) {
 		return nil, fmt.Errorf("store command: version %d, this server reads version %d (upgrade it)", v, cmdVersion)
 	}
 	r := cmdReader{b: data[len(cmdMagic)+1:]}
+	term, err := r.uvarint("term")
+	if err != nil {
+		return nil, err
+	}
 	count, err := r.uvarint("count")
 	if err != nil {
 		return nil, err
@@ -157,7 +166,7 @@ func decodeBatch(data []byte) (*batch, error) {
 	if count > MaxBatchOps || count > uint64(len(r.b))/3 {
 		return nil, fmt.Errorf("store command: %d writes in %d bytes (the limit is %d writes)", count, len(r.b), MaxBatchOps)
 	}
-	b := &batch{ops: make([]op, 0, count)}
+	b := &batch{term: term, ops: make([]op, 0, count)}
 	for i := range count {
 		kind, err := r.byte()
 		if err != nil {

@@ -45,6 +45,10 @@ var (
 	appliedKey = []byte("applied")
 )
 
+// errStaleBatch refuses a batch whose log entry is of another term than
+// the batch.
+var errStaleBatch = errors.New("store: the write was made in an earlier leader's term and not committed in it")
+
 // snapMagic starts every snapshot:
 //
 //	snapshot = magic(8) boltLen(u64) bolt-file ledgerLen(u64) (leafLen(u32) leaf)*ledgerLen
@@ -120,6 +124,15 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		applied := readApplied(tx)
 		last := applied
+		// The ledger first, all the batches' entries in one append (one
+		// signed checkpoint): an entry durable there and not yet in the
+		// file is found there on the replay, and not appended twice.
+		var plan leafPlan
+		if f.ledger != nil {
+			plan.size = f.ledger.Size()
+			plan.next = plan.size
+		}
+		var batches []*batch
 		for i, l := range logs {
 			if l.Index <= applied {
 				continue // in the file already (replayed after a restart)
@@ -135,14 +148,28 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 				resp[i] = err
 				continue
 			}
-			// The ledger first: an entry durable there and not yet in
-			// the file is found there on the replay, and not appended
-			// twice.
-			if err := f.appendLeaves(b); err != nil {
+			if b.term != l.Term {
+				// Made by a leader of an earlier term and appended by a
+				// later one: the state it read may lack a batch that
+				// never reached the log. Refused everywhere alike.
+				resp[i] = errStaleBatch
+				continue
+			}
+			if err := f.planLeaves(&plan, b); err != nil {
 				return fmt.Errorf("log entry %d: %w", l.Index, err)
 			}
+			batches = append(batches, b)
+		}
+		for len(plan.add) > 0 {
+			n := min(len(plan.add), ledger.MaxBatch)
+			if _, err := f.ledger.AppendRaw(context.Background(), plan.add[:n]...); err != nil {
+				return fmt.Errorf("ledger: %w", err)
+			}
+			plan.add = plan.add[n:]
+		}
+		for _, b := range batches {
 			if err := applyOps(tx, b.ops); err != nil {
-				return fmt.Errorf("log entry %d: %w", l.Index, err)
+				return err
 			}
 		}
 		if last == applied {
@@ -167,33 +194,43 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	return resp
 }
 
-// appendLeaves appends b's ledger entries that the ledger lacks, after
-// checking that those it has are the same.
-func (f *fsm) appendLeaves(b *batch) error {
+// leafPlan is what one ApplyBatch appends to the ledger: add, to go at
+// index size, and next, the index the next new entry takes.
+type leafPlan struct {
+	size, next uint64
+	add        [][]byte
+}
+
+// planLeaves adds b's ledger entries that the ledger lacks to p, after
+// checking that those it has (or that p already adds) are the same.
+func (f *fsm) planLeaves(p *leafPlan, b *batch) error {
 	if len(b.leaves) == 0 {
 		return nil
 	}
 	if f.ledger == nil {
 		return errors.New("a batch carries ledger entries but this server has no ledger (every server must be configured alike)")
 	}
-	size, end := f.ledger.Size(), b.leafStart+uint64(len(b.leaves))
-	if size < b.leafStart {
-		return fmt.Errorf("the ledger holds %d entries, the log appends at index %d: entries are missing", size, b.leafStart)
+	end := b.leafStart + uint64(len(b.leaves))
+	if b.leafStart > p.next {
+		return fmt.Errorf("the ledger holds %d entries, the log appends at index %d: entries are missing", p.next, b.leafStart)
 	}
-	for i := b.leafStart; i < size && i < end; i++ {
-		e, err := f.ledger.Entry(i)
-		if err != nil {
-			return fmt.Errorf("ledger: %w", err)
+	for i := b.leafStart; i < p.next && i < end; i++ {
+		var have []byte
+		if i < p.size {
+			var err error
+			if have, err = f.ledger.Entry(i); err != nil {
+				return fmt.Errorf("ledger: %w", err)
+			}
+		} else {
+			have = p.add[i-p.size]
 		}
-		if !bytes.Equal(e, b.leaves[i-b.leafStart]) {
+		if !bytes.Equal(have, b.leaves[i-b.leafStart]) {
 			return fmt.Errorf("the ledger's entry %d differs from the replicated log's: this server's ledger diverged", i)
 		}
 	}
-	if size >= end {
-		return nil
-	}
-	if _, err := f.ledger.AppendRaw(context.Background(), b.leaves[size-b.leafStart:]...); err != nil {
-		return fmt.Errorf("ledger: %w", err)
+	if end > p.next {
+		p.add = append(p.add, b.leaves[p.next-b.leafStart:]...)
+		p.next = end
 	}
 	return nil
 }
