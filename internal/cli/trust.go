@@ -121,8 +121,10 @@ func (a *app) initCmd() *cobra.Command {
 		Short: "Create a network: genesis keys, the ledger and the Master Cal",
 		Long: `Create a network in --dir: a genesis root key (the network authority), the
 ledger with its own log key, and the Master Cal blessed with every permission.
-Private keys are sealed with an age post-quantum hybrid identity kept in
-kek.age (0600), or with a passphrase (CALNET_PASSPHRASE / --passphrase-file).`,
+Private keys are encrypted to an age post-quantum hybrid identity that is
+itself sealed (kek.sealed) by the network's root sealing key: kept in
+seal.key (0600) by default, or wrapped by a key derived from a passphrase
+with Argon2id (CALNET_PASSPHRASE / --passphrase-file / --passphrase-fd).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts, err := a.options()

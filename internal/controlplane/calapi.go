@@ -29,19 +29,6 @@ type tlsConfig = tls.Config
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
 
-func (s *Server) renameKEK(ctx context.Context, from, to string) error {
-	return s.store.Update(ctx, func(tx store.Tx) error {
-		v, err := tx.Get(bucketKEK, from)
-		if err != nil {
-			return err
-		}
-		if err := tx.Put(bucketKEK, to, v); err != nil {
-			return err
-		}
-		return tx.Delete(bucketKEK, from)
-	})
-}
-
 // resolveCal authenticates a Cal peer: its certificate key must be the
 // Ed25519 half of the key its recorded blessing names.
 func (s *Server) resolveCal(p *caltls.Peer) error {

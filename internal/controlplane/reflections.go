@@ -3,13 +3,9 @@ package controlplane
 import (
 	"net/http"
 	"slices"
-	"strings"
-
-	"filippo.io/age"
 
 	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/internal/calproto"
-	"github.com/soulfra/calnet/internal/store"
 )
 
 // runningCal resolves a Cal the principal may see and checks it runs.
@@ -94,16 +90,7 @@ func (s *Server) handleShare(w http.ResponseWriter, r *http.Request, pr principa
 		writeError(w, apiErr(403, "share: cal %s may share only with its parent, its children, or peers it may talk to (needs share, and talk on both sides for peers)", from.ID))
 		return
 	}
-	var kek []byte
-	if err := s.store.View(r.Context(), func(tx store.Tx) error {
-		var err error
-		kek, err = tx.Get(bucketKEK, to.ID)
-		return err
-	}); err != nil {
-		writeError(w, err)
-		return
-	}
-	rid, err := age.ParseHybridIdentity(strings.TrimSpace(string(kek)))
+	rid, err := s.kek(r.Context(), to.ID)
 	if err != nil {
 		writeError(w, err)
 		return

@@ -40,6 +40,7 @@ import (
 	"github.com/soulfra/calnet/internal/netdir"
 	"github.com/soulfra/calnet/internal/placement"
 	"github.com/soulfra/calnet/internal/sandbox"
+	"github.com/soulfra/calnet/internal/seal"
 	"github.com/soulfra/calnet/internal/securedir"
 	"github.com/soulfra/calnet/internal/store"
 	"github.com/soulfra/calnet/ledger"
@@ -126,6 +127,12 @@ type Config struct {
 	// AcceptLedgerRollback starts on a ledger older than the state store
 	// recorded (anchor.go), accepting that what it lost is gone.
 	AcceptLedgerRollback bool
+	// Seal protects the network's root sealing key (a passphrase, an HSM
+	// key); nil is the file mode (seal.key), which needs no operator.
+	Seal seal.Protector
+	// Root is the root sealing key, already unsealed (calnet up started
+	// sealed and the operator unsealed it); nil unseals with Seal.
+	Root *seal.Root
 	// CalDiskBytes is the size of the Cal filesystem (package calfs) when
 	// it is made, what all Cals together may store (default: a quarter of
 	// the data directory's free space, 1 to 64 GiB; sparse).
@@ -146,6 +153,7 @@ type Server struct {
 	// calGate bounds the calls in flight to each Cal (callCalRaw).
 	calGate calGate
 	auth    *identity.PrivateKey // network authority (genesis) key
+	root    *seal.Root           // seals the Cals' key-encryption identities (keks.go)
 	certs   *caltls.Source       // the control plane's TLS certificate, renewed as it ages
 	token   string
 	bus     *bus
@@ -311,7 +319,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	first := false
-	n, err := netdir.Load(s.networkDir(), netdir.Options{Logger: cfg.Logger})
+	nopts := netdir.Options{Logger: cfg.Logger, Seal: cfg.Seal, Root: cfg.Root}
+	n, err := netdir.Load(s.networkDir(), nopts)
 	if err != nil {
 		if _, statErr := os.Stat(filepath.Join(s.networkDir(), "network.json")); !errors.Is(statErr, os.ErrNotExist) {
 			return nil, err
@@ -320,13 +329,24 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		if cfg.MasterQuota != nil {
 			mc.Quota = *cfg.MasterQuota
 		}
-		n, err = netdir.Init(ctx, s.networkDir(), netdir.MasterGrant{Constraints: mc}, netdir.Options{Logger: cfg.Logger})
+		n, err = netdir.Init(ctx, s.networkDir(), netdir.MasterGrant{Constraints: mc}, nopts)
 		if err != nil {
 			return nil, fmt.Errorf("create network: %w", err)
 		}
 		first = true
 	}
 	s.net = n
+	// A network made before sealing keeps its key-encryption identity in
+	// clear (kek.age): seal it now (nothing is re-encrypted, so nothing can
+	// be lost; a crash mid-way is finished on the next start).
+	if migrated, err := n.MigrateToSealed(ctx); err != nil {
+		return nil, fmt.Errorf("seal the network's keys: %w", err)
+	} else if migrated {
+		s.log.Info("sealed the network's key-encryption identity (kek.age removed)", "seal", n.SealMode())
+	}
+	if s.root, err = n.Root(ctx); err != nil {
+		return nil, err
+	}
 	if s.auth, err = n.LoadKey(filepath.Join(s.networkDir(), "genesis")); err != nil {
 		return nil, fmt.Errorf("network authority key: %w", err)
 	}
@@ -355,6 +375,11 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.store = reserveStore{Store: bolt, s: s}
+	if sealed, err := s.sealStoredKEKs(ctx); err != nil {
+		return nil, errors.Join(err, s.store.Close(), s.lg.Close())
+	} else if sealed > 0 {
+		s.log.Info("sealed the Cals' key-encryption identities kept in clear in state.db", "cals", sealed)
+	}
 	if err := checkLedgerAnchor(ctx, s.store, s.lg, filepath.Join(s.networkDir(), "ledger"), filepath.Join(cfg.DataDir, "state.db"), cfg.AcceptLedgerRollback, s.log, s.now()); err != nil {
 		return nil, errors.Join(err, s.store.Close(), s.lg.Close())
 	}
@@ -416,13 +441,6 @@ func loadOrCreateToken(path string) (string, error) {
 		return "", fmt.Errorf("admin credential: %w", err)
 	}
 	return tok, nil
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // Network returns the network's public description.

@@ -9,13 +9,12 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/soulfra/calnet/api"
 	"github.com/soulfra/calnet/ledger"
-
-	"filippo.io/age"
 
 	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/internal/calproto"
@@ -42,16 +41,6 @@ type proc struct {
 	// instance was superseded (a restart asked for meanwhile) does not
 	// start another.
 	gen uint64
-}
-
-// newKEK makes a Cal's key-encryption identity and stores it.
-func (s *Server) newKEK(ctx context.Context, id string) (*age.HybridIdentity, error) {
-	k, err := age.GenerateHybridIdentity()
-	if err != nil {
-		return nil, err
-	}
-	err = s.store.Update(ctx, func(tx store.Tx) error { return tx.Put(bucketKEK, id, []byte(k.String())) })
-	return k, err
 }
 
 // adoptMaster gives the Master Cal created by netdir.Init its sandbox and
@@ -162,15 +151,11 @@ const (
 // start launches a Cal's process and supervises it. The channel it
 // returns is closed when that instance registers.
 func (s *Server) start(ctx context.Context, rec *CalRecord) (<-chan struct{}, error) {
-	var kek []byte
-	err := s.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		kek, err = tx.Get(bucketKEK, rec.ID)
-		return err
-	})
+	kek, err := s.kekSecret(ctx, rec.ID)
 	if err != nil {
-		return nil, fmt.Errorf("key-encryption identity of %s: %w", rec.ID, err)
+		return nil, err
 	}
+	defer clear(kek)
 	logf, err := os.OpenFile(s.logPath(rec.ID), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -200,7 +185,7 @@ func (s *Server) start(ctx context.Context, rec *CalRecord) (<-chan struct{}, er
 		Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin", "GOMAXPROCS=1", "GOGC=50"}, UID: rec.UID, GID: rec.UID,
 		Features: features(rec.Features), Limits: driver.Limits{CPUMillis: rec.Quota.CPUMillis, MemoryBytes: rec.Quota.MemoryBytes, PIDs: rec.Quota.PIDs, DiskBytes: rec.Quota.DiskBytes},
 		StartCPUMillis: startCPUMillis, StartWindow: startWindow,
-		Secret: string(trimSpace(kek)), Log: logf,
+		Secret: strings.TrimSpace(string(kek)), Log: logf,
 	})
 	if err != nil {
 		return nil, err

@@ -26,7 +26,16 @@ const (
 
 // Key protection modes recorded in network.json.
 const (
-	ProtectHybrid     = "age-hybrid-pq"
+	// ProtectSealed: keys are encrypted to an age post-quantum hybrid
+	// identity that is itself sealed (kek.sealed) by the network's root
+	// sealing key (package seal: a passphrase, an HSM key, or seal.key).
+	ProtectSealed = "age-hybrid-pq-sealed"
+	// ProtectHybrid (networks made before sealing): the age identity lies
+	// in clear in kek.age. MigrateToSealed moves such a network on.
+	ProtectHybrid = "age-hybrid-pq"
+	// ProtectPassphrase (networks made by `calnet init` with a passphrase
+	// before sealing): each key is encrypted to an age scrypt passphrase
+	// recipient.
 	ProtectPassphrase = "age-scrypt-passphrase"
 )
 
@@ -57,7 +66,7 @@ func newProtector(dir, mode, pass string, create bool, scryptWork int) (*protect
 		}
 		return &protector{recipient: r, identity: id}, nil
 	case ProtectHybrid:
-		path := filepath.Join(dir, "kek.age")
+		path := filepath.Join(dir, legacyKEKFile)
 		if create {
 			id, err := age.GenerateHybridIdentity()
 			if err != nil {

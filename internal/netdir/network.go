@@ -14,6 +14,7 @@ import (
 	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/internal/atomicfile"
 	"github.com/soulfra/calnet/internal/limitedfile"
+	"github.com/soulfra/calnet/internal/seal"
 	"github.com/soulfra/calnet/internal/strictjson"
 	"github.com/soulfra/calnet/ledger"
 	"github.com/soulfra/calnet/trust"
@@ -36,12 +37,23 @@ const infoFile = "network.json"
 
 // Options configure how a network directory is opened.
 type Options struct {
-	// Passphrase unlocks keys of a passphrase-protected network, and makes
-	// Init protect keys with it.
+	// Passphrase unseals a network sealed with a passphrase (or unlocks the
+	// keys of a network made with one before sealing), and makes Init seal
+	// with it.
 	Passphrase string
-	// ScryptWorkFactor overrides age's scrypt cost (log2 N); 0 keeps the
-	// default. Only tests lower it.
+	// ScryptWorkFactor overrides age's scrypt cost (log2 N) of networks
+	// made before sealing; 0 keeps the default. Only tests lower it.
 	ScryptWorkFactor int
+	// KDF overrides the Argon2id cost of a new passphrase seal; zero keeps
+	// seal.DefaultKDF. Only tests lower it.
+	KDF seal.KDF
+	// Seal protects the root sealing key (a passphrase, an HSM key); nil
+	// takes Passphrase when set, else the file mode (seal.key).
+	Seal seal.Protector
+	// Root is the network's root sealing key, already unsealed (a control
+	// plane started sealed and unsealed by the operator); nil unseals with
+	// Seal.
+	Root *seal.Root
 	// Now is the clock; time.Now when nil.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -62,6 +74,7 @@ type Network struct {
 	Info     Info
 	opts     Options
 	prot     *protector
+	root     *seal.Root // unsealed by Root when Options.Root is nil
 	verifier *trust.Verifier
 }
 
@@ -96,17 +109,14 @@ func Init(ctx context.Context, dir string, g MasterGrant, opts Options) (n *Netw
 			}
 		}
 	}()
-	mode := ProtectHybrid
-	if opts.Passphrase != "" {
-		mode = ProtectPassphrase
-	}
-	prot, err := newProtector(dir, mode, opts.Passphrase, true, opts.ScryptWorkFactor)
-	if err != nil {
-		return nil, fmt.Errorf("init: %w", err)
-	}
 	root, err := identity.Generate(opts.Rand)
 	if err != nil {
 		return nil, err
+	}
+	mode := ProtectSealed
+	prot, sealRoot, err := newSealedProtector(ctx, dir, root.Public().NetworkID().String(), &opts)
+	if err != nil {
+		return nil, fmt.Errorf("init: %w", err)
 	}
 	logKey, err := identity.Generate(opts.Rand)
 	if err != nil {
@@ -138,6 +148,9 @@ func Init(ctx context.Context, dir string, g MasterGrant, opts Options) (n *Netw
 		return nil, fmt.Errorf("init: log key: %w", err)
 	}
 	n = &Network{Dir: dir, Info: info, opts: opts, prot: prot, verifier: trust.NewVerifier(root.Public())}
+	if opts.Root == nil {
+		n.root = sealRoot
+	}
 
 	cons := g.Constraints
 	if cons.NotBefore.IsZero() {
@@ -221,6 +234,15 @@ func (n *Network) Verifier() *trust.Verifier { return n.verifier }
 func (n *Network) protector() (*protector, error) {
 	if n.prot != nil {
 		return n.prot, nil
+	}
+	if n.Info.KeyProtection == ProtectSealed {
+		// Callers that may block on an HSM unseal first with Root(ctx).
+		p, err := n.sealedProtector(context.Background())
+		if err != nil {
+			return nil, err
+		}
+		n.prot = p
+		return p, nil
 	}
 	p, err := newProtector(n.Dir, n.Info.KeyProtection, n.opts.Passphrase, false, n.opts.ScryptWorkFactor)
 	if err != nil {

@@ -45,7 +45,7 @@ func TestOfflineTrustWorkflow(t *testing.T) {
 	dir := t.TempDir()
 	var initOut struct{ Network, Master string }
 	okJSON(t, dir, &initOut, "init", "--dir", "net", "--max-depth", "6")
-	for _, f := range []string{"kek.age", "genesis/identity.key", "master/identity.key", "ledger/log.key", "ledger/entries"} {
+	for _, f := range []string{"kek.sealed", "seal.json", "seal.key", "genesis/identity.key", "master/identity.key", "ledger/log.key", "ledger/entries"} {
 		st, err := os.Stat(filepath.Join(dir, "net", f))
 		if err != nil {
 			t.Fatal(err)
@@ -219,8 +219,10 @@ func TestPassphraseProtectedNetwork(t *testing.T) {
 	dir := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(dir, "pass"), []byte("correct horse battery staple\n"), 0o600))
 	ok(t, dir, "init", "--dir", "net", "--passphrase-file", "pass")
-	if _, err := os.Stat(filepath.Join(dir, "net", "kek.age")); err == nil {
-		t.Fatal("passphrase network wrote a kek.age")
+	for _, f := range []string{"kek.age", "seal.key"} {
+		if _, err := os.Stat(filepath.Join(dir, "net", f)); err == nil {
+			t.Fatalf("passphrase network wrote %s", f)
+		}
 	}
 	ok(t, dir, "keygen", "--dir", "net", "--out", "a", "--passphrase-file", "pass")
 	r := calnet(t, dir, "bless", "--dir", "net", "--parent", "net/master", "--child", "a", "--perm", "read")
