@@ -26,6 +26,8 @@ type overlayTx struct {
 	// flight before it).
 	ledger     Ledger
 	ledgerBase uint64
+	// done is set (under Raft.pipeMu) once Raft answered the batch.
+	done bool
 }
 
 var _ LedgerTx = (*overlayTx)(nil)

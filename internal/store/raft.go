@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 
@@ -43,8 +42,8 @@ type Raft struct {
 	// writeSem serialises making batches (a channel, so waiting honours
 	// ctx); their commits overlap.
 	writeSem chan struct{}
-	// pipe holds the batches handed to Raft and not yet answered, in log
-	// order.
+	// pipe holds the batches handed to Raft, in log order, from the
+	// oldest not yet answered.
 	pipeMu sync.Mutex
 	pipe   []*overlayTx
 	// readyTerm is the term in which this server, as leader, saw a
@@ -370,8 +369,16 @@ func (s *Raft) update(ctx context.Context, internal bool, fn func(Tx) error) err
 				err = rerr
 			}
 		}
+		// Layers leave the pipe oldest first: a layer answered before an
+		// older one stays until that one is answered, so an older layer
+		// never lies over a file that holds newer writes without the
+		// newer layers lying over it in turn.
 		s.pipeMu.Lock()
-		s.pipe = slices.DeleteFunc(s.pipe, func(l *overlayTx) bool { return l == layer })
+		layer.done = true
+		for len(s.pipe) > 0 && s.pipe[0].done {
+			s.pipe[0] = nil
+			s.pipe = s.pipe[1:]
+		}
 		s.pipeMu.Unlock()
 		done <- err
 	}()

@@ -22,6 +22,10 @@ import (
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/soulfra/calnet/internal/caltls"
+	"github.com/soulfra/calnet/internal/caltls/caltlstest"
+	"github.com/soulfra/calnet/trust"
 )
 
 // The tests run real clusters in one process: each server has its own
@@ -80,16 +84,24 @@ type testNode struct {
 }
 
 type testCluster struct {
-	t     testing.TB
-	ca    *testCA
-	nodes []*testNode
-	tune  func(*RaftConfig)
+	t  testing.TB
+	ca *testCA
+	// configs, if set, makes a server's TLS configurations instead of ca.
+	configs func(id string) (server, client *tls.Config)
+	nodes   []*testNode
+	tune    func(*RaftConfig)
 }
 
 // newTestCluster starts n servers and bootstraps them as one cluster.
 func newTestCluster(t testing.TB, n int, tune func(*RaftConfig)) *testCluster {
+	return newTestClusterTLS(t, n, tune, nil)
+}
+
+// newTestClusterTLS is newTestCluster with the servers' TLS configurations
+// made by configs.
+func newTestClusterTLS(t testing.TB, n int, tune func(*RaftConfig), configs func(id string) (server, client *tls.Config)) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, ca: newTestCA(t, "test network"), tune: tune}
+	c := &testCluster{t: t, ca: newTestCA(t, "test network"), tune: tune, configs: configs}
 	var servers []RaftServer
 	for i := range n {
 		nd := c.add(fmt.Sprintf("s%d", i))
@@ -134,6 +146,9 @@ func (c *testCluster) start(nd *testNode) {
 	must(c.t, err)
 	nd.addr = ln.Addr().String()
 	server, client := c.ca.configs(c.t, nd.id)
+	if c.configs != nil {
+		server, client = c.configs(nd.id)
+	}
 	cfg := RaftConfig{Dir: nd.dir, ID: nd.id, Listener: ln, ServerTLS: server, ClientTLS: client, Meta: []byte("api-of-" + nd.id),
 		Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
 		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLeaseTimeout: 200 * time.Millisecond}
@@ -677,4 +692,26 @@ func TestFSMRefusesBatchOfAnotherTerm(t *testing.T) {
 		}
 		return nil
 	}))
+}
+
+// Servers blessed into one calnet network authenticate each other by their
+// soul chains (caltls.ServerTLS) and replicate over that.
+func TestRaftServersAuthenticateByChain(t *testing.T) {
+	n, err := caltlstest.New(time.Now())
+	must(t, err)
+	ids := map[string]caltls.ServerIdentity{}
+	c := newTestClusterTLS(t, 3, nil, func(id string) (*tls.Config, *tls.Config) {
+		sid, ok := ids[id]
+		if !ok {
+			sid, err = n.Bless(trust.PermissionsOf(trust.PermAdmin))
+			must(t, err)
+			ids[id] = sid
+		}
+		server, client, err := caltls.ServerTLS(sid, n.Verifier, nil, nil)
+		must(t, err)
+		return server, client
+	})
+	l := c.leader()
+	must(t, put(context.Background(), l.s, "k", "a", "1"))
+	c.hasValue("k", "a", "1")
 }
