@@ -61,6 +61,7 @@ func (a *app) credential() (string, error) {
 func (a *app) upCmd() *cobra.Command {
 	var data, without, dnsAddr, domain, routerAddr, zone, calDisk, minFreeDisk, overcommit, ledgerAddr string
 	var acceptRollback bool
+	var sf sealFlags
 	var idleWindow, observeWindow, deployTimeout time.Duration
 	lim := controlplane.DefaultLimits
 	cmd := &cobra.Command{
@@ -125,7 +126,11 @@ it); calnet up refuses one another user owns or may write.`,
 			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			srv, err := controlplane.Open(ctx, controlplane.Config{DataDir: data, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim, DNSAddr: dnsAddr, Domain: domain, RouterAddr: routerAddr, IdleWindow: idleWindow, ObserveWindow: observeWindow, DeployTimeout: deployTimeout, Zone: zone, AcceptLedgerRollback: acceptRollback, CalDiskBytes: calDiskBytes, LedgerAddr: ledgerAddr})
+			prot, root, err := a.upSeal(ctx, data, sf, log)
+			if err != nil {
+				return err
+			}
+			srv, err := controlplane.Open(ctx, controlplane.Config{Seal: prot, Root: root, DataDir: data, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim, DNSAddr: dnsAddr, Domain: domain, RouterAddr: routerAddr, IdleWindow: idleWindow, ObserveWindow: observeWindow, DeployTimeout: deployTimeout, Zone: zone, AcceptLedgerRollback: acceptRollback, CalDiskBytes: calDiskBytes, LedgerAddr: ledgerAddr})
 			if err != nil {
 				return err
 			}
@@ -160,6 +165,7 @@ it); calnet up refuses one another user owns or may write.`,
 		},
 	}
 	cmd.Flags().StringVar(&data, "data", defaultData, "data directory")
+	sf.register(cmd)
 	cmd.Flags().BoolVar(&acceptRollback, "accept-ledger-rollback", false, "start although the ledger is older than the state store recorded (it was restored from an older copy), accepting that what it lost is gone")
 	cmd.Flags().DurationVar(&idleWindow, "idle-window", time.Minute, "how long a child must use under 1% of a core to count as idle for retire rules")
 	cmd.Flags().StringVar(&zone, "zone", "local", "this host's failure domain (its topology label in placement decisions)")

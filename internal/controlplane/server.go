@@ -605,6 +605,10 @@ func (s *Server) Run(ctx context.Context) error {
 // Cal filesystem's image away and put their own in its place (a local
 // user who made /tmp/calnet-data before the operator ran calnet up on it
 // chose the root credential at the next start).
+// CheckDataDir makes the data directory if needed and refuses one that a
+// user other than root owns or may write (or one above it), as Open does.
+func CheckDataDir(data string) error { return checkDataDir(data) }
+
 func checkDataDir(data string, subdirs ...string) error {
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		return err

@@ -45,6 +45,10 @@ type network struct {
 	inherit []*os.File
 	// wrap, when set, runs calnet under a command (prlimit ...).
 	wrap []string
+	// sealed: start returns once the process runs, without waiting for
+	// the network (started sealed, it waits for `calnet unseal`); waitUp
+	// waits.
+	sealed bool
 }
 
 func freeAddr(t *testing.T) string {
@@ -122,6 +126,15 @@ func (n *network) start(extra ...string) {
 		_ = cmd.Wait() // how it ended is in its log; wait and stop check what matters
 		close(exited)
 	}()
+	if !n.sealed {
+		n.waitUp()
+	}
+}
+
+// waitUp waits until the network answers and its Master Cal runs.
+func (n *network) waitUp() {
+	t := n.t
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if tok, err := client.ReadTokenFile(filepath.Join(n.data, "admin.token")); err == nil {
