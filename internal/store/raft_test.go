@@ -715,3 +715,96 @@ func TestRaftServersAuthenticateByChain(t *testing.T) {
 	must(t, put(context.Background(), l.s, "k", "a", "1"))
 	c.hasValue("k", "a", "1")
 }
+
+// Writers keep writing while the leader is stopped: every write that was
+// acknowledged is on the new leader (an acknowledgement means a quorum's
+// disks), and every server ends with the same state.
+func TestRaftAcknowledgedWritesSurviveFailover(t *testing.T) {
+	ctx := context.Background()
+	c := newTestCluster(t, 3, nil)
+	c.leader()
+	var (
+		mu    sync.Mutex
+		acked []string
+		stop  = make(chan struct{})
+		wg    sync.WaitGroup
+	)
+	leaderNow := func() *testNode {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, nd := range c.nodes {
+			if nd.s != nil && nd.s.Status().State == "Leader" {
+				return nd
+			}
+		}
+		return nil
+	}
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				l := leaderNow()
+				if l == nil {
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				key := fmt.Sprintf("w%d-%04d", w, i)
+				if err := put(ctx, l.s, "k", key, key); err == nil {
+					mu.Lock()
+					acked = append(acked, key)
+					mu.Unlock()
+				} else if !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrClosed) {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
+	eventually(t, "writes before the failover", func() error {
+		if n := count(); n < 40 {
+			return fmt.Errorf("%d acknowledged", n)
+		}
+		return nil
+	})
+	old := leaderNow()
+	mu.Lock() // no writer picks the old leader while it stops
+	must(t, old.s.Close())
+	old.s = nil
+	mu.Unlock()
+	before := count()
+	eventually(t, "writes after the failover", func() error {
+		if n := count(); n < before+40 {
+			return fmt.Errorf("%d acknowledged, %d before", n, before)
+		}
+		return nil
+	})
+	close(stop)
+	wg.Wait()
+	l := c.leader()
+	mu.Lock()
+	defer mu.Unlock()
+	for _, k := range acked {
+		if v, err := get(l.s, "k", k); err != nil || v != k {
+			t.Fatalf("acknowledged write %s on the new leader: %q, %v", k, v, err)
+		}
+	}
+	c.start(old)
+	must(t, put(ctx, c.leader().s, "k", "last", "x"))
+	c.hasValue("k", "last", "x")
+	want := dump(t, l.s)
+	for _, nd := range c.nodes {
+		eventually(t, nd.id+" holds the leader's state", func() error {
+			if got := dump(t, nd.s); got != want {
+				return fmt.Errorf("%d bytes, the leader's %d", len(got), len(want))
+			}
+			return nil
+		})
+	}
+}
