@@ -108,7 +108,7 @@ type RegisterReply struct {
 
 // Event is pushed to Cals on the watch stream.
 type Event struct {
-	Type string `json:"type"` // EventRevoked, EventRegister, "child-failed", "ping"
+	Type string `json:"type"` // EventRevoked, EventRegister, "child-failed" (keepalives are SSE comments)
 	Cal  string `json:"cal,omitempty"`
 }
 

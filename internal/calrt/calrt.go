@@ -193,6 +193,7 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	}
 	go rt.watch(ctx, cancel)
 	trimMemory()
+	collectOnDemand(rt.chain.Leaf().Constraints().Quota.MemoryBytes)
 	<-ctx.Done()
 	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
 		return c

@@ -342,7 +342,7 @@ func (s *Server) checkActivation(id identity.ID, reg *calproto.Register) error {
 }
 
 // handleWatch streams server-sent events to a Cal: its revocation, and a
-// keepalive every 30s (cheap enough for 1,000 idle Cals).
+// keepalive comment every 30s (cheap enough for 1,000 idle Cals).
 func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request, id identity.ID) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
@@ -413,7 +413,11 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request, id identity
 		case <-s.ctx.Done():
 			return
 		case <-ping.C:
-			send(calproto.Event{Type: "ping"})
+			// A comment line: the Cal's reader skips it without
+			// decoding anything (decoding the first event after the Cal
+			// trimmed its memory cost ~5 ms per idle Cal).
+			fmt.Fprint(w, ": ping\n\n")
+			fl.Flush()
 		case ev := <-ch:
 			send(ev)
 		}
