@@ -558,25 +558,22 @@ func (a *app) benchRevokeCmd() *cobra.Command {
 					pids = append(pids, c.PID)
 				}
 			}
+			// Each process is watched through a pidfd, which the kernel
+			// makes readable when it exits: polling every PID with kill(0)
+			// every few ms cost the control plane's process a sixth of its
+			// CPU during the revocation it measured.
+			pidfds, err := openPidfds(pids)
+			if err != nil {
+				return err
+			}
+			defer closeFDs(pidfds)
 			t0 := time.Now()
 			if _, err := bn.c.Revoke(ctx, root.Cal, "bench"); err != nil {
 				return err
 			}
 			api := time.Since(t0)
-			for {
-				alive := 0
-				for _, p := range pids {
-					if syscall.Kill(p, 0) == nil {
-						alive++
-					}
-				}
-				if alive == 0 {
-					break
-				}
-				if time.Since(t0) > 60*time.Second {
-					return fmt.Errorf("%d cals still running 60s after the revocation", alive)
-				}
-				time.Sleep(5 * time.Millisecond)
+			if alive := waitExits(pidfds, 60*time.Second); alive > 0 {
+				return fmt.Errorf("%d cals still running 60s after the revocation", alive)
 			}
 			gone := time.Since(t0)
 			// When was each Cal told? Each logs the moment its stream
@@ -604,7 +601,7 @@ func (a *app) benchRevokeCmd() *cobra.Command {
 				ToldLastMS: ms(percentile(told, 1)), GoneMS: ms(gone)}
 			if err := a.print(r, func(w io.Writer) {
 				fmt.Fprintf(w, "machine: %s\n", r.Machine)
-				fmt.Fprintf(w, "revoked a subtree of %d cals: API answered in %s; %d cals logged being told, the last %s after the request (p50 %s); every process gone after %s\n",
+				fmt.Fprintf(w, "revoked a subtree of %d cals: API answered in %s; %d cals logged being told, the last %s after the request (p50 %s); every process exited after %s\n",
 					len(pids), fmtDur(api), len(told), fmtDur(percentile(told, 1)), fmtDur(percentile(told, .5)), fmtDur(gone))
 			}); err != nil {
 				return err
