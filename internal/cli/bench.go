@@ -99,7 +99,7 @@ func startBenchNet(ctx context.Context, quota *trust.Quota) (*benchNet, error) {
 	lim.MaxCPUPressure = 101 // benchmarks saturate the CPU on purpose
 	ctx, cancel := context.WithCancel(ctx)
 	srv, err := controlplane.Open(ctx, controlplane.Config{
-		DataDir: dir, Addr: addr, RouterAddr: raddr, Binary: bin, Driver: process.New("/calnet-bench", controlplane.InstancesDir(dir)), Features: sandbox.AllFeatures,
+		DataDir: dir, Addr: addr, RouterAddr: raddr, Binary: bin, Driver: process.New(benchCgroup, controlplane.InstancesDir(dir)), Features: sandbox.AllFeatures,
 		Limits: lim, Logger: slog.New(slog.DiscardHandler), MasterQuota: quota,
 	})
 	if err != nil {
@@ -249,6 +249,9 @@ type benchRevokeResult struct {
 	ToldP50MS  float64 `json:"told_p50_ms"`
 	ToldLastMS float64 `json:"told_last_ms"`
 	GoneMS     float64 `json:"gone_ms"`
+	// CPU spent from the request until every Cal exited.
+	ControlPlaneCPUMS float64 `json:"control_plane_cpu_ms"`
+	CalsCPUMS         float64 `json:"cals_cpu_ms"`
 }
 
 func fmtDur(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
@@ -567,6 +570,11 @@ func (a *app) benchRevokeCmd() *cobra.Command {
 				return err
 			}
 			defer closeFDs(pidfds)
+			// The CPU the revocation costs, which load on a shared machine
+			// does not change as it changes the times: the control plane's
+			// (this process) and the Cals' (their parent cgroup, which
+			// keeps the usage of groups removed since).
+			cp0, cals0 := processCPU(), cgroupCPU(benchCgroup)
 			t0 := time.Now()
 			if _, err := bn.c.Revoke(ctx, root.Cal, "bench"); err != nil {
 				return err
@@ -575,6 +583,7 @@ func (a *app) benchRevokeCmd() *cobra.Command {
 			if alive := waitExits(pidfds, 60*time.Second); alive > 0 {
 				return fmt.Errorf("%d cals still running 60s after the revocation", alive)
 			}
+			cpCPU, calsCPU := processCPU()-cp0, cgroupCPU(benchCgroup)-cals0
 			gone := time.Since(t0)
 			// When was each Cal told? Each logs the moment its stream
 			// delivered the revocation.
@@ -598,11 +607,12 @@ func (a *app) benchRevokeCmd() *cobra.Command {
 				}
 			}
 			r := benchRevokeResult{Machine: machine(), Cals: len(pids), APIMS: ms(api), Told: len(told), ToldP50MS: ms(percentile(told, .5)),
-				ToldLastMS: ms(percentile(told, 1)), GoneMS: ms(gone)}
+				ToldLastMS: ms(percentile(told, 1)), GoneMS: ms(gone), ControlPlaneCPUMS: ms(cpCPU), CalsCPUMS: ms(calsCPU)}
 			if err := a.print(r, func(w io.Writer) {
 				fmt.Fprintf(w, "machine: %s\n", r.Machine)
 				fmt.Fprintf(w, "revoked a subtree of %d cals: API answered in %s; %d cals logged being told, the last %s after the request (p50 %s); every process exited after %s\n",
 					len(pids), fmtDur(api), len(told), fmtDur(percentile(told, 1)), fmtDur(percentile(told, .5)), fmtDur(gone))
+				fmt.Fprintf(w, "CPU until then: control plane %s, cals %s (%s per cal)\n", fmtDur(cpCPU), fmtDur(calsCPU), fmtDur(calsCPU/time.Duration(max(len(pids), 1))))
 			}); err != nil {
 				return err
 			}

@@ -2,6 +2,10 @@ package cli
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -56,4 +60,37 @@ func waitExits(pidfds []int, timeout time.Duration) int {
 		pending = kept
 	}
 	return len(pending)
+}
+
+// benchCgroup is the cgroup parent of the benchmarks' Cals.
+const benchCgroup = "/calnet-bench"
+
+// processCPU is the CPU time this process has used (user + system).
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cgroupCPU is the CPU time used by the tasks of a cgroup and its
+// descendants, including groups removed since (cgroup v1 cpuacct, v2
+// cpu.stat); 0 when it cannot be read.
+func cgroupCPU(parent string) time.Duration {
+	if b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpuacct", parent, "cpuacct.usage")); err == nil {
+		n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		return time.Duration(n)
+	}
+	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", parent, "cpu.stat"))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return time.Duration(n) * time.Microsecond
+		}
+	}
+	return 0
 }
