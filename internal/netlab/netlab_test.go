@@ -377,3 +377,60 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestInProcess: a listener and a dialer of the test process itself, each
+// on its node, talk across the lab like two hosts; isolating the
+// listener's node cuts them, healing restores them; and the listener is
+// not reachable on the machine's own loopback.
+func TestInProcess(t *testing.T) {
+	l := ForTest(t, 2)
+	ctx := t.Context()
+	nodes := l.Nodes()
+	addr := net.JoinHostPort(nodes[0].Addr.String(), "7002")
+	ln, err := nodes[0].Listen(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if _, err := c.Write([]byte(line)); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	dial := func(timeout time.Duration) error {
+		dctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		c, err := nodes[1].DialContext(dctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return echo(c, "hi", timeout)
+	}
+	must(t, dial(5*time.Second))
+	if _, err := net.DialTimeout("tcp", "127.0.0.1:7002", time.Second); err == nil {
+		t.Error("the node's listener answers on the machine's loopback")
+	}
+	must(t, l.Isolate(ctx, nodes[0]))
+	if err := dial(time.Second); err == nil {
+		t.Error("dialed an isolated node")
+	}
+	must(t, l.Heal(ctx))
+	must(t, dial(5*time.Second))
+}
