@@ -35,6 +35,14 @@ for tool in ip:iproute2 nft:nftables; do
   fi
 done
 
+# SoftHSM2 is the PKCS#11 token the HSM seal is tested against
+# (internal/hsm: tokens made in temp dirs, SOFTHSM2_CONF).
+if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing softhsm2 for the HSM tests"
+  (apt-get install -y -qq softhsm2 >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq softhsm2 >/dev/null 2>&1; }) \
+    || echo "could not install softhsm2; the HSM tests will be skipped"
+fi
+
 # Debian's Chromium drives the dashboard's browser tests.
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing chromium for the dashboard tests"

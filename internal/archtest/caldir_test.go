@@ -67,9 +67,11 @@ func literal(e ast.Expr) (string, bool) {
 //     below the Cal's directory (Config.Dir), before or after the pivot;
 //   - no code dials a unix socket but the Cal's own side (internal/calrt,
 //     dialing the control plane's root-owned socket; the client SDK, which
-//     a workload uses for its local socket inside the Cal).
+//     a workload uses for its local socket inside the Cal; internal/sealgate,
+//     `calnet unseal` dialing <data>/unseal.sock, which is in no Cal's
+//     directory, and checking that its peer runs as the caller's uid).
 func TestOnlyCaldirTouchesCalDirectories(t *testing.T) {
-	mayDialUnix := map[string]bool{mod + "internal/caldir": true, mod + "internal/calrt": true, mod + "client": true}
+	mayDialUnix := map[string]bool{mod + "internal/caldir": true, mod + "internal/calrt": true, mod + "client": true, mod + "internal/sealgate": true}
 	eachCall(t, func(pkg, pos string, call *ast.CallExpr) {
 		if pkg == mod+"internal/caldir" {
 			return

@@ -93,6 +93,9 @@ func wrapAAD(network string, mode Mode) []byte {
 	return []byte("calnet-seal-root-v1\n" + network + "\n" + string(mode))
 }
 
+// WrapAAD is the authenticated data a protector binds a wrapped root to.
+func WrapAAD(network string, mode Mode) []byte { return wrapAAD(network, mode) }
+
 // ReadConfig reads and checks dir/seal.json.
 func ReadConfig(dir string) (*Config, error) {
 	path := filepath.Join(dir, ConfigFile)

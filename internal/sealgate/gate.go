@@ -202,6 +202,12 @@ func dial(ctx context.Context, socket string) (net.Conn, *bufio.Reader, Hello, e
 	if err != nil {
 		return nil, nil, Hello{}, fmt.Errorf("no sealed calnet up listens on %s (is it started with --seal passphrase or pkcs11, and still sealed?): %w", socket, err)
 	}
+	// The secret goes only to a gate run by the same uid (root): not to
+	// whatever another user may have bound in its place.
+	if err := checkPeer(c); err != nil {
+		c.Close()
+		return nil, nil, Hello{}, fmt.Errorf("unseal socket %s: %w", socket, err)
+	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(dl)
 	} else {
