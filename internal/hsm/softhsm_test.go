@@ -19,7 +19,7 @@ const softHSMModule = "/usr/lib/softhsm/libsofthsm2.so"
 // softHSM is a SoftHSM2 configuration of its own in a temp dir, and the
 // helper built for it.
 type softHSM struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	helper string
 }
@@ -27,7 +27,7 @@ type softHSM struct {
 // newSoftHSM sets SOFTHSM2_CONF to a fresh token directory, builds
 // calnet-pkcs11 and makes a token labelled label with PIN pin. It skips
 // the test, saying why, when SoftHSM2 or cgo is not available.
-func newSoftHSM(t *testing.T) *softHSM {
+func newSoftHSM(t testing.TB) *softHSM {
 	t.Helper()
 	if _, err := os.Stat(softHSMModule); err != nil {
 		t.Skipf("SoftHSM2 is not installed (%v): apt-get install softhsm2 (scripts/test.sh does)", err)
@@ -68,7 +68,7 @@ func (h *softHSM) deleteToken(label string) {
 	}
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -171,5 +171,36 @@ func TestSealWithSoftHSM(t *testing.T) {
 	after, _ := os.ReadFile(filepath.Join(dir, seal.ConfigFile))
 	if !bytes.Equal(before, after) {
 		t.Fatal("a refused unseal changed seal.json")
+	}
+}
+
+// BenchmarkUnseal is the time `calnet unseal` takes to recover the root,
+// per protection (BENCHMARKS.md): pkcs11 includes starting the helper,
+// loading the module and logging in to the token.
+func BenchmarkUnseal(b *testing.B) {
+	ctx := context.Background()
+	h := newSoftHSM(b)
+	h.initToken("calnet", "1234")
+	for _, tc := range []struct {
+		name string
+		p    seal.Protector
+	}{
+		{"file", seal.File{}},
+		{"passphrase-argon2id-t3-64MiB", &seal.Passphrase{Secret: []byte("correct horse battery staple")}},
+		{"pkcs11-softhsm2", h.protector("calnet", "1234")},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			dir := b.TempDir()
+			if _, err := seal.Create(ctx, dir, "net-a", tc.p); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				r, err := seal.Unseal(ctx, dir, "net-a", tc.p)
+				if err != nil {
+					b.Fatal(err)
+				}
+				r.Destroy()
+			}
+		})
 	}
 }
