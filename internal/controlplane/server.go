@@ -140,6 +140,9 @@ type Config struct {
 	// LedgerAddr, if set, serves the ledger as a C2SP tlog-tiles log on
 	// its own listener (it is always at /ledger/ on Addr too).
 	LedgerAddr string
+	// Witnesses cosign each new checkpoint (C2SP tlog-witness); the
+	// ledger's /checkpoint carries their cosignatures.
+	Witnesses []WitnessEndpoint
 }
 
 // Server is a running control plane. Create it with Open, run it with Run.
@@ -150,6 +153,9 @@ type Server struct {
 	store store.Store
 	lg    *ledger.Log
 	tiles *tiles.Handler // the ledger as tlog-tiles (tlog.go)
+	// cosigned is the latest checkpoint with its witnesses' cosignatures
+	// (witnesses.go).
+	cosigned atomic.Pointer[[]byte]
 	// calGate bounds the calls in flight to each Cal (callCalRaw).
 	calGate calGate
 	auth    *identity.PrivateKey // network authority (genesis) key
@@ -560,6 +566,10 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer s.wg.Done(); s.auditAnchorLoop(ctx) }()
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.keepLearned(ctx) }()
+	if len(s.cfg.Witnesses) > 0 {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.witnessLoop(ctx) }()
+	}
 	var runErr error
 	select {
 	case <-ctx.Done():

@@ -28,6 +28,11 @@ func (s *Server) newTiles() *tiles.Handler {
 // servedCheckpoint is the note served at /ledger/checkpoint: the latest
 // checkpoint, with the witnesses' cosignatures when they cosigned it.
 func (s *Server) servedCheckpoint() []byte {
+	if len(s.cfg.Witnesses) > 0 {
+		if p := s.cosigned.Load(); p != nil {
+			return *p
+		}
+	}
 	return s.lg.Checkpoint().Note
 }
 
