@@ -60,6 +60,7 @@ func (a *app) credential() (string, error) {
 
 func (a *app) upCmd() *cobra.Command {
 	var data, without, dnsAddr, domain, routerAddr, zone, calDisk, minFreeDisk, overcommit, ledgerAddr string
+	var witnessVals []string
 	var acceptRollback bool
 	var sf sealFlags
 	var idleWindow, observeWindow, deployTimeout time.Duration
@@ -124,13 +125,17 @@ it); calnet up refuses one another user owns or may write.`,
 			if err != nil {
 				return err
 			}
+			witnesses, err := parseWitnessEndpoints(witnessVals)
+			if err != nil {
+				return err
+			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
 			prot, root, err := a.upSeal(ctx, data, sf, log)
 			if err != nil {
 				return err
 			}
-			srv, err := controlplane.Open(ctx, controlplane.Config{Seal: prot, Root: root, DataDir: data, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim, DNSAddr: dnsAddr, Domain: domain, RouterAddr: routerAddr, IdleWindow: idleWindow, ObserveWindow: observeWindow, DeployTimeout: deployTimeout, Zone: zone, AcceptLedgerRollback: acceptRollback, CalDiskBytes: calDiskBytes, LedgerAddr: ledgerAddr})
+			srv, err := controlplane.Open(ctx, controlplane.Config{Seal: prot, Root: root, DataDir: data, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim, DNSAddr: dnsAddr, Domain: domain, RouterAddr: routerAddr, IdleWindow: idleWindow, ObserveWindow: observeWindow, DeployTimeout: deployTimeout, Zone: zone, AcceptLedgerRollback: acceptRollback, CalDiskBytes: calDiskBytes, LedgerAddr: ledgerAddr, Witnesses: witnesses})
 			if err != nil {
 				return err
 			}
@@ -174,6 +179,7 @@ it); calnet up refuses one another user owns or may write.`,
 	cmd.Flags().StringVar(&routerAddr, "router", "127.0.0.1:7080", "Infinity Router address: /<namespace>/... and Host <namespace>.<domain>")
 	cmd.Flags().StringVar(&dnsAddr, "dns", "127.0.0.1:8600", "DNS address for discovery (A, SRV, TXT of <namespace>.<domain>); empty turns it off")
 	cmd.Flags().StringVar(&domain, "domain", "calnet.", "DNS zone of the network")
+	cmd.Flags().StringArrayVar(&witnessVals, "witness", nil, "a witness that cosigns each ledger checkpoint, as URL=VERIFIER-KEY (calnet witness run --listen serves one); repeat for each")
 	cmd.Flags().StringVar(&ledgerAddr, "ledger-addr", "", "also serve the ledger alone, public and read-only, as a C2SP tlog-tiles log at http://ADDR/ledger (it is always at /ledger on --addr)")
 	cmd.Flags().IntVar(&lim.MaxCals, "max-cals", lim.MaxCals, "most Cals the network may hold")
 	cmd.Flags().Float64Var(&lim.SpawnRate, "spawn-rate", lim.SpawnRate, "network-wide spawns per second (token bucket rate)")

@@ -48,15 +48,18 @@ func (s *Server) witnessLoop(ctx context.Context) {
 	hc := &http.Client{Timeout: witnessTimeout}
 	t := time.NewTicker(witnessInterval)
 	defer t.Stop()
-	var done uint64
-	first := true
+	// done is the size whose round every witness answered; a round with a
+	// witness down or refusing is run again on the next tick.
+	done := ^uint64(0)
 	for {
 		cp := s.lg.Checkpoint()
-		if first || cp.Size != done {
-			first = false
+		if cp.Size != done {
 			var wg sync.WaitGroup
 			for _, w := range ws {
 				wg.Go(func() {
+					if w.line != nil && w.size == cp.Size {
+						return // it cosigned this checkpoint in an earlier round
+					}
 					w.line = nil
 					if err := s.submit(ctx, hc, w, cp); err != nil && ctx.Err() == nil {
 						s.log.Warn("witness did not cosign", "witness", w.ep.Key.Name(), "size", cp.Size, "err", err)
@@ -73,7 +76,9 @@ func (s *Server) witnessLoop(ctx context.Context) {
 				}
 			}
 			s.cosigned.Store(&note)
-			done = cp.Size
+			if n == len(ws) {
+				done = cp.Size
+			}
 			s.log.Debug("checkpoint cosigned", "size", cp.Size, "witnesses", n)
 		}
 		select {

@@ -191,12 +191,12 @@ func (w *Witness) Add(ctx context.Context, oldSize uint64, proof [][]byte, raw [
 // with it (other witnesses' lines kept, an older line of this witness
 // replaced).
 func (w *Witness) cosign(raw []byte) (line, cosigned []byte, err error) {
-	n, err := note.Open(raw, note.VerifierList())
+	_, err = note.Open(raw, note.VerifierList())
 	var unv *note.UnverifiedNoteError
 	if !errors.As(err, &unv) {
 		return nil, nil, fmt.Errorf("witness: parse the checkpoint note: %w", err)
 	}
-	n = unv.Note
+	n := unv.Note
 	var keep []note.Signature
 	for _, s := range n.UnverifiedSigs {
 		if s.Name == w.cfg.Signer.Name() && s.Hash == w.cfg.Signer.KeyHash() {
