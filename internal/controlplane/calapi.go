@@ -403,6 +403,16 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request, id identity
 		fmt.Fprintf(w, "data: %s\n\n", b)
 		fl.Flush()
 	}
+	// A Cal that was not connected when it was revoked (its stream was
+	// down, or the control plane restarted) learns it as it reconnects.
+	// It subscribed above, so a revocation from now on reaches it anyway.
+	s.trustMu.RLock()
+	_, revoked := s.state.RevokedThrough(id)
+	s.trustMu.RUnlock()
+	if revoked {
+		send(calproto.Event{Type: calproto.EventRevoked, Cal: me})
+		return
+	}
 	if askRegister {
 		send(calproto.Event{Type: calproto.EventRegister, Cal: me})
 	}

@@ -15,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/internal/caldir"
+	"github.com/soulfra/calnet/internal/calproto"
 	"github.com/soulfra/calnet/internal/calrt"
 	"github.com/soulfra/calnet/internal/driver"
 	"github.com/soulfra/calnet/internal/driver/fake"
@@ -371,5 +373,35 @@ func TestFakeDeployFailures(t *testing.T) {
 	noneTwice(t, d)
 	if live := d.Live(); !slices.Equal(live, []string{}) && len(live) > 0 {
 		t.Errorf("cals still run after the control plane stopped: %v", live)
+	}
+}
+
+// TestWatchTellsARevokedCalAtOnce: a Cal whose stream was down when it was
+// revoked (or that reconnects to a restarted control plane) is told as it
+// reconnects, and its stream ends; before, the stream stayed open and said
+// nothing until the supervisor's signal (seen failing: no event in 5 s).
+func TestWatchTellsARevokedCalAtOnce(t *testing.T) {
+	d := fake.New()
+	d.Run = inProcessCal
+	n := runFake(t, d, t.TempDir(), nil)
+	a := n.spawn(SpawnParams{Name: "a", Permissions: []string{"read"}})
+	if code := n.call(http.MethodPost, "/v1/cals/"+a.Cal+"/revoke", map[string]string{"reason": "test"}, nil); code != 200 {
+		t.Fatalf("revoke: status %d", code)
+	}
+	id, err := identity.ParseID(a.Cal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The Cal's stream again, as it reconnects.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	rr := httptest.NewRecorder()
+	n.s.handleWatch(rr, httptest.NewRequestWithContext(ctx, http.MethodGet, calproto.PathWatch, nil), id)
+	if ctx.Err() != nil {
+		t.Fatal("the stream of a revoked cal stayed open")
+	}
+	want := `"type":"` + calproto.EventRevoked + `"`
+	if !strings.Contains(rr.Body.String(), want) {
+		t.Fatalf("stream said %q, want an event with %s", rr.Body, want)
 	}
 }
