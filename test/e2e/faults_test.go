@@ -6,7 +6,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -195,7 +197,11 @@ func (w *workload) spawn(ctx context.Context, rng *rand.Rand, parent, key string
 		if asAPIError(err, &ae) && ae.Status/100 == 4 && ae.Status != 429 {
 			// Refused (a parent revoked, or deploying again after a
 			// restart; a limit): not retried; the next operation waits a
-			// little, as a client backs off.
+			// little, as a client backs off. A revoked parent (itself or
+			// through an ancestor) is not asked again.
+			if strings.Contains(ae.Message, "is revoked") {
+				w.forget(parent)
+			}
 			time.Sleep(200 * time.Millisecond)
 			break
 		}
@@ -214,12 +220,12 @@ func (w *workload) revoke(ctx context.Context, id string) {
 		return
 	}
 	w.hist.Ack(i, "", id, "revoked")
+	w.forget(id)
+}
+
+// forget stops spawning under a revoked Cal.
+func (w *workload) forget(id string) {
 	w.mu.Lock()
-	for j, p := range w.parents {
-		if p == id {
-			w.parents = append(w.parents[:j], w.parents[j+1:]...)
-			break
-		}
-	}
-	w.mu.Unlock()
+	defer w.mu.Unlock()
+	w.parents = slices.DeleteFunc(w.parents, func(p string) bool { return p == id && p != w.master })
 }
