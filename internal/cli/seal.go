@@ -130,8 +130,10 @@ func (a *app) protector(mode seal.Mode, ref seal.PKCS11Ref, netDir string, secre
 	case seal.ModePassphrase:
 		return &passphraseProtector{seal.Passphrase{Secret: append([]byte(nil), secret...)}}, nil
 	case seal.ModePKCS11:
-		if cfg, err := seal.ReadConfig(netDir); err == nil && cfg.PKCS11 != nil {
-			ref = *cfg.PKCS11
+		if netDir != "" {
+			if cfg, err := seal.ReadConfig(netDir); err == nil && cfg.PKCS11 != nil {
+				ref = *cfg.PKCS11
+			}
 		}
 		return newPKCS11Protector(ref, secret)
 	}
@@ -264,4 +266,95 @@ func prompt(w io.Writer, g sealgate.Hello) ([]byte, error) {
 		}
 	}
 	return first, nil
+}
+
+func (a *app) sealCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "seal",
+		Short: "Manage how the network's root sealing key is protected",
+	}
+	var data, to string
+	var fd, newFD int
+	var ref seal.PKCS11Ref
+	change := &cobra.Command{
+		Use:   "change",
+		Short: "Protect the root sealing key another way (file, passphrase or pkcs11)",
+		Long: `Unwrap the root sealing key of the network in --data with its current
+protection and wrap it with --to, replacing seal.json atomically. The root
+itself does not change, so every sealed key stays valid and nothing is
+re-encrypted. Leaving the file mode overwrites and removes seal.key (on a
+journaling or copy-on-write filesystem its old bytes may survive: treat the
+root as known to whoever could read the disk before). The current secret
+comes from --passphrase-fd or a prompt, the new one from
+--new-passphrase-fd or a prompt (twice). It can run while calnet up runs:
+the running control plane keeps the root it unsealed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			netDir := filepath.Join(data, "network")
+			n, err := netdir.Load(netDir, netdir.Options{})
+			if err != nil {
+				return err
+			}
+			cfg, err := seal.ReadConfig(netDir)
+			if err != nil {
+				return fmt.Errorf("%w: start it once with `calnet up`, which seals it, then change the protection", err)
+			}
+			target := seal.Mode(to)
+			switch target {
+			case seal.ModeFile, seal.ModePassphrase, seal.ModePKCS11:
+			default:
+				return fmt.Errorf("--to: %q, want file, passphrase or pkcs11", to)
+			}
+			if target == cfg.Mode && target != seal.ModePKCS11 && target != seal.ModePassphrase {
+				return fmt.Errorf("--to %s: the root is already protected so", target)
+			}
+			from, err := a.sealSecretProtector(cfg.Mode, seal.PKCS11Ref{}, netDir, fd, false)
+			if err != nil {
+				return fmt.Errorf("current protection: %w", err)
+			}
+			toP, err := a.sealSecretProtector(target, ref, "", newFD, true)
+			if err != nil {
+				return fmt.Errorf("new protection: %w", err)
+			}
+			if cp, ok := toP.(checkedProtector); ok {
+				if err := cp.Check(ctx); err != nil {
+					return err
+				}
+			}
+			if err := seal.Rewrap(ctx, netDir, n.Info.Network.String(), from, toP); err != nil {
+				return err
+			}
+			return a.print(map[string]string{"seal": string(target)}, func(w io.Writer) { fmt.Fprintf(w, "the root sealing key is now protected by %s\n", target) })
+		},
+	}
+	change.Flags().StringVar(&data, "data", defaultData, "data directory of the network")
+	change.Flags().StringVar(&to, "to", "", "the new protection: file, passphrase or pkcs11")
+	change.Flags().IntVar(&fd, "passphrase-fd", -1, "read the current passphrase (or PIN) from this descriptor instead of the terminal")
+	change.Flags().IntVar(&newFD, "new-passphrase-fd", -1, "read the new passphrase (or PIN) from this descriptor instead of the terminal")
+	change.Flags().StringVar(&ref.Module, "pkcs11-module", "", "PKCS#11 library (with --to pkcs11)")
+	change.Flags().StringVar(&ref.Token, "pkcs11-token", "", "token label (with --to pkcs11)")
+	change.Flags().StringVar(&ref.Key, "pkcs11-key", "calnet-seal", "label of the AES key on the token (made if missing; with --to pkcs11)")
+	cmd.AddCommand(change)
+	return cmd
+}
+
+// sealSecretProtector builds the protector of mode, reading its secret
+// from fd or the terminal (twice for a new passphrase).
+func (a *app) sealSecretProtector(mode seal.Mode, ref seal.PKCS11Ref, netDir string, fd int, isNew bool) (seal.Protector, error) {
+	if mode == seal.ModeFile {
+		return seal.File{}, nil
+	}
+	var secret []byte
+	var err error
+	if fd >= 0 {
+		secret, err = readSecretFD(fd)
+	} else {
+		secret, err = prompt(a.env.Stderr, sealgate.Hello{Mode: mode, New: isNew})
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer clear(secret)
+	return a.protector(mode, ref, netDir, secret)
 }

@@ -248,3 +248,67 @@ func vaultHolds(t *testing.T, dir string, id *age.HybridIdentity, key *identity.
 	}
 	return false
 }
+
+// calnetFDs runs the CLI in dir with secrets on descriptors 3, 4, ...
+func calnetFDs(t *testing.T, dir string, env []string, secrets []string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(calnetBin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(append(os.Environ(), "CALNET_PASSPHRASE=", "CALNET_DIR="), env...)
+	for _, s := range secrets {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			_, _ = io.WriteString(w, s+"\n") // the command's result says whether it arrived
+			w.Close()
+		}()
+		defer r.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, r)
+	}
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	return result{code, out.String(), errb.String()}
+}
+
+// TestSealChange moves a network's root from the default file mode to a
+// passphrase and back: seal.key is removed while the passphrase protects
+// it, the keys need the passphrase then, a wrong current passphrase
+// changes nothing, and every key stays usable.
+func TestSealChange(t *testing.T) {
+	dir := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(dir, "data"), 0o700))
+	ok(t, dir, "init", "--dir", "data/network")
+	ok(t, dir, "keygen", "--dir", "data/network", "--out", "a")
+	const pass = "correct horse battery staple"
+	if r := calnetFDs(t, dir, nil, []string{pass}, "seal", "change", "--data", "data", "--to", "passphrase", "--new-passphrase-fd", "3"); r.code != 0 {
+		t.Fatalf("to passphrase: %+v", r)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "network", seal.RootFile)); !os.IsNotExist(err) {
+		t.Fatalf("seal.key kept: %v", err)
+	}
+	if r := calnet(t, dir, "bless", "--dir", "data/network", "--parent", "data/network/master", "--child", "a", "--perm", "read"); r.code == 0 || !strings.Contains(r.stderr, "passphrase") {
+		t.Fatalf("bless without the passphrase: %+v", r)
+	}
+	before, _ := os.ReadFile(filepath.Join(dir, "data", "network", seal.ConfigFile))
+	if r := calnetFDs(t, dir, nil, []string{"wrong horse battery staple"}, "seal", "change", "--data", "data", "--to", "file", "--passphrase-fd", "3"); r.code == 0 || !strings.Contains(r.stderr, "wrong passphrase") {
+		t.Fatalf("a wrong current passphrase: %+v", r)
+	}
+	if after, _ := os.ReadFile(filepath.Join(dir, "data", "network", seal.ConfigFile)); !bytes.Equal(before, after) {
+		t.Fatal("a refused change rewrote seal.json")
+	}
+	if r := calnetFDs(t, dir, []string{"CALNET_PASSPHRASE=" + pass}, nil, "bless", "--dir", "data/network", "--parent", "data/network/master", "--child", "a", "--perm", "read"); r.code != 0 {
+		t.Fatalf("bless with the passphrase: %+v", r)
+	}
+	if r := calnetFDs(t, dir, nil, []string{pass}, "seal", "change", "--data", "data", "--to", "file", "--passphrase-fd", "3"); r.code != 0 {
+		t.Fatalf("back to file: %+v", r)
+	}
+	ok(t, dir, "keygen", "--dir", "data/network", "--out", "b")
+	ok(t, dir, "bless", "--dir", "data/network", "--parent", "data/network/master", "--child", "b", "--perm", "read")
+}
