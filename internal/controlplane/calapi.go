@@ -595,7 +595,16 @@ func (s *Server) revoke(ctx context.Context, rev *trust.Revocation, actor string
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.stopTold(ids)
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 64)
+		for _, id := range ids {
+			wg.Go(func() {
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				s.stop(context.Background(), id)
+			})
+		}
+		wg.Wait()
 	}()
 	if durErr != nil {
 		return ids, apiErr(500, "ledger unavailable: the subtree is revoked and stopped, but the revocation is not recorded")

@@ -37,9 +37,6 @@ type proc struct {
 	registered chan struct{}
 	regOnce    *sync.Once
 	adopted    bool // the instance was started by an earlier control plane
-	// exited is closed when the current instance has exited and what was
-	// left of it on the host is removed.
-	exited chan struct{}
 	// gen counts the instances tracked for the Cal: a monitor whose
 	// instance was superseded (a restart asked for meanwhile) does not
 	// start another.
@@ -129,14 +126,13 @@ func (s *Server) install(ctx context.Context, p *proc, inst driver.Instance, ado
 		}
 		return errShuttingDown
 	}
-	exited := make(chan struct{})
-	p.inst, p.adopted, p.exited = inst, adopted, exited
+	p.inst, p.adopted = inst, adopted
 	gen := p.gen
 	s.procMu.Unlock()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.monitor(p, inst, gen, exited)
+		s.monitor(p, inst, gen)
 	}()
 	return nil
 }
@@ -252,9 +248,8 @@ func (s *Server) markAdopted(ctx context.Context, pids map[string]int) {
 
 // monitor waits for a Cal's process and applies its restart policy, with
 // exponential backoff and an intensity limit as OTP supervisors do.
-func (s *Server) monitor(p *proc, inst driver.Instance, gen uint64, exited chan<- struct{}) {
+func (s *Server) monitor(p *proc, inst driver.Instance, gen uint64) {
 	err := inst.Wait()
-	close(exited)
 	superseded := func() bool {
 		s.procMu.Lock()
 		defer s.procMu.Unlock()
@@ -369,52 +364,6 @@ func (s *Server) stop(ctx context.Context, id string) {
 			s.log.Error("stopping a cal: what is left of it on the host", "cal", id, "err", err)
 		}
 	}
-}
-
-// toldGrace is how long a Cal told of its revocation has to exit by
-// itself before it is asked to (SIGTERM).
-const toldGrace = time.Second
-
-// stopTold makes sure that Cals told of their revocation stop. Each exits
-// by itself when told, so each is signalled only if it has not within
-// toldGrace: signalling at once woke every Cal a second time, raced its
-// stream (a Cal that took the signal first never logged why it stopped),
-// and made 1,000 kills and signal deliveries compete with the Cals being
-// told for the CPU (BENCHMARKS.md, revocation).
-func (s *Server) stopTold(ids []string) {
-	deadline := time.NewTimer(toldGrace)
-	defer deadline.Stop()
-	grace := make(chan struct{})
-	go func() {
-		select {
-		case <-deadline.C:
-		case <-s.ctx.Done():
-		}
-		close(grace)
-	}()
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 64)
-	for _, id := range ids {
-		s.procMu.Lock()
-		var exited chan struct{}
-		if p := s.procs[id]; p != nil && p.inst != nil {
-			p.stopping = true // no healing, whatever the exit says
-			exited = p.exited
-		}
-		s.procMu.Unlock()
-		wg.Go(func() {
-			if exited != nil {
-				select {
-				case <-exited:
-				case <-grace:
-				}
-			}
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			s.stop(context.Background(), id)
-		})
-	}
-	wg.Wait()
 }
 
 // stopAll stops every Cal this control plane supervises (started or
