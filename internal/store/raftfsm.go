@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -33,9 +34,11 @@ type fsm struct {
 
 	// mu guards db: Restore swaps the file under the write lock; every
 	// reader and applier holds the read lock.
-	mu     sync.RWMutex
-	db     *bolt.DB
-	failed error // set when applying failed: the file no longer follows the log
+	mu sync.RWMutex
+	db *bolt.DB
+	// failed is set when applying failed: the file no longer follows the
+	// log. An atomic: ApplyBatch sets it under the read lock.
+	failed atomic.Pointer[error]
 }
 
 var (
@@ -74,6 +77,14 @@ func openFSM(path string, lg Ledger, log *slog.Logger) (*fsm, error) {
 	return &fsm{path: path, db: db, ledger: lg, log: log}, nil
 }
 
+// failure is the error that stopped the state machine, or nil.
+func (f *fsm) failure() error {
+	if p := f.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 func readApplied(tx *bolt.Tx) uint64 {
 	b := tx.Bucket(metaBucket)
 	if b == nil {
@@ -99,8 +110,8 @@ func (f *fsm) applied() (uint64, error) {
 func (f *fsm) view(fn func(*bolt.Tx) error) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	if f.failed != nil {
-		return f.failed
+	if err := f.failure(); err != nil {
+		return err
 	}
 	return f.db.View(fn)
 }
@@ -115,9 +126,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	resp := make([]any, len(logs))
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	if f.failed != nil {
+	if err := f.failure(); err != nil {
 		for i := range resp {
-			resp[i] = f.failed
+			resp[i] = err
 		}
 		return resp
 	}
@@ -185,10 +196,11 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		// The file can no longer follow the log (a disk error): stop
 		// applying and snapshotting, so Raft keeps the log entries this
 		// file lacks until a restart replays them.
-		f.failed = fmt.Errorf("store: applying the replicated log to %s failed, restart this server: %w", f.path, err)
-		f.log.Error("replicated state", "err", f.failed)
+		err = fmt.Errorf("store: applying the replicated log to %s failed, restart this server: %w", f.path, err)
+		f.failed.Store(&err)
+		f.log.Error("replicated state", "err", err)
 		for i := range resp {
-			resp[i] = f.failed
+			resp[i] = err
 		}
 	}
 	return resp
@@ -262,9 +274,9 @@ func applyOps(tx *bolt.Tx, ops []op) error {
 // go on being applied.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
-	if f.failed != nil {
+	if err := f.failure(); err != nil {
 		defer f.mu.RUnlock()
-		return nil, f.failed
+		return nil, err
 	}
 	tx, err := f.db.Begin(false)
 	if err != nil {
@@ -366,7 +378,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.failed == nil {
+	if f.failure() == nil {
 		var cur uint64
 		if err := f.db.View(func(tx *bolt.Tx) error { cur = readApplied(tx); return nil }); err == nil && cur >= snapApplied {
 			f.log.Info("replicated state ahead of the snapshot; kept", "applied", cur, "snapshot", snapApplied)
@@ -384,10 +396,12 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	db, err := bolt.Open(f.path, 0o600, &bolt.Options{Timeout: 3 * time.Second})
 	if err != nil {
-		f.failed = fmt.Errorf("store: reopening the restored state %s: %w", f.path, err)
-		return f.failed
+		err = fmt.Errorf("store: reopening the restored state %s: %w", f.path, err)
+		f.failed.Store(&err)
+		return err
 	}
-	f.db, f.failed = db, nil
+	f.db = db
+	f.failed.Store(nil)
 	f.log.Info("replicated state restored from a snapshot", "applied", snapApplied)
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/soulfra/calnet/identity"
@@ -295,4 +296,63 @@ func TestRaftLedgerDivergedRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// failingLedger is a ledger whose appends fail while fail is set (a full
+// or broken disk).
+type failingLedger struct {
+	Ledger
+	fail atomic.Bool
+}
+
+func (l *failingLedger) AppendRaw(ctx context.Context, leaves ...[]byte) ([]uint64, error) {
+	if l.fail.Load() {
+		return nil, errors.New("no space left on device")
+	}
+	return l.Ledger.AppendRaw(ctx, leaves...)
+}
+
+// A server that cannot apply a committed batch (its disk failed) stops
+// serving reads and refuses to snapshot, saying to restart it; the cluster
+// goes on; after the restart it replays what it missed and holds the same
+// state and ledger as the others. Nothing acknowledged is lost.
+func TestRaftApplyFailureStopsAndRecovers(t *testing.T) {
+	ctx := context.Background()
+	wrapped := map[string]*failingLedger{}
+	lc := newLedgerCluster(t, 3, func(cfg *RaftConfig) {
+		fl := &failingLedger{Ledger: cfg.Ledger}
+		wrapped[cfg.ID] = fl
+		cfg.Ledger = fl
+	})
+	l := lc.leader()
+	_, err := appendWith(ctx, l.s, "a", entry(0))
+	must(t, err)
+	lc.sameLedgers(1)
+	var bad *testNode
+	for _, nd := range lc.nodes {
+		if nd != l {
+			bad = nd
+			break
+		}
+	}
+	wrapped[bad.id].fail.Store(true)
+	_, err = appendWith(ctx, l.s, "b", entry(1))
+	must(t, err) // a quorum without the bad server
+	eventually(t, "the bad server stops", func() error {
+		if _, err := get(bad.s, "k", "a"); err == nil || !strings.Contains(err.Error(), "restart this server") {
+			return fmt.Errorf("read on the failed server: %v", err)
+		}
+		return nil
+	})
+	if err := bad.s.Snapshot(); err == nil {
+		t.Fatal("a server whose state stopped following the log made a snapshot")
+	}
+	_, err = appendWith(ctx, l.s, "c", entry(2))
+	must(t, err)
+
+	// Restarted (its disk fixed), it catches up.
+	lc.stop(bad)
+	lc.start(bad)
+	lc.sameLedgers(3)
+	lc.hasValue("k", "c", "2")
 }
