@@ -387,6 +387,10 @@ func (s *Raft) update(ctx context.Context, internal bool, fn func(Tx) error) err
 		return s.raftErr(err)
 	case <-ctx.Done():
 		return fmt.Errorf("store: %w while the write was being committed; it may still be", ctx.Err())
+	case <-s.stop:
+		// Raft does not answer a batch that was committed but not yet
+		// applied when it shut down: do not wait for it.
+		return fmt.Errorf("%w while the write was being committed; it may still be", ErrClosed)
 	}
 }
 
@@ -479,6 +483,8 @@ func (s *Raft) wait(ctx context.Context, f raft.Future) error {
 		return s.raftErr(err)
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-s.stop:
+		return ErrClosed
 	}
 }
 
