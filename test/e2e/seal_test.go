@@ -312,3 +312,74 @@ func TestSealChange(t *testing.T) {
 	ok(t, dir, "keygen", "--dir", "data/network", "--out", "b")
 	ok(t, dir, "bless", "--dir", "data/network", "--parent", "data/network/master", "--child", "b", "--perm", "read")
 }
+
+// TestSealedStartWithSoftHSM: `calnet up --seal pkcs11` on a real SoftHSM2
+// token (made here, own SOFTHSM2_CONF) starts sealed, refuses a wrong PIN
+// by name and stays sealed, unseals with the right one through `calnet
+// unseal` (the token driven by the calnet-pkcs11 helper next to calnet),
+// keeps no root and no key-encryption key in clear, and comes back sealed
+// by the token after a restart.
+func TestSealedStartWithSoftHSM(t *testing.T) {
+	needRoot(t)
+	const module = "/usr/lib/softhsm/libsofthsm2.so"
+	if _, err := os.Stat(module); err != nil {
+		t.Skipf("SoftHSM2 is not installed (%v): apt-get install softhsm2 (scripts/test.sh does)", err)
+	}
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Skip("no C compiler: calnet-pkcs11 needs cgo")
+	}
+	hsmDir := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(hsmDir, "tokens"), 0o700))
+	conf := filepath.Join(hsmDir, "softhsm2.conf")
+	must(t, os.WriteFile(conf, []byte("directories.tokendir = "+filepath.Join(hsmDir, "tokens")+"\nobjectstore.backend = file\nlog.level = ERROR\n"), 0o600))
+	t.Setenv("SOFTHSM2_CONF", conf) // calnet up and its helper inherit it
+	if out, err := exec.Command("softhsm2-util", "--init-token", "--free", "--label", "calnet", "--pin", "1234", "--so-pin", "5678").CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	helper := filepath.Join(filepath.Dir(calnetBin), "calnet-pkcs11")
+	build := exec.Command("go", "build", "-o", helper, "github.com/soulfra/calnet/cmd/calnet-pkcs11")
+	build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build calnet-pkcs11: %v\n%s", err, out)
+	}
+
+	data := filepath.Join(t.TempDir(), "data")
+	n := sealedUp(t, data, "--seal", "pkcs11", "--pkcs11-module", module, "--pkcs11-token", "calnet")
+	if r := unseal(t, data, "9999"); r.code == 0 || !strings.Contains(r.stderr, "wrong PIN") {
+		t.Fatalf("wrong PIN: %+v", r)
+	}
+	if code, _ := sealedGet(n, "/v1/cals"); code != 503 {
+		t.Fatalf("after a wrong PIN the API answers %d", code)
+	}
+	if r := unseal(t, data, "1234"); r.code != 0 {
+		t.Fatalf("unseal: %+v", r)
+	}
+	n.waitUp()
+	master := n.master()
+	cfg, err := seal.ReadConfig(filepath.Join(data, "network"))
+	if err != nil || cfg.Mode != seal.ModePKCS11 || cfg.PKCS11.Token != "calnet" {
+		t.Fatalf("seal.json: %+v %v", cfg, err)
+	}
+	if _, err := os.Stat(filepath.Join(data, "network", seal.RootFile)); !os.IsNotExist(err) {
+		t.Fatalf("an HSM network has seal.key: %v", err)
+	}
+	if found := clearAgeSecrets(t, data); len(found) > 0 {
+		t.Fatalf("age secret keys in clear: %v", found)
+	}
+	n.stop(syscall.SIGTERM)
+
+	n = sealedUp(t, data)
+	if code, body := sealedGet(n, "/v1/seal-status"); code != 200 || !strings.Contains(body, `"seal":"pkcs11"`) {
+		t.Fatalf("seal-status: %d %s", code, body)
+	}
+	if r := unseal(t, data, "0000"); r.code == 0 || !strings.Contains(r.stderr, "wrong PIN") {
+		t.Fatalf("wrong PIN after restart: %+v", r)
+	}
+	if r := unseal(t, data, "1234"); r.code != 0 {
+		t.Fatalf("unseal: %+v", r)
+	}
+	n.waitUp()
+	if n.master() != master {
+		t.Fatal("another Master after the restart")
+	}
+}
