@@ -20,7 +20,7 @@ const (
 	// maxClients bounds the per-address limiters kept; when full they are
 	// dropped (a fresh burst for everyone, not an unbounded map).
 	maxClients = 10000
-	// cacheBytes bounds the full tiles and bundles kept in memory.
+	// cacheBytes bounds the tiles and bundles kept in memory.
 	cacheBytes = 32 << 20
 	// requestTimeout bounds one client request.
 	requestTimeout = 30 * time.Second

@@ -165,17 +165,17 @@ func (h *Handler) checkpoint() []byte {
 	return h.cfg.Source.Checkpoint().Note
 }
 
-// tile reads a tile, from the cache when it is full.
+// tile reads a tile, from the cache if it was read before: a tile's bytes
+// at a given path never change (a partial tile of width W is the first W
+// hashes or entries of the full one), so any of them may be cached, and an
+// entry bundle, which costs up to 256 reads from disk, is read only once.
 func (h *Handler) tile(t Tile) ([]byte, error) {
-	full := t.W == ledger.TileWidth
 	key := Path(t)
-	if full {
-		if b, ok := h.cache.get(key); ok {
-			return b, nil
-		}
+	if b, ok := h.cache.get(key); ok {
+		return b, nil
 	}
 	w := t.W
-	if full {
+	if w == ledger.TileWidth {
 		w = 0
 	}
 	var b []byte
@@ -185,13 +185,13 @@ func (h *Handler) tile(t Tile) ([]byte, error) {
 	} else {
 		b, err = h.cfg.Source.TileHashes(t.L, uint64(t.N), w)
 	}
-	if err == nil && full {
+	if err == nil {
 		h.cache.put(key, b)
 	}
 	return b, err
 }
 
-// lru keeps full tiles, which never change, up to a number of bytes.
+// lru keeps tiles, which never change, up to a number of bytes.
 type lru struct {
 	mu    sync.Mutex
 	max   int
