@@ -47,13 +47,16 @@ const (
 	// Ledger is the ledger's public tlog-tiles listener (calnet up
 	// --ledger-addr): the checkpoint and tiles, read-only, no credential.
 	Ledger Surface = "ledger"
+	// Witness is `calnet witness run --listen`: a log submits checkpoints
+	// to it (C2SP tlog-witness) and anyone reads what it cosigned.
+	Witness Surface = "witness"
 	// Console is a Cal's CLI server (/data/console.sock, 0600); its
 	// "routes" are its commands.
 	Console Surface = "console"
 )
 
 // Surfaces lists every surface, in the order the table is printed.
-var Surfaces = []Surface{Operator, CalAPI, Local, CalServe, Gateway, Router, Ledger, Console}
+var Surfaces = []Surface{Operator, CalAPI, Local, CalServe, Gateway, Router, Ledger, Witness, Console}
 
 // Kind is a kind of principal.
 type Kind string

@@ -139,6 +139,10 @@ var table = map[Surface]map[string]Rule{
 		"GET /ledger/checkpoint": {Who: public, Scope: None, Note: "as on the operator surface"},
 		"GET /ledger/tile/":      {Who: public, Scope: None, Note: "as on the operator surface"},
 	},
+	Witness: {
+		"GET /checkpoint":      {Who: public, Scope: None, Note: "the latest checkpoint the witness cosigned"},
+		"POST /add-checkpoint": {Who: public, Scope: None, Note: "C2SP tlog-witness: anyone may submit; only a checkpoint signed by the log key and proven consistent with the last one cosigned is cosigned"},
+	},
 	Console: {
 		"help":        {Who: workload, Scope: Self},
 		"exit":        {Who: workload, Scope: Self},

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/soulfra/calnet/internal/authz"
 	"github.com/soulfra/calnet/ledger"
 	"github.com/soulfra/calnet/ledger/tiles"
 )
@@ -84,7 +85,7 @@ func (r *AddRequest) Marshal() []byte {
 // GET /checkpoint (the latest checkpoint it cosigned, with its
 // cosignature).
 func (w *Witness) Handler() http.Handler {
-	m := http.NewServeMux()
+	m := authz.NewMux(authz.Witness, authz.Public)
 	m.HandleFunc("GET /checkpoint", func(rw http.ResponseWriter, r *http.Request) {
 		b := w.Latest()
 		if b == nil {
@@ -131,7 +132,7 @@ func (w *Witness) Handler() http.Handler {
 			_, _ = rw.Write(line) // the client has gone
 		}
 	})
-	return m
+	return m.Handler()
 }
 
 // Follow pulls the log's checkpoint from c every interval until ctx ends,

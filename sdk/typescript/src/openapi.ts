@@ -1066,7 +1066,7 @@ export interface components {
         };
         AuthzEntry: {
             /** @enum {string} */
-            surface: "operator" | "cal-api" | "local" | "cal-serve" | "gateway" | "router" | "console";
+            surface: "operator" | "cal-api" | "local" | "cal-serve" | "gateway" | "router" | "ledger" | "witness" | "console";
             /** @description the route pattern (method and path), or a console command */
             route: string;
             who: ("anonymous" | "root" | "admin" | "developer" | "cal" | "workload" | "control-plane")[];
