@@ -100,15 +100,21 @@ func (s *Session) call(req Request) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pkcs11 helper: no answer: %w", err)
 	}
+	return parseResponse(line)
+}
+
+// parseResponse decodes one answer of the helper into its data or its
+// named error.
+func parseResponse(line []byte) ([]byte, error) {
 	var resp Response
 	if err := strictjson.Unmarshal(line, MaxMessage, &resp); err != nil {
 		return nil, fmt.Errorf("pkcs11 helper: %w", err)
 	}
 	if resp.Error != "" {
 		if e, ok := reasons[resp.Reason]; ok {
-			return nil, fmt.Errorf("%w: %s", e, strings.TrimSpace(resp.Error))
+			return nil, fmt.Errorf("%w: %.200s", e, strings.TrimSpace(resp.Error))
 		}
-		return nil, fmt.Errorf("pkcs11: %s", resp.Error)
+		return nil, fmt.Errorf("pkcs11: %.200s", resp.Error)
 	}
 	return resp.Data, nil
 }
