@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 )
 
 // ErrNotFound is returned by Get for a missing key.
@@ -65,4 +66,32 @@ func PutJSON(tx Tx, bucket, key string, v any) error {
 		return err
 	}
 	return tx.Put(bucket, key, b)
+}
+
+// Snapshotter is a Store that can fix a consistent view of its whole state
+// and write it out: the backup (internal/snapshot) and a replicated
+// store's state-machine snapshots use it.
+type Snapshotter interface {
+	// Snapshot fixes a read-only view of the whole store. Writes go on
+	// meanwhile; the view does not see them. It must be closed, and soon:
+	// the embedded store's writer waits for open views when it must grow
+	// its file, so copy the view (WriteTo) to local storage, close it, and
+	// only then send the copy anywhere slow.
+	Snapshot(ctx context.Context) (Snapshot, error)
+}
+
+// Snapshot is a consistent, read-only view of a whole store.
+type Snapshot interface {
+	// Index identifies the view: it grows with every committed write
+	// (bbolt's transaction ID; a Raft log index).
+	Index() uint64
+	// Size is the number of bytes WriteTo writes.
+	Size() int64
+	// View runs fn on the view (reads only).
+	View(fn func(Tx) error) error
+	// WriteTo writes the view in the store's own file format, which
+	// RestoreBolt (or the replicated store's restore) reads back.
+	WriteTo(w io.Writer) (int64, error)
+	// Close releases the view.
+	Close() error
 }
