@@ -10,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 )
 
 var _ Snapshotter = (*Bolt)(nil)
@@ -87,4 +88,22 @@ func RestoreBolt(ctx context.Context, path string, r io.Reader, size int64) (ind
 		return first
 	})
 	return index, err
+}
+
+// InUse reports whether a process holds the store file at path open for
+// writing (bbolt's exclusive lock), without opening it as a store.
+func InUse(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	err = unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", path, err)
+	}
+	return false, unix.Flock(int(f.Fd()), unix.LOCK_UN)
 }
