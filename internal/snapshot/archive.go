@@ -95,9 +95,9 @@ type Item struct {
 	// (KindLedger; the content is already read).
 	First   uint64
 	Entries [][]byte
-	Mode  fs.FileMode
-	Size  int64
-	r     io.Reader
+	Mode    fs.FileMode
+	Size    int64
+	r       io.Reader
 }
 
 // Read reads the item's content.
@@ -354,11 +354,11 @@ func (w *Writer) Close() error {
 // Reader reads a snapshot's payload (decrypted; see Open), checking the
 // order, names, limits and, at its end, the digest of everything read.
 type Reader struct {
-	tr       *tar.Reader
-	m        *Manifest
-	d        *digest
-	phase    phase
-	last     string
+	tr             *tar.Reader
+	m              *Manifest
+	d              *digest
+	phase          phase
+	last           string
 	cur            *Item
 	nextLed        uint64
 	done           bool
