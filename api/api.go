@@ -575,3 +575,9 @@ type AuditPage struct {
 	// HeadSeq is the sequence number of the newest record in the trail.
 	HeadSeq uint64 `json:"head_seq"`
 }
+
+// SnapshotRequest is the body of POST /v1/snapshot: the hybrid
+// post-quantum age recipients (age1pq1...) the snapshot is encrypted to.
+type SnapshotRequest struct {
+	Recipients []string `json:"recipients"`
+}

@@ -5,6 +5,7 @@ package client
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -248,6 +249,49 @@ func (c *Client) SetSpawning(ctx context.Context, paused bool) error {
 // Shutdown asks the control plane to stop its Cals and exit.
 func (c *Client) Shutdown(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, "/v1/shutdown", nil, nil)
+}
+
+// SnapshotTrailer is the trailer of POST /v1/snapshot that carries the
+// snapshot's manifest (base64 of its JSON) once the stream is complete.
+const SnapshotTrailer = "Calnet-Snapshot-Manifest"
+
+// Snapshot streams an encrypted snapshot of the whole network (root
+// credential only) to w, encrypted to the hybrid post-quantum age
+// recipients given (age1pq1...), and returns its manifest as JSON. A
+// stream that ends without its manifest was cut: the error says so, and
+// what was written to w does not decrypt.
+func (c *Client) Snapshot(ctx context.Context, recipients []string, w io.Writer) ([]byte, error) {
+	b, err := json.Marshal(api.SnapshotRequest{Recipients: recipients})
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/v1/snapshot", strings.NewReader(string(b)))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("calnet API at %s: %w (is `calnet up` running?)", c.base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return nil, errorFrom(resp.StatusCode, b)
+	}
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return nil, fmt.Errorf("snapshot stream: %w", err)
+	}
+	m := resp.Trailer.Get(SnapshotTrailer)
+	if m == "" {
+		return nil, errors.New("snapshot stream: the server ended it without its manifest (the snapshot failed on the server: see its log); what was received is incomplete")
+	}
+	manifest, err := base64.StdEncoding.DecodeString(m)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot manifest: %w", err)
+	}
+	return manifest, nil
 }
 
 // Logs copies a Cal's log to w, following it when follow is set until ctx

@@ -93,6 +93,7 @@ var table = map[Surface]map[string]Rule{
 		"DELETE /v1/admins/{name}":                 {Who: rootOnly, Scope: None},
 		"GET /v1/debug/pprof/{profile}":            {Who: admins, Scope: None},
 		"POST /v1/shutdown":                        {Who: admins, Scope: None},
+		"POST /v1/snapshot":                        {Who: rootOnly, Scope: None, Note: "a snapshot holds admin.token and the genesis key, which a named administrator does not have"},
 	},
 	CalAPI: {
 		"POST " + calproto.PathChallenge:    {Who: cals, Scope: Self},

@@ -217,7 +217,7 @@ recorded in a tamper-evident Merkle ledger.`,
 	root.AddCommand(a.initCmd(), a.keygenCmd(), a.blessCmd(), a.verifyCmd(), a.revokeCmd(), a.ledgerCmd(), a.versionCmd(),
 		a.upCmd(), a.calCmd(), a.downCmd(), a.statusCmd(), a.spawnCmd(), a.restartCmd(), a.lsCmd(), a.showCmd(), a.logsCmd(), a.spawningCmd(), a.benchCmd(), a.tokenCmd(), a.eventsCmd(),
 		a.reflectCmd(), a.reflectionsCmd(), a.shareCmd(), a.qrCmd(), a.templateCmd(), a.consoleCmd(), a.limitsCmd(), a.rulesCmd(), a.policyCmd(), a.recommendCmd(), a.simCmd(),
-		a.adminCmd(), a.approvalsCmd(), a.voteCmd(true), a.voteCmd(false), a.pprofCmd(), a.matrixCmd(), a.authzCmd(), a.auditCmd(), a.unsealCmd(), a.witnessCmd(), a.chainCmd(), a.sealCmd())
+		a.adminCmd(), a.approvalsCmd(), a.voteCmd(true), a.voteCmd(false), a.pprofCmd(), a.matrixCmd(), a.authzCmd(), a.auditCmd(), a.unsealCmd(), a.witnessCmd(), a.chainCmd(), a.sealCmd(), a.snapshotCmd())
 	return root
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/soulfra/calnet/internal/controlplane"
 	"github.com/soulfra/calnet/internal/driver/process"
 	"github.com/soulfra/calnet/internal/sandbox"
+	"github.com/soulfra/calnet/internal/snapshot"
 )
 
 const defaultData = "calnet-data"
@@ -65,6 +66,8 @@ func (a *app) upCmd() *cobra.Command {
 	var sf sealFlags
 	var idleWindow, observeWindow, deployTimeout time.Duration
 	lim := controlplane.DefaultLimits
+	var snaps controlplane.SnapshotSchedule
+	var snapRcpts recipientFlags
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run the network: control plane, ledger, supervisor, API and the Master Cal",
@@ -121,6 +124,9 @@ it); calnet up refuses one another user owns or may write.`,
 					return err
 				}
 			}
+			if err := snapshotSchedule(&snaps, &snapRcpts); err != nil {
+				return err
+			}
 			bin, err := os.Executable()
 			if err != nil {
 				return err
@@ -135,7 +141,7 @@ it); calnet up refuses one another user owns or may write.`,
 			if err != nil {
 				return err
 			}
-			srv, err := controlplane.Open(ctx, controlplane.Config{Seal: prot, Root: root, DataDir: data, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim, DNSAddr: dnsAddr, Domain: domain, RouterAddr: routerAddr, IdleWindow: idleWindow, ObserveWindow: observeWindow, DeployTimeout: deployTimeout, Zone: zone, AcceptLedgerRollback: acceptRollback, CalDiskBytes: calDiskBytes, LedgerAddr: ledgerAddr, Witnesses: witnesses})
+			srv, err := controlplane.Open(ctx, controlplane.Config{Seal: prot, Root: root, DataDir: data, Snapshots: snaps, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim, DNSAddr: dnsAddr, Domain: domain, RouterAddr: routerAddr, IdleWindow: idleWindow, ObserveWindow: observeWindow, DeployTimeout: deployTimeout, Zone: zone, AcceptLedgerRollback: acceptRollback, CalDiskBytes: calDiskBytes, LedgerAddr: ledgerAddr, Witnesses: witnesses})
 			if err != nil {
 				return err
 			}
@@ -191,7 +197,45 @@ it); calnet up refuses one another user owns or may write.`,
 	cmd.Flags().StringVar(&calDisk, "cal-disk", "", "size of the Cal filesystem made on first run, what all Cals together may store (sparse; default a quarter of the free space, 1Gi to 64Gi)")
 	cmd.Flags().StringVar(&overcommit, "overcommit", "", "overcommit factors: a Cal requests 1/N of its limits and a subtree's requests fit in its root's limits; one N for every resource (1: limits add up) or cpu_millis=N,memory_bytes=N,pids=N (default "+controlplane.DefaultOvercommit()+")")
 	cmd.Flags().StringVar(&without, "without", "", "isolation features to lower explicitly, comma-separated (e.g. seccomp,net-namespace)")
+	cmd.Flags().DurationVar(&snaps.Interval, "snapshot-interval", 0, "take an encrypted snapshot this often (e.g. 1h; 0: never) into --snapshot-dir")
+	cmd.Flags().StringVar(&snaps.Dir, "snapshot-dir", "", "directory of scheduled snapshots (created 0700; best on another disk)")
+	cmd.Flags().IntVar(&snaps.Retain, "snapshot-retain", 24, "how many of the newest scheduled snapshots to keep")
+	snapRcpts.add(cmd, "snapshot-")
 	return cmd
+}
+
+// minSnapshotInterval bounds --snapshot-interval from below.
+const minSnapshotInterval = 10 * time.Second
+
+// snapshotSchedule checks the scheduled-snapshot flags and fills in the
+// recipients.
+func snapshotSchedule(sc *controlplane.SnapshotSchedule, rf *recipientFlags) error {
+	if sc.Interval == 0 {
+		if sc.Dir != "" || len(rf.recipients) > 0 || rf.file != "" {
+			return errors.New("--snapshot-dir and --snapshot-recipient take effect with --snapshot-interval (e.g. 1h)")
+		}
+		return nil
+	}
+	if sc.Interval < minSnapshotInterval {
+		return fmt.Errorf("--snapshot-interval %v: at least %v", sc.Interval, minSnapshotInterval)
+	}
+	if sc.Dir == "" {
+		return errors.New("--snapshot-dir: required with --snapshot-interval")
+	}
+	if sc.Retain < 1 {
+		return fmt.Errorf("--snapshot-retain %d: keep at least 1", sc.Retain)
+	}
+	dir, err := filepath.Abs(sc.Dir)
+	if err != nil {
+		return fmt.Errorf("--snapshot-dir: %w", err)
+	}
+	sc.Dir = dir
+	rs, err := rf.list("snapshot-")
+	if err != nil {
+		return err
+	}
+	sc.Recipients, err = snapshot.ParseRecipients(rs)
+	return err
 }
 
 // printUp is `calnet up`'s banner.

@@ -232,6 +232,7 @@ func (s *Server) apiMux() *authz.Mux {
 	m.HandleFunc("PUT /v1/limits", s.handleSetLimits)
 	m.HandleFunc("GET /v1/audit", s.handleAudit)
 	h("GET /v1/events", s.handleEvents)
+	m.HandleFunc("POST /v1/snapshot", s.handleSnapshot)
 	m.HandleFunc("POST /v1/shutdown", func(w http.ResponseWriter, r *http.Request) {
 		// An optional empty JSON object: a body that is not one is refused
 		// before anything stops.

@@ -31,11 +31,17 @@ const bucketChains = "chains"
 // the chain in the store. The key-encryption identity stays in the
 // control plane's store and reaches the Cal only in memory.
 func (s *Server) sandboxFiles(ctx context.Context, id string, uid int, sealedKey []byte, b *trust.Blessing, c *trust.Chain, tmpl *template.Template) error {
+	tj, _ := jsonMarshal(tmpl)
+	return s.writeSandbox(ctx, id, uid, sealedKey, b, c, tj)
+}
+
+// writeSandbox is sandboxFiles with the template as the Cal reads it
+// (template.json).
+func (s *Server) writeSandbox(ctx context.Context, id string, uid int, sealedKey []byte, b *trust.Blessing, c *trust.Chain, tj []byte) error {
 	bj, _ := b.MarshalJSON()
 	cj, _ := c.MarshalJSON()
 	rk, _ := s.net.Info.RootKeys.MarshalJSON()
 	ni, _ := jsonMarshal(calproto.NetworkInfo{Network: s.net.Info.Network.String(), RootKeys: rk})
-	tj, _ := jsonMarshal(tmpl)
 	if err := s.store.Update(ctx, func(tx store.Tx) error { return tx.Put(bucketChains, id, cj) }); err != nil {
 		return fmt.Errorf("keep the soul chain: %w", err)
 	}

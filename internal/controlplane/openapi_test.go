@@ -17,6 +17,7 @@ import (
 
 	"github.com/soulfra/calnet/api"
 	"github.com/soulfra/calnet/internal/metrics"
+	"github.com/soulfra/calnet/internal/snapshot"
 	"github.com/soulfra/calnet/internal/strictjson"
 	"github.com/soulfra/calnet/rules"
 )
@@ -44,6 +45,8 @@ var wireSchemas = map[string]any{
 	"Error":                    APIError{},
 	"Event":                    api.Event{},
 	"Healthz":                  nil, // a map built in handleHealthz
+	"SnapshotManifest":         snapshot.Manifest{},
+	"SnapshotRequest":          api.SnapshotRequest{},
 	"Limits":                   SpawnLimits{},
 	"LogPage":                  api.LogPage{},
 	"Permission":               "", // a permission's name
@@ -96,7 +99,7 @@ var notInDocument = map[string]string{
 // requestBodies are the schemas only clients send: their required lists
 // say what a request must carry, so a field the Go type always encodes
 // may still be optional there.
-var requestBodies = map[string]bool{"SpawnRequest": true, "VoteRequest": true, "RulePreviewRequest": true}
+var requestBodies = map[string]bool{"SpawnRequest": true, "SnapshotRequest": true, "VoteRequest": true, "RulePreviewRequest": true}
 
 // TestOpenAPISchemasMatchWireTypes: the document and the Go wire types
 // cannot drift apart. Every schema's properties are exactly the JSON

@@ -88,6 +88,8 @@ var DefaultLimits = Limits{
 // Config configures a Server.
 type Config struct {
 	DataDir string
+	// Snapshots schedules snapshots of the network (off by default).
+	Snapshots SnapshotSchedule
 	// Addr is the operator API address (default 127.0.0.1:7070).
 	Addr string
 	// Binary is the calnet executable the Cals run (`calnet cal`).
@@ -172,6 +174,8 @@ type Server struct {
 	// under it, made durable outside it); readers (every TLS handshake of a
 	// Cal) take it shared.
 	trustMu sync.RWMutex
+	// snapMu is held while a snapshot is taken (one at a time).
+	snapMu  sync.Mutex
 	state   *netdir.State
 	chains  map[identity.ID]*trust.Chain
 	serials map[identity.ID]int // highest child serial reserved per parent
@@ -398,6 +402,11 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	// Before the uids are claimed: a restored Cal's sandbox is made with
+	// the uid it had, and moved with the others if that is taken here.
+	if err := s.restoreSandboxes(ctx); err != nil {
+		return nil, err
+	}
 	if err := s.claimUIDs(ctx); err != nil {
 		return nil, err
 	}
@@ -569,6 +578,10 @@ func (s *Server) Run(ctx context.Context) error {
 	if len(s.cfg.Witnesses) > 0 {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.witnessLoop(ctx) }()
+	}
+	if s.cfg.Snapshots.Interval > 0 {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.snapshotLoop(ctx) }()
 	}
 	var runErr error
 	select {

@@ -177,7 +177,6 @@ func Capture(ctx context.Context, w io.Writer, src Source) (*Manifest, error) {
 	if err := sw.Close(); err != nil {
 		return nil, err
 	}
-	m.Bytes = sw.Bytes()
 	return m, nil
 }
 

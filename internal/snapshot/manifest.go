@@ -31,8 +31,8 @@ type Manifest struct {
 	// Cals counts the Cals the state holds that may run again, and says
 	// which of them have no sealed key in the snapshot, and why.
 	Cals CalKeys `json:"cals"`
-	// Bytes is the size of every item's content together: what a restore
-	// writes, about.
+	// Bytes is the size of the files, the store's copy and the Cals'
+	// files together; the ledger's entries come on top.
 	Bytes int64 `json:"bytes"`
 }
 

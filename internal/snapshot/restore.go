@@ -118,8 +118,10 @@ func Restore(ctx context.Context, payload io.Reader, dst string, opts RestoreOpt
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return nil, err
 	}
-	// Room for every item, and for the ledger's index and checkpoints.
-	need := m.Bytes + int64(m.Ledger.Size)*48 + 4<<20
+	// Room for every item, and for the ledger (entries of about 512 bytes
+	// on average, and 48 bytes of index each). A disk that fills anyway
+	// fails the write below, and the partial copy is removed.
+	need := m.Bytes + int64(m.Ledger.Size)*(512+48) + 4<<20
 	var st unix.Statfs_t
 	if err := unix.Statfs(parent, &st); err == nil && int64(st.Bavail)*st.Bsize < need {
 		return nil, fmt.Errorf("%w: restoring needs about %d bytes, the filesystem of %s has %d free; nothing was written", ErrNoSpace, need, parent, int64(st.Bavail)*st.Bsize)
@@ -136,7 +138,11 @@ func Restore(ctx context.Context, payload io.Reader, dst string, opts RestoreOpt
 	}()
 	res := &Restored{Manifest: m, Dir: dst}
 	w := &restorer{dir: tmp, m: m, opts: opts}
-	defer w.close()
+	defer func() {
+		if !done {
+			_ = w.close() // the copy is removed; its ledger's close error says nothing more
+		}
+	}()
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -250,8 +256,10 @@ func checkTarget(dst string, m *Manifest, force bool) (*existing, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the ledger of %s, to compare with the snapshot's: %w", dst, err)
 	}
-	defer lg.Close()
 	cp := lg.Checkpoint()
+	if err := lg.Close(); err != nil {
+		return nil, err
+	}
 	if cp.Size > m.Ledger.Size {
 		return nil, fmt.Errorf("%w: the ledger in %s holds %d entries, the snapshot (taken %s) %d: restoring it would lose %d entries (blessings, revocations). Use a newer snapshot, or restore into a new directory if this one is lost",
 			ErrStale, dst, cp.Size, m.CreatedAt.Format(time.RFC3339), m.Ledger.Size, cp.Size-m.Ledger.Size)

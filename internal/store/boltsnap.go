@@ -32,7 +32,7 @@ type boltSnapshot struct{ t *bolt.Tx }
 
 func (b boltSnapshot) Index() uint64                      { return uint64(b.t.ID()) }
 func (b boltSnapshot) Size() int64                        { return b.t.Size() }
-func (b boltSnapshot) View(fn func(Tx) error) error       { return fn(boltTx{b.t}) }
+func (b boltSnapshot) View(fn func(Tx) error) error       { return fn(boltTx(b)) }
 func (b boltSnapshot) WriteTo(w io.Writer) (int64, error) { return b.t.WriteTo(w) }
 func (b boltSnapshot) Close() error                       { return b.t.Rollback() }
 

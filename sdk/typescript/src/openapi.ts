@@ -828,6 +828,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/snapshot": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Stream a consistent snapshot of the whole network, encrypted to the given hybrid post-quantum age recipients (root credential only): state store, ledger, network identity and sealed keys, credential, templates, programs, audit trail and every Cal's sealed key. The body is an age stream (`calnet snapshot inspect` and `restore` read it); once it is complete the trailer `Calnet-Snapshot-Manifest` carries the manifest (base64 of a SnapshotManifest). A stream without that trailer was cut and does not decrypt. */
+        post: operations["snapshot"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/shutdown": {
         parameters: {
             query?: never;
@@ -1075,6 +1092,38 @@ export interface components {
             /** @enum {string} */
             scope: "none" | "path" | "below" | "filtered" | "body" | "self";
             note?: string;
+        };
+        SnapshotRequest: {
+            /** @description hybrid post-quantum age recipients (ML-KEM-768 + X25519), from `calnet snapshot keygen` */
+            recipients: string[];
+        };
+        /** @description What a snapshot holds (the trailer of POST /v1/snapshot, and `calnet snapshot inspect`) */
+        SnapshotManifest: {
+            /** @example calnet-snapshot/1 */
+            format: string;
+            network: string;
+            origin: string;
+            /** Format: date-time */
+            created_at: string;
+            ledger: {
+                size: number;
+                /** @description hex */
+                root: string;
+            };
+            store: {
+                index: number;
+                size: number;
+            };
+            cals: {
+                total: number;
+                with_key: number;
+                missing?: {
+                    id: string;
+                    reason: string;
+                }[];
+            };
+            /** @description the files, store and Cal files together; the ledger's entries come on top */
+            bytes: number;
         };
         WhoAmI: {
             actor: string;
@@ -3241,6 +3290,43 @@ export interface operations {
             401: components["responses"]["Error"];
             403: components["responses"]["Error"];
             429: components["responses"]["Error"];
+        };
+    };
+    snapshot: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "recipients": [
+                 *         "age1pq1..."
+                 *       ]
+                 *     }
+                 */
+                "application/json": components["schemas"]["SnapshotRequest"];
+            };
+        };
+        responses: {
+            /** @description The encrypted snapshot, streamed; the manifest follows in the trailer Calnet-Snapshot-Manifest */
+            200: {
+                headers: {
+                    /** @description Calnet-Snapshot-Manifest */
+                    Trailer?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": string;
+                };
+            };
+            400: components["responses"]["Error"];
+            401: components["responses"]["Error"];
+            403: components["responses"]["Error"];
+            409: components["responses"]["Error"];
         };
     };
     shutdown: {
