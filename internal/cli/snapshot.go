@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/soulfra/calnet/internal/atomicfile"
 	"github.com/soulfra/calnet/internal/snapshot"
+	"github.com/soulfra/calnet/internal/strictjson"
 )
 
 func (a *app) snapshotCmd() *cobra.Command {
@@ -112,7 +112,7 @@ credential only) into FILE. FILE appears only once the snapshot is complete.`,
 				return err
 			}
 			var m snapshot.Manifest
-			if err := json.Unmarshal(raw, &m); err != nil {
+			if err := strictjson.Unmarshal(raw, snapshot.MaxManifest, &m); err != nil {
 				return fmt.Errorf("the snapshot's manifest: %w", err)
 			}
 			fi, err := os.Stat(path)

@@ -18,7 +18,7 @@ import (
 
 // restoreSandboxes gives the registry's Cals back the sandboxes a
 // `calnet snapshot restore` left their files for (internal/snapshot:
-// restore/cals/<id>/: the sealed key and template as the Cal had them);
+// restore/sandboxes/<id>/: the sealed key and template as the Cal had them);
 // the blessing and soul chain come from the store. Then it removes what
 // the restore left. A Cal whose files are missing stays without a sandbox:
 // its start fails and says so.

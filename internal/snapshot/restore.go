@@ -65,9 +65,9 @@ func CarriedFile(rel string) bool {
 }
 
 // RestoredDir is where a restore leaves each Cal's sandbox files in the
-// data directory: restore/cals/<id>/<name>. `calnet up` rebuilds the
+// data directory: restore/sandboxes/<id>/<name>. `calnet up` rebuilds the
 // sandboxes of the registry's Cals from them, then removes the directory.
-func RestoredDir(data string) string { return filepath.Join(data, "restore", "cals") }
+func RestoredDir(data string) string { return filepath.Join(data, "restore", "sandboxes") }
 
 // RestoreOptions configure Restore.
 type RestoreOptions struct {

@@ -160,7 +160,7 @@ func TestSaveRestore(t *testing.T) {
 		return err
 	}))
 	must(t, st.Close())
-	for _, f := range []string{"admin.token", "programs/agent", "restore/cals/aaaa/identity.key"} {
+	for _, f := range []string{"admin.token", "programs/agent", "restore/sandboxes/aaaa/identity.key"} {
 		if _, err := os.Stat(filepath.Join(dst, f)); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
