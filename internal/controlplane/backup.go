@@ -91,8 +91,17 @@ func (s *Server) snapshotSource() snapshot.Source {
 			}
 			// The sandbox is the Cal's to write: keep its key only if it
 			// opens with the Cal's key-encryption identity to the Cal's ID.
-			var kek []byte
-			if err := view.View(func(tx store.Tx) error { kek, err = tx.Get(bucketKEK, id); return err }); err != nil {
+			var sealed []byte
+			if err := view.View(func(tx store.Tx) error { sealed, err = tx.Get(bucketKEK, id); return err }); err != nil {
+				return nil, fmt.Errorf("its key-encryption identity: %w", err)
+			}
+			plain, err := s.root.Open(kekPurpose(id), sealed)
+			if err != nil {
+				return nil, fmt.Errorf("its key-encryption identity: %w", err)
+			}
+			defer clear(plain)
+			kek, err := age.ParseHybridIdentity(strings.TrimSpace(string(plain)))
+			if err != nil {
 				return nil, fmt.Errorf("its key-encryption identity: %w", err)
 			}
 			return b, checkSealedKey(b, kek, id)
@@ -165,14 +174,10 @@ func snapshotName(network string, t time.Time) string {
 	return fmt.Sprintf("calnet-%s-%s%s", network, t.UTC().Format("20060102T150405.000Z"), snapshot.Suffix)
 }
 
-// checkSealedKey checks that a sealed key opens with the key-encryption
-// identity kek to the Cal id's key.
-func checkSealedKey(sealed, kek []byte, id string) error {
-	kid, err := age.ParseHybridIdentity(strings.TrimSpace(string(kek)))
-	if err != nil {
-		return fmt.Errorf("its key-encryption identity: %w", err)
-	}
-	k, err := identity.Open(sealed, kid)
+// checkSealedKey checks that a sealed key opens with the Cal's
+// key-encryption identity kek to the Cal id's key.
+func checkSealedKey(sealed []byte, kek *age.HybridIdentity, id string) error {
+	k, err := identity.Open(sealed, kek)
 	if err != nil {
 		return fmt.Errorf("does not open with the cal's key-encryption identity: %w", err)
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/soulfra/calnet/internal/limitedfile"
 	"github.com/soulfra/calnet/internal/netdir"
 	"github.com/soulfra/calnet/internal/snapshot"
-	"github.com/soulfra/calnet/internal/store"
 )
 
 // restoreSandboxes gives the registry's Cals back the sandboxes a
@@ -76,9 +75,9 @@ func (s *Server) restoreSandbox(ctx context.Context, from, id string) error {
 	}
 	// The key must still be the Cal's (as the snapshot checked when it was
 	// taken): it opens with the Cal's key-encryption identity to its ID.
-	var kek []byte
-	if err := s.store.View(ctx, func(tx store.Tx) error { kek, err = tx.Get(bucketKEK, id); return err }); err != nil {
-		return fmt.Errorf("key-encryption identity: %w", err)
+	kek, err := s.kek(ctx, id)
+	if err != nil {
+		return err
 	}
 	if err := checkSealedKey(key, kek, id); err != nil {
 		return err
