@@ -21,6 +21,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/ledger/checkpoint": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The ledger's latest signed checkpoint (C2SP tlog-checkpoint signed note: the log's Ed25519 and ML-DSA-65 signatures, then each witness's cosignature, C2SP tlog-cosignature). Public, no credential; the log's URL for tlog-tiles clients is `http://<addr>/ledger`. Cache-Control: max-age=1. Rate-limited per client address (429 with Retry-After). */
+        get: operations["ledgerCheckpoint"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/ledger/tile/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A tile of the ledger (C2SP tlog-tiles), the rest of the path naming it: `tile/<L>/<N>[.p/<W>]` is a hash tile (up to 256 hashes of 32 bytes of tree level 8L), `tile/entries/<N>[.p/<W>]` an entry bundle (each entry a big-endian uint16 length and its bytes, the JSON ledger entry). N is written in groups of three digits with an x prefix on all but the last (`x001/234`). A full tile is immutable (Cache-Control: immutable, a year); a partial one (`.p/W`, 1..255) is served for any width the latest checkpoint covers (max-age=60). Paths over 64 bytes, levels over 7, non-canonical spellings and tiles beyond the checkpoint answer 404 naming why. Public, no credential; rate-limited per client address. */
+        get: operations["ledgerTile"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/healthz": {
         parameters: {
             query?: never;
@@ -1430,6 +1464,80 @@ export interface operations {
                 };
                 content: {
                     "application/json": Record<string, unknown>;
+                };
+            };
+        };
+    };
+    ledgerCheckpoint: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The signed note */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example calnet.local/ledger/abcd
+                     *     42
+                     *     q7Y...=
+                     *
+                     *     — calnet.local/ledger/abcd Az3K...
+                     */
+                    "text/plain": string;
+                };
+            };
+            /** @description Over the per-address request rate */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
+                };
+            };
+        };
+    };
+    ledgerTile: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The tile's bytes */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": string;
+                };
+            };
+            /** @description No such tile, or a malformed path (the body says which) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
+                };
+            };
+            /** @description Over the per-address request rate */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
                 };
             };
         };
