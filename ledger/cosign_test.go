@@ -233,7 +233,9 @@ func FuzzVerifyCosigned(f *testing.F) {
 		f.Fatal(err)
 	}
 	cp := l.Checkpoint()
-	l.Close()
+	if err := l.Close(); err != nil {
+		f.Fatal(err)
+	}
 	a := witnessSigner(f, "a.example/w")
 	f.Add(cosign(f, cp.Note, a))
 	f.Add(cp.Note)

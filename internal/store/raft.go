@@ -176,7 +176,7 @@ func OpenRaft(cfg RaftConfig) (*Raft, error) {
 	ok := false
 	defer func() {
 		if !ok {
-			s.closeParts()
+			_ = s.closeParts() // the open's error is the one to report
 		}
 	}()
 	if s.logs, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db")}); err != nil {

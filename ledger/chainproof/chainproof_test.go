@@ -63,7 +63,9 @@ func (nw *network) serve(t *testing.T) *tiles.Client {
 	t.Helper()
 	if nw.srv != nil {
 		nw.srv.Close()
-		nw.log.Close()
+		if err := nw.log.Close(); err != nil {
+			t.Error(err)
+		}
 	}
 	lg, err := nw.n.OpenLedger(false)
 	if err != nil {
@@ -71,7 +73,12 @@ func (nw *network) serve(t *testing.T) *tiles.Client {
 	}
 	nw.log = lg
 	nw.srv = httptest.NewServer(tiles.NewHandler(tiles.Config{Source: lg, Rate: -1}))
-	t.Cleanup(func() { nw.srv.Close(); lg.Close() })
+	t.Cleanup(func() {
+		nw.srv.Close()
+		if err := lg.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	c, err := tiles.NewClient(tiles.ClientConfig{URL: nw.srv.URL, Origin: nw.n.Info.Origin, LogKey: nw.n.Info.LogKey})
 	if err != nil {
 		t.Fatal(err)

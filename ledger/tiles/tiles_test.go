@@ -40,7 +40,11 @@ func newLog(t testing.TB, n int) *ledger.Log {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	appendN(t, l, 0, n)
 	return l
 }
@@ -266,7 +270,11 @@ func newLogKeyed(t *testing.T, label string, n int) http.Handler {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	appendN(t, l, 0, n)
 	return NewHandler(Config{Source: l, Rate: -1})
 }

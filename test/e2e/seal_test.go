@@ -236,7 +236,11 @@ func vaultHolds(t *testing.T, dir string, id *age.HybridIdentity, key *identity.
 	if err != nil {
 		return false
 	}
-	defer l.Close()
+	defer func() {
+		if err := l.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
 	entries, err := l.Read(0)
 	if err != nil {
 		return false
