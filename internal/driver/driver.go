@@ -30,6 +30,13 @@ type Limits struct {
 // Spec describes one Cal process to run.
 type Spec struct {
 	CalID string
+	// Network is the network ID. Lineage lists the Cal's ancestors from the
+	// Master down to its parent (empty for the Master). Drivers that keep
+	// their records in a shared API (kubernetes) label each Cal with them,
+	// so that a network's Cals and a subtree can be selected; the process
+	// driver does not need them.
+	Network string
+	Lineage []string
 	// Dir is the Cal's private writable directory on the host.
 	Dir string
 	// RunDir holds the control plane's socket, mounted read-only.
