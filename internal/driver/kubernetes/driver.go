@@ -279,11 +279,11 @@ func (d *Driver) Start(ctx context.Context, spec driver.Spec) (driver.Instance, 
 	d.mu.Unlock()
 	if _, err := d.cfg.Client.NetworkingV1().NetworkPolicies(d.cfg.Namespace).Create(ctx, d.policyFor(pod), metav1.CreateOptions{}); err != nil {
 		err = apiError("create", "networkpolicies", pod.Name, err)
-		d.remove(context.WithoutCancel(ctx), pod, 0)
+		_ = d.remove(context.WithoutCancel(ctx), pod, 0) // logged by remove; err is the news
 		return nil, err
 	}
 	if err := inst.waitSeen(ctx); err != nil {
-		d.remove(context.WithoutCancel(ctx), pod, 0)
+		_ = d.remove(context.WithoutCancel(ctx), pod, 0) // logged by remove; err is the news
 		return nil, err
 	}
 	return inst, nil
@@ -308,7 +308,7 @@ func (d *Driver) Adopt(ctx context.Context, calID string) (driver.Instance, erro
 			keep = p
 			continue
 		}
-		d.remove(ctx, p, 0)
+		_ = d.remove(ctx, p, 0) // logged by remove: a leftover is removed at the next Adopt
 	}
 	if keep == nil {
 		return nil, fmt.Errorf("kubernetes: cal %s: no live pod: %w", calID, driver.ErrNotRunning)
