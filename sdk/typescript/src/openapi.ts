@@ -3425,6 +3425,8 @@ export interface operations {
                 headers: {
                     /** @description Calnet-Snapshot-Manifest */
                     Trailer?: string;
+                    /** @description Sent as a trailer, after the body: base64 of the snapshot's manifest (JSON). Missing when the stream was cut. */
+                    "Calnet-Snapshot-Manifest"?: string;
                     [name: string]: unknown;
                 };
                 content: {
