@@ -581,3 +581,16 @@ type AuditPage struct {
 type SnapshotRequest struct {
 	Recipients []string `json:"recipients"`
 }
+
+// SVIDVerdict is the answer of POST /v1/spiffe/verify: whether an
+// X.509-SVID verifies now against the network's bundle and revocations,
+// and if not, why (Reason: malformed, expired, not-yet-valid,
+// wrong-trust-domain, unknown-authority, revoked).
+type SVIDVerdict struct {
+	Valid    bool   `json:"valid"`
+	SPIFFEID string `json:"spiffe_id,omitempty"`
+	Cal      string `json:"cal,omitempty"`
+	Workload bool   `json:"workload,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+	Error    string `json:"error,omitempty"`
+}

@@ -54,6 +54,7 @@ type (
 	Vote         = api.Vote
 	AuditRecord  = api.AuditRecord
 	AuditPage    = api.AuditPage
+	SVIDVerdict  = api.SVIDVerdict
 	// Policy is an admission policy (package rules).
 	Policy = rules.Policy
 	// Rule is a spawn criterion (package rules).
@@ -509,6 +510,23 @@ type Limits struct {
 	SpawnBurst  int     `json:"spawn_burst"`
 	ParentRate  float64 `json:"parent_rate"`
 	ParentBurst int     `json:"parent_burst"`
+}
+
+// SPIFFEBundle returns the network's SPIFFE trust bundle (a JWKS
+// document; go-spiffe's spiffebundle.Parse reads it).
+func (c *Client) SPIFFEBundle(ctx context.Context) ([]byte, error) {
+	var out json.RawMessage
+	return out, c.do(ctx, http.MethodGet, "/v1/spiffe/bundle", nil, &out)
+}
+
+// VerifySVID verifies an X.509-SVID chain (DER, leaf first) against the
+// network's bundle and its revocations, now.
+func (c *Client) VerifySVID(ctx context.Context, chain [][]byte) (*SVIDVerdict, error) {
+	in := struct {
+		Chain [][]byte `json:"chain"`
+	}{chain}
+	var out SVIDVerdict
+	return &out, c.do(ctx, http.MethodPost, "/v1/spiffe/verify", in, &out)
 }
 
 // Limits returns the spawn limits in force.

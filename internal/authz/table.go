@@ -42,6 +42,8 @@ var table = map[Surface]map[string]Rule{
 		"GET /v1/whoami":         {Who: signedIn, Scope: None},
 		"GET /v1/status":         {Who: signedIn, Scope: Filtered, Note: "a token's counts are of its subtree"},
 		"POST /v1/verify":        {Who: signedIn, Scope: None, Note: "verifies a pasted chain; reveals only whether it is valid now"},
+		"GET /v1/spiffe/bundle":  {Who: anyone, Scope: None, Note: "the network's SPIFFE trust bundle: public keys, as a bundle endpoint serves them"},
+		"POST /v1/spiffe/verify": {Who: signedIn, Scope: None, Note: "verifies an X.509-SVID against the bundle and the revocations; reveals only whether it is valid now and why not"},
 
 		"GET /v1/cals":                             {Who: signedIn, Perm: "read", Scope: Filtered},
 		"GET /v1/cals/{id}":                        {Who: signedIn, Perm: "read", Scope: Path},
@@ -98,6 +100,7 @@ var table = map[Surface]map[string]Rule{
 	CalAPI: {
 		"POST " + calproto.PathChallenge:    {Who: cals, Scope: Self},
 		"POST " + calproto.PathRegister:     {Who: cals, Scope: Self, Note: "proofs of possession of the identity key"},
+		"POST " + calproto.PathSVID:         {Who: cals, Scope: Self, Note: "an X.509-SVID for the Cal's identity key (the handshake proved it) or its workload's CSR; none for a revoked Cal"},
 		"POST " + calproto.PathGauges:       {Who: cals, Scope: Self},
 		"POST " + calproto.PathStatus:       {Who: cals, Scope: Self},
 		"GET " + calproto.PathWatch:         {Who: cals, Scope: Self},

@@ -25,6 +25,8 @@ const (
 	PathChildren     = "/cal/v1/children"
 	PathStatus       = "/cal/v1/status"
 	PathGauges       = "/cal/v1/gauges"
+	// PathSVID issues an X.509-SVID: the Cal's own, or its workload's.
+	PathSVID = "/cal/v1/svid"
 )
 
 // Paths of a Cal's own API.
@@ -204,4 +206,22 @@ func Fingerprint(ed, ml []byte) string {
 // Status is a Cal's report of a change in its platform's health.
 type Status struct {
 	Degraded string `json:"degraded,omitempty"`
+}
+
+// SVIDRequest asks the network's authority for an X.509-SVID. Without a
+// CSR it certifies the Cal's identity key (the mutual TLS handshake
+// proved the Cal holds it) as spiffe://<network>/cal/<id>; with one, the
+// CSR's key as the Cal's workload, spiffe://<network>/cal/<id>/workload.
+type SVIDRequest struct {
+	// CSR is a PKCS #10 request (DER), signed by the workload's key.
+	CSR []byte `json:"csr,omitempty"`
+}
+
+// SVIDReply is an issued SVID and the network's trust bundle.
+type SVIDReply struct {
+	SPIFFEID string `json:"spiffe_id"`
+	// Chain is the leaf, then its issuing CA (DER).
+	Chain [][]byte `json:"chain"`
+	// Bundle is the network's X.509 authorities (DER).
+	Bundle [][]byte `json:"bundle"`
 }

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"filippo.io/age"
@@ -61,6 +62,9 @@ type Runtime struct {
 	vaultErr error // set when the vault failed verification: reported, never skipped
 	prom     calMetrics
 	conns    *connlimit.Budget // descriptors the Cal's listeners may hold (listeners.go)
+	svids    *svidState        // the workload's X.509-SVID (workloadapi.go)
+	wapiOnce sync.Once         // starts the Workload API
+	wapiErr  error
 }
 
 // Main enters the sandbox from the driver's config and runs the Cal until
@@ -130,7 +134,7 @@ func Open(dir, runDir, secret string, log *slog.Logger) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt := &Runtime{log: log, dir: dir, runDir: runDir, key: key, root: &root, network: v.Network(), chain: chain, verifier: v, certs: certs, kek: kek, logs: ring, conns: newConnBudget(),
+	rt := &Runtime{log: log, dir: dir, runDir: runDir, key: key, root: &root, network: v.Network(), chain: chain, verifier: v, certs: certs, kek: kek, logs: ring, conns: newConnBudget(), svids: newSVIDState(),
 		listen: func(name string) (*net.UnixListener, error) {
 			return nil, fmt.Errorf("no socket %q was passed to this cal", name)
 		}}
@@ -179,6 +183,11 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		return err
 	}
 	rt.tiers = newTierSet(tmpl)
+	// The Cal's certificate becomes the X.509-SVID the network's
+	// authority issues, renewed at half its life (until then, and
+	// whenever the control plane is away past its expiry, it presents one
+	// self-signed by its identity key, which the control plane accepts).
+	go rt.keepRenewed(ctx, "cal", rt.renewOwnSVID)
 	defer func() {
 		for i := len(rt.closers) - 1; i >= 0; i-- { // tier 0 first
 			rt.closers[i]()

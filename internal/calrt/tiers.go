@@ -312,6 +312,9 @@ func (rt *Runtime) startProgram(ctx context.Context, tier int, c template.Compon
 	if err := os.MkdirAll(work, 0o700); err != nil {
 		return fmt.Errorf("component %s: work directory: %w", c.Name, err)
 	}
+	if err := rt.serveWorkloadAPI(ctx); err != nil {
+		return fmt.Errorf("component %s: workload api: %w", c.Name, err)
+	}
 	p := &program{rt: rt, tier: tier, c: c, work: work}
 	if err := p.start(); err != nil {
 		return err
@@ -377,7 +380,8 @@ func (p *program) start() error {
 	cmd := exec.Command(p.c.Command[0], p.c.Command[1:]...)
 	cmd.Dir = p.work
 	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + p.work,
-		"CALNET_CAL_ID=" + p.rt.ID().String(), "CALNET_LOCAL_API=" + filepath.Join(p.rt.dir, calproto.LocalSocket)}
+		"CALNET_CAL_ID=" + p.rt.ID().String(), "CALNET_LOCAL_API=" + filepath.Join(p.rt.dir, calproto.LocalSocket),
+		"SPIFFE_ENDPOINT_SOCKET=unix://" + filepath.Join(p.rt.dir, WorkloadSocket)}
 	for k, v := range p.c.Env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}

@@ -1,12 +1,17 @@
 // Package caltls binds TLS to calnet identities. A Cal's certificate is
-// self-signed by the Ed25519 half of its identity key, names it with a
-// SPIFFE ID (spiffe://<network>/cal/<id>) and carries the digest of its
-// blessing; a peer accepts it only if the certificate key is the Ed25519
-// half of a Cal whose soul chain verifies now. The key exchange is Go's
-// default hybrid X25519MLKEM768, so sessions are post-quantum.
+// an X.509-SVID the network's authority (package spiffeca) issued for the
+// Ed25519 half of its identity key, or, until it has one (or when its
+// SVID lapsed while the control plane was away), a certificate self-signed
+// by that key. Either names it with a SPIFFE ID
+// (spiffe://<network>/cal/<id>) and carries the digest of its blessing; a
+// peer accepts it only if an issued chain verifies against the network's
+// bundle and, on top, the certificate key is the Ed25519 half of a Cal
+// whose soul chain verifies now. The key exchange is X25519MLKEM768 only,
+// so sessions are post-quantum.
 package caltls
 
 import (
+	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
@@ -22,10 +27,8 @@ import (
 	"time"
 
 	"github.com/soulfra/calnet/identity"
+	"github.com/soulfra/calnet/internal/spiffeca"
 )
-
-// oidBlessing marks the extension holding the blessing digest.
-var oidBlessing = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 59999, 1, 1}
 
 // ControlPlanePath is the SPIFFE path of the control plane, whose
 // certificate is signed by the network authority (genesis) key.
@@ -53,7 +56,7 @@ func Certificate(key *identity.PrivateKey, network identity.NetworkID, spiffePat
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	if blessingDigest != nil {
-		tmpl.ExtraExtensions = []pkix.Extension{{Id: oidBlessing, Value: mustASN1(blessingDigest)}}
+		tmpl.ExtraExtensions = []pkix.Extension{{Id: spiffeca.OIDBlessing, Value: mustASN1(blessingDigest)}}
 	}
 	signer := key.TLSSigner()
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, signer.Public(), signer)
@@ -86,26 +89,34 @@ type Peer struct {
 }
 
 // ParsePeer checks a presented certificate's form (self-signature, time,
-// one SPIFFE ID in network) and returns who it claims to be. The caller
-// must still check that Key belongs to that identity (Resolver).
-func ParsePeer(rawCerts [][]byte, network identity.NetworkID, now time.Time) (*Peer, error) {
-	return parsePeer(rawCerts, network, &now)
+// one SPIFFE ID in network) and returns who it claims to be. A chain
+// (an issued SVID, leaf first) must verify against roots at now. The
+// caller must still check that Key belongs to that identity (Resolver).
+func ParsePeer(rawCerts [][]byte, network identity.NetworkID, now time.Time, roots *x509.CertPool) (*Peer, error) {
+	return parsePeer(rawCerts, network, &now, roots)
 }
 
-// parsePeer is ParsePeer; a nil now skips the validity check.
-func parsePeer(rawCerts [][]byte, network identity.NetworkID, now *time.Time) (*Peer, error) {
-	if len(rawCerts) != 1 {
-		return nil, fmt.Errorf("caltls: want exactly one certificate, got %d", len(rawCerts))
+// parsePeer is ParsePeer; a nil now skips the checks of validity and of
+// the chain (done at the handshake).
+func parsePeer(rawCerts [][]byte, network identity.NetworkID, now *time.Time, roots *x509.CertPool) (*Peer, error) {
+	if len(rawCerts) == 0 || len(rawCerts) > spiffeca.MaxChain {
+		return nil, fmt.Errorf("caltls: want 1..%d certificates, got %d", spiffeca.MaxChain, len(rawCerts))
 	}
 	c, err := x509.ParseCertificate(rawCerts[0])
 	if err != nil {
 		return nil, fmt.Errorf("caltls: %w", err)
 	}
-	if err := c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature); err != nil {
-		return nil, fmt.Errorf("caltls: certificate is not self-signed by its key: %w", err)
-	}
-	if now != nil && (now.Before(c.NotBefore) || now.After(c.NotAfter)) {
-		return nil, errors.New("caltls: certificate outside its validity")
+	if now != nil {
+		if len(rawCerts) == 1 {
+			if err := c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature); err != nil {
+				return nil, fmt.Errorf("caltls: certificate is not self-signed by its key: %w", err)
+			}
+		} else if err := verifyChain(c, rawCerts[1:], roots, *now); err != nil {
+			return nil, err
+		}
+		if now.Before(c.NotBefore) || now.After(c.NotAfter) {
+			return nil, errors.New("caltls: certificate outside its validity")
+		}
 	}
 	pub, ok := c.PublicKey.(ed25519.PublicKey)
 	if !ok {
@@ -127,13 +138,32 @@ func parsePeer(rawCerts [][]byte, network identity.NetworkID, now *time.Time) (*
 		return nil, fmt.Errorf("caltls: unknown SPIFFE path %q", u.Path)
 	}
 	for _, e := range c.Extensions {
-		if e.Id.Equal(oidBlessing) {
+		if e.Id.Equal(spiffeca.OIDBlessing) {
 			if rest, err := asn1.Unmarshal(e.Value, &p.BlessingDigest); err != nil || len(rest) != 0 {
 				return nil, errors.New("caltls: malformed blessing digest extension")
 			}
 		}
 	}
 	return p, nil
+}
+
+// verifyChain checks an issued certificate's chain against roots.
+func verifyChain(leaf *x509.Certificate, rest [][]byte, roots *x509.CertPool, now time.Time) error {
+	if roots == nil {
+		return errors.New("caltls: a certificate chain was presented but this peer holds no trust bundle")
+	}
+	inter := x509.NewCertPool()
+	for i, b := range rest {
+		c, err := x509.ParseCertificate(b)
+		if err != nil {
+			return fmt.Errorf("caltls: chain certificate %d: %w", i+1, err)
+		}
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return fmt.Errorf("caltls: certificate chain: %w", err)
+	}
+	return nil
 }
 
 // Resolver decides whether an authenticated Peer's key really is the key
@@ -148,14 +178,17 @@ type Resolver func(p *Peer) error
 // against src's clock.
 func Config(src *Source, resolve Resolver, server bool) *tls.Config {
 	verify := func(cs tls.ConnectionState) error {
-		p, err := ParsePeer(rawOf(cs), src.network, src.now())
+		p, err := ParsePeer(rawOf(cs), src.network, src.now(), src.Roots())
 		if err != nil {
 			return err
 		}
 		return resolve(p)
 	}
 	cfg := &tls.Config{
-		MinVersion:           tls.VersionTLS13,
+		MinVersion: tls.VersionTLS13,
+		// Post-quantum only: a peer that cannot do the hybrid key
+		// exchange is refused.
+		CurvePreferences:     []tls.CurveID{tls.X25519MLKEM768},
 		GetCertificate:       func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return src.Get() },
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return src.Get() },
 		// Chains are checked by VerifyConnection against calnet's trust
@@ -170,11 +203,14 @@ func Config(src *Source, resolve Resolver, server bool) *tls.Config {
 	return cfg
 }
 
-// Source hands out the TLS certificate of one identity and renews it
-// before it expires: once two thirds of its validity have passed, the
-// next Get signs a new one (same key, SPIFFE ID and blessing digest).
-// Connections already established keep their session; new handshakes get
-// the new certificate. It is safe for concurrent use.
+// Source hands out the TLS certificate of one identity: the SVID the
+// network's authority issued for it (SetIssued) while that is valid, and
+// otherwise one self-signed by its key, renewed before it expires: once
+// two thirds of its validity have passed, the next Get signs a new one
+// (same key, SPIFFE ID and blessing digest). Connections already
+// established keep their session; new handshakes get the new
+// certificate. It also holds the roots peers' chains are checked against
+// (SetRoots). It is safe for concurrent use.
 type Source struct {
 	key      *identity.PrivateKey
 	network  identity.NetworkID
@@ -183,8 +219,10 @@ type Source struct {
 	validity time.Duration
 	now      func() time.Time
 
-	mu  sync.Mutex
-	cur *tls.Certificate
+	mu     sync.Mutex
+	cur    *tls.Certificate // self-signed
+	issued *tls.Certificate // by the network's authority, if any
+	roots  *x509.CertPool
 }
 
 // NewSource makes the first certificate for key, naming spiffePath under
@@ -208,6 +246,9 @@ func (s *Source) Get() (*tls.Certificate, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
+	if s.issued != nil && now.Before(s.issued.Leaf.NotAfter) {
+		return s.issued, nil
+	}
 	if s.cur != nil && now.Before(s.renewAt()) {
 		return s.cur, nil
 	}
@@ -220,6 +261,42 @@ func (s *Source) Get() (*tls.Certificate, error) {
 	}
 	s.cur = &c
 	return s.cur, nil
+}
+
+// SetIssued makes chain (leaf first, DER), an SVID the network's
+// authority issued for this Source's key, the certificate handed out
+// until it expires; the caller renews it before.
+func (s *Source) SetIssued(chain [][]byte) error {
+	if len(chain) == 0 {
+		return errors.New("caltls: empty certificate chain")
+	}
+	leaf, err := x509.ParseCertificate(chain[0])
+	if err != nil {
+		return fmt.Errorf("caltls: issued certificate: %w", err)
+	}
+	signer := s.key.TLSSigner()
+	if pub, ok := leaf.PublicKey.(ed25519.PublicKey); !ok || !pub.Equal(signer.Public()) {
+		return errors.New("caltls: the issued certificate is not for this key")
+	}
+	c := &tls.Certificate{Certificate: chain, PrivateKey: crypto.Signer(signer), Leaf: leaf}
+	s.mu.Lock()
+	s.issued = c
+	s.mu.Unlock()
+	return nil
+}
+
+// SetRoots sets the roots issued chains of peers are checked against.
+func (s *Source) SetRoots(roots *x509.CertPool) {
+	s.mu.Lock()
+	s.roots = roots
+	s.mu.Unlock()
+}
+
+// Roots returns the roots set by SetRoots (nil: none).
+func (s *Source) Roots() *x509.CertPool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.roots
 }
 
 // renewAt is when the current certificate is due for renewal (s.mu held).
@@ -244,5 +321,5 @@ func PeerOf(cs *tls.ConnectionState, network identity.NetworkID) (*Peer, error) 
 	if cs == nil {
 		return nil, errors.New("caltls: not a TLS connection")
 	}
-	return parsePeer(rawOf(*cs), network, nil)
+	return parsePeer(rawOf(*cs), network, nil, nil)
 }

@@ -92,19 +92,19 @@ func TestParsePeerRejects(t *testing.T) {
 		certs [][]byte
 		want  string
 	}{
-		{"none", nil, "exactly one certificate"},
+		{"none", nil, "want 1..4 certificates"},
 		{"garbage", [][]byte{[]byte("x")}, "caltls"},
 		{"unknown path", bad.Certificate, "unknown SPIFFE path"},
 		{"expired", expired.Certificate, "validity"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := ParsePeer(tt.certs, n, time.Now()); err == nil || !strings.Contains(err.Error(), tt.want) {
+			if _, err := ParsePeer(tt.certs, n, time.Now(), nil); err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error = %v, want %q", err, tt.want)
 			}
 		})
 	}
-	if _, err := ParsePeer(good.Certificate, n, time.Now()); err != nil {
+	if _, err := ParsePeer(good.Certificate, n, time.Now(), nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -115,7 +115,7 @@ func FuzzParsePeer(f *testing.F) {
 	c, _ := Certificate(k, n, "/cal/"+k.Public().ID().String(), []byte("d"), time.Hour, time.Now())
 	f.Add(c.Certificate[0])
 	f.Fuzz(func(t *testing.T, der []byte) {
-		_, _ = ParsePeer([][]byte{der}, n, time.Now())
+		_, _ = ParsePeer([][]byte{der}, n, time.Now(), nil)
 	})
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/soulfra/calnet/internal/driver/process"
 	"github.com/soulfra/calnet/internal/sandbox"
 	"github.com/soulfra/calnet/internal/snapshot"
+	"github.com/soulfra/calnet/internal/spiffeca"
 )
 
 const defaultData = "calnet-data"
@@ -64,7 +65,7 @@ func (a *app) upCmd() *cobra.Command {
 	var witnessVals []string
 	var acceptRollback bool
 	var sf sealFlags
-	var idleWindow, observeWindow, deployTimeout time.Duration
+	var idleWindow, observeWindow, deployTimeout, svidTTL time.Duration
 	lim := controlplane.DefaultLimits
 	var snaps controlplane.SnapshotSchedule
 	var snapRcpts recipientFlags
@@ -141,7 +142,7 @@ it); calnet up refuses one another user owns or may write.`,
 			if err != nil {
 				return err
 			}
-			srv, err := controlplane.Open(ctx, controlplane.Config{Seal: prot, Root: root, DataDir: data, Snapshots: snaps, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim, DNSAddr: dnsAddr, Domain: domain, RouterAddr: routerAddr, IdleWindow: idleWindow, ObserveWindow: observeWindow, DeployTimeout: deployTimeout, Zone: zone, AcceptLedgerRollback: acceptRollback, CalDiskBytes: calDiskBytes, LedgerAddr: ledgerAddr, Witnesses: witnesses})
+			srv, err := controlplane.Open(ctx, controlplane.Config{Seal: prot, Root: root, DataDir: data, Snapshots: snaps, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim, DNSAddr: dnsAddr, Domain: domain, RouterAddr: routerAddr, IdleWindow: idleWindow, ObserveWindow: observeWindow, DeployTimeout: deployTimeout, Zone: zone, AcceptLedgerRollback: acceptRollback, CalDiskBytes: calDiskBytes, LedgerAddr: ledgerAddr, Witnesses: witnesses, SVIDTTL: svidTTL})
 			if err != nil {
 				return err
 			}
@@ -180,6 +181,7 @@ it); calnet up refuses one another user owns or may write.`,
 	cmd.Flags().BoolVar(&acceptRollback, "accept-ledger-rollback", false, "start although the ledger is older than the state store recorded (it was restored from an older copy), accepting that what it lost is gone")
 	cmd.Flags().DurationVar(&idleWindow, "idle-window", time.Minute, "how long a child must use under 1% of a core to count as idle for retire rules")
 	cmd.Flags().StringVar(&zone, "zone", "local", "this host's failure domain (its topology label in placement decisions)")
+	cmd.Flags().DurationVar(&svidTTL, "svid-ttl", spiffeca.DefaultTTL, "lifetime of the X.509-SVIDs the network's authority issues to Cals and their workloads (10s..24h; renewed at half)")
 	cmd.Flags().DurationVar(&deployTimeout, "deploy-timeout", 15*time.Second, "how long a new Cal has to register before its deploy attempt fails (templates whose Cals are slower get 4x their p95)")
 	cmd.Flags().DurationVar(&observeWindow, "observe-window", 10*time.Minute, "how long the Cals of a template must be observed before least privilege cuts a permission they never used")
 	cmd.Flags().StringVar(&routerAddr, "router", "127.0.0.1:7080", "Infinity Router address: /<namespace>/... and Host <namespace>.<domain>")

@@ -160,6 +160,8 @@ func (s *Server) apiMux() *authz.Mux {
 	m.HandleFunc("GET /v1/cals/{id}/pprof/{profile}", s.handleCalProfile)
 	m.HandleFunc("GET /v1/debug/pprof/{profile}", s.handleOwnProfile)
 	m.HandleFunc("POST /v1/verify", s.handleVerify)
+	m.HandleFunc("GET /v1/spiffe/bundle", s.handleSPIFFEBundle)
+	m.HandleFunc("POST /v1/spiffe/verify", s.handleSPIFFEVerify)
 	h("GET /v1/cals/{id}/chain", s.handleChain)
 	m.HandleFunc("GET /v1/templates", s.handleTemplates)
 	m.HandleFunc("GET /v1/templates/{name}", s.handleTemplate)

@@ -105,6 +105,7 @@ func (s *Server) calHandler() http.Handler {
 		writeJSON(w, 200, calproto.Challenge{Challenge: s.challenges.issue(id, s.now())})
 	}))
 	mux.HandleFunc("POST "+calproto.PathRegister, with(s.handleRegister))
+	mux.HandleFunc("POST "+calproto.PathSVID, with(s.handleSVID))
 	mux.HandleFunc("POST "+calproto.PathGauges, with(func(w http.ResponseWriter, r *http.Request, id identity.ID) {
 		var g map[string]float64
 		if !readJSON(w, r, &g) {

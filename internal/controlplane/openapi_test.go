@@ -36,6 +36,7 @@ func TestOpenAPIDocumentIsStrictJSON(t *testing.T) {
 // says so here with nil.
 var wireSchemas = map[string]any{
 	"Admin":                    api.Admin{},
+	"SVIDVerdict":              api.SVIDVerdict{},
 	"Approval":                 api.Approval{},
 	"AuditPage":                api.AuditPage{},
 	"AuditRecord":              api.AuditRecord{},

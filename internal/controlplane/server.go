@@ -8,6 +8,7 @@ package controlplane
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -42,6 +43,7 @@ import (
 	"github.com/soulfra/calnet/internal/sandbox"
 	"github.com/soulfra/calnet/internal/seal"
 	"github.com/soulfra/calnet/internal/securedir"
+	"github.com/soulfra/calnet/internal/spiffeca"
 	"github.com/soulfra/calnet/internal/store"
 	"github.com/soulfra/calnet/ledger"
 	"github.com/soulfra/calnet/ledger/tiles"
@@ -145,6 +147,9 @@ type Config struct {
 	// Witnesses cosign each new checkpoint (C2SP tlog-witness); the
 	// ledger's /checkpoint carries their cosignatures.
 	Witnesses []WitnessEndpoint
+	// SVIDTTL is the lifetime of the X.509-SVIDs the network's authority
+	// issues (default spiffeca.DefaultTTL); Cals renew them at half.
+	SVIDTTL time.Duration
 }
 
 // Server is a running control plane. Create it with Open, run it with Run.
@@ -163,6 +168,7 @@ type Server struct {
 	auth    *identity.PrivateKey // network authority (genesis) key
 	root    *seal.Root           // seals the Cals' key-encryption identities (keks.go)
 	certs   *caltls.Source       // the control plane's TLS certificate, renewed as it ages
+	ca      *spiffeca.Authority  // the network's X.509 authority (SVIDs)
 	token   string
 	bus     *bus
 
@@ -363,6 +369,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if s.certs, err = caltls.NewSource(s.auth, n.Info.Network, caltls.ControlPlanePath, nil, 30*24*time.Hour, s.now); err != nil {
 		return nil, err
 	}
+	if s.ca, err = spiffeca.New(spiffeca.Config{Network: n.Info.Network, Born: n.Info.CreatedAt, Root: s.auth.TLSSigner(), TTL: cfg.SVIDTTL, Now: s.now}); err != nil {
+		return nil, fmt.Errorf("x509 authority: %w", err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(s.ca.Root())
+	s.certs.SetRoots(roots)
 	if s.lg, err = openLedgerWaiting(ctx, n, ledgerLockWait); err != nil {
 		return nil, err
 	}

@@ -320,3 +320,15 @@ func sameKey(c *x509.Certificate, pub crypto.PublicKey) bool {
 	b, err := x509.MarshalPKIXPublicKey(pub)
 	return err == nil && bytes.Equal(b, c.RawSubjectPublicKeyInfo)
 }
+
+// BundleOf makes the X.509 bundle of network from DER authorities;
+// unreadable ones are left out.
+func BundleOf(network identity.NetworkID, der [][]byte) *x509bundle.Bundle {
+	b := x509bundle.New(TrustDomain(network))
+	for _, d := range der {
+		if c, err := x509.ParseCertificate(d); err == nil {
+			b.AddX509Authority(c)
+		}
+	}
+	return b
+}

@@ -105,6 +105,17 @@ class Calnet:
         """The authorization table: every route, who may call it, and how its target is scoped."""
         return self._call("GET", "/v1/authz")
 
+    def spiffe_bundle(self):
+        """The network's SPIFFE trust bundle (JWKS): its X.509 root, whose key is the genesis key's Ed25519 half."""
+        return self._call("GET", "/v1/spiffe/bundle")
+
+    def verify_svid(self, chain):
+        """Verify an X.509-SVID chain (base64 DER strings, leaf first) against the bundle and the revocations.
+
+        The answer says valid, or the reason: malformed, expired, not-yet-valid,
+        wrong-trust-domain, unknown-authority, revoked."""
+        return self._call("POST", "/v1/spiffe/verify", {"chain": list(chain)})
+
     def add_admin(self, name):
         """Add a named administrator (root only); its credential is returned once."""
         return self._call("POST", "/v1/admins", {"name": name})

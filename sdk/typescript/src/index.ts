@@ -22,6 +22,7 @@ type Schemas = components['schemas'];
 
 /** A Cal: its place in the tree, permissions, quota and state. */
 export type Cal = Schemas['Cal'];
+export type SVIDVerdict = Schemas['SVIDVerdict'];
 /** The record of one spawn request and how it went. */
 export type Spawn = Schemas['Spawn'];
 /** What POST /v1/cals asks for; absent quotas are the template's. */
@@ -141,6 +142,10 @@ export class Calnet {
   setMatrix(id: string, rows: Body<'/v1/cals/{id}/matrix', 'put'>['rows']): Promise<PermissionMatrix> {
     return this.call('put', '/v1/cals/{id}/matrix', { path: { id }, body: { rows } });
   }
+  /** The network's SPIFFE trust bundle (JWKS): its X.509 root, whose key is the genesis key's Ed25519 half. */
+  spiffeBundle(): Promise<Answer<'/v1/spiffe/bundle', 'get'>> { return this.call('get', '/v1/spiffe/bundle'); }
+  /** Verifies an X.509-SVID chain (base64 DER, leaf first) against the bundle and the revocations; says why when it fails. */
+  verifySVID(chain: string[]): Promise<SVIDVerdict> { return this.call('post', '/v1/spiffe/verify', { body: { chain } }); }
   /** Previews a rule set in the control plane's simulator (at most 50 pools for a day). */
   simulate(req: Body<'/v1/sim', 'post'>): Promise<SimReport> { return this.call('post', '/v1/sim', { body: req }); }
   /** What the Cals of a template used (quotas, least-privilege permissions) and how its spawns went. */

@@ -622,6 +622,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/spiffe/bundle": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The network's SPIFFE trust bundle (JWKS, SPIFFE Trust Domain and Bundle format): its X.509 root, whose key is the genesis key's Ed25519 half; no credential needed */
+        get: operations["spiffeBundle"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/spiffe/verify": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Verify an X.509-SVID (base64 DER chain, leaf first) against the network's bundle and revocations, now, with the reason of a refusal */
+        post: operations["verifySVID"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/cals/{id}/chain": {
         parameters: {
             query?: never;
@@ -900,6 +934,15 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        SVIDVerdict: {
+            valid: boolean;
+            spiffe_id?: string;
+            cal?: string;
+            workload?: boolean;
+            /** @enum {string} */
+            reason?: "malformed" | "expired" | "not-yet-valid" | "wrong-trust-domain" | "unknown-authority" | "revoked";
+            error?: string;
+        };
         Healthz: {
             /** @enum {string} */
             status: "ok" | "unavailable";
@@ -2923,6 +2966,71 @@ export interface operations {
                             status: "ok" | "failed" | "unchecked";
                         }[];
                     };
+                };
+            };
+            400: components["responses"]["Error"];
+            401: components["responses"]["Error"];
+        };
+    };
+    spiffeBundle: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The bundle */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        keys: {
+                            use?: string;
+                            kty?: string;
+                            x5c?: string[];
+                        }[];
+                        spiffe_refresh_hint?: number;
+                        spiffe_sequence?: number;
+                    };
+                };
+            };
+        };
+    };
+    verifySVID: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "chain": [
+                 *         "MIIB...",
+                 *         "MIIB..."
+                 *       ]
+                 *     }
+                 */
+                "application/json": {
+                    /** @description 1 to 4 certificates */
+                    chain: string[];
+                };
+            };
+        };
+        responses: {
+            /** @description The verdict */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SVIDVerdict"];
                 };
             };
             400: components["responses"]["Error"];
