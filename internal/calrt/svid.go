@@ -142,6 +142,7 @@ func halfLife(c *x509.Certificate) time.Time {
 // stops asking.
 func (rt *Runtime) keepRenewed(ctx context.Context, what string, renew func(context.Context) (time.Time, error)) {
 	backoff := 100 * time.Millisecond
+	first := true
 	for ctx.Err() == nil {
 		next, err := renew(ctx)
 		wait := time.Until(next)
@@ -157,7 +158,12 @@ func (rt *Runtime) keepRenewed(ctx context.Context, what string, renew func(cont
 			wait, backoff = backoff, min(2*backoff, 30*time.Second)
 		} else {
 			backoff = 100 * time.Millisecond
-			rt.log.Debug("svid renewed", "svid", what, "next", next)
+			if first {
+				rt.log.Info("x509-svid in use", "svid", what, "renew_at", next)
+				first = false
+			} else {
+				rt.log.Debug("x509-svid renewed", "svid", what, "renew_at", next)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"crypto/ed25519"
 	"encoding/base64"
 	"net/http"
 	"time"
@@ -35,7 +36,7 @@ func (s *Server) handleSVID(w http.ResponseWriter, r *http.Request, id identity.
 		return
 	}
 	d := b.Digest()
-	ir := spiffeca.Request{Cal: id, Key: identityEd(b), BlessingDigest: d[:]}
+	ir := spiffeca.Request{Cal: id, Key: ed25519.PublicKey(identityEd(b)), BlessingDigest: d[:]}
 	if req.CSR != nil {
 		pub, err := spiffeca.ParseCSR(req.CSR)
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -145,6 +146,29 @@ func TestSPIFFEWorkloadsMutualTLS(t *testing.T) {
 		t.Fatalf("%d requests failed across the renewals (last: %s)", now.Failed-base.Failed, now.LastError)
 	}
 	t.Logf("%d requests, 0 failures, across %d client and %d server SVIDs", now.OK-base.OK, len(now.MySerials)-len(base.MySerials)+1, len(now.PeerSerials)-len(base.PeerSerials)+1)
+
+	// Every Cal presents the X.509-SVID the network issued for its
+	// identity key (and the Workload API's Cals have their workload's),
+	// and no renewal failed.
+	for _, c := range []struct {
+		cal  string
+		want []string
+	}{{server, []string{"svid=cal", "svid=workload"}}, {cli, []string{"svid=cal", "svid=workload"}}, {"master", []string{"svid=cal"}}} {
+		page, err := n.c.LogsAll(ctx, client.LogQuery{Cals: []string{c.cal}, Lines: 2000})
+		must(t, err)
+		var text strings.Builder
+		for _, e := range page.Entries {
+			fmt.Fprintln(&text, e.Text)
+		}
+		for _, w := range c.want {
+			if !regexp.MustCompile(`x509-svid in use.*` + w).MatchString(text.String()) {
+				t.Errorf("cal %s: no %q in its logs:\n%s", c.cal, w, text.String())
+			}
+		}
+		if strings.Contains(text.String(), "svid renewal failed") {
+			t.Errorf("cal %s: an svid renewal failed:\n%s", c.cal, text.String())
+		}
+	}
 
 	// Authorization by SPIFFE ID, both ways.
 	for _, c := range []struct{ name, cal string }{{"a client the server does not list", stranger}, {"a client expecting another server", misdirected}} {
