@@ -66,6 +66,7 @@ func (a *app) upCmd() *cobra.Command {
 	var acceptRollback bool
 	var sf sealFlags
 	var idleWindow, observeWindow, deployTimeout, svidTTL time.Duration
+	var bundleAddr string
 	lim := controlplane.DefaultLimits
 	var snaps controlplane.SnapshotSchedule
 	var snapRcpts recipientFlags
@@ -142,7 +143,7 @@ it); calnet up refuses one another user owns or may write.`,
 			if err != nil {
 				return err
 			}
-			srv, err := controlplane.Open(ctx, controlplane.Config{Seal: prot, Root: root, DataDir: data, Snapshots: snaps, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim, DNSAddr: dnsAddr, Domain: domain, RouterAddr: routerAddr, IdleWindow: idleWindow, ObserveWindow: observeWindow, DeployTimeout: deployTimeout, Zone: zone, AcceptLedgerRollback: acceptRollback, CalDiskBytes: calDiskBytes, LedgerAddr: ledgerAddr, Witnesses: witnesses, SVIDTTL: svidTTL})
+			srv, err := controlplane.Open(ctx, controlplane.Config{Seal: prot, Root: root, DataDir: data, Snapshots: snaps, Addr: a.addr, Binary: bin, Driver: drv, Features: feats, Logger: log, Limits: lim, DNSAddr: dnsAddr, Domain: domain, RouterAddr: routerAddr, IdleWindow: idleWindow, ObserveWindow: observeWindow, DeployTimeout: deployTimeout, Zone: zone, AcceptLedgerRollback: acceptRollback, CalDiskBytes: calDiskBytes, LedgerAddr: ledgerAddr, Witnesses: witnesses, SVIDTTL: svidTTL, BundleAddr: bundleAddr})
 			if err != nil {
 				return err
 			}
@@ -181,6 +182,7 @@ it); calnet up refuses one another user owns or may write.`,
 	cmd.Flags().BoolVar(&acceptRollback, "accept-ledger-rollback", false, "start although the ledger is older than the state store recorded (it was restored from an older copy), accepting that what it lost is gone")
 	cmd.Flags().DurationVar(&idleWindow, "idle-window", time.Minute, "how long a child must use under 1% of a core to count as idle for retire rules")
 	cmd.Flags().StringVar(&zone, "zone", "local", "this host's failure domain (its topology label in placement decisions)")
+	cmd.Flags().StringVar(&bundleAddr, "bundle-addr", "", "serve the SPIFFE bundle endpoint (https_spiffe profile, for federation) on this address; empty: off")
 	cmd.Flags().DurationVar(&svidTTL, "svid-ttl", spiffeca.DefaultTTL, "lifetime of the X.509-SVIDs the network's authority issues to Cals and their workloads (10s..24h; renewed at half)")
 	cmd.Flags().DurationVar(&deployTimeout, "deploy-timeout", 15*time.Second, "how long a new Cal has to register before its deploy attempt fails (templates whose Cals are slower get 4x their p95)")
 	cmd.Flags().DurationVar(&observeWindow, "observe-window", 10*time.Minute, "how long the Cals of a template must be observed before least privilege cuts a permission they never used")

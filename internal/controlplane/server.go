@@ -150,6 +150,9 @@ type Config struct {
 	// SVIDTTL is the lifetime of the X.509-SVIDs the network's authority
 	// issues (default spiffeca.DefaultTTL); Cals renew them at half.
 	SVIDTTL time.Duration
+	// BundleAddr is where the SPIFFE bundle endpoint (https_spiffe
+	// profile, for federation) listens; empty turns it off.
+	BundleAddr string
 }
 
 // Server is a running control plane. Create it with Open, run it with Run.
@@ -547,6 +550,25 @@ func (s *Server) Run(ctx context.Context) error {
 		ReadHeaderTimeout: headerTimeout, IdleTimeout: idleTimeout, ConnState: calL.ConnState}
 	apiSrv := &http.Server{Handler: s.apiHandler(), ReadHeaderTimeout: headerTimeout, IdleTimeout: idleTimeout, ConnState: apiL.ConnState}
 	go func() { errc <- calSrv.ServeTLS(calL, "", "") }()
+	if s.cfg.BundleAddr != "" {
+		h, tc, err := s.bundleEndpoint()
+		if err != nil {
+			return fmt.Errorf("bundle endpoint: %w", err)
+		}
+		bln, err := net.Listen("tcp", s.cfg.BundleAddr)
+		if err != nil {
+			return fmt.Errorf("bundle endpoint: %w", err)
+		}
+		bl := s.limitListener(bln, "bundle", dnsConns, false)
+		bundleSrv := &http.Server{Handler: h, TLSConfig: tc, ReadHeaderTimeout: headerTimeout, IdleTimeout: idleTimeout, ConnState: bl.ConnState}
+		go func() {
+			if err := bundleSrv.ServeTLS(bl, "", ""); !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("bundle endpoint", "err", err)
+			}
+		}()
+		defer bundleSrv.Close()
+		s.log.Info("spiffe bundle endpoint up", "url", "https://"+bln.Addr().String()+"/", "endpoint_id", "spiffe://"+s.ca.TrustDomain().Name()+spiffeca.BundleEndpointPath)
+	}
 	if s.cfg.DNSAddr != "" {
 		target, _ := net.ResolveTCPAddr("tcp", s.routerAddr)
 		d := discovery.New(discovery.Config{Domain: s.cfg.Domain, Addr: s.cfg.DNSAddr, Target: target, Lookup: s.lookupNS, Logger: s.log,

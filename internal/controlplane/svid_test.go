@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/federation"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/soulfra/calnet/identity"
@@ -212,5 +214,38 @@ func BenchmarkSVIDRenewal(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestBundleEndpointFederates: go-spiffe's federation client fetches the
+// network's bundle from the bundle endpoint (https_spiffe profile),
+// authenticating it by its SPIFFE ID against the bundle it holds; an
+// endpoint ID it does not expect is refused.
+func TestBundleEndpointFederates(t *testing.T) {
+	h := newSVIDHarness(t)
+	handler, tc, err := h.s.bundleEndpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: handler, TLSConfig: tc}
+	go srv.ServeTLS(ln, "", "")
+	defer srv.Close()
+	td := h.s.ca.TrustDomain()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	url := "https://" + ln.Addr().String() + "/"
+	got, err := federation.FetchBundle(ctx, td, url, federation.WithSPIFFEAuth(h.s.ca.Bundle(), spiffeid.RequireFromPath(td, spiffeca.BundleEndpointPath)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Equal(h.s.spiffeBundle()) || len(got.X509Authorities()) != 1 {
+		t.Fatalf("fetched bundle differs: %d authorities", len(got.X509Authorities()))
+	}
+	if _, err := federation.FetchBundle(ctx, td, url, federation.WithSPIFFEAuth(h.s.ca.Bundle(), spiffeid.RequireFromPath(td, "/someone-else"))); err == nil {
+		t.Fatal("an unexpected endpoint ID was accepted")
 	}
 }

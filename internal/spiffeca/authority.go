@@ -233,19 +233,30 @@ func (s *SVID) Raw() [][]byte {
 // Issue signs an SVID for r, valid for the authority's TTL (never past
 // its issuing CA, which it replaces first when half its life is gone).
 func (a *Authority) Issue(r Request) (*SVID, error) {
-	switch k := r.Key.(type) {
-	case ed25519.PublicKey:
-	case *ecdsa.PublicKey:
-		if k.Curve != elliptic.P256() {
-			return nil, errors.New("spiffeca: key: only ECDSA P-256 and Ed25519 keys are certified")
-		}
-	default:
-		return nil, fmt.Errorf("spiffeca: key: %T is not certified (ECDSA P-256 or Ed25519)", r.Key)
+	if err := certifiable(r.Key); err != nil {
+		return nil, err
 	}
 	id, err := spiffeid.FromPath(a.td, CalPath(r.Cal, r.Workload))
 	if err != nil {
 		return nil, err
 	}
+	return a.issue(id, r.Key, r.BlessingDigest, r.Cal.Short())
+}
+
+// BundleEndpointPath is the SPIFFE path of the control plane's bundle
+// endpoint (https_spiffe profile).
+const BundleEndpointPath = "/control-plane/bundle-endpoint"
+
+// IssueBundleEndpoint signs the SVID the bundle endpoint serves with,
+// spiffe://<network>/control-plane/bundle-endpoint, for key.
+func (a *Authority) IssueBundleEndpoint(key crypto.PublicKey) (*SVID, error) {
+	if err := certifiable(key); err != nil {
+		return nil, err
+	}
+	return a.issue(spiffeid.RequireFromPath(a.td, BundleEndpointPath), key, nil, "bundle endpoint")
+}
+
+func (a *Authority) issue(id spiffeid.ID, pub crypto.PublicKey, digest []byte, cn string) (*SVID, error) {
 	now := a.now()
 	a.mu.Lock()
 	iss := a.issuer
@@ -263,7 +274,7 @@ func (a *Authority) Issue(r Request) (*SVID, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
-		Subject:               pkix.Name{Organization: []string{"calnet"}, CommonName: r.Cal.Short()},
+		Subject:               pkix.Name{Organization: []string{"calnet"}, CommonName: cn},
 		NotBefore:             now.Add(-backdate),
 		NotAfter:              notAfter,
 		URIs:                  []*url.URL{id.URL()},
@@ -271,11 +282,11 @@ func (a *Authority) Issue(r Request) (*SVID, error) {
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
-	if r.BlessingDigest != nil {
-		v, _ := asn1.Marshal(r.BlessingDigest)
+	if digest != nil {
+		v, _ := asn1.Marshal(digest)
 		tmpl.ExtraExtensions = []pkix.Extension{{Id: OIDBlessing, Value: v}}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, iss, r.Key, key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, iss, pub, key)
 	if err != nil {
 		return nil, fmt.Errorf("spiffeca: issue %s: %w", id, err)
 	}
@@ -284,6 +295,20 @@ func (a *Authority) Issue(r Request) (*SVID, error) {
 		return nil, err
 	}
 	return &SVID{ID: id, Chain: []*x509.Certificate{leaf, iss}}, nil
+}
+
+// certifiable checks the authority certifies a key of this kind.
+func certifiable(pub crypto.PublicKey) error {
+	switch k := pub.(type) {
+	case ed25519.PublicKey:
+		return nil
+	case *ecdsa.PublicKey:
+		if k.Curve == elliptic.P256() {
+			return nil
+		}
+		return errors.New("spiffeca: key: only ECDSA P-256 and Ed25519 keys are certified")
+	}
+	return fmt.Errorf("spiffeca: key: %T is not certified (ECDSA P-256 or Ed25519)", pub)
 }
 
 // ParseCSR reads a PKCS #10 certificate request (untrusted bytes from a
