@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/soulfra/calnet/identity"
+	"github.com/soulfra/calnet/internal/spiffeca"
 )
 
 func key(t *testing.T, b byte) *identity.PrivateKey {
@@ -109,13 +111,36 @@ func TestParsePeerRejects(t *testing.T) {
 	}
 }
 
+// FuzzParsePeer feeds arbitrary certificates, alone (self-signed) and as
+// a leaf with an issuer (an issued chain checked against the network's
+// root), to ParsePeer: it never panics, and a chain it accepts names a
+// key the authority certified.
 func FuzzParsePeer(f *testing.F) {
+	g, _ := identity.FromSeed(bytes.Repeat([]byte{1}, 64))
 	k, _ := identity.FromSeed(bytes.Repeat([]byte{6}, 64))
-	n := k.Public().NetworkID()
+	n := g.Public().NetworkID()
 	c, _ := Certificate(k, n, "/cal/"+k.Public().ID().String(), []byte("d"), time.Hour, time.Now())
-	f.Add(c.Certificate[0])
-	f.Fuzz(func(t *testing.T, der []byte) {
-		_, _ = ParsePeer([][]byte{der}, n, time.Now(), nil)
+	ca, err := spiffeca.New(spiffeca.Config{Network: n, Born: time.Now().Add(-time.Hour), Root: g.TLSSigner()})
+	if err != nil {
+		f.Fatal(err)
+	}
+	svid, err := ca.Issue(spiffeca.Request{Cal: k.Public().ID(), Key: k.Public().Ed25519(), BlessingDigest: []byte("d")})
+	if err != nil {
+		f.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Root())
+	f.Add(c.Certificate[0], []byte(nil))
+	f.Add(svid.Chain[0].Raw, svid.Chain[1].Raw)
+	f.Fuzz(func(t *testing.T, leaf, issuer []byte) {
+		raw := [][]byte{leaf}
+		if issuer != nil {
+			raw = append(raw, issuer)
+		}
+		p, err := ParsePeer(raw, n, time.Now(), roots)
+		if err == nil && issuer != nil && (p.Cal != k.Public().ID() || !k.Public().Ed25519().Equal(p.Key)) {
+			t.Fatalf("accepted a chain the authority did not issue: %s", p.Cal)
+		}
 	})
 }
 

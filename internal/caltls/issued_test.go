@@ -11,9 +11,9 @@ import (
 	"github.com/soulfra/calnet/internal/spiffeca"
 )
 
-// handshake runs one mutual TLS handshake and returns the server's error
-// and the client's connection state.
-func handshake(t *testing.T, srv, cli *tls.Config) (error, tls.ConnectionState) {
+// handshake runs one mutual TLS handshake and returns the client's
+// connection state and the server's error (or the client's).
+func handshake(t *testing.T, srv, cli *tls.Config) (tls.ConnectionState, error) {
 	t.Helper()
 	a, b := socketPair(t)
 	s, c := tls.Server(a, srv), tls.Client(b, cli)
@@ -25,7 +25,7 @@ func handshake(t *testing.T, srv, cli *tls.Config) (error, tls.ConnectionState) 
 	if serr == nil && cerr != nil {
 		serr = cerr
 	}
-	return serr, c.ConnectionState()
+	return c.ConnectionState(), serr
 }
 
 // TestIssuedChains runs mutual TLS with a Cal presenting the SVID the
@@ -88,7 +88,7 @@ func TestIssuedChains(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cpSrc.SetRoots(tc.roots)
-			err, cs := handshake(t, Config(cpSrc, resolve, true), cli)
+			cs, err := handshake(t, Config(cpSrc, resolve, true), cli)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -107,7 +107,7 @@ func TestIssuedChains(t *testing.T) {
 		cpSrc.SetRoots(pool(ca))
 		c := cli.Clone()
 		c.CurvePreferences = []tls.CurveID{tls.X25519}
-		if err, _ := handshake(t, Config(cpSrc, resolve, true), c); err == nil {
+		if _, err := handshake(t, Config(cpSrc, resolve, true), c); err == nil {
 			t.Fatal("the server accepted a classical-only key exchange")
 		}
 	})

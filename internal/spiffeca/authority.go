@@ -1,7 +1,6 @@
 package spiffeca
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -338,12 +337,6 @@ func ParseCSR(der []byte) (crypto.PublicKey, error) {
 		}
 	}
 	return nil, fmt.Errorf("spiffeca: csr: key %T is not ECDSA P-256 or Ed25519", csr.PublicKey)
-}
-
-// sameKey reports whether a certificate's key is pub.
-func sameKey(c *x509.Certificate, pub crypto.PublicKey) bool {
-	b, err := x509.MarshalPKIXPublicKey(pub)
-	return err == nil && bytes.Equal(b, c.RawSubjectPublicKeyInfo)
 }
 
 // BundleOf makes the X.509 bundle of network from DER authorities;

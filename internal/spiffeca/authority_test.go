@@ -2,6 +2,7 @@ package spiffeca
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -260,4 +261,10 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("refusal without a reason: %v", err)
 		}
 	})
+}
+
+// sameKey reports whether a certificate's key is pub.
+func sameKey(c *x509.Certificate, pub crypto.PublicKey) bool {
+	b, err := x509.MarshalPKIXPublicKey(pub)
+	return err == nil && bytes.Equal(b, c.RawSubjectPublicKeyInfo)
 }
