@@ -43,7 +43,7 @@ func main() {
 	if err != nil {
 		log.Fatalf("workload api: %v", err)
 	}
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	svid, err := src.GetX509SVID()
 	if err != nil {
 		log.Fatal(err)
@@ -148,7 +148,7 @@ func call(ctx context.Context, src *workloadapi.X509Source) error {
 			st.MySerials = appendNew(st.MySerials, me.Certificates[0].SerialNumber.String())
 			var pemOut strings.Builder
 			for _, c := range me.Certificates {
-				pem.Encode(&pemOut, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+				_ = pem.Encode(&pemOut, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}) // a strings.Builder does not fail
 			}
 			st.SVIDPEM = pemOut.String()
 		}
@@ -158,7 +158,9 @@ func call(ctx context.Context, src *workloadapi.X509Source) error {
 		if f := os.Getenv("STATS_FILE"); f != "" {
 			b, _ := json.Marshal(st)
 			if err := os.WriteFile(f+".tmp", b, 0o644); err == nil {
-				os.Rename(f+".tmp", f)
+				if err := os.Rename(f+".tmp", f); err != nil {
+					log.Printf("stats: %v", err)
+				}
 			}
 		}
 	}

@@ -54,7 +54,7 @@ func newWorkloadFixture(t testing.TB) *workloadFixture {
 	}
 	srv := grpc.NewServer()
 	workload.RegisterSpiffeWorkloadAPIServer(srv, &workloadAPI{rt: rt})
-	go srv.Serve(ln)
+	go func() { _ = srv.Serve(ln) }() // ends when the test stops it
 	t.Cleanup(srv.Stop)
 	f := &workloadFixture{rt: rt, ca: ca, cal: calKey.Public().ID(), addr: "unix://" + sock}
 	f.renew(t)
@@ -102,7 +102,7 @@ func TestWorkloadAPIWithGoSPIFFE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	next := f.renew(t)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -125,7 +125,7 @@ func TestWorkloadAPIRequiresTheSecurityHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	stream, err := workload.NewSpiffeWorkloadAPIClient(conn).FetchX509SVID(ctx, &workload.X509SVIDRequest{})

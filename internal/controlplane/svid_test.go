@@ -44,7 +44,7 @@ func newSVIDHarness(t testing.TB) *svidHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.store.Close() })
+	t.Cleanup(func() { _ = s.store.Close() })
 	close(s.recovered)
 	sock := filepath.Join(t.TempDir(), "cal.sock")
 	ln, err := net.Listen("unix", sock)
@@ -101,7 +101,9 @@ func (h *svidHarness) ask(t testing.TB, csr []byte) (int, string, *calproto.SVID
 	}
 	defer resp.Body.Close()
 	var buf bytes.Buffer
-	buf.ReadFrom(resp.Body)
+	if _, err := buf.ReadFrom(resp.Body); err != nil {
+		t.Fatal(err)
+	}
 	var r calproto.SVIDReply
 	if resp.StatusCode == 200 {
 		if err := json.Unmarshal(buf.Bytes(), &r); err != nil {
@@ -232,7 +234,7 @@ func TestBundleEndpointFederates(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: handler, TLSConfig: tc}
-	go srv.ServeTLS(ln, "", "")
+	go func() { _ = srv.ServeTLS(ln, "", "") }() // ends when the test closes it
 	defer srv.Close()
 	td := h.s.ca.TrustDomain()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
