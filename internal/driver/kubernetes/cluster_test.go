@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"net"
 	"os"
 	"strings"
@@ -233,14 +232,36 @@ func (e *env) policyGone(t *testing.T, name string) bool {
 }
 
 // stallProxy forwards TCP connections to target until stalled, after which
-// it accepts connections and never answers: an API server too slow to
-// answer.
+// it forwards nothing more on any connection, open or new, and closes none:
+// an API server too slow to answer (not one that went away).
 type stallProxy struct {
 	l       net.Listener
 	target  string
 	stalled atomic.Bool
+	done    chan struct{} // closed at cleanup: held copies end
 	mu      sync.Mutex
 	open    []net.Conn
+}
+
+// forward copies src to dst until either ends, or holds what it read once
+// the proxy is stalled, until cleanup.
+func (p *stallProxy) forward(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if p.stalled.Load() {
+				<-p.done
+				return
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func newStallProxy(t *testing.T, target string) *stallProxy {
@@ -249,7 +270,7 @@ func newStallProxy(t *testing.T, target string) *stallProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &stallProxy{l: l, target: target}
+	p := &stallProxy{l: l, target: target, done: make(chan struct{})}
 	var conns sync.WaitGroup
 	mu := &p.mu
 	go func() {
@@ -275,14 +296,15 @@ func newStallProxy(t *testing.T, target string) *stallProxy {
 				mu.Lock()
 				p.open = append(p.open, up)
 				mu.Unlock()
-				go func() { _, _ = io.Copy(up, c); up.Close() }()
-				_, _ = io.Copy(c, up)
+				go func() { p.forward(up, c); up.Close() }()
+				p.forward(c, up)
 				c.Close()
 			}()
 		}
 	}()
 	t.Cleanup(func() {
 		l.Close()
+		close(p.done)
 		mu.Lock()
 		for _, c := range p.open {
 			c.Close()
@@ -293,16 +315,7 @@ func newStallProxy(t *testing.T, target string) *stallProxy {
 	return p
 }
 
-// stall makes new connections hang and cuts the open ones (so the client
-// reconnects into the stall).
-func (p *stallProxy) stall() {
-	p.stalled.Store(true)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.open {
-		c.Close()
-	}
-	p.open = nil
-}
+// stall makes every connection, open or new, hang without an answer.
+func (p *stallProxy) stall() { p.stalled.Store(true) }
 
 func (p *stallProxy) addr() string { return p.l.Addr().String() }
