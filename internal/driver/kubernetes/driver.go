@@ -301,7 +301,7 @@ func (d *Driver) Adopt(ctx context.Context, calID string) (driver.Instance, erro
 	if err != nil {
 		return nil, err
 	}
-	sort.Slice(pods, func(i, j int) bool { return pods[i].CreationTimestamp.After(pods[j].CreationTimestamp.Time) })
+	sort.Slice(pods, func(i, j int) bool { return startedAt(pods[i]).After(startedAt(pods[j])) })
 	var keep *corev1.Pod
 	for _, p := range pods {
 		if keep == nil && !ended(p) && p.DeletionTimestamp == nil {

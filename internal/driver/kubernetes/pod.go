@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -30,8 +31,12 @@ const (
 	LineagePrefix = "lineage.calnet.dev/"
 	// AnnotationFeatures lists the isolation features the pod was asked for.
 	AnnotationFeatures = "calnet.dev/features"
-	managedBy          = "calnet"
-	genesisParent      = "genesis"
+	// AnnotationStarted is when the driver created the pod, to the
+	// nanosecond: a pod's creationTimestamp has whole seconds, too coarse
+	// to tell two starts of one Cal apart.
+	AnnotationStarted = "calnet.dev/started"
+	managedBy         = "calnet"
+	genesisParent     = "genesis"
 )
 
 // Where the Cal finds its writable directories and the token it presents to
@@ -163,7 +168,7 @@ func (d *Driver) podFor(spec driver.Spec) *corev1.Pod {
 			GenerateName: "cal-" + spec.CalID + "-",
 			Namespace:    d.cfg.Namespace,
 			Labels:       labels(spec),
-			Annotations:  map[string]string{AnnotationFeatures: strings.Join(feats, ",")},
+			Annotations:  map[string]string{AnnotationFeatures: strings.Join(feats, ","), AnnotationStarted: time.Now().UTC().Format(time.RFC3339Nano)},
 		},
 		Spec: corev1.PodSpec{
 			RestartPolicy:                 corev1.RestartPolicyNever, // the supervisor heals, with its own policy
@@ -315,3 +320,12 @@ func inForce(pod *corev1.Pod, wantUID int64, policy bool) map[sandbox.Feature]bo
 }
 
 func isTrue(b *bool) bool { return b != nil && *b }
+
+// startedAt is when the driver created p (AnnotationStarted), or its
+// creationTimestamp for a pod without the annotation.
+func startedAt(p *corev1.Pod) time.Time {
+	if t, err := time.Parse(time.RFC3339Nano, p.Annotations[AnnotationStarted]); err == nil {
+		return t
+	}
+	return p.CreationTimestamp.Time
+}
