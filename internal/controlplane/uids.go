@@ -99,7 +99,7 @@ func (s *Server) ownsUID(blocks []int, uid int) bool {
 // process may run as the old uid: a copy of this network's directory.)
 func (s *Server) renumber(ctx context.Context, r *CalRecord) (int, error) {
 	id, old := r.ID, r.UID
-	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", r.PID)); r.PID > 0 && err == nil && uidOf(st) == old {
+	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", r.PID)); r.PID > 0 && err == nil && uidOf(st) == old && !exited(st) {
 		return 0, fmt.Errorf("its process %d still runs as uid %d: stop it first", r.PID, old)
 	}
 	uid, err := s.nextUID(ctx)
@@ -118,6 +118,19 @@ func (s *Server) renumber(ctx context.Context, r *CalRecord) (int, error) {
 }
 
 // uidOf returns the real uid in a /proc/<pid>/status, or -1.
+// exited reports whether a /proc/<pid>/status is of a process that has
+// exited and waits to be reaped (a zombie): a SIGKILLed Cal whose parent
+// died with it lingers so until init reaps it, and runs nothing.
+func exited(status []byte) bool {
+	for line := range strings.SplitSeq(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "State:"); ok {
+			v = strings.TrimSpace(v)
+			return strings.HasPrefix(v, "Z") || strings.HasPrefix(v, "X")
+		}
+	}
+	return false
+}
+
 func uidOf(status []byte) int {
 	for line := range strings.SplitSeq(string(status), "\n") {
 		if v, ok := strings.CutPrefix(line, "Uid:"); ok {

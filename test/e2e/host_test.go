@@ -306,7 +306,17 @@ func (n *network) reap() {
 	}
 	if killed > 0 {
 		n.t.Logf("reaped %d cal process(es) that outlived calnet up", killed)
-		time.Sleep(200 * time.Millisecond)
+		// Gone means gone from /proc or a zombie for init to reap: ending
+		// a process is slow on a loaded VM, and a restore or restart of
+		// the network must not find one still running.
+		for _, p := range calProcesses(n.t, bins...) {
+			for deadline := time.Now().Add(30 * time.Second); ids[p.Cal] && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID))
+				if err != nil || strings.Contains(string(st), ") Z ") || strings.Contains(string(st), ") X ") {
+					break
+				}
+			}
+		}
 	}
 	for dir, groups := range calGroups(ids) {
 		for _, g := range groups {
