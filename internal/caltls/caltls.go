@@ -42,21 +42,29 @@ func SPIFFEID(network identity.NetworkID, id identity.ID) *url.URL {
 // Certificate makes a TLS certificate for key: self-signed with its
 // Ed25519 half, valid for validity, naming spiffePath under network.
 func Certificate(key *identity.PrivateKey, network identity.NetworkID, spiffePath string, blessingDigest []byte, validity time.Duration, now time.Time) (tls.Certificate, error) {
+	var exts []pkix.Extension
+	if blessingDigest != nil {
+		exts = []pkix.Extension{{Id: spiffeca.OIDBlessing, Value: mustASN1(blessingDigest)}}
+	}
+	return selfSigned(key, network, spiffePath, now.Add(validity), exts, now)
+}
+
+// selfSigned makes a certificate for key, self-signed with its Ed25519
+// half, valid from a minute before now until notAfter, naming spiffePath
+// under network and carrying exts.
+func selfSigned(key *identity.PrivateKey, network identity.NetworkID, spiffePath string, notAfter time.Time, exts []pkix.Extension, now time.Time) (tls.Certificate, error) {
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	u := &url.URL{Scheme: "spiffe", Host: network.String(), Path: spiffePath}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: key.Public().ID().Short()},
-		NotBefore:    now.Add(-time.Minute), NotAfter: now.Add(validity),
-		URIs:        []*url.URL{u},
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	if blessingDigest != nil {
-		tmpl.ExtraExtensions = []pkix.Extension{{Id: spiffeca.OIDBlessing, Value: mustASN1(blessingDigest)}}
+		NotBefore:    now.Add(-time.Minute), NotAfter: notAfter,
+		URIs:            []*url.URL{{Scheme: "spiffe", Host: network.String(), Path: spiffePath}},
+		KeyUsage:        x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		ExtraExtensions: exts,
 	}
 	signer := key.TLSSigner()
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, signer.Public(), signer)

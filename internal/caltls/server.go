@@ -2,7 +2,6 @@ package caltls
 
 import (
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,8 +9,6 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
-	"math/big"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -192,28 +189,10 @@ func (s *serverSource) get() (*tls.Certificate, error) {
 	if !end.After(now) {
 		return nil, fmt.Errorf("caltls: this server's chain expired at %s", s.notAfter.Format(time.RFC3339))
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: s.key.Public().ID().Short()},
-		NotBefore:    now.Add(-time.Minute), NotAfter: end,
-		URIs:            []*url.URL{{Scheme: "spiffe", Host: s.network.String(), Path: s.path}},
-		KeyUsage:        x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		ExtraExtensions: []pkix.Extension{{Id: oidChain, Value: mustASN1(s.chain)}},
-	}
-	signer := s.key.TLSSigner()
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, signer.Public(), signer)
+	c, err := selfSigned(s.key, s.network, s.path, end, []pkix.Extension{{Id: oidChain, Value: mustASN1(s.chain)}}, now)
 	if err != nil {
 		return nil, fmt.Errorf("caltls: server certificate: %w", err)
 	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	s.cur = &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: signer, Leaf: leaf}
+	s.cur = &c
 	return s.cur, nil
 }
