@@ -13,6 +13,7 @@ import (
 	"github.com/soulfra/calnet/identity"
 	"github.com/soulfra/calnet/internal/authz"
 	"github.com/soulfra/calnet/internal/caltls"
+	"github.com/soulfra/calnet/internal/spiffeca"
 	"github.com/soulfra/calnet/trust"
 )
 
@@ -44,32 +45,12 @@ func TestCalAPIChecksTheBlessing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	master := s.state.Blessings[masterKey.Public().ID()]
 	controlPlane := func(p *caltls.Peer) error { return nil }
 	for i, perms := range []trust.Permissions{
 		trust.PermissionsOf(trust.PermTalk),
 		trust.PermissionsOf(trust.PermRead, trust.PermSpawn, trust.PermRevoke),
 	} {
-		key, err := identity.Generate(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		now := time.Now()
-		mc := master.Constraints()
-		b, err := trust.Issue(masterKey, trust.Grant{Network: s.net.Info.Network, Parent: master, ChildKey: key.Public(), Serial: i + 1, Permissions: perms,
-			Constraints: trust.Constraints{MaxDepth: mc.MaxDepth, MaxChildren: 4, Quota: trust.Quota{CPUMillis: 100, MemoryBytes: 32 << 20, PIDs: 16},
-				NotBefore: mc.NotBefore, NotAfter: now.Add(time.Hour)}, IssuedAt: now})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.trustMu.Lock()
-		s.state.Blessings[b.Child()] = b
-		s.trustMu.Unlock()
-		d := b.Digest()
-		src, err := caltls.NewSource(key, s.net.Info.Network, "/cal/"+b.Child().String(), d[:], time.Hour, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, src := blessTestCal(t, s, masterKey, i+1, perms)
 		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: caltls.Config(src, controlPlane, false)}}
 		cal := authz.Principal{Kind: authz.Cal, Perms: perms}
 		for _, e := range authz.Routes(authz.CalAPI) {
@@ -105,4 +86,33 @@ func TestCalAPIChecksTheBlessing(t *testing.T) {
 		resp.Body.Close()
 		t.Fatalf("a stranger's certificate: %d", resp.StatusCode)
 	}
+}
+
+// blessTestCal blesses a new key under the Master with perms (the
+// blessing's serial is serial), records the blessing in s's trust state
+// as a spawn does, and returns the key and a certificate source for it.
+func blessTestCal(t testing.TB, s *Server, masterKey *identity.PrivateKey, serial int, perms trust.Permissions) (*identity.PrivateKey, *caltls.Source) {
+	t.Helper()
+	master := s.state.Blessings[masterKey.Public().ID()]
+	key, err := identity.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	mc := master.Constraints()
+	b, err := trust.Issue(masterKey, trust.Grant{Network: s.net.Info.Network, Parent: master, ChildKey: key.Public(), Serial: serial, Permissions: perms,
+		Constraints: trust.Constraints{MaxDepth: mc.MaxDepth, MaxChildren: 4, Quota: trust.Quota{CPUMillis: 100, MemoryBytes: 32 << 20, PIDs: 16},
+			NotBefore: mc.NotBefore, NotAfter: now.Add(time.Hour)}, IssuedAt: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.trustMu.Lock()
+	s.state.Blessings[b.Child()] = b
+	s.trustMu.Unlock()
+	d := b.Digest()
+	src, err := caltls.NewSource(key, s.net.Info.Network, spiffeca.CalPath(b.Child(), false), d[:], time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, src
 }

@@ -62,27 +62,7 @@ func newSVIDHarness(t testing.TB) *svidHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	master := s.state.Blessings[masterKey.Public().ID()]
-	key, err := identity.Generate(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	mc := master.Constraints()
-	b, err := trust.Issue(masterKey, trust.Grant{Network: s.net.Info.Network, Parent: master, ChildKey: key.Public(), Serial: 1, Permissions: trust.PermissionsOf(trust.PermRead),
-		Constraints: trust.Constraints{MaxDepth: mc.MaxDepth, MaxChildren: 4, Quota: trust.Quota{CPUMillis: 100, MemoryBytes: 32 << 20, PIDs: 16},
-			NotBefore: mc.NotBefore, NotAfter: now.Add(time.Hour)}, IssuedAt: now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.trustMu.Lock()
-	s.state.Blessings[b.Child()] = b
-	s.trustMu.Unlock()
-	d := b.Digest()
-	src, err := caltls.NewSource(key, s.net.Info.Network, spiffeca.CalPath(b.Child(), false), d[:], time.Hour, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, src := blessTestCal(t, s, masterKey, 1, trust.PermissionsOf(trust.PermRead))
 	controlPlane := func(p *caltls.Peer) error { return nil }
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: caltls.Config(src, controlPlane, false), MaxIdleConns: 2,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
