@@ -42,17 +42,7 @@ func noClearKEK(t *testing.T, dir string) {
 // age-hybrid-pq.
 func makeLegacy(t *testing.T, n *Network) {
 	t.Helper()
-	root, err := n.Root(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := readSealedKEK(n.Dir, root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(n.Dir, legacyKEKFile), []byte(id.String()+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	makeLegacyKEKAgain(t, n)
 	for _, f := range []string{sealedKEKFile, seal.ConfigFile, seal.RootFile} {
 		if err := os.Remove(filepath.Join(n.Dir, f)); err != nil {
 			t.Fatal(err)
