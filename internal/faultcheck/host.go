@@ -1,7 +1,6 @@
 package faultcheck
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/soulfra/calnet/internal/driver/process"
 )
 
 // Instance is one process of a Cal the sampler saw.
@@ -226,16 +227,11 @@ func stat(proc string, pid int) (byte, uint64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	state, start, err := process.ParseStat(b)
+	if err != nil {
+		return 0, 0, fmt.Errorf("/proc/%d/%w", pid, err)
 	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	start, err := strconv.ParseUint(f[19], 10, 64)
-	return f[0][0], start, err
+	return state, start, nil
 }
 
 // bootTime reads the boot time (btime of /proc/stat).

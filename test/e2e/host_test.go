@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/soulfra/calnet/internal/driver/process"
 )
 
 // What the host says, not the registry: the `calnet cal` processes in
@@ -36,17 +37,7 @@ func procStat(pid int) (state byte, start uint64, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	// The command name is in parentheses and may hold spaces.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	start, err = strconv.ParseUint(f[19], 10, 64)
-	return f[0][0], start, err
+	return process.ParseStat(b)
 }
 
 // calProcesses lists the live (not zombie) processes running `<bin> cal`
@@ -311,8 +302,7 @@ func (n *network) reap() {
 		// the network must not find one still running.
 		for _, p := range calProcesses(n.t, bins...) {
 			for deadline := time.Now().Add(30 * time.Second); ids[p.Cal] && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-				st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID))
-				if err != nil || strings.Contains(string(st), ") Z ") || strings.Contains(string(st), ") X ") {
+				if state, _, err := procStat(p.PID); err != nil || state == 'Z' || state == 'X' {
 					break
 				}
 			}

@@ -282,13 +282,13 @@ func procStat(pid int) (state byte, start uint64, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	return parseStat(b)
+	return ParseStat(b)
 }
 
-// parseStat reads the state (field 3) and start time (field 22) of a
+// ParseStat reads the state (field 3) and start time (field 22) of a
 // /proc/<pid>/stat line; the command name (field 2) may hold spaces and
 // parentheses, so fields are counted after its last ')'.
-func parseStat(b []byte) (state byte, start uint64, err error) {
+func ParseStat(b []byte) (state byte, start uint64, err error) {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
 		return 0, 0, errors.New("stat: no command name")

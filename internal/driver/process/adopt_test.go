@@ -393,11 +393,11 @@ func TestParseRecord(t *testing.T) {
 
 func TestParseStat(t *testing.T) {
 	line := "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 3 0 98765 12345678 300 18446744073709551615"
-	state, start, err := parseStat([]byte(line))
+	state, start, err := ParseStat([]byte(line))
 	if err != nil || state != 'S' || start != 98765 {
-		t.Fatalf("parseStat = %c %d %v", state, start, err)
+		t.Fatalf("ParseStat = %c %d %v", state, start, err)
 	}
-	if _, _, err := parseStat([]byte("1 (x) S 1 2")); err == nil {
+	if _, _, err := ParseStat([]byte("1 (x) S 1 2")); err == nil {
 		t.Fatal("a short line parsed")
 	}
 }
@@ -416,7 +416,7 @@ func FuzzParseRecord(f *testing.F) {
 func FuzzParseStat(f *testing.F) {
 	f.Add([]byte("1234 (calnet) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 3 0 98765 1 2"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if _, _, err := parseStat(b); err == nil && !bytes.Contains(b, []byte(")")) {
+		if _, _, err := ParseStat(b); err == nil && !bytes.Contains(b, []byte(")")) {
 			t.Fatalf("parsed %q, which has no comm field", b)
 		}
 	})
