@@ -205,19 +205,12 @@ type SnapshotSchedule struct {
 // snapshot (a full disk) leaves the ones before it.
 func (s *Server) snapshotLoop(ctx context.Context) {
 	sc := s.cfg.Snapshots
-	t := time.NewTicker(sc.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, sc.Interval, func() {
 		if err := s.scheduledSnapshot(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error("scheduled snapshot failed; the earlier ones are kept", "dir", sc.Dir, "err", err)
 			s.bus.publish(Event{Type: "snapshot.failed", Actor: "scheduler", Reason: err.Error()})
 		}
-	}
+	})
 }
 
 // scheduledSnapshot takes one scheduled snapshot and prunes.
